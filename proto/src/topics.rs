@@ -1,0 +1,207 @@
+//! The MQTT topic scheme. Every topic Hearth publishes or subscribes to is
+//! built here and every received topic is parsed here.
+//!
+//! ```text
+//! {prefix}/v1/{home_id}/{device_id}/{channel}
+//! ```
+//!
+//! | channel    | direction        | payload (hearth.v1)       |
+//! |------------|------------------|---------------------------|
+//! | `readings` | device → backend | `ReadingBatch`            |
+//! | `desired`  | backend → device | `DesiredState`            |
+//! | `reported` | device → backend | `ReportedState`           |
+//! | `status`   | device → backend | `DeviceStatus` (last will)|
+//!
+//! The prefix (default `hearth`) is one or more levels; deployments sharing a
+//! broker and tests running in parallel each use their own.
+
+use crate::ids::{check_id, IdError};
+
+/// Version level of the scheme; bumped if the layout ever changes.
+const VERSION_LEVEL: &str = "v1";
+
+/// The default prefix.
+pub const DEFAULT_PREFIX: &str = "hearth";
+
+/// What a message on a device topic is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    Readings,
+    Desired,
+    Reported,
+    Status,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 4] = [Channel::Readings, Channel::Desired, Channel::Reported, Channel::Status];
+
+    /// The topic level naming this channel.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Readings => "readings",
+            Channel::Desired => "desired",
+            Channel::Reported => "reported",
+            Channel::Status => "status",
+        }
+    }
+
+    fn from_level(level: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == level)
+    }
+}
+
+/// A parsed device topic, borrowing from the topic string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceTopic<'t> {
+    pub home_id: &'t str,
+    pub device_id: &'t str,
+    pub channel: Channel,
+}
+
+/// Why a topic or prefix was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicError {
+    /// The prefix is empty, has an empty level, a wildcard or starts with `$`.
+    BadPrefix(String),
+    /// The topic does not start with this deployment's `{prefix}/v1/`.
+    OtherPrefix,
+    /// Not exactly `{home}/{device}/{channel}` after the prefix.
+    WrongShape,
+    BadHomeId(IdError),
+    BadDeviceId(IdError),
+    UnknownChannel(String),
+}
+
+impl std::fmt::Display for TopicError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TopicError::BadPrefix(p) => write!(
+                f,
+                "topic prefix {p:?} is invalid: it needs non-empty levels of A-Z a-z 0-9 _ - and no leading $"
+            ),
+            TopicError::OtherPrefix => write!(f, "topic is outside this deployment's prefix"),
+            TopicError::WrongShape => write!(f, "topic is not {{prefix}}/v1/{{home}}/{{device}}/{{channel}}"),
+            TopicError::BadHomeId(e) => write!(f, "home id in topic {e}"),
+            TopicError::BadDeviceId(e) => write!(f, "device id in topic {e}"),
+            TopicError::UnknownChannel(c) => write!(f, "unknown channel {c:?}"),
+        }
+    }
+}
+
+impl std::error::Error for TopicError {}
+
+/// The topic scheme under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    /// `{prefix}/v1/`, kept whole so parsing is one `strip_prefix`.
+    root: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self::new(DEFAULT_PREFIX).expect("the default prefix is valid")
+    }
+}
+
+impl Topics {
+    /// Topics under `prefix`, e.g. `hearth` or `test-1234/hearth`.
+    pub fn new(prefix: &str) -> Result<Self, TopicError> {
+        let valid = !prefix.is_empty()
+            && !prefix.starts_with('$')
+            && prefix.split('/').all(|level| check_id(level).is_ok());
+        if !valid {
+            return Err(TopicError::BadPrefix(prefix.to_owned()));
+        }
+        Ok(Self { root: format!("{prefix}/{VERSION_LEVEL}/") })
+    }
+
+    /// The prefix these topics live under.
+    pub fn prefix(&self) -> &str {
+        &self.root[..self.root.len() - VERSION_LEVEL.len() - 2]
+    }
+
+    /// The topic of one device's channel. Fails if an id is not a valid id.
+    pub fn device(&self, home_id: &str, device_id: &str, channel: Channel) -> Result<String, TopicError> {
+        check_id(home_id).map_err(TopicError::BadHomeId)?;
+        check_id(device_id).map_err(TopicError::BadDeviceId)?;
+        Ok(format!("{}{home_id}/{device_id}/{}", self.root, channel.as_str()))
+    }
+
+    /// Filter matching `channel` of every device of every home.
+    pub fn all_devices(&self, channel: Channel) -> String {
+        format!("{}+/+/{}", self.root, channel.as_str())
+    }
+
+    /// Like [`all_devices`](Self::all_devices), as an MQTT 5 / Mosquitto shared
+    /// subscription: each message goes to one member of `group`.
+    pub fn all_devices_shared(&self, group: &str, channel: Channel) -> String {
+        format!("$share/{group}/{}", self.all_devices(channel))
+    }
+
+    /// Parses a received topic.
+    pub fn parse<'t>(&self, topic: &'t str) -> Result<DeviceTopic<'t>, TopicError> {
+        let rest = topic.strip_prefix(self.root.as_str()).ok_or(TopicError::OtherPrefix)?;
+        let mut levels = rest.split('/');
+        let (Some(home_id), Some(device_id), Some(channel), None) =
+            (levels.next(), levels.next(), levels.next(), levels.next())
+        else {
+            return Err(TopicError::WrongShape);
+        };
+        check_id(home_id).map_err(TopicError::BadHomeId)?;
+        check_id(device_id).map_err(TopicError::BadDeviceId)?;
+        let channel = Channel::from_level(channel).ok_or_else(|| TopicError::UnknownChannel(channel.to_owned()))?;
+        Ok(DeviceTopic { home_id, device_id, channel })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_and_parses_every_channel() {
+        let topics = Topics::new("t-42/hearth").unwrap();
+        for channel in Channel::ALL {
+            let topic = topics.device("home-1", "fan_2", channel).unwrap();
+            assert_eq!(topic, format!("t-42/hearth/v1/home-1/fan_2/{}", channel.as_str()));
+            assert_eq!(
+                topics.parse(&topic).unwrap(),
+                DeviceTopic { home_id: "home-1", device_id: "fan_2", channel }
+            );
+        }
+        assert_eq!(topics.prefix(), "t-42/hearth");
+    }
+
+    #[test]
+    fn subscription_filters_cover_device_topics() {
+        let topics = Topics::default();
+        assert_eq!(topics.all_devices(Channel::Readings), "hearth/v1/+/+/readings");
+        assert_eq!(topics.all_devices_shared("ingest", Channel::Status), "$share/ingest/hearth/v1/+/+/status");
+    }
+
+    #[test]
+    fn rejects_topics_of_other_prefixes_and_shapes() {
+        let topics = Topics::default();
+        assert_eq!(topics.parse("other/v1/h/d/readings"), Err(TopicError::OtherPrefix));
+        assert_eq!(topics.parse("hearth/v2/h/d/readings"), Err(TopicError::OtherPrefix));
+        assert_eq!(topics.parse("hearth/v1/h/d"), Err(TopicError::WrongShape));
+        assert_eq!(topics.parse("hearth/v1/h/d/readings/extra"), Err(TopicError::WrongShape));
+        assert_eq!(topics.parse("hearth/v1//d/readings"), Err(TopicError::BadHomeId(IdError::Empty)));
+        assert_eq!(topics.parse("hearth/v1/h/d$/readings"), Err(TopicError::BadDeviceId(IdError::BadChar('$'))));
+        assert_eq!(topics.parse("hearth/v1/h/d/commands"), Err(TopicError::UnknownChannel("commands".into())));
+    }
+
+    #[test]
+    fn refuses_to_build_topics_from_bad_ids() {
+        let topics = Topics::default();
+        assert_eq!(topics.device("a/b", "d", Channel::Desired), Err(TopicError::BadHomeId(IdError::BadChar('/'))));
+        assert_eq!(topics.device("h", "#", Channel::Desired), Err(TopicError::BadDeviceId(IdError::BadChar('#'))));
+    }
+
+    #[test]
+    fn rejects_bad_prefixes() {
+        for prefix in ["", "/hearth", "hearth/", "a//b", "$SYS", "hearth/+", "hearth/#"] {
+            assert!(matches!(Topics::new(prefix), Err(TopicError::BadPrefix(_))), "{prefix:?}");
+        }
+    }
+}
