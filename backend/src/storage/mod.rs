@@ -11,7 +11,7 @@ use hearth_proto::v1::Metric;
 
 use crate::domain::{ActuatorState, Device, DeviceId, DeviceKind, Home, HomeId, Reading, RuleId, ThresholdRule, UnixMs};
 
-pub use sql::{MySqlStorage, SqliteStorage};
+pub use sql::{redact, MySqlStorage, SqliteStorage};
 
 /// What went wrong, named for what a caller can do about it.
 #[derive(Debug, thiserror::Error)]

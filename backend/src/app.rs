@@ -1,0 +1,242 @@
+//! Start-up and the run loop.
+//!
+//! [`App::build`] binds the HTTP listener, starts or reaches the broker,
+//! opens storage and connects MQTT, failing with an error that names the
+//! setting at fault. [`App::run_until`] serves until the shutdown future
+//! resolves, then stops intake and drains the ingest queue, so a rolling
+//! update loses nothing that was accepted.
+
+use std::{future::Future, net::SocketAddr, path::Path, sync::Arc};
+
+use anyhow::Context as _;
+use axum::routing::get;
+use hearth_proto::v1::{
+    automation_service_server::AutomationServiceServer, device_service_server::DeviceServiceServer,
+    telemetry_service_server::TelemetryServiceServer,
+};
+use http::{header, HeaderName};
+use tokio::{net::TcpListener, sync::broadcast};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{service::Routes, transport::Server};
+use tower_http::{
+    cors::{Any, CorsLayer},
+    services::{ServeDir, ServeFile},
+};
+use tracing::{info, warn};
+
+use crate::{
+    automation::Automation,
+    clock::Clock,
+    control::Control,
+    demo,
+    directory::Directory,
+    grpc::{AutomationApi, DeviceApi, TelemetryApi},
+    ingest::{self, Ingest, IngestItem, StoredBatch},
+    intake::Intake,
+    metrics::Metrics,
+    mqtt,
+    settings::{MqttBroker, Settings},
+    storage::{self, Storage},
+};
+
+/// Stored batches buffered per live subscriber before it starts skipping.
+const LIVE_BUFFER: usize = 1_024;
+/// Inbound MQTT messages buffered between the connection and intake.
+const INBOX_CAPACITY: usize = 1_024;
+
+/// What the services share.
+pub struct Core {
+    pub storage: Arc<dyn Storage>,
+    pub directory: Arc<Directory>,
+    pub ingest: Ingest,
+    pub control: Arc<Control>,
+    pub automation: Arc<Automation>,
+    pub stored: broadcast::Sender<Arc<StoredBatch>>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
+}
+
+pub struct App {
+    listener: TcpListener,
+    http_addr: SocketAddr,
+    mqtt_url: String,
+    settings: Settings,
+    core: Arc<Core>,
+    connection: mqtt::Connection,
+    ingest_rx: tokio::sync::mpsc::Receiver<IngestItem>,
+}
+
+impl App {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("HEARTH_LISTEN={}: cannot listen there", settings.listen))?;
+        let http_addr = listener.local_addr().context("reading the bound address")?;
+        let (mqtt_url, mqtt_setting) = match &settings.mqtt {
+            MqttBroker::Embedded { listen } => (format!("mqtt://{}", mqtt::broker::start(*listen)?), "HEARTH_MQTT_LISTEN"),
+            MqttBroker::External { url } => (url.clone(), "HEARTH_MQTT_URL"),
+        };
+        let storage = storage::connect(&settings.database_url).await?;
+        let connection = mqtt::connect(&mqtt_url, &settings.topics, mqtt_setting).await?;
+
+        let clock = Clock::system();
+        let metrics = Arc::new(Metrics::default());
+        let directory = Arc::new(Directory::new(storage.clone()));
+        let (ingest, ingest_rx) = Ingest::new();
+        let (stored, _) = broadcast::channel(LIVE_BUFFER);
+        let control = Arc::new(Control::new(storage.clone(), directory.clone(), connection.publisher.clone(), metrics.clone(), clock.clone()));
+        let automation = Arc::new(Automation::load(storage.clone()).await.context("loading automation rules")?);
+        let core = Arc::new(Core { storage, directory, ingest, control, automation, stored, metrics, clock });
+        Ok(Self { listener, http_addr, mqtt_url, settings, core, connection, ingest_rx })
+    }
+
+    /// Where gRPC, gRPC-web and the web app are served.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The broker devices should connect to.
+    pub fn mqtt_url(&self) -> &str {
+        &self.mqtt_url
+    }
+
+    pub fn core(&self) -> Arc<Core> {
+        self.core.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then drains.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Self { listener, http_addr, mqtt_url, settings, core, connection, ingest_rx } = self;
+        let stop = CancellationToken::new();
+
+        let writer = tokio::spawn(ingest::run_writer(ingest_rx, core.storage.clone(), core.stored.clone(), core.metrics.clone()));
+        let (inbox_tx, inbox_rx) = tokio::sync::mpsc::channel(INBOX_CAPACITY);
+        let inbox = tokio::spawn(mqtt::run_inbox(connection, inbox_tx, core.metrics.clone(), stop.clone()));
+        let intake = Intake {
+            directory: core.directory.clone(),
+            ingest: core.ingest.clone(),
+            control: core.control.clone(),
+            metrics: core.metrics.clone(),
+            clock: core.clock.clone(),
+        };
+        let intake = tokio::spawn(intake.run(inbox_rx));
+        let automation = tokio::spawn(core.automation.clone().run(core.stored.subscribe(), core.control.clone(), stop.clone()));
+        let demo = settings.demo.then(|| {
+            let (core, url, topics, stop) = (core.clone(), mqtt_url.clone(), settings.topics.clone(), stop.clone());
+            tokio::spawn(async move {
+                if let Err(e) = demo::run(core, url, topics, stop).await {
+                    warn!(error = %e, "the demo home stopped");
+                }
+            })
+        });
+
+        let routes = routes(&core, &settings.web_dir).await?;
+        info!(http = %http_addr, mqtt = %mqtt_url, database = %storage::redact(&settings.database_url), demo = settings.demo, "hearth ready");
+        let served = Server::builder()
+            .accept_http1(true)
+            .layer(cors())
+            .layer(tonic_web::GrpcWebLayer::new())
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await
+            .context("serving HTTP");
+
+        info!("shutting down: stopping intake and draining the ingest queue");
+        stop.cancel();
+        let _ = inbox.await;
+        let _ = intake.await;
+        if let Some(demo) = demo {
+            let _ = demo.await;
+        }
+        let _ = automation.await;
+        // The writer ends once every sender is gone: the intake's went with
+        // it, the services' go with `core`.
+        drop(core);
+        let _ = writer.await;
+        info!("stopped");
+        served
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM (how Kubernetes stops a pod).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Browsers on other origins (a dev server, a phone on the LAN) may call the
+/// gRPC-web API; they need to read the grpc-* trailers-in-headers.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods(Any)
+        .allow_headers(Any)
+        .expose_headers([
+            HeaderName::from_static("grpc-status"),
+            HeaderName::from_static("grpc-message"),
+            HeaderName::from_static("grpc-status-details-bin"),
+        ])
+}
+
+/// The three services, reflection (v1 and v1alpha), health, `/metrics`, and
+/// the web app as the fallback for every other path.
+async fn routes(core: &Arc<Core>, web_dir: &Path) -> anyhow::Result<Routes> {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(hearth_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<DeviceServiceServer<DeviceApi>>().await;
+    health.set_serving::<TelemetryServiceServer<TelemetryApi>>().await;
+    health.set_serving::<AutomationServiceServer<AutomationApi>>().await;
+
+    let routes = Routes::builder()
+        .add_service(DeviceServiceServer::new(DeviceApi::new(core.clone())))
+        .add_service(TelemetryServiceServer::new(TelemetryApi::new(core.clone())))
+        .add_service(AutomationServiceServer::new(AutomationApi::new(core.clone())))
+        .add_service(health_service)
+        .add_service(reflection().build_v1().context("building reflection v1")?)
+        .add_service(reflection().build_v1alpha().context("building reflection v1alpha")?)
+        .clone()
+        .routes();
+
+    let metrics = core.metrics.clone();
+    let router = routes.into_axum_router().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render()) }
+        }),
+    );
+    let index = web_dir.join("index.html");
+    let router = if index.is_file() {
+        info!(dir = %web_dir.display(), "serving the web app");
+        // Unknown paths get index.html so client-side routes survive a reload.
+        router.fallback_service(ServeDir::new(web_dir).precompressed_gzip().fallback(ServeFile::new(index)))
+    } else {
+        warn!(dir = %web_dir.display(), "no web app built there (HEARTH_WEB_DIR); serving the API only");
+        router.fallback(|| async {
+            (
+                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                "<!doctype html><title>Hearth</title><h1>Hearth</h1><p>The web app is not built. \
+                 Run <code>./hearth.sh run</code> from the repository, or use the gRPC API on this port.</p>",
+            )
+        })
+    };
+    Ok(Routes::from(router))
+}

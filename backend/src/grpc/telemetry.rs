@@ -1,0 +1,165 @@
+//! `hearth.v1.TelemetryService`.
+
+use std::{pin::Pin, sync::Arc};
+
+use futures::{Stream, StreamExt as _};
+use hearth_proto::v1::{
+    telemetry_service_server::TelemetryService, IngestBatchRequest, IngestBatchResponse, ListReadingsRequest, ListReadingsResponse,
+    RejectedBatch, WatchReadingsRequest, WatchReadingsResponse,
+};
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
+use tonic::{Request, Response, Status};
+
+use super::{convert, status::invalid};
+use crate::{
+    app::Core,
+    domain::{validate_batch, DeviceId, DeviceKind, HomeId},
+    ingest::{Done, IngestItem},
+    storage::{ReadingCursor, ReadingQuery},
+};
+
+/// Most batches in one IngestBatch call.
+const MAX_BATCHES_PER_CALL: usize = 10_000;
+const DEFAULT_PAGE_SIZE: u32 = 100;
+const MAX_PAGE_SIZE: u32 = 1_000;
+
+pub struct TelemetryApi {
+    core: Arc<Core>,
+}
+
+impl TelemetryApi {
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchReadingsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl TelemetryService for TelemetryApi {
+    async fn ingest_batch(&self, request: Request<IngestBatchRequest>) -> Result<Response<IngestBatchResponse>, Status> {
+        let batches = request.into_inner().batches;
+        if batches.len() > MAX_BATCHES_PER_CALL {
+            return Err(invalid("batches", format!("has {} entries, at most {MAX_BATCHES_PER_CALL} allowed", batches.len())));
+        }
+        let now = self.core.clock.now();
+        let mut rejected = Vec::new();
+        let mut pending = Vec::new();
+        for (index, batch) in batches.iter().enumerate() {
+            let checked = async {
+                let device_id = DeviceId::parse(&batch.device_id, "device_id").map_err(|e| e.to_string())?;
+                let known = self.core.directory.lookup(&device_id).await.map_err(|e| e.to_string())?;
+                let known = known.ok_or_else(|| format!("unknown device {device_id}"))?;
+                if !batch.home_id.is_empty() && batch.home_id != known.home_id.as_str() {
+                    return Err(format!("device {device_id} belongs to home {}, not {}", known.home_id, batch.home_id));
+                }
+                if known.kind != DeviceKind::Sensor {
+                    return Err(format!("device {device_id} is a {}, not a sensor", known.kind.as_str()));
+                }
+                let readings = validate_batch(&device_id, batch, now).map_err(|e| e.to_string())?;
+                Ok((known.home_id, device_id, readings))
+            };
+            match checked.await {
+                Ok((home_id, device_id, readings)) => {
+                    self.core.directory.seen(&device_id, now);
+                    let (tx, rx) = oneshot::channel();
+                    self.core
+                        .ingest
+                        .submit(IngestItem { home_id, readings, done: Done::Grpc(tx) })
+                        .await
+                        .map_err(Status::unavailable)?;
+                    pending.push((index, rx));
+                }
+                Err(reason) => {
+                    self.core.metrics.batches_rejected.inc();
+                    rejected.push(RejectedBatch { index: index as u32, reason });
+                }
+            }
+        }
+        let mut accepted = 0;
+        for (index, rx) in pending {
+            match rx.await {
+                Ok(Ok(_)) => accepted += 1,
+                Ok(Err(reason)) => rejected.push(RejectedBatch { index: index as u32, reason }),
+                Err(_) => return Err(Status::unavailable("ingest stopped before storing the batch; retry")),
+            }
+        }
+        rejected.sort_by_key(|r| r.index);
+        Ok(Response::new(IngestBatchResponse { accepted, rejected }))
+    }
+
+    async fn list_readings(&self, request: Request<ListReadingsRequest>) -> Result<Response<ListReadingsResponse>, Status> {
+        let r = request.into_inner();
+        let device_id = DeviceId::parse(&r.device_id, "device_id")?;
+        let metric = convert::metric_filter(r.metric, "metric")?;
+        let limit = match r.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n > MAX_PAGE_SIZE => return Err(invalid("page_size", format!("{n} is above the maximum of {MAX_PAGE_SIZE}"))),
+            n => n,
+        };
+        let before = match r.page_token.as_str() {
+            "" => None,
+            token => Some(ReadingCursor::from_token(token).ok_or_else(|| invalid("page_token", "is not a token this server issued"))?),
+        };
+        if r.start_unix_ms < 0 || r.end_unix_ms < 0 {
+            return Err(invalid("start_unix_ms", "and end_unix_ms must not be negative"));
+        }
+        if r.end_unix_ms != 0 && r.start_unix_ms > r.end_unix_ms {
+            return Err(invalid("start_unix_ms", "must not be after end_unix_ms"));
+        }
+        if self.core.directory.lookup(&device_id).await?.is_none() {
+            return Err(Status::not_found(format!("device {device_id} not found")));
+        }
+        let query = ReadingQuery {
+            device_id,
+            metric,
+            start: (r.start_unix_ms != 0).then_some(r.start_unix_ms),
+            end: (r.end_unix_ms != 0).then_some(r.end_unix_ms),
+            before,
+            limit: limit + 1,
+        };
+        let mut readings = self.core.storage.list_readings(&query).await?;
+        let next_page_token = if readings.len() > limit as usize {
+            readings.truncate(limit as usize);
+            readings.last().map(|r| ReadingCursor::of(r).to_token()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListReadingsResponse { readings: readings.iter().map(convert::reading).collect(), next_page_token }))
+    }
+
+    type WatchReadingsStream = WatchStream;
+
+    async fn watch_readings(&self, request: Request<WatchReadingsRequest>) -> Result<Response<Self::WatchReadingsStream>, Status> {
+        let r = request.into_inner();
+        let home_id = HomeId::parse(&r.home_id, "home_id")?;
+        let devices = r
+            .device_ids
+            .iter()
+            .map(|d| DeviceId::parse(d, "device_ids"))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !self.core.storage.list_homes().await?.iter().any(|h| h.id == home_id) {
+            return Err(Status::not_found(format!("home {home_id} not found")));
+        }
+        // Why a broadcast receiver per subscriber: it is bounded, and a slow
+        // subscriber only loses its own messages (reported as `skipped`).
+        let stream = BroadcastStream::new(self.core.stored.subscribe()).filter_map(move |item| {
+            let message = match item {
+                Ok(batch) if batch.home_id == home_id => {
+                    let readings: Vec<_> = batch
+                        .readings
+                        .iter()
+                        .filter(|r| devices.is_empty() || devices.contains(&r.device_id))
+                        .map(convert::reading)
+                        .collect();
+                    (!readings.is_empty()).then_some(WatchReadingsResponse { readings, skipped: 0 })
+                }
+                Ok(_) => None,
+                Err(BroadcastStreamRecvError::Lagged(n)) => Some(WatchReadingsResponse { readings: vec![], skipped: n }),
+            };
+            futures::future::ready(message.map(Ok))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

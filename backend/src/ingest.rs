@@ -1,0 +1,155 @@
+//! Ingest: validated readings go through one bounded queue to a writer that
+//! stores them in batches (one transaction for whatever has queued up, so
+//! the batch grows with the load), then acknowledges each message and
+//! publishes the new readings to live subscribers and the automation engine.
+//!
+//! Nothing is acknowledged before it is committed; while the database is
+//! down the writer retries, the queue fills, and intake slows down instead of
+//! dropping or buffering without bound.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use crate::{
+    domain::{HomeId, Reading},
+    metrics::Metrics,
+    mqtt::Ack,
+    storage::{Storage, StorageError},
+};
+
+/// Batches waiting for the writer. Why this size: with a few readings per
+/// batch it holds well under a megabyte, yet absorbs a commit's pause.
+pub const QUEUE_CAPACITY: usize = 4_096;
+/// Most readings stored in one transaction.
+const MAX_ROWS_PER_COMMIT: usize = 5_000;
+
+/// Who to tell when a batch is stored.
+pub enum Done {
+    Mqtt(Ack),
+    Grpc(oneshot::Sender<Result<u64, String>>),
+}
+
+/// One device's validated readings on their way to storage.
+pub struct IngestItem {
+    pub home_id: HomeId,
+    pub readings: Vec<Reading>,
+    pub done: Done,
+}
+
+/// Readings as they are stored, for live streams and automation.
+#[derive(Debug)]
+pub struct StoredBatch {
+    pub home_id: HomeId,
+    pub readings: Vec<Reading>,
+}
+
+/// The sending side of the ingest queue.
+#[derive(Clone)]
+pub struct Ingest {
+    tx: mpsc::Sender<IngestItem>,
+}
+
+impl Ingest {
+    pub fn new() -> (Self, mpsc::Receiver<IngestItem>) {
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        (Self { tx }, rx)
+    }
+
+    /// Queues `item`, waiting while the queue is full. Fails only when the
+    /// writer has stopped (shutdown).
+    pub async fn submit(&self, item: IngestItem) -> Result<(), &'static str> {
+        self.tx.send(item).await.map_err(|_| "ingest is shutting down")
+    }
+}
+
+/// Stores queued readings until the queue is closed and drained.
+pub async fn run_writer(
+    mut rx: mpsc::Receiver<IngestItem>,
+    storage: Arc<dyn Storage>,
+    stored: broadcast::Sender<Arc<StoredBatch>>,
+    metrics: Arc<Metrics>,
+) {
+    let mut items = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut rows = first.readings.len();
+        items.push(first);
+        while rows < MAX_ROWS_PER_COMMIT {
+            match rx.try_recv() {
+                Ok(item) => {
+                    rows += item.readings.len();
+                    items.push(item);
+                }
+                Err(_) => break,
+            }
+        }
+        commit(&mut items, storage.as_ref(), &metrics).await;
+        for item in items.drain(..) {
+            let IngestItem { home_id, readings, done } = item;
+            match done {
+                Done::Mqtt(ack) => ack.send().await,
+                Done::Grpc(tx) => {
+                    let _ = tx.send(Ok(readings.len() as u64));
+                }
+            }
+            // No receivers is fine: nobody is watching.
+            let _ = stored.send(Arc::new(StoredBatch { home_id, readings }));
+        }
+    }
+    info!("ingest writer drained and stopped");
+}
+
+/// Stores every reading of `items`, retrying while the database is
+/// unavailable. A batch the database refuses for another reason is retried
+/// item by item, so one bad item cannot hold back the others; a refused item
+/// is logged, answered with an error and removed.
+async fn commit(items: &mut Vec<IngestItem>, storage: &dyn Storage, metrics: &Metrics) {
+    let all: Vec<Reading> = items.iter().flat_map(|i| i.readings.iter().cloned()).collect();
+    let mut attempt = 0u32;
+    loop {
+        match storage.insert_readings(&all).await {
+            Ok(new) => {
+                metrics.ingest_commits.inc();
+                metrics.readings_stored.add(new);
+                metrics.readings_duplicate.add(all.len() as u64 - new);
+                return;
+            }
+            Err(StorageError::Unavailable(e)) => {
+                metrics.ingest_commit_failures.inc();
+                attempt += 1;
+                let pause = Duration::from_millis(100 * u64::from(attempt.min(50)));
+                if attempt == 1 || attempt % 20 == 0 {
+                    error!(error = %e, readings = all.len(), attempt, "database unavailable; holding the batch and retrying");
+                }
+                tokio::time::sleep(pause).await;
+            }
+            Err(e) => {
+                metrics.ingest_commit_failures.inc();
+                warn!(error = %e, "batch refused by the database; storing its items one by one");
+                break;
+            }
+        }
+    }
+    let mut kept = Vec::with_capacity(items.len());
+    for item in items.drain(..) {
+        match storage.insert_readings(&item.readings).await {
+            Ok(new) => {
+                metrics.readings_stored.add(new);
+                metrics.readings_duplicate.add(item.readings.len() as u64 - new);
+                kept.push(item);
+            }
+            Err(e) => {
+                metrics.batches_rejected.inc();
+                error!(error = %e, home = %item.home_id, "readings refused by the database; dropped");
+                match item.done {
+                    Done::Mqtt(ack) => ack.send().await,
+                    Done::Grpc(tx) => {
+                        let _ = tx.send(Err(e.to_string()));
+                    }
+                }
+            }
+        }
+    }
+    *items = kept;
+}

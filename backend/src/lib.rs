@@ -1,0 +1,37 @@
+//! The Hearth backend (`hearth`).
+//!
+//! Map of the crate, following a reading and a command:
+//!
+//! - [`settings`]: `HEARTH_*` environment variables, typed.
+//! - [`app`]: start-up ([`app::App::build`]) and the run loop with graceful
+//!   shutdown; serves gRPC, gRPC-web, reflection, health, `/metrics` and the
+//!   web app on one port.
+//! - [`mqtt`]: the embedded broker, the broker connection, topic routing.
+//! - [`intake`]: what devices publish → validated readings for [`ingest`],
+//!   reports and status for [`control`].
+//! - [`ingest`]: bounded queue → batched inserts → acknowledgements and the
+//!   live stream of stored readings.
+//! - [`automation`]: stored readings → threshold rules → [`control`].
+//! - [`control`]: mode and desired state (compare-and-set on the version),
+//!   publishing, acknowledgements.
+//! - [`grpc`]: the three hearth.v1 services, conversions and statuses.
+//! - [`storage`]: the `Storage` trait, SQLite and MySQL, all the SQL.
+//! - [`domain`]: ids, the device state machine, reading validation, rules;
+//!   pure logic, no I/O.
+//! - [`demo`]: the simulated demo home of the embedded run.
+
+pub mod app;
+pub mod automation;
+pub mod clock;
+pub mod control;
+pub mod demo;
+pub mod directory;
+pub mod domain;
+pub mod grpc;
+pub mod ingest;
+pub mod intake;
+pub mod metrics;
+pub mod mqtt;
+pub mod settings;
+pub mod storage;
+pub mod telemetry;

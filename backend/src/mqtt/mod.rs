@@ -1,0 +1,203 @@
+//! The backend's MQTT side: the embedded broker, the connection to whichever
+//! broker is in use, routing of what devices publish, and publishing desired
+//! states.
+//!
+//! Messages are acknowledged (MQTT PUBACK) only after their effect is stored,
+//! so a broker redelivers anything the backend had not finished with.
+
+mod ack;
+pub mod broker;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::{bail, Context as _};
+use hearth_proto::{
+    topics::{Channel, DeviceTopic, Topics},
+    v1::{DesiredState, DeviceStatus, ReadingBatch, ReportedState},
+};
+use prost::Message as _;
+use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    domain::{Desired, DeviceId, HomeId},
+    metrics::Metrics,
+};
+
+/// How long a published desired state stays applicable on the device.
+pub const DESIRED_TTL_MS: i64 = 60_000;
+
+pub use ack::Ack;
+use ack::AckOrder;
+
+/// Something a device said, parsed and handed to its handler.
+pub enum Inbound {
+    Readings { home_id: HomeId, device_id: DeviceId, batch: ReadingBatch, ack: Ack },
+    Reported { home_id: HomeId, device_id: DeviceId, state: ReportedState, ack: Ack },
+    Status { home_id: HomeId, device_id: DeviceId, status: DeviceStatus, ack: Ack },
+}
+
+/// Publishes to devices.
+#[derive(Clone)]
+pub struct Publisher {
+    client: AsyncClient,
+    topics: Topics,
+}
+
+impl Publisher {
+    /// Publishes `desired` on the device's `desired` topic (QoS 1), valid for
+    /// [`DESIRED_TTL_MS`] from `now`.
+    pub async fn desired(&self, home: &HomeId, device: &DeviceId, desired: &Desired, now: i64) -> anyhow::Result<()> {
+        let topic = self.topics.device(home.as_str(), device.as_str(), Channel::Desired)?;
+        let payload = DesiredState {
+            version: desired.version,
+            on: desired.on,
+            issued_unix_ms: desired.issued_at,
+            expires_unix_ms: now + DESIRED_TTL_MS,
+        };
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.encode_to_vec())
+            .await
+            .context("queueing the desired state for the MQTT broker")
+    }
+}
+
+/// A connected MQTT session: a [`Publisher`] and the event loop that
+/// [`run_inbox`] drives.
+pub struct Connection {
+    pub publisher: Publisher,
+    events: EventLoop,
+}
+
+/// Connects to `url` and waits for the broker to accept; `setting` names
+/// where the URL came from, for the error.
+pub async fn connect(url: &str, topics: &Topics, setting: &str) -> anyhow::Result<Connection> {
+    let client_id = format!("hearth-backend-{:08x}", rand::random::<u32>());
+    let mut options = hearth_agent::mqtt::options(url, &client_id).with_context(|| format!("{setting}={url}"))?;
+    options.set_manual_acks(true);
+    options.set_inflight(200);
+    let (client, mut events) = AsyncClient::new(options, 1024);
+    // Why retry: an embedded broker may still be starting, and a broker
+    // restarting under Kubernetes comes back within seconds.
+    let mut last_error = None;
+    let accepted = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => return,
+                Ok(_) => {}
+                Err(e) => {
+                    last_error = Some(e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
+    .await;
+    if accepted.is_err() {
+        let why = last_error.map_or_else(|| "no answer".to_owned(), |e| e.to_string());
+        bail!("cannot reach the MQTT broker at {url} ({setting}) within 5 s: {why}");
+    }
+    subscribe(&client, topics).await?;
+    info!(url, client_id, "connected to the MQTT broker");
+    Ok(Connection { publisher: Publisher { client, topics: topics.clone() }, events })
+}
+
+async fn subscribe(client: &AsyncClient, topics: &Topics) -> anyhow::Result<()> {
+    for channel in [Channel::Readings, Channel::Reported, Channel::Status] {
+        client.subscribe(topics.all_devices(channel), QoS::AtLeastOnce).await.context("subscribing")?;
+    }
+    Ok(())
+}
+
+/// Reads what devices publish and hands it to `inbox` until `shutdown`.
+/// Reconnects (and resubscribes) after a lost connection. Malformed topics
+/// and payloads are logged with their topic, counted, acknowledged and
+/// dropped; they never stop later messages.
+pub async fn run_inbox(connection: Connection, inbox: mpsc::Sender<Inbound>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    let Connection { publisher, mut events } = connection;
+    let Publisher { client, topics } = publisher;
+    let acks = AckOrder::new(client.clone());
+    let mut failures = 0u32;
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            event = events.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                acks.reset().await;
+                if failures > 0 {
+                    info!("reconnected to the MQTT broker");
+                    failures = 0;
+                    if let Err(e) = subscribe(&client, &topics).await {
+                        warn!(error = %e, "resubscribing failed");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let parsed = parse(&topics, &publish);
+                let ack = acks.take(publish).await;
+                match parsed {
+                    Ok(message) => {
+                        let message = message(ack);
+                        // Why await: a full inbox is backpressure; the broker
+                        // holds further messages until we acknowledge these.
+                        if inbox.send(message).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(reason) => {
+                        metrics.mqtt_rejected.inc();
+                        warn!(topic = ack.topic, %reason, "dropped an MQTT message");
+                        ack.send().await;
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if failures == 0 {
+                    warn!(error = %e, "lost the MQTT broker; reconnecting");
+                }
+                failures += 1;
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(25)))) => {}
+                }
+            }
+        }
+    }
+    let _ = client.disconnect().await;
+}
+
+type Builder = Box<dyn FnOnce(Ack) -> Inbound + Send>;
+
+/// Parses a received message, or says why it is dropped.
+fn parse(topics: &Topics, publish: &Publish) -> Result<Builder, String> {
+    let DeviceTopic { home_id, device_id, channel } = topics.parse(&publish.topic).map_err(|e| e.to_string())?;
+    let home_id = HomeId::parse(home_id, "topic home").map_err(|e| e.to_string())?;
+    let device_id = DeviceId::parse(device_id, "topic device").map_err(|e| e.to_string())?;
+    let payload = publish.payload.as_ref();
+    let bad = |what: &str, e: prost::DecodeError| format!("payload is not a hearth.v1.{what}: {e}");
+    Ok(match channel {
+        Channel::Readings => {
+            let batch = ReadingBatch::decode(payload).map_err(|e| bad("ReadingBatch", e))?;
+            if (!batch.device_id.is_empty() && batch.device_id != device_id.as_str())
+                || (!batch.home_id.is_empty() && batch.home_id != home_id.as_str())
+            {
+                return Err("payload names another device than its topic".into());
+            }
+            Box::new(move |ack| Inbound::Readings { home_id, device_id, batch, ack })
+        }
+        Channel::Reported => {
+            let state = ReportedState::decode(payload).map_err(|e| bad("ReportedState", e))?;
+            Box::new(move |ack| Inbound::Reported { home_id, device_id, state, ack })
+        }
+        Channel::Status => {
+            let status = DeviceStatus::decode(payload).map_err(|e| bad("DeviceStatus", e))?;
+            Box::new(move |ack| Inbound::Status { home_id, device_id, status, ack })
+        }
+        Channel::Desired => return Err("the backend does not take desired states from devices".into()),
+    })
+}
