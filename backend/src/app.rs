@@ -19,6 +19,7 @@ use tokio::{net::TcpListener, sync::broadcast};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{service::Routes, transport::Server};
+use tower::Layer as _;
 use tower_http::{
     cors::{Any, CorsLayer},
     services::{ServeDir, ServeFile},
@@ -88,6 +89,9 @@ impl App {
         let control = Arc::new(Control::new(storage.clone(), directory.clone(), connection.publisher.clone(), metrics.clone(), clock.clone()));
         let automation = Arc::new(Automation::load(storage.clone()).await.context("loading automation rules")?);
         let core = Arc::new(Core { storage, directory, ingest, control, automation, stored, metrics, clock });
+        if settings.demo {
+            demo::provision(&core).await.context("creating the demo home (HEARTH_DEMO)")?;
+        }
         Ok(Self { listener, http_addr, mqtt_url, settings, core, connection, ingest_rx })
     }
 
@@ -136,7 +140,6 @@ impl App {
         let served = Server::builder()
             .accept_http1(true)
             .layer(cors())
-            .layer(tonic_web::GrpcWebLayer::new())
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
             .await
@@ -205,13 +208,16 @@ async fn routes(core: &Arc<Core>, web_dir: &Path) -> anyhow::Result<Routes> {
     health.set_serving::<TelemetryServiceServer<TelemetryApi>>().await;
     health.set_serving::<AutomationServiceServer<AutomationApi>>().await;
 
+    // Why per service and not around the whole server: tonic-web answers
+    // 400 to any other HTTP/1.1 request, which would hide the web app.
+    let web = tonic_web::GrpcWebLayer::new();
     let routes = Routes::builder()
-        .add_service(DeviceServiceServer::new(DeviceApi::new(core.clone())))
-        .add_service(TelemetryServiceServer::new(TelemetryApi::new(core.clone())))
-        .add_service(AutomationServiceServer::new(AutomationApi::new(core.clone())))
-        .add_service(health_service)
-        .add_service(reflection().build_v1().context("building reflection v1")?)
-        .add_service(reflection().build_v1alpha().context("building reflection v1alpha")?)
+        .add_service(web.layer(DeviceServiceServer::new(DeviceApi::new(core.clone()))))
+        .add_service(web.layer(TelemetryServiceServer::new(TelemetryApi::new(core.clone()))))
+        .add_service(web.layer(AutomationServiceServer::new(AutomationApi::new(core.clone()))))
+        .add_service(web.layer(health_service))
+        .add_service(web.layer(reflection().build_v1().context("building reflection v1")?))
+        .add_service(web.layer(reflection().build_v1alpha().context("building reflection v1alpha")?))
         .clone()
         .routes();
 

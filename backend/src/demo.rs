@@ -32,7 +32,7 @@ fn id<T>(parse: fn(&str, &'static str) -> Result<T, crate::domain::InvalidId>, s
 
 /// Creates the demo home, devices and rule where missing (so a restart keeps
 /// their history and state).
-async fn provision(core: &Core) -> anyhow::Result<()> {
+pub async fn provision(core: &Core) -> anyhow::Result<()> {
     let home = id(HomeId::parse, HOME);
     let now = core.clock.now();
     ignore_conflict(core.storage.create_home(&Home { id: home.clone(), name: "Demo home".into(), created_at: now }).await)?;
@@ -76,9 +76,8 @@ fn ignore_conflict(r: Result<(), StorageError>) -> Result<(), StorageError> {
     }
 }
 
-/// Provisions the demo home and runs its simulated devices until `shutdown`.
+/// Runs the demo home's simulated devices until `shutdown` (after [`provision`]).
 pub async fn run(core: Arc<Core>, broker_url: String, topics: Topics, shutdown: CancellationToken) -> anyhow::Result<()> {
-    provision(&core).await?;
     let link = |device: &str| DeviceLink { broker_url: broker_url.clone(), topics: topics.clone(), home_id: HOME.into(), device_id: device.into() };
     // One swing of 22-27 °C every three minutes: the fan switches within a minute or two.
     let sensors = SimulatedSensors::new(core.clock.now(), Waveform::Sine { mean: 24.5, amplitude: 2.5, period_ms: 180_000 });

@@ -1,1 +1,389 @@
+//! Harness for Hearth's system tests: starts the real `hearth` binary on
+//! ports chosen at run time, against either
+//!
+//! - [`Backend::Embedded`]: a fresh SQLite file and the in-process broker, or
+//! - [`Backend::External`]: a fresh MariaDB database and Mosquitto, each
+//!   test under its own topic prefix (`HEARTH_TEST_MYSQL_URL`, default
+//!   `mysql://root@127.0.0.1:3306`; `HEARTH_TEST_MQTT_URL`, default
+//!   `mqtt://127.0.0.1:1883`),
+//!
+//! and gives tests gRPC clients and MQTT connections as a device.
 
+use std::{
+    io::{BufRead as _, BufReader},
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, Once},
+    time::Duration,
+};
+
+use hearth_proto::{
+    topics::{Channel, Topics},
+    v1::{
+        automation_service_client::AutomationServiceClient, device_service_client::DeviceServiceClient,
+        telemetry_service_client::TelemetryServiceClient, CreateHomeRequest, DeviceKind, GetDeviceRequest, RegisterDeviceRequest,
+    },
+};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use tonic::transport::Channel as GrpcChannel;
+
+/// Which configuration a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    External,
+}
+
+pub fn mysql_url() -> String {
+    std::env::var("HEARTH_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+pub fn external_mqtt_url() -> String {
+    std::env::var("HEARTH_TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into())
+}
+
+/// A short random suffix for names that must not collide across tests.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", rand::random::<u32>())
+}
+
+/// The `hearth` binary, built once per test run.
+pub fn hearth_binary() -> PathBuf {
+    binary("hearth-backend", "hearth")
+}
+
+/// Builds `bin` of `package` (a no-op when up to date) and returns its path.
+pub fn binary(package: &str, bin: &str) -> PathBuf {
+    static BUILD: Once = Once::new();
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf();
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "hearth-backend", "--bin", "hearth", "-p", "hearth-agent", "--bin", "hearth-agent"])
+            .current_dir(&workspace)
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "building the binaries failed");
+    });
+    let _ = package;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), PathBuf::from);
+    target.join("debug").join(bin)
+}
+
+/// A running `hearth` process; killed (and its database dropped) on drop.
+pub struct TestApp {
+    child: Child,
+    pub backend: Backend,
+    pub http: SocketAddr,
+    pub mqtt_url: String,
+    pub topics: Topics,
+    logs: Arc<Mutex<Vec<String>>>,
+    database: Option<String>,
+    _dir: TempDir,
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(unique("hearth-test"));
+        std::fs::create_dir_all(&dir).expect("creating a temp dir");
+        Self(dir)
+    }
+}
+
+impl Default for TempDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Creates a fresh MariaDB database and returns (its name, its URL).
+pub async fn fresh_mysql_database() -> (String, String) {
+    use sqlx::Connection as _;
+    let name = unique("hearth_test").replace('-', "_");
+    let mut conn = sqlx::MySqlConnection::connect(&mysql_url()).await.expect("MariaDB is reachable at HEARTH_TEST_MYSQL_URL");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("creating a test database");
+    (name.clone(), format!("{}/{name}", mysql_url()))
+}
+
+impl TestApp {
+    /// Starts `hearth` on `backend` with the demo off.
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, &[("HEARTH_DEMO", "false")]).await
+    }
+
+    /// Starts `hearth` on `backend` with extra environment variables.
+    pub async fn spawn_with(backend: Backend, extra: &[(&str, &str)]) -> Self {
+        let dir = TempDir::new();
+        let prefix = unique("t");
+        let mut command = Command::new(hearth_binary());
+        command
+            .current_dir(&dir.0)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HEARTH_LOG", "info,rumqttd=warn,rumqttc=warn,sqlx=warn")
+            .env("HEARTH_LISTEN", "127.0.0.1:0")
+            .env("HEARTH_TOPIC_PREFIX", format!("{prefix}/hearth"));
+        let database = match backend {
+            Backend::Embedded => {
+                command
+                    .env("HEARTH_DATABASE_URL", format!("sqlite://{}/hearth.db", dir.0.display()))
+                    .env("HEARTH_MQTT_LISTEN", "127.0.0.1:0");
+                None
+            }
+            Backend::External => {
+                let (name, url) = fresh_mysql_database().await;
+                command.env("HEARTH_DATABASE_URL", url).env("HEARTH_MQTT_URL", external_mqtt_url());
+                Some(name)
+            }
+        };
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("starting hearth");
+
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        for stream in [Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>, Box::new(child.stderr.take().expect("stderr"))] {
+            let logs = logs.clone();
+            let ready_tx = ready_tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if std::env::var_os("HEARTH_TEST_LOG").is_some() {
+                        eprintln!("[hearth] {line}");
+                    }
+                    if line.contains("hearth ready") {
+                        let _ = ready_tx.send(line.clone());
+                    }
+                    logs.lock().expect("logs").push(line);
+                }
+            });
+        }
+        drop(ready_tx);
+        let line = tokio::task::spawn_blocking(move || ready_rx.recv_timeout(Duration::from_secs(60)))
+            .await
+            .expect("waiting for hearth");
+        let line = match line {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("hearth did not become ready; its output:\n{}", logs.lock().expect("logs").join("\n"));
+            }
+        };
+        let field = |name: &str| -> String {
+            let start = line.find(&format!("{name}=")).unwrap_or_else(|| panic!("no {name}= in {line:?}")) + name.len() + 1;
+            line[start..].split_whitespace().next().expect("a value").to_owned()
+        };
+        let http: SocketAddr = field("http").parse().expect("http= is an address");
+        let mqtt_url = field("mqtt");
+        let topics = Topics::new(&format!("{prefix}/hearth")).expect("valid prefix");
+        TestApp { child, backend, http, mqtt_url, topics, logs, database, _dir: dir }
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    async fn channel(&self) -> GrpcChannel {
+        GrpcChannel::from_shared(self.grpc_url()).expect("valid url").connect().await.expect("connecting to hearth")
+    }
+
+    pub async fn devices(&self) -> DeviceServiceClient<GrpcChannel> {
+        DeviceServiceClient::new(self.channel().await)
+    }
+
+    pub async fn telemetry(&self) -> TelemetryServiceClient<GrpcChannel> {
+        TelemetryServiceClient::new(self.channel().await)
+    }
+
+    pub async fn automation(&self) -> AutomationServiceClient<GrpcChannel> {
+        AutomationServiceClient::new(self.channel().await)
+    }
+
+    /// Everything `hearth` has printed so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().expect("logs").join("\n")
+    }
+
+    /// Creates a home and registers devices in it; returns the home id.
+    pub async fn home_with(&self, devices: &[(&str, DeviceKind)]) -> String {
+        let home = unique("home");
+        let mut api = self.devices().await;
+        api.create_home(CreateHomeRequest { id: home.clone(), name: "Test home".into() }).await.expect("CreateHome");
+        for (id, kind) in devices {
+            api.register_device(RegisterDeviceRequest { home_id: home.clone(), id: id.to_string(), kind: *kind as i32, name: String::new() })
+                .await
+                .expect("RegisterDevice");
+        }
+        home
+    }
+
+    /// An MQTT connection as device `device`, already connected.
+    pub async fn connect_as_device(&self, device: &str) -> DeviceConnection {
+        let options = hearth_agent::mqtt::options(&self.mqtt_url, &unique(device)).expect("mqtt options");
+        DeviceConnection::connect(options).await
+    }
+
+    /// The text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        http_get(self.http, "/metrics").await
+    }
+
+    /// Waits until `check` holds for the device, polling GetDevice; panics with
+    /// the last state after `timeout`.
+    pub async fn wait_for_device(
+        &self,
+        id: &str,
+        timeout: Duration,
+        check: impl Fn(&hearth_proto::v1::Device) -> bool,
+    ) -> hearth_proto::v1::Device {
+        let mut api = self.devices().await;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let device = api.get_device(GetDeviceRequest { id: id.into() }).await.expect("GetDevice").into_inner();
+            if check(&device) {
+                return device;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("device {id} did not reach the expected state; last: {device:?}\nhearth output:\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        self.child.wait().expect("waiting for hearth")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(name) = self.database.take() {
+            // Why a thread: Drop cannot await, and the test's runtime may be gone.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                rt.block_on(async {
+                    use sqlx::Connection as _;
+                    if let Ok(mut conn) = sqlx::MySqlConnection::connect(&mysql_url()).await {
+                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut conn).await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// A plain HTTP/1.1 GET on loopback, returning the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connecting");
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("writing the request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("reading the response");
+    response
+}
+
+/// An MQTT connection acting as a device: publishes with QoS 1 and waits for
+/// the broker's acknowledgement.
+pub struct DeviceConnection {
+    pub client: AsyncClient,
+    events: EventLoop,
+}
+
+impl DeviceConnection {
+    async fn connect(options: MqttOptions) -> Self {
+        let (client, mut events) = AsyncClient::new(options, 64);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Event::Incoming(Packet::ConnAck(_)) = events.poll().await.expect("connecting to the broker") {
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("broker accepted the connection");
+        Self { client, events }
+    }
+
+    /// Publishes `payload` on `topic` with QoS 1 and waits for its PUBACK.
+    pub async fn publish(&mut self, topic: &str, payload: Vec<u8>) {
+        self.client.publish(topic, QoS::AtLeastOnce, false, payload).await.expect("queueing the publish");
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Event::Incoming(Packet::PubAck(_)) = self.events.poll().await.expect("broker connection") {
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("broker acknowledged the publish");
+    }
+
+    /// Publishes a reading batch on the device's readings topic.
+    pub async fn publish_readings(&mut self, topics: &Topics, home: &str, device: &str, batch: &hearth_proto::v1::ReadingBatch) {
+        use prost::Message as _;
+        let topic = topics.device(home, device, Channel::Readings).expect("valid topic");
+        self.publish(&topic, batch.encode_to_vec()).await;
+    }
+}
+
+/// Runs a simulated actuator agent (the real `hearth_agent` code) for
+/// `device` in this process; returns its output to watch and a handle that
+/// stops it when dropped.
+pub fn spawn_actuator(app: &TestApp, home: &str, device: &str) -> (hearth_agent::sim::SimulatedOutput, AgentGuard) {
+    let output = hearth_agent::sim::SimulatedOutput::default();
+    let link = hearth_agent::mqtt::DeviceLink {
+        broker_url: app.mqtt_url.clone(),
+        topics: app.topics.clone(),
+        home_id: home.into(),
+        device_id: device.into(),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(hearth_agent::mqtt::run_actuator(link, output.clone(), async {
+        let _ = stopped.await;
+    }));
+    (output, AgentGuard { _stop: stop, handle })
+}
+
+/// Stops an in-process agent when dropped.
+pub struct AgentGuard {
+    _stop: tokio::sync::oneshot::Sender<()>,
+    pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Declares a system test once per [`Backend`]: `both!(name)` expects an
+/// `async fn name(backend: Backend)` and makes `name::embedded` and
+/// `name::mariadb_mosquitto`.
+#[macro_export]
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                super::$name($crate::Backend::Embedded).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mariadb_mosquitto() {
+                super::$name($crate::Backend::External).await
+            }
+        }
+    };
+}

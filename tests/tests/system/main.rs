@@ -1,0 +1,7 @@
+//! System tests: the real `hearth` binary, on the embedded default and on
+//! MariaDB + Mosquitto. See `hearth_tests` (tests/src/lib.rs) for the harness.
+
+mod api;
+mod control;
+mod startup;
+mod telemetry;

@@ -1,0 +1,70 @@
+//! Start-up and shutdown: the demo home, errors that name the setting, and a
+//! clean stop on SIGTERM.
+
+use std::{process::Command, time::Duration};
+
+use futures::StreamExt as _;
+use hearth_proto::v1::{ListDevicesRequest, Mode, WatchReadingsRequest};
+use hearth_tests::{hearth_binary, Backend, TempDir, TestApp};
+
+/// Runs `hearth` with `env` and returns (exit success, all its output).
+fn run_to_exit(env: &[(&str, &str)]) -> (bool, String) {
+    let dir = TempDir::new();
+    let output = Command::new(hearth_binary())
+        .current_dir(&dir.0)
+        .env("HEARTH_LISTEN", "127.0.0.1:0")
+        .env("HEARTH_MQTT_LISTEN", "127.0.0.1:0")
+        .env("HEARTH_DEMO", "false")
+        .envs(env.iter().copied())
+        .output()
+        .expect("running hearth");
+    (output.status.success(), format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
+}
+
+#[test]
+fn start_up_errors_name_what_could_not_be_reached() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        (&[("HEARTH_MQTT_LISTEN", &taken)], "HEARTH_MQTT_LISTEN"),
+        (&[("HEARTH_LISTEN", &taken)], "HEARTH_LISTEN"),
+        (&[("HEARTH_MQTT_URL", "mqtt://127.0.0.1:1")], "HEARTH_MQTT_URL"),
+        (&[("HEARTH_DATABASE_URL", "mysql://root@127.0.0.1:1/hearth")], "HEARTH_DATABASE_URL"),
+        (&[("HEARTH_LISTEN", "not-an-address")], "HEARTH_LISTEN"),
+    ];
+    for (env, setting) in cases {
+        let (ok, output) = run_to_exit(env);
+        assert!(!ok, "hearth must exit with an error for {env:?}");
+        assert!(output.contains(setting), "the error for {env:?} should name {setting}:\n{output}");
+        assert!(!output.contains("panicked"), "{output}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_default_runs_a_live_demo_home() {
+    let app = TestApp::spawn_with(Backend::Embedded, &[]).await;
+    let devices = app.devices().await.list_devices(ListDevicesRequest { home_id: "demo".into() }).await.unwrap().into_inner().devices;
+    let mut ids: Vec<&str> = devices.iter().map(|d| d.id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["demo-fan", "demo-light", "demo-sensor"]);
+    assert_eq!(devices.iter().find(|d| d.id == "demo-fan").unwrap().mode, Mode::Auto as i32);
+
+    let mut live = app.telemetry().await.watch_readings(WatchReadingsRequest { home_id: "demo".into(), device_ids: vec![] }).await.unwrap().into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(20), live.next()).await.expect("demo readings flow").unwrap().unwrap();
+    assert!(first.readings.iter().all(|r| r.device_id == "demo-sensor") && first.readings.len() == 3, "{first:?}");
+    app.wait_for_device("demo-light", Duration::from_secs(20), |d| d.online).await;
+    app.wait_for_device("demo-fan", Duration::from_secs(20), |d| d.online).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_hearth_cleanly() {
+    let mut app = TestApp::spawn(Backend::Embedded).await;
+    let status = tokio::task::spawn_blocking(move || {
+        let status = app.terminate();
+        (status, app.logs())
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "exit status {:?}\n{}", status.0, status.1);
+    assert!(status.1.contains("stopped"), "{}", status.1);
+}
