@@ -53,14 +53,15 @@ pub fn hearth_binary() -> PathBuf {
     binary("hearth-backend", "hearth")
 }
 
-/// Builds `bin` of `package` (a no-op when up to date) and returns its path.
+/// The path of `bin` (of `package`), after building every binary of the
+/// workspace once per test run (a no-op when up to date).
 pub fn binary(package: &str, bin: &str) -> PathBuf {
     static BUILD: Once = Once::new();
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf();
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "hearth-backend", "--bin", "hearth", "-p", "hearth-agent", "--bin", "hearth-agent"])
+            .args(["build", "--quiet", "-p", "hearth-backend", "-p", "hearth-agent", "-p", "hearth-gateway", "--bins"])
             .current_dir(&workspace)
             .status()
             .expect("running cargo build");
@@ -149,42 +150,9 @@ impl TestApp {
         for (k, v) in extra {
             command.env(k, v);
         }
-        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("starting hearth");
-
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        for stream in [Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>, Box::new(child.stderr.take().expect("stderr"))] {
-            let logs = logs.clone();
-            let ready_tx = ready_tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if std::env::var_os("HEARTH_TEST_LOG").is_some() {
-                        eprintln!("[hearth] {line}");
-                    }
-                    if line.contains("hearth ready") {
-                        let _ = ready_tx.send(line.clone());
-                    }
-                    logs.lock().expect("logs").push(line);
-                }
-            });
-        }
-        drop(ready_tx);
-        let line = tokio::task::spawn_blocking(move || ready_rx.recv_timeout(Duration::from_secs(60)))
-            .await
-            .expect("waiting for hearth");
-        let line = match line {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("hearth did not become ready; its output:\n{}", logs.lock().expect("logs").join("\n"));
-            }
-        };
-        let field = |name: &str| -> String {
-            let start = line.find(&format!("{name}=")).unwrap_or_else(|| panic!("no {name}= in {line:?}")) + name.len() + 1;
-            line[start..].split_whitespace().next().expect("a value").to_owned()
-        };
-        let http: SocketAddr = field("http").parse().expect("http= is an address");
-        let mqtt_url = field("mqtt");
+        let (child, logs, line) = spawn_until_ready(command, "hearth ready").await;
+        let http: SocketAddr = log_field(&line, "http").parse().expect("http= is an address");
+        let mqtt_url = log_field(&line, "mqtt");
         let topics = Topics::new(&format!("{prefix}/hearth")).expect("valid prefix");
         TestApp { child, backend, http, mqtt_url, topics, logs, database, _dir: dir }
     }
@@ -284,6 +252,73 @@ impl Drop for TestApp {
             })
             .join();
         }
+    }
+}
+
+/// Starts `command` with its output captured, and waits for a line
+/// containing `marker`. Panics with the output if it exits or takes a minute.
+pub async fn spawn_until_ready(mut command: Command, marker: &'static str) -> (Child, Arc<Mutex<Vec<String>>>, String) {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("starting the process");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    for stream in [Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>, Box::new(child.stderr.take().expect("stderr"))] {
+        let logs = logs.clone();
+        let ready_tx = ready_tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if std::env::var_os("HEARTH_TEST_LOG").is_some() {
+                    eprintln!("[{marker}] {line}");
+                }
+                if line.contains(marker) {
+                    let _ = ready_tx.send(line.clone());
+                }
+                logs.lock().expect("logs").push(line);
+            }
+        });
+    }
+    drop(ready_tx);
+    let line = tokio::task::spawn_blocking(move || ready_rx.recv_timeout(Duration::from_secs(60))).await.expect("waiting for the process");
+    match line {
+        Ok(line) => (child, logs, line),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("no {marker:?} line; the output:\n{}", logs.lock().expect("logs").join("\n"));
+        }
+    }
+}
+
+/// The value of `name=` in a log line.
+pub fn log_field(line: &str, name: &str) -> String {
+    let start = line.find(&format!("{name}=")).unwrap_or_else(|| panic!("no {name}= in {line:?}")) + name.len() + 1;
+    line[start..].split_whitespace().next().expect("a value").trim_matches('"').to_owned()
+}
+
+/// A running `hearth-gateway`, killed on drop.
+pub struct TestGateway {
+    child: Child,
+    pub udp: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestGateway {
+    /// Starts a gateway on a free UDP port forwarding to `app`.
+    pub async fn spawn(app: &TestApp) -> Self {
+        let mut command = Command::new(binary("hearth-gateway", "hearth-gateway"));
+        command.env("HEARTH_GATEWAY_UDP", "127.0.0.1:0").env("HEARTH_GATEWAY_CLOUD", app.grpc_url()).env("HEARTH_LOG", "info");
+        let (child, logs, line) = spawn_until_ready(command, "gateway ready").await;
+        let udp = log_field(&line, "udp").parse().expect("udp= is an address");
+        Self { child, udp, logs }
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().expect("logs").join("\n")
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -3,5 +3,6 @@
 
 mod api;
 mod control;
+mod gateway;
 mod startup;
 mod telemetry;
