@@ -2,7 +2,7 @@
 //! names of kinds and modes. Plain functions of their inputs (the current time
 //! is passed in), so they are tested natively.
 
-use hearth_proto::v1::{DeviceKind, Metric, Mode};
+use hearth_proto::v1::{Device, DeviceKind, Metric, Mode};
 
 /// A reading with its unit, to one decimal: `23.4 °C`, `45.0 %`, `1013.2 hPa`.
 pub fn reading(metric: Metric, value: f64) -> String {
@@ -51,6 +51,34 @@ pub fn mode(mode: Mode) -> &'static str {
         Mode::Off => "OFF",
         Mode::Auto => "AUTO",
         Mode::Unspecified => "none",
+    }
+}
+
+/// What choosing `mode` does to device `name`, for the button's accessible label.
+pub fn mode_action(mode: Mode, name: &str) -> String {
+    match mode {
+        Mode::On => format!("Switch {name} on"),
+        Mode::Off => format!("Switch {name} off"),
+        Mode::Auto => format!("Let the rules switch {name}"),
+        Mode::Unspecified => name.to_owned(),
+    }
+}
+
+/// A device's name, or its id when it has none.
+pub fn device_name(device: &Device) -> &str {
+    if device.name.is_empty() {
+        &device.id
+    } else {
+        &device.name
+    }
+}
+
+/// `on` or `off`.
+pub fn on_off(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
     }
 }
 
@@ -108,5 +136,14 @@ mod tests {
         assert_eq!(mode(Mode::Auto), "AUTO");
         assert_eq!(mode(Mode::Unspecified), "none");
         assert_eq!(metric_name(Metric::PressureHpa), "Pressure");
+        assert_eq!(mode_action(Mode::Auto, "Demo fan"), "Let the rules switch Demo fan");
+    }
+
+    #[test]
+    fn a_device_without_a_name_goes_by_its_id() {
+        let named = Device { id: "fan-1".into(), name: "Attic fan".into(), ..Default::default() };
+        let unnamed = Device { id: "fan-2".into(), ..Default::default() };
+        assert_eq!(device_name(&named), "Attic fan");
+        assert_eq!(device_name(&unnamed), "fan-2");
     }
 }

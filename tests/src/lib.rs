@@ -53,11 +53,16 @@ pub fn hearth_binary() -> PathBuf {
     binary("hearth-backend", "hearth")
 }
 
+/// The repository's root directory.
+pub fn workspace_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
+}
+
 /// The path of `bin` (of `package`), after building every binary of the
 /// workspace once per test run (a no-op when up to date).
 pub fn binary(package: &str, bin: &str) -> PathBuf {
     static BUILD: Once = Once::new();
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf();
+    let workspace = workspace_dir();
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)

@@ -68,3 +68,19 @@ async fn sigterm_stops_hearth_cleanly() {
     assert!(status.0.success(), "exit status {:?}\n{}", status.0, status.1);
     assert!(status.1.contains("stopped"), "{}", status.1);
 }
+
+/// The built web app (`./hearth.sh test` builds it first) is served at `/`,
+/// and a client-side route reloaded in the browser still gets the app.
+#[tokio::test]
+async fn the_web_app_is_served_next_to_the_api() {
+    let dist = hearth_tests::workspace_dir().join("frontend/dist");
+    assert!(dist.join("index.html").is_file(), "{} has no built app: run frontend/build.sh (./hearth.sh test does)", dist.display());
+    let app = TestApp::spawn_with(Backend::Embedded, &[("HEARTH_DEMO", "false"), ("HEARTH_WEB_DIR", dist.to_str().unwrap())]).await;
+    for path in ["/", "/home/demo"] {
+        let response = hearth_tests::http_get(app.http, path).await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{path}: {response}");
+        assert!(response.contains(".wasm"), "{path} serves the app's index.html: {response}");
+    }
+    let metrics = app.metrics().await;
+    assert!(metrics.contains("hearth_readings_stored_total"), "{metrics}");
+}

@@ -1,0 +1,71 @@
+//! The Home ID field: type an id or pick one of the homes the backend lists;
+//! the choice is remembered for the next visit.
+
+use hearth_proto::ids::check_id;
+use leptos::prelude::*;
+
+use super::alert;
+use crate::{api, browser};
+
+/// Sets `chosen` to the home the user asks for; with nothing chosen yet, to
+/// the first home the backend lists.
+#[component]
+pub fn HomePicker(chosen: RwSignal<Option<String>>) -> impl IntoView {
+    let draft = RwSignal::new(chosen.get_untracked().unwrap_or_default());
+    let problem = RwSignal::new(None::<String>);
+
+    let choose = move |home_id: String| match check_id(&home_id) {
+        Ok(()) => {
+            browser::remember_home(&home_id);
+            draft.set(home_id.clone());
+            problem.set(None);
+            chosen.set(Some(home_id));
+        }
+        Err(why) => problem.set(Some(format!("A home ID {why}."))),
+    };
+
+    let homes = LocalResource::new(move || async move {
+        let homes = api::list_homes().await;
+        if let (Ok(homes), None) = (&homes, chosen.get_untracked()) {
+            if let Some(first) = homes.first() {
+                choose(first.id.clone());
+            }
+        }
+        homes
+    });
+
+    view! {
+        <form
+            class="home-picker"
+            on:submit=move |ev| {
+                ev.prevent_default();
+                choose(draft.get_untracked().trim().to_owned());
+            }
+        >
+            <label for="home-id">"Home"</label>
+            <input
+                id="home-id"
+                list="home-ids"
+                autocomplete="off"
+                spellcheck="false"
+                placeholder="home id"
+                prop:value=move || draft.get()
+                on:input=move |ev| draft.set(event_target_value(&ev))
+            />
+            <datalist id="home-ids">
+                {move || {
+                    homes
+                        .get()
+                        .and_then(Result::ok)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|home| view! { <option value=home.id>{home.name}</option> })
+                        .collect_view()
+                }}
+            </datalist>
+            <button type="submit" aria-label="Show this home">"Show"</button>
+        </form>
+        {move || problem.get().map(alert)}
+        {move || homes.get().and_then(Result::err).map(|e| alert(format!("Cannot list homes: {e}.")))}
+    }
+}

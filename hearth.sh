@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Hearth's two commands (see README.md):
+#
+#   ./hearth.sh run    build and run Hearth on its embedded default: SQLite,
+#                      the in-process MQTT broker, a simulated demo home and
+#                      the web app, all on http://localhost:8080
+#   ./hearth.sh test   every test: unit, storage contract, and system tests on
+#                      the embedded default and on MariaDB + Mosquitto
+#
+# Each installs what it needs and is safe to rerun.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+ensure_rust() {
+    command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }
+}
+
+# The web app (frontend/): installs trunk, wasm-bindgen and wasm-opt where
+# missing, then builds frontend/dist.
+build_web() {
+    say "building the web app (frontend/build.sh)"
+    bash frontend/build.sh
+}
+
+# Starts MariaDB and Mosquitto if they are not answering, then waits for both.
+ensure_services() {
+    if ! mysql_up; then
+        say "starting MariaDB"
+        command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || { apt-get update -qq && apt-get install -y -qq mariadb-server; }
+        start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+    fi
+    if ! mqtt_up; then
+        say "starting Mosquitto"
+        command -v mosquitto >/dev/null || { apt-get update -qq && apt-get install -y -qq mosquitto mosquitto-clients; }
+        mosquitto -d -c /etc/mosquitto/mosquitto.conf
+    fi
+    for _ in $(seq 1 60); do
+        mysql_up && mqtt_up && return 0
+        sleep 1
+    done
+    echo "MariaDB (127.0.0.1:3306) or Mosquitto (127.0.0.1:1883) did not come up" >&2
+    exit 1
+}
+mysql_up() { (exec 3<>/dev/tcp/127.0.0.1/3306) 2>/dev/null; }
+mqtt_up() { (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; }
+
+cmd_run() {
+    ensure_rust
+    build_web
+    say "building hearth (release)"
+    cargo build --release -p hearth-backend --bin hearth
+    mkdir -p .hearth
+    export HEARTH_LISTEN="${HEARTH_LISTEN:-0.0.0.0:8080}"
+    export HEARTH_DATABASE_URL="${HEARTH_DATABASE_URL:-sqlite://.hearth/hearth.db}"
+    export HEARTH_WEB_DIR="${HEARTH_WEB_DIR:-frontend/dist}"
+    say "Hearth on http://localhost:${HEARTH_LISTEN##*:} (Ctrl-C stops it)"
+    exec ./target/release/hearth
+}
+
+cmd_test() {
+    ensure_rust
+    ensure_services
+    build_web
+    say "building every binary"
+    cargo build --workspace --bins
+    say "running every test"
+    if command -v cargo-nextest >/dev/null; then
+        cargo nextest run --workspace --no-fail-fast
+    else
+        cargo test --workspace --no-fail-fast
+    fi
+}
+
+case "${1:-}" in
+    run) cmd_run ;;
+    test) cmd_test ;;
+    *) echo "usage: $0 run | test" >&2; exit 2 ;;
+esac
