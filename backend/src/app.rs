@@ -74,12 +74,14 @@ impl App {
             .await
             .with_context(|| format!("HEARTH_LISTEN={}: cannot listen there", settings.listen))?;
         let http_addr = listener.local_addr().context("reading the bound address")?;
-        let (mqtt_url, mqtt_setting) = match &settings.mqtt {
-            MqttBroker::Embedded { listen } => (format!("mqtt://{}", mqtt::broker::start(*listen)?), "HEARTH_MQTT_LISTEN"),
-            MqttBroker::External { url } => (url.clone(), "HEARTH_MQTT_URL"),
+        let (mqtt_url, mqtt_setting, subscription) = match &settings.mqtt {
+            MqttBroker::Embedded { listen } => {
+                (format!("mqtt://{}", mqtt::broker::start(*listen)?), "HEARTH_MQTT_LISTEN", mqtt::Subscription::Exclusive)
+            }
+            MqttBroker::External { url } => (url.clone(), "HEARTH_MQTT_URL", mqtt::Subscription::Shared),
         };
         let storage = storage::connect(&settings.database_url).await?;
-        let connection = mqtt::connect(&mqtt_url, &settings.topics, mqtt_setting).await?;
+        let connection = mqtt::connect(&mqtt_url, &settings.topics, mqtt_setting, subscription).await?;
 
         let clock = Clock::system();
         let metrics = Arc::new(Metrics::default());

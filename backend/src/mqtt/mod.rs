@@ -69,11 +69,12 @@ impl Publisher {
 pub struct Connection {
     pub publisher: Publisher,
     events: EventLoop,
+    how: Subscription,
 }
 
 /// Connects to `url` and waits for the broker to accept; `setting` names
 /// where the URL came from, for the error.
-pub async fn connect(url: &str, topics: &Topics, setting: &str) -> anyhow::Result<Connection> {
+pub async fn connect(url: &str, topics: &Topics, setting: &str, how: Subscription) -> anyhow::Result<Connection> {
     let client_id = format!("hearth-backend-{:08x}", rand::random::<u32>());
     let mut options = hearth_agent::mqtt::options(url, &client_id).with_context(|| format!("{setting}={url}"))?;
     options.set_manual_acks(true);
@@ -99,14 +100,33 @@ pub async fn connect(url: &str, topics: &Topics, setting: &str) -> anyhow::Resul
         let why = last_error.map_or_else(|| "no answer".to_owned(), |e| e.to_string());
         bail!("cannot reach the MQTT broker at {url} ({setting}) within 5 s: {why}");
     }
-    subscribe(&client, topics).await?;
+    subscribe(&client, topics, how).await?;
     info!(url, client_id, "connected to the MQTT broker");
-    Ok(Connection { publisher: Publisher { client, topics: topics.clone() }, events })
+    Ok(Connection { publisher: Publisher { client, topics: topics.clone() }, events, how })
 }
 
-async fn subscribe(client: &AsyncClient, topics: &Topics) -> anyhow::Result<()> {
+/// Shared-subscription group of every backend replica.
+const SUBSCRIPTION_GROUP: &str = "hearth-backend";
+
+/// How the backend subscribes to what devices publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscription {
+    /// One subscriber: the embedded broker, which has one backend by
+    /// construction. Why not shared there: rumqttd 0.20 stops delivering to a
+    /// shared QoS 1 subscription whose acknowledgements arrive late.
+    Exclusive,
+    /// A shared subscription: with several replicas on one broker, each
+    /// message goes to one of them instead of to all.
+    Shared,
+}
+
+async fn subscribe(client: &AsyncClient, topics: &Topics, how: Subscription) -> anyhow::Result<()> {
     for channel in [Channel::Readings, Channel::Reported, Channel::Status] {
-        client.subscribe(topics.all_devices(channel), QoS::AtLeastOnce).await.context("subscribing")?;
+        let filter = match how {
+            Subscription::Exclusive => topics.all_devices(channel),
+            Subscription::Shared => topics.all_devices_shared(SUBSCRIPTION_GROUP, channel),
+        };
+        client.subscribe(filter, QoS::AtLeastOnce).await.context("subscribing")?;
     }
     Ok(())
 }
@@ -116,7 +136,7 @@ async fn subscribe(client: &AsyncClient, topics: &Topics) -> anyhow::Result<()> 
 /// and payloads are logged with their topic, counted, acknowledged and
 /// dropped; they never stop later messages.
 pub async fn run_inbox(connection: Connection, inbox: mpsc::Sender<Inbound>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    let Connection { publisher, mut events } = connection;
+    let Connection { publisher, mut events, how } = connection;
     let Publisher { client, topics } = publisher;
     let acks = AckOrder::new(client.clone());
     let mut failures = 0u32;
@@ -131,7 +151,7 @@ pub async fn run_inbox(connection: Connection, inbox: mpsc::Sender<Inbound>, met
                 if failures > 0 {
                     info!("reconnected to the MQTT broker");
                     failures = 0;
-                    if let Err(e) = subscribe(&client, &topics).await {
+                    if let Err(e) = subscribe(&client, &topics, how).await {
                         warn!(error = %e, "resubscribing failed");
                     }
                 }
