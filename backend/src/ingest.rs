@@ -119,7 +119,7 @@ async fn commit(items: &mut Vec<IngestItem>, storage: &dyn Storage, metrics: &Me
                 metrics.ingest_commit_failures.inc();
                 attempt += 1;
                 let pause = Duration::from_millis(100 * u64::from(attempt.min(50)));
-                if attempt == 1 || attempt % 20 == 0 {
+                if attempt == 1 || attempt.is_multiple_of(20) {
                     error!(error = %e, readings = all.len(), attempt, "database unavailable; holding the batch and retrying");
                 }
                 tokio::time::sleep(pause).await;

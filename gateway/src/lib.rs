@@ -114,7 +114,7 @@ pub async fn forward(cloud: String, mut queue: mpsc::Receiver<ReadingBatch>, cou
                 }
                 Err(status) => {
                     attempt += 1;
-                    if attempt == 1 || attempt % 10 == 0 {
+                    if attempt == 1 || attempt.is_multiple_of(10) {
                         warn!(%cloud, error = %status, attempt, "backend unreachable; retrying");
                     }
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt.min(25)))).await;

@@ -37,7 +37,7 @@ fn metric_of(code: i16) -> Result<Metric> {
 
 /// Generates a `Storage` implementation over one sqlx database.
 macro_rules! sql_storage {
-    ($storage:ident, $db:ty, $pool:ty, insert_ignore = $insert_ignore:literal) => {
+    ($storage:ident, $db:ty, insert_ignore = $insert_ignore:literal) => {
         impl $storage {
             fn device_from_row(row: &<$db as sqlx::Database>::Row) -> Result<Device> {
                 let id: String = row.try_get("id")?;
@@ -346,7 +346,7 @@ impl SqliteStorage {
     }
 }
 
-sql_storage!(SqliteStorage, sqlx::Sqlite, SqlitePool, insert_ignore = "INSERT OR IGNORE");
+sql_storage!(SqliteStorage, sqlx::Sqlite, insert_ignore = "INSERT OR IGNORE");
 
 /// Production: MySQL or MariaDB.
 pub struct MySqlStorage {
@@ -369,7 +369,7 @@ impl MySqlStorage {
     }
 }
 
-sql_storage!(MySqlStorage, sqlx::MySql, MySqlPool, insert_ignore = "INSERT IGNORE");
+sql_storage!(MySqlStorage, sqlx::MySql, insert_ignore = "INSERT IGNORE");
 
 /// `url` without its password, for error messages and logs.
 pub fn redact(url: &str) -> String {

@@ -4,5 +4,6 @@
 mod api;
 mod control;
 mod gateway;
+mod resilience;
 mod startup;
 mod telemetry;
