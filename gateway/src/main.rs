@@ -1,15 +1,29 @@
 //! `hearth-gateway`: UDP on the LAN in, the backend's gRPC API out.
 //!
 //! ```text
-//! HEARTH_GATEWAY_UDP    0.0.0.0:7878      where sensors send datagrams (port 0: any)
-//! HEARTH_GATEWAY_CLOUD  http://127.0.0.1:8080   the hearth backend
-//! HEARTH_LOG            info
+//! HEARTH_GATEWAY_UDP       0.0.0.0:7878            where sensors send datagrams (port 0: any)
+//! HEARTH_GATEWAY_CLOUD     http://127.0.0.1:8080   the hearth backend
+//! HEARTH_GATEWAY_DATA      gateway-data            directory of the durable queue
+//! HEARTH_GATEWAY_QUEUE_MB  256                     queue bound; when full, new datagrams are refused
+//! HEARTH_GATEWAY_RATE      1000                    datagrams per second per source (bursts of twice that)
+//! HEARTH_GATEWAY_FSYNC_MS  20                      fsync interval: a datagram is accepted (survives a
+//!                                                  power cut) at most this long after it arrived
+//! HEARTH_GATEWAY_STATS_MS  10000                   how often the stats line (queue depth, counts) is logged
+//! HEARTH_LOG               info
 //! ```
 
+use std::time::Duration;
+
 use anyhow::Context as _;
+use hearth_gateway::Config;
 
 fn var(name: &str, default: &str) -> String {
     std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.into())
+}
+
+fn number(name: &str, default: &str) -> anyhow::Result<u64> {
+    let value = var(name, default);
+    value.parse().with_context(|| format!("{name}={value:?} is not a whole number"))
 }
 
 #[tokio::main]
@@ -17,6 +31,14 @@ async fn main() -> anyhow::Result<()> {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     tracing_subscriber::fmt().with_env_filter(var("HEARTH_LOG", "info")).with_ansi(ansi).init();
     let udp = var("HEARTH_GATEWAY_UDP", "0.0.0.0:7878");
-    let udp = udp.parse().with_context(|| format!("HEARTH_GATEWAY_UDP={udp:?} is not an ip:port address"))?;
-    hearth_gateway::run(udp, var("HEARTH_GATEWAY_CLOUD", "http://127.0.0.1:8080")).await
+    let config = Config {
+        udp: udp.parse().with_context(|| format!("HEARTH_GATEWAY_UDP={udp:?} is not an ip:port address"))?,
+        cloud: var("HEARTH_GATEWAY_CLOUD", "http://127.0.0.1:8080"),
+        data_dir: var("HEARTH_GATEWAY_DATA", "gateway-data").into(),
+        max_queue_bytes: number("HEARTH_GATEWAY_QUEUE_MB", "256")? * 1024 * 1024,
+        rate: u32::try_from(number("HEARTH_GATEWAY_RATE", "1000")?).context("HEARTH_GATEWAY_RATE is too large")?,
+        sync_every: Duration::from_millis(number("HEARTH_GATEWAY_FSYNC_MS", "20")?.max(1)),
+        stats_every: Duration::from_millis(number("HEARTH_GATEWAY_STATS_MS", "10000")?.max(10)),
+    };
+    hearth_gateway::run(config).await
 }

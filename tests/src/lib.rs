@@ -86,6 +86,8 @@ pub struct TestApp {
     pub topics: Topics,
     logs: Arc<Mutex<Vec<String>>>,
     database: Option<String>,
+    /// How it was started, for [`TestApp::restart`].
+    command: Vec<(String, String)>,
     _dir: TempDir,
 }
 
@@ -155,11 +157,13 @@ impl TestApp {
         for (k, v) in extra {
             command.env(k, v);
         }
+        let env: Vec<(String, String)> =
+            command.get_envs().filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v?.to_str()?.to_owned()))).collect();
         let (child, logs, line) = spawn_until_ready(command, "hearth ready").await;
         let http: SocketAddr = log_field(&line, "http").parse().expect("http= is an address");
         let mqtt_url = log_field(&line, "mqtt");
         let topics = Topics::new(&format!("{prefix}/hearth")).expect("valid prefix");
-        TestApp { child, backend, http, mqtt_url, topics, logs, database, _dir: dir }
+        TestApp { child, backend, http, mqtt_url, topics, logs, database, command: env, _dir: dir }
     }
 
     pub fn grpc_url(&self) -> String {
@@ -231,6 +235,21 @@ impl TestApp {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Stops `hearth` with SIGTERM and starts it again on the same ports,
+    /// database and broker.
+    pub async fn restart(&mut self) {
+        assert!(self.terminate().success(), "hearth exited badly:\n{}", self.logs());
+        let mut command = Command::new(hearth_binary());
+        command.current_dir(&self._dir.0).env_clear().envs(self.command.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        command.env("HEARTH_LISTEN", self.http.to_string());
+        if self.backend == Backend::Embedded {
+            command.env("HEARTH_MQTT_LISTEN", self.mqtt_url.trim_start_matches("mqtt://"));
+        }
+        let (child, logs, _) = spawn_until_ready(command, "hearth ready").await;
+        self.child = child;
+        self.logs = logs;
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -306,10 +325,21 @@ pub struct TestGateway {
 }
 
 impl TestGateway {
-    /// Starts a gateway on a free UDP port forwarding to `app`.
-    pub async fn spawn(app: &TestApp) -> Self {
+    /// Starts a gateway on a free UDP port forwarding to `app`, queueing in `data`.
+    pub async fn spawn(app: &TestApp, data: &TempDir) -> Self {
+        Self::spawn_to(&app.grpc_url(), data, "127.0.0.1:0").await
+    }
+
+    /// Starts a gateway on `udp` forwarding to `cloud`, queueing in `data`;
+    /// it logs its stats every 100 ms.
+    pub async fn spawn_to(cloud: &str, data: &TempDir, udp: &str) -> Self {
         let mut command = Command::new(binary("hearth-gateway", "hearth-gateway"));
-        command.env("HEARTH_GATEWAY_UDP", "127.0.0.1:0").env("HEARTH_GATEWAY_CLOUD", app.grpc_url()).env("HEARTH_LOG", "info");
+        command
+            .env("HEARTH_GATEWAY_UDP", udp)
+            .env("HEARTH_GATEWAY_CLOUD", cloud)
+            .env("HEARTH_GATEWAY_DATA", &data.0)
+            .env("HEARTH_GATEWAY_STATS_MS", "100")
+            .env("HEARTH_LOG", "info");
         let (child, logs, line) = spawn_until_ready(command, "gateway ready").await;
         let udp = log_field(&line, "udp").parse().expect("udp= is an address");
         Self { child, udp, logs }
@@ -317,6 +347,24 @@ impl TestGateway {
 
     pub fn logs(&self) -> String {
         self.logs.lock().expect("logs").join("\n")
+    }
+
+    /// Waits for a stats line saying `queued=` is `records` (all accepted).
+    pub async fn wait_for_queued(&self, records: u64) {
+        let needle = format!("queued={records} ");
+        for _ in 0..300 {
+            if self.logs.lock().expect("logs").iter().any(|l| l.contains("gateway stats") && l.contains(&needle)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the gateway never reported {needle}:\n{}", self.logs());
+    }
+
+    /// Kills the gateway with SIGKILL, as a power cut would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -1,32 +1,82 @@
-//! The LAN path: a sensor's UDP datagrams → `hearth-gateway` → the backend.
+//! The LAN path: a sensor's UDP datagrams → `hearth-gateway` (durable queue)
+//! → the backend. Nothing the gateway accepted is lost when the backend or
+//! the gateway itself goes away.
 
-use std::{collections::HashSet, time::Duration};
+use std::{collections::HashSet, net::SocketAddr, time::Duration};
 
 use futures::StreamExt as _;
-use hearth_proto::v1::{DeviceKind, Metric, Reading, ReadingBatch, WatchReadingsRequest};
-use hearth_tests::{both, unique, Backend, TestApp, TestGateway};
+use hearth_proto::v1::{DeviceKind, ListReadingsRequest, Metric, Reading, ReadingBatch, StoredReading, WatchReadingsRequest};
+use hearth_tests::{both, unique, Backend, TempDir, TestApp, TestGateway};
 use prost::Message as _;
+
+fn batch(home: &str, sensor: &str, seq: u64, base: i64) -> ReadingBatch {
+    ReadingBatch {
+        home_id: home.into(),
+        device_id: sensor.into(),
+        seq,
+        time_unix_ms: base + seq as i64 * 10,
+        readings: vec![Reading { metric: Metric::TemperatureCelsius as i32, value: 20.0 + seq as f64 / 100.0 }],
+    }
+}
+
+async fn send(to: SocketAddr, home: &str, sensor: &str, seqs: std::ops::RangeInclusive<u64>, base: i64) {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for seq in seqs {
+        socket.send_to(&batch(home, sensor, seq, base).encode_to_vec(), to).await.unwrap();
+        if seq % 50 == 0 {
+            // Why: loopback UDP drops when a socket buffer overflows; pace like a sensor would.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// Every temperature of `sensor`, oldest first.
+async fn stored(app: &TestApp, sensor: &str) -> Vec<StoredReading> {
+    let mut api = app.telemetry().await;
+    let mut out = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = api
+            .list_readings(ListReadingsRequest { device_id: sensor.into(), page_size: 1000, page_token, ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        out.extend(page.readings);
+        if page.next_page_token.is_empty() {
+            out.reverse();
+            return out;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// Waits until `n` readings of `sensor` are stored.
+async fn wait_for_count(app: &TestApp, sensor: &str, n: usize, gateway: &TestGateway) {
+    for _ in 0..600 {
+        if stored(app, sensor).await.len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {n} readings stored; gateway:\n{}\nhearth:\n{}", gateway.logs(), app.logs());
+}
+
+fn assert_exactly_once_in_order(readings: &[StoredReading], n: u64, base: i64) {
+    assert_eq!(readings.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=n).collect::<Vec<_>>(), "each once, in order");
+    assert!(readings.iter().all(|r| r.time_unix_ms == base + r.seq as i64 * 10), "original timestamps kept");
+}
 
 async fn udp_datagrams_reach_storage_through_the_gateway(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let sensor = unique("sensor");
     let home = app.home_with(&[(&sensor, DeviceKind::Sensor)]).await;
     let mut live = app.telemetry().await.watch_readings(WatchReadingsRequest { home_id: home.clone(), device_ids: vec![] }).await.unwrap().into_inner();
-    let gateway = TestGateway::spawn(&app).await;
+    let data = TempDir::new();
+    let gateway = TestGateway::spawn(&app, &data).await;
 
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     socket.send_to(&[0xff, 0xff, 0xff], gateway.udp).await.unwrap();
-    let now = hearth_agent::unix_ms_now();
-    for seq in 1..=20u64 {
-        let batch = ReadingBatch {
-            home_id: home.clone(),
-            device_id: sensor.clone(),
-            seq,
-            time_unix_ms: now - 20_000 + seq as i64 * 1000,
-            readings: vec![Reading { metric: Metric::TemperatureCelsius as i32, value: 20.0 + seq as f64 / 10.0 }],
-        };
-        socket.send_to(&batch.encode_to_vec(), gateway.udp).await.unwrap();
-    }
+    send(gateway.udp, &home, &sensor, 1..=20, hearth_agent::unix_ms_now() - 20_000).await;
     let mut seen = HashSet::new();
     tokio::time::timeout(Duration::from_secs(20), async {
         while seen.len() < 20 {
@@ -40,3 +90,47 @@ async fn udp_datagrams_reach_storage_through_the_gateway(backend: Backend) {
     assert!(gateway.logs().contains("datagram dropped"), "the malformed datagram is logged:\n{}", gateway.logs());
 }
 both!(udp_datagrams_reach_storage_through_the_gateway);
+
+/// The backend goes away mid-stream and comes back: every reading arrives
+/// exactly once, in order, with its original timestamp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_outage_loses_nothing() {
+    let mut app = TestApp::spawn(Backend::Embedded).await;
+    let sensor = unique("sensor");
+    let home = app.home_with(&[(&sensor, DeviceKind::Sensor)]).await;
+    let data = TempDir::new();
+    let gateway = TestGateway::spawn(&app, &data).await;
+    let base = hearth_agent::unix_ms_now() - 60_000;
+
+    send(gateway.udp, &home, &sensor, 1..=100, base).await;
+    wait_for_count(&app, &sensor, 100, &gateway).await;
+    // Stop the backend; readings sent meanwhile wait in the gateway's queue.
+    assert!(app.terminate().success());
+    send(gateway.udp, &home, &sensor, 101..=300, base).await;
+    gateway.wait_for_queued(200).await;
+    app.restart().await;
+    send(gateway.udp, &home, &sensor, 301..=400, base).await;
+    wait_for_count(&app, &sensor, 400, &gateway).await;
+    assert_exactly_once_in_order(&stored(&app, &sensor).await, 400, base);
+}
+
+/// The gateway is killed with SIGKILL while holding a backlog: restarted,
+/// it forwards everything it had accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_gateway_keeps_its_backlog() {
+    let app = TestApp::spawn(Backend::Embedded).await;
+    let sensor = unique("sensor");
+    let home = app.home_with(&[(&sensor, DeviceKind::Sensor)]).await;
+    let data = TempDir::new();
+    // No backend at this address yet: everything stays queued.
+    let nowhere = format!("http://127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let gateway = TestGateway::spawn_to(&nowhere, &data, "127.0.0.1:0").await;
+    let base = hearth_agent::unix_ms_now() - 60_000;
+    send(gateway.udp, &home, &sensor, 1..=300, base).await;
+    gateway.wait_for_queued(300).await;
+    gateway.kill();
+
+    let gateway = TestGateway::spawn(&app, &data).await;
+    wait_for_count(&app, &sensor, 300, &gateway).await;
+    assert_exactly_once_in_order(&stored(&app, &sensor).await, 300, base);
+}
