@@ -10,6 +10,7 @@
 //! Policy when the queue is full: new datagrams are refused, counted and
 //! logged; what is already queued is kept (it is older and already accepted).
 
+pub mod bridge;
 pub mod queue;
 
 use std::{
@@ -116,6 +117,8 @@ pub struct Config {
     pub sync_every: Duration,
     /// How often the stats line is logged.
     pub stats_every: Duration,
+    /// The MQTT bridge between the LAN and cloud brokers, if both are set.
+    pub bridge: Option<bridge::BridgeConfig>,
 }
 
 type Queue = Arc<Mutex<DiskQueue>>;
@@ -239,8 +242,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let counters = Arc::new(Counters::default());
     let wake = Arc::new(Notify::new());
     wake.notify_one();
+    let bridge = async {
+        match config.bridge.clone() {
+            Some(bridge) => bridge::run(bridge).await,
+            None => std::future::pending().await,
+        }
+    };
     info!(udp = %bound, cloud = config.cloud, backlog, data = %config.data_dir.display(), "gateway ready");
     tokio::select! {
+        r = bridge => r,
         r = receive(socket, queue.clone(), RateLimit::new(config.rate), counters.clone()) => r,
         r = sync(queue.clone(), config.sync_every, wake.clone()) => r,
         r = forward(config.cloud, queue.clone(), wake, counters.clone()) => r,

@@ -9,13 +9,17 @@
 //! HEARTH_GATEWAY_FSYNC_MS  20                      fsync interval: a datagram is accepted (survives a
 //!                                                  power cut) at most this long after it arrived
 //! HEARTH_GATEWAY_STATS_MS  10000                   how often the stats line (queue depth, counts) is logged
+//! HEARTH_GATEWAY_LAN_MQTT  unset                   the LAN broker devices use, e.g. mqtt://127.0.0.1:1883
+//! HEARTH_GATEWAY_CLOUD_MQTT unset                  the backend's broker; with both set, desired states are
+//!                                                  relayed down and reported/status up (the MQTT bridge)
+//! HEARTH_TOPIC_PREFIX      hearth                  topic prefix, the same on both brokers
 //! HEARTH_LOG               info
 //! ```
 
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hearth_gateway::Config;
+use hearth_gateway::{bridge::BridgeConfig, Config};
 
 fn var(name: &str, default: &str) -> String {
     std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.into())
@@ -39,6 +43,14 @@ async fn main() -> anyhow::Result<()> {
         rate: u32::try_from(number("HEARTH_GATEWAY_RATE", "1000")?).context("HEARTH_GATEWAY_RATE is too large")?,
         sync_every: Duration::from_millis(number("HEARTH_GATEWAY_FSYNC_MS", "20")?.max(1)),
         stats_every: Duration::from_millis(number("HEARTH_GATEWAY_STATS_MS", "10000")?.max(10)),
+        bridge: match (std::env::var("HEARTH_GATEWAY_LAN_MQTT"), std::env::var("HEARTH_GATEWAY_CLOUD_MQTT")) {
+            (Ok(lan_url), Ok(cloud_url)) if !lan_url.is_empty() && !cloud_url.is_empty() => {
+                let prefix = var("HEARTH_TOPIC_PREFIX", hearth_proto::topics::DEFAULT_PREFIX);
+                let topics = hearth_proto::topics::Topics::new(&prefix).with_context(|| format!("HEARTH_TOPIC_PREFIX={prefix:?}"))?;
+                Some(BridgeConfig { lan_url, cloud_url, topics })
+            }
+            _ => None,
+        },
     };
     hearth_gateway::run(config).await
 }

@@ -333,7 +333,13 @@ impl TestGateway {
     /// Starts a gateway on `udp` forwarding to `cloud`, queueing in `data`;
     /// it logs its stats every 100 ms.
     pub async fn spawn_to(cloud: &str, data: &TempDir, udp: &str) -> Self {
+        Self::spawn_with(cloud, data, udp, &[]).await
+    }
+
+    /// Like [`spawn_to`](Self::spawn_to), with extra environment variables.
+    pub async fn spawn_with(cloud: &str, data: &TempDir, udp: &str, extra: &[(&str, &str)]) -> Self {
         let mut command = Command::new(binary("hearth-gateway", "hearth-gateway"));
+        command.envs(extra.iter().copied());
         command
             .env("HEARTH_GATEWAY_UDP", udp)
             .env("HEARTH_GATEWAY_CLOUD", cloud)
@@ -347,6 +353,17 @@ impl TestGateway {
 
     pub fn logs(&self) -> String {
         self.logs.lock().expect("logs").join("\n")
+    }
+
+    /// Waits until `count` log lines contain `needle`.
+    pub async fn wait_for_log(&self, needle: &str, count: usize) {
+        for _ in 0..400 {
+            if self.logs.lock().expect("logs").iter().filter(|l| l.contains(needle)).count() >= count {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the gateway never logged {needle:?} {count} times:\n{}", self.logs());
     }
 
     /// Waits for a stats line saying `queued=` is `records` (all accepted).
@@ -369,6 +386,48 @@ impl TestGateway {
 }
 
 impl Drop for TestGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Mosquitto of a test's own on a free port, so the test can stop it (or
+/// use it as a second broker) without disturbing the others. Killed on drop.
+pub struct PrivateBroker {
+    child: Child,
+    pub port: u16,
+}
+
+impl PrivateBroker {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("address").port();
+        Self::start_on(port).await
+    }
+
+    pub async fn start_on(port: u16) -> Self {
+        let child = Command::new("mosquitto").args(["-p", &port.to_string()]).spawn().expect("starting mosquitto (Debian package mosquitto)");
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return Self { child, port };
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("mosquitto did not listen on {port}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the broker now.
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateBroker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -436,9 +495,14 @@ impl DeviceConnection {
 /// `device` in this process; returns its output to watch and a handle that
 /// stops it when dropped.
 pub fn spawn_actuator(app: &TestApp, home: &str, device: &str) -> (hearth_agent::sim::SimulatedOutput, AgentGuard) {
+    spawn_actuator_on(app, &app.mqtt_url, home, device)
+}
+
+/// Like [`spawn_actuator`], connected to the broker at `broker_url`.
+pub fn spawn_actuator_on(app: &TestApp, broker_url: &str, home: &str, device: &str) -> (hearth_agent::sim::SimulatedOutput, AgentGuard) {
     let output = hearth_agent::sim::SimulatedOutput::default();
     let link = hearth_agent::mqtt::DeviceLink {
-        broker_url: app.mqtt_url.clone(),
+        broker_url: broker_url.to_owned(),
         topics: app.topics.clone(),
         home_id: home.into(),
         device_id: device.into(),

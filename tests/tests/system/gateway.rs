@@ -134,3 +134,31 @@ async fn a_killed_gateway_keeps_its_backlog() {
     wait_for_count(&app, &sensor, 300, &gateway).await;
     assert_exactly_once_in_order(&stored(&app, &sensor).await, 300, base);
 }
+
+/// The MQTT bridge: an actuator on the LAN broker is switched from the cloud
+/// through the gateway, and its acknowledgement comes back the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_bridges_desired_and_reported_state() {
+    use hearth_agent::hardware::Output as _;
+    use hearth_proto::v1::{Mode, SetModeRequest};
+    let app = TestApp::spawn(Backend::External).await;
+    let lan = hearth_tests::PrivateBroker::start().await;
+    let fan = unique("fan");
+    let home = app.home_with(&[(&fan, DeviceKind::Fan)]).await;
+    let data = TempDir::new();
+    let prefix = app.topics.prefix().to_owned();
+    let gateway = TestGateway::spawn_with(
+        &app.grpc_url(),
+        &data,
+        "127.0.0.1:0",
+        &[("HEARTH_GATEWAY_LAN_MQTT", &lan.url()), ("HEARTH_GATEWAY_CLOUD_MQTT", &app.mqtt_url), ("HEARTH_TOPIC_PREFIX", &prefix)],
+    )
+    .await;
+    // Every filter subscribed (1 down, 2 up), so the device's first status is relayed.
+    gateway.wait_for_log("bridge subscribed", 3).await;
+    let (output, _agent) = hearth_tests::spawn_actuator_on(&app, &lan.url(), &home, &fan);
+    app.wait_for_device(&fan, Duration::from_secs(20), |d| d.online).await;
+    app.devices().await.set_mode(SetModeRequest { device_id: fan.clone(), mode: Mode::On as i32, requested_by: "test".into() }).await.unwrap();
+    app.wait_for_device(&fan, Duration::from_secs(20), |d| d.reported.as_ref().is_some_and(|r| r.applied_version == 1 && r.on)).await;
+    assert!(output.is_on(), "the fan on the LAN applied the cloud's desired state");
+}

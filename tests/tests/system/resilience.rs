@@ -1,37 +1,16 @@
 //! Losing the broker while running: Hearth reconnects, resubscribes, and
 //! readings published after the broker is back are stored.
 
-use std::{
-    process::{Child, Command},
-    time::Duration,
-};
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use hearth_proto::v1::{DeviceKind, Metric, Reading, ReadingBatch, WatchReadingsRequest};
-use hearth_tests::{unique, Backend, TestApp};
-
-/// A private Mosquitto on `port`, so this test can stop it without
-/// disturbing the others.
-fn mosquitto(port: u16) -> Child {
-    Command::new("mosquitto").args(["-p", &port.to_string()]).spawn().expect("starting mosquitto (Debian package mosquitto)")
-}
-
-async fn wait_until_listening(port: u16) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("mosquitto did not listen on {port}");
-}
+use hearth_tests::{unique, Backend, PrivateBroker, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hearth_reconnects_after_the_broker_restarts() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut broker = mosquitto(port);
-    wait_until_listening(port).await;
-    let url = format!("mqtt://127.0.0.1:{port}");
+    let broker = PrivateBroker::start().await;
+    let (port, url) = (broker.port, broker.url());
     let app = TestApp::spawn_with(Backend::External, &[("HEARTH_DEMO", "false"), ("HEARTH_MQTT_URL", &url)]).await;
     let sensor = unique("sensor");
     let home = app.home_with(&[(&sensor, DeviceKind::Sensor)]).await;
@@ -58,10 +37,8 @@ async fn hearth_reconnects_after_the_broker_restarts() {
     app.connect_as_device(&sensor).await.publish_readings(&app.topics, &home, &sensor, &batch(1)).await;
     wait_for(1).await;
 
-    broker.kill().unwrap();
-    broker.wait().unwrap();
-    let mut broker = mosquitto(port);
-    wait_until_listening(port).await;
+    broker.stop();
+    let broker = PrivateBroker::start_on(port).await;
 
     // Hearth must have resubscribed before this publish, or a plain broker
     // drops it: retry the publish (new seq each time) until one is stored.
@@ -77,6 +54,5 @@ async fn hearth_reconnects_after_the_broker_restarts() {
     }
     assert!(stored, "no reading stored after the broker came back:\n{}", app.logs());
     assert!(app.logs().contains("reconnected to the MQTT broker"), "{}", app.logs());
-    broker.kill().unwrap();
-    let _ = broker.wait();
+    broker.stop();
 }

@@ -1,0 +1,119 @@
+//! The MQTT bridge between the LAN broker and the cloud broker (the paper's
+//! gateway bridge): desired states go down from the cloud to devices on the
+//! LAN; reported states and online/offline status come back up. Topics are
+//! the same on both sides (`hearth_proto::topics`), so a device cannot tell
+//! whether it talks to the cloud directly or through the gateway.
+//!
+//! Each direction is QoS 1 end to end: a message is acknowledged to the
+//! broker it came from only after the other broker acknowledged it.
+
+use std::{collections::VecDeque, time::Duration};
+
+use anyhow::Context as _;
+use hearth_proto::topics::{Channel, Topics};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use tracing::{info, warn};
+
+/// Where to connect.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    pub lan_url: String,
+    pub cloud_url: String,
+    pub topics: Topics,
+}
+
+fn options(url: &str, side: &str) -> anyhow::Result<MqttOptions> {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let client_id = format!("hearth-gateway-{side}-{:08x}", std::process::id());
+    let mut options = MqttOptions::parse_url(format!("{url}{separator}client_id={client_id}")).with_context(|| format!("{url:?} is not an mqtt:// URL"))?;
+    options.set_keep_alive(Duration::from_secs(15));
+    options.set_manual_acks(true);
+    Ok(options)
+}
+
+/// One direction: messages matching `filters` on `from` are republished to `to`.
+struct Direction {
+    name: &'static str,
+    filters: Vec<String>,
+    from: AsyncClient,
+    to: AsyncClient,
+    /// Received and republished, waiting for `to`'s PUBACK before acking to `from`.
+    waiting: VecDeque<Publish>,
+}
+
+impl Direction {
+    async fn on_source_event(&mut self, event: Result<Event, rumqttc::ConnectionError>) {
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                // A new session: messages waiting for an ack belong to the old one.
+                self.waiting.clear();
+                info!(direction = self.name, "bridge source connected");
+                for filter in &self.filters {
+                    if let Err(e) = self.from.subscribe(filter, QoS::AtLeastOnce).await {
+                        warn!(direction = self.name, error = %e, "subscribing failed");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => info!(direction = self.name, "bridge subscribed"),
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                // Why try_: awaiting a full request queue here would stop this
+                // loop from polling the other side, which is what drains it.
+                match self.to.try_publish(p.topic.clone(), QoS::AtLeastOnce, false, p.payload.clone()) {
+                    Ok(()) => self.waiting.push_back(p),
+                    Err(e) => {
+                        warn!(direction = self.name, topic = p.topic, error = %e, "relay queue full; message dropped");
+                        let _ = self.from.try_ack(&p);
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(direction = self.name, error = %e, "bridge connection lost; reconnecting");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+
+    /// The destination acknowledged the oldest relayed message: ack it at the source.
+    async fn on_relayed(&mut self) {
+        if let Some(p) = self.waiting.pop_front() {
+            let _ = self.from.try_ack(&p);
+        }
+    }
+}
+
+fn is_puback(event: &Result<Event, rumqttc::ConnectionError>) -> bool {
+    matches!(event, Ok(Event::Incoming(Packet::PubAck(_))))
+}
+
+/// Runs the bridge until an unrecoverable error.
+pub async fn run(config: BridgeConfig) -> anyhow::Result<()> {
+    let (lan, mut lan_events): (AsyncClient, EventLoop) = AsyncClient::new(options(&config.lan_url, "lan")?, 256);
+    let (cloud, mut cloud_events): (AsyncClient, EventLoop) = AsyncClient::new(options(&config.cloud_url, "cloud")?, 256);
+    let mut down = Direction {
+        name: "cloud→lan",
+        filters: vec![config.topics.all_devices(Channel::Desired)],
+        from: cloud.clone(),
+        to: lan.clone(),
+        waiting: VecDeque::new(),
+    };
+    let mut up = Direction {
+        name: "lan→cloud",
+        filters: vec![config.topics.all_devices(Channel::Reported), config.topics.all_devices(Channel::Status)],
+        from: lan,
+        to: cloud,
+        waiting: VecDeque::new(),
+    };
+    info!(lan = config.lan_url, cloud = config.cloud_url, "MQTT bridge started");
+    loop {
+        tokio::select! {
+            event = cloud_events.poll() => {
+                // PUBACKs from the cloud are for what went up; everything else is the down direction's.
+                if is_puback(&event) { up.on_relayed().await } else { down.on_source_event(event).await }
+            }
+            event = lan_events.poll() => {
+                if is_puback(&event) { down.on_relayed().await } else { up.on_source_event(event).await }
+            }
+        }
+    }
+}
