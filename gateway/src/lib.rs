@@ -32,7 +32,7 @@ use tonic::transport::Channel;
 use tracing::{info, warn};
 
 /// Batches per IngestBatch call.
-const BATCHES_PER_CALL: usize = 500;
+const BATCHES_PER_CALL: usize = 2_000;
 /// Larger datagrams are not reading batches.
 const MAX_DATAGRAM: usize = 8 * 1024;
 
