@@ -20,7 +20,7 @@ pub enum ApiError {
     #[error("cannot reach Hearth ({0})")]
     Unreachable(String),
     /// The home or device is gone: pick another.
-    #[error("not found: {0}")]
+    #[error("{0}")]
     NotFound(String),
     /// The backend refused the request as given: change it.
     #[error("rejected: {0}")]
@@ -55,20 +55,30 @@ pub async fn list_homes() -> Result<Vec<Home>, ApiError> {
 
 /// The devices of `home_id`, with their mode, state and presence.
 pub async fn list_devices(home_id: &str) -> Result<Vec<Device>, ApiError> {
-    let request = ListDevicesRequest { home_id: home_id.to_owned() };
+    let request = ListDevicesRequest {
+        home_id: home_id.to_owned(),
+    };
     Ok(devices()?.list_devices(request).await?.into_inner().devices)
 }
 
 /// Switches an actuator ON or OFF, or hands it to its rules (AUTO); returns
 /// the device as the backend now has it.
 pub async fn set_mode(device_id: &str, mode: Mode) -> Result<Device, ApiError> {
-    let request = SetModeRequest { device_id: device_id.to_owned(), mode: mode as i32, requested_by: REQUESTED_BY.into() };
+    let request = SetModeRequest {
+        device_id: device_id.to_owned(),
+        mode: mode as i32,
+        requested_by: REQUESTED_BY.into(),
+    };
     Ok(devices()?.set_mode(request).await?.into_inner())
 }
 
 /// One page of `device_id`'s stored readings of every metric, newest first;
 /// `page_token` "" asks for the newest page.
-pub async fn list_readings(device_id: &str, page_size: u32, page_token: &str) -> Result<ListReadingsResponse, ApiError> {
+pub async fn list_readings(
+    device_id: &str,
+    page_size: u32,
+    page_token: &str,
+) -> Result<ListReadingsResponse, ApiError> {
     let request = ListReadingsRequest {
         device_id: device_id.to_owned(),
         page_size,
@@ -80,7 +90,10 @@ pub async fn list_readings(device_id: &str, page_size: u32, page_token: &str) ->
 
 /// Opens the live stream of every reading stored for `home_id`.
 pub async fn watch_readings(home_id: &str) -> Result<ReadingStream, ApiError> {
-    let request = WatchReadingsRequest { home_id: home_id.to_owned(), device_ids: Vec::new() };
+    let request = WatchReadingsRequest {
+        home_id: home_id.to_owned(),
+        device_ids: Vec::new(),
+    };
     Ok(ReadingStream(telemetry()?.watch_readings(request).await?.into_inner()))
 }
 
@@ -119,19 +132,37 @@ mod tests {
     #[test]
     fn a_failed_fetch_means_hearth_is_unreachable() {
         let error = ApiError::from(Status::unknown("JS API error: TypeError: Failed to fetch"));
-        assert_eq!(error.to_string(), "cannot reach Hearth (JS API error: TypeError: Failed to fetch)");
-        assert!(matches!(ApiError::from(Status::unavailable("")), ApiError::Unreachable(_)));
+        assert_eq!(
+            error.to_string(),
+            "cannot reach Hearth (JS API error: TypeError: Failed to fetch)"
+        );
+        assert!(matches!(
+            ApiError::from(Status::unavailable("")),
+            ApiError::Unreachable(_)
+        ));
     }
 
     #[test]
     fn statuses_map_to_what_the_user_can_do() {
-        assert_eq!(ApiError::from(Status::not_found("device x")), ApiError::NotFound("device x".into()));
-        assert!(matches!(ApiError::from(Status::invalid_argument("mode")), ApiError::InvalidArgument(_)));
-        assert!(matches!(ApiError::from(Status::internal("internal")), ApiError::Failed(_)));
+        assert_eq!(
+            ApiError::from(Status::not_found("device x")),
+            ApiError::NotFound("device x".into())
+        );
+        assert!(matches!(
+            ApiError::from(Status::invalid_argument("mode")),
+            ApiError::InvalidArgument(_)
+        ));
+        assert!(matches!(
+            ApiError::from(Status::internal("internal")),
+            ApiError::Failed(_)
+        ));
     }
 
     #[test]
     fn an_empty_status_message_is_replaced_by_its_code() {
-        assert_eq!(ApiError::from(Status::internal("")), ApiError::Failed("Internal error".into()));
+        assert_eq!(
+            ApiError::from(Status::internal("")),
+            ApiError::Failed("Internal error".into())
+        );
     }
 }

@@ -23,9 +23,13 @@ impl CommandState {
         };
         let applied = device.reported.as_ref().map(|r| r.applied_version);
         if applied == Some(desired.version) {
-            Self::Acknowledged { desired: desired.version }
+            Self::Acknowledged {
+                desired: desired.version,
+            }
         } else {
-            Self::Pending { desired: desired.version }
+            Self::Pending {
+                desired: desired.version,
+            }
         }
     }
 
@@ -47,22 +51,39 @@ mod tests {
 
     fn device(desired: Option<u64>, applied: Option<u64>) -> Device {
         Device {
-            desired: desired.map(|version| DesiredState { version, on: true, ..Default::default() }),
-            reported: applied.map(|applied_version| ReportedState { applied_version, on: true, ..Default::default() }),
+            desired: desired.map(|version| DesiredState {
+                version,
+                on: true,
+                ..Default::default()
+            }),
+            reported: applied.map(|applied_version| ReportedState {
+                applied_version,
+                on: true,
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
 
     #[test]
     fn acknowledged_when_the_device_applied_the_desired_version() {
-        assert_eq!(CommandState::of(&device(Some(4), Some(4))), CommandState::Acknowledged { desired: 4 });
+        assert_eq!(
+            CommandState::of(&device(Some(4), Some(4))),
+            CommandState::Acknowledged { desired: 4 }
+        );
         assert_eq!(CommandState::of(&device(Some(4), Some(4))).label(), "acknowledged");
     }
 
     #[test]
     fn pending_until_the_device_reports_that_version() {
-        assert_eq!(CommandState::of(&device(Some(5), Some(4))), CommandState::Pending { desired: 5 });
-        assert_eq!(CommandState::of(&device(Some(1), None)), CommandState::Pending { desired: 1 });
+        assert_eq!(
+            CommandState::of(&device(Some(5), Some(4))),
+            CommandState::Pending { desired: 5 }
+        );
+        assert_eq!(
+            CommandState::of(&device(Some(1), None)),
+            CommandState::Pending { desired: 1 }
+        );
         assert_eq!(CommandState::of(&device(Some(1), None)).label(), "pending");
     }
 

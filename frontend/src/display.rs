@@ -141,8 +141,15 @@ mod tests {
 
     #[test]
     fn a_device_without_a_name_goes_by_its_id() {
-        let named = Device { id: "fan-1".into(), name: "Attic fan".into(), ..Default::default() };
-        let unnamed = Device { id: "fan-2".into(), ..Default::default() };
+        let named = Device {
+            id: "fan-1".into(),
+            name: "Attic fan".into(),
+            ..Default::default()
+        };
+        let unnamed = Device {
+            id: "fan-2".into(),
+            ..Default::default()
+        };
         assert_eq!(device_name(&named), "Attic fan");
         assert_eq!(device_name(&unnamed), "fan-2");
     }

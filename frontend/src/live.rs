@@ -7,7 +7,10 @@ use std::time::Duration;
 use gloo_timers::future::sleep;
 use leptos::prelude::*;
 
-use crate::{api, readings::LatestReadings};
+use crate::{
+    api::{self, ApiError},
+    readings::LatestReadings,
+};
 
 /// The state of the live feed, for the indicator next to the devices.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,7 +18,13 @@ pub enum LiveStatus {
     Connecting,
     Live,
     /// The stream failed or ended; the next attempt comes after a pause.
-    Reconnecting { reason: String },
+    Reconnecting {
+        reason: String,
+    },
+    /// The backend refused the stream for good, e.g. for an unknown home.
+    Refused {
+        reason: String,
+    },
 }
 
 /// Follows `home_id`'s readings for as long as the calling task runs.
@@ -24,6 +33,13 @@ pub async fn follow(home_id: String, latest: RwSignal<LatestReadings>, status: R
     loop {
         let reason = match stream_into(&home_id, latest, status).await {
             Ok(()) => "the stream ended".to_owned(),
+            // Why stop: asking again cannot make an unknown home exist.
+            Err(error @ (ApiError::NotFound(_) | ApiError::InvalidArgument(_))) => {
+                status.set(LiveStatus::Refused {
+                    reason: error.to_string(),
+                });
+                return;
+            }
             Err(error) => error.to_string(),
         };
         // Why: a stream that got going resets the backoff, so a backend that
@@ -37,7 +53,11 @@ pub async fn follow(home_id: String, latest: RwSignal<LatestReadings>, status: R
     }
 }
 
-async fn stream_into(home_id: &str, latest: RwSignal<LatestReadings>, status: RwSignal<LiveStatus>) -> Result<(), api::ApiError> {
+async fn stream_into(
+    home_id: &str,
+    latest: RwSignal<LatestReadings>,
+    status: RwSignal<LiveStatus>,
+) -> Result<(), ApiError> {
     let mut stream = api::watch_readings(home_id).await?;
     status.set(LiveStatus::Live);
     while let Some(readings) = stream.next().await? {

@@ -22,7 +22,10 @@ impl LatestReadings {
     /// history loaded late must not overwrite a value the stream brought.
     pub fn apply<'a>(&mut self, readings: impl IntoIterator<Item = &'a StoredReading>) {
         for r in readings {
-            let latest = Latest { value: r.value, time_unix_ms: r.time_unix_ms };
+            let latest = Latest {
+                value: r.value,
+                time_unix_ms: r.time_unix_ms,
+            };
             self.0
                 .entry((r.device_id.clone(), r.metric()))
                 .and_modify(|held| {
@@ -82,7 +85,13 @@ mod tests {
     use super::*;
 
     fn reading(device: &str, metric: Metric, value: f64, time_unix_ms: i64) -> StoredReading {
-        StoredReading { device_id: device.into(), metric: metric as i32, value, time_unix_ms, seq: 0 }
+        StoredReading {
+            device_id: device.into(),
+            metric: metric as i32,
+            value,
+            time_unix_ms,
+            seq: 0,
+        }
     }
 
     #[test]
@@ -95,9 +104,18 @@ mod tests {
         ]);
         latest.apply(&[reading("s1", Metric::TemperatureCelsius, 22.0, 2_000)]);
 
-        assert_eq!(latest.get("s1", Metric::TemperatureCelsius), Some(Latest { value: 22.0, time_unix_ms: 2_000 }));
+        assert_eq!(
+            latest.get("s1", Metric::TemperatureCelsius),
+            Some(Latest {
+                value: 22.0,
+                time_unix_ms: 2_000
+            })
+        );
         assert_eq!(latest.get("s1", Metric::HumidityPercent).map(|l| l.value), Some(40.0));
-        assert_eq!(latest.get("s2", Metric::TemperatureCelsius).map(|l| l.value), Some(30.0));
+        assert_eq!(
+            latest.get("s2", Metric::TemperatureCelsius).map(|l| l.value),
+            Some(30.0)
+        );
         assert_eq!(latest.get("s2", Metric::PressureHpa), None);
     }
 

@@ -52,7 +52,11 @@ pub fn ActuatorControls(device: Memo<Device>, home: HomeState) -> impl IntoView 
     };
     let reported = move || {
         device.with(|d| match &d.reported {
-            Some(reported) => format!("{} · applied v{}", display::on_off(reported.on), reported.applied_version),
+            Some(reported) => format!(
+                "{} · applied v{}",
+                display::on_off(reported.on),
+                reported.applied_version
+            ),
             None => "—".to_owned(),
         })
     };

@@ -56,11 +56,15 @@ pub fn HomeView(home_id: String) -> impl IntoView {
     let history_of = Memo::new(move |_| {
         let chosen = chosen_sensor.get();
         devices.with(|devices| {
-            let mut sensors = devices.iter().flatten().filter(|d| d.kind() == DeviceKind::Sensor);
-            let shown = match &chosen {
-                Some(id) => sensors.find(|d| &d.id == id),
-                None => sensors.next(),
-            };
+            let sensors: Vec<&Device> = devices
+                .iter()
+                .flatten()
+                .filter(|d| d.kind() == DeviceKind::Sensor)
+                .collect();
+            let shown = sensors
+                .iter()
+                .find(|d| chosen.as_ref() == Some(&d.id))
+                .or(sensors.first());
             shown.map(|d| (d.id.clone(), display::device_name(d).to_owned()))
         })
     });
@@ -120,7 +124,8 @@ fn LiveIndicator(status: RwSignal<LiveStatus>) -> impl IntoView {
     let text = move || match status.get() {
         LiveStatus::Connecting => "Connecting to live readings…".to_owned(),
         LiveStatus::Live => "Live".to_owned(),
-        LiveStatus::Reconnecting { reason } => format!("Live readings paused: {reason}; retrying"),
+        LiveStatus::Reconnecting { reason } => format!("Live readings paused: {reason}; retrying."),
+        LiveStatus::Refused { reason } => format!("No live readings: {reason}."),
     };
     view! {
         <p class="live" class:is-live=move || status.get() == LiveStatus::Live role="status">

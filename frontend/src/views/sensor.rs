@@ -50,14 +50,21 @@ pub fn SensorReadings(device: Memo<Device>, home: HomeState) -> impl IntoView {
         let device_id = device_id.clone();
         move || {
             let newest = home.latest.with(|latest| {
-                SENSOR_METRICS.into_iter().filter_map(|m| latest.get(&device_id, m)).map(|l| l.time_unix_ms).max()
+                SENSOR_METRICS
+                    .into_iter()
+                    .filter_map(|m| latest.get(&device_id, m))
+                    .map(|l| l.time_unix_ms)
+                    .max()
             });
             newest.map(|time| format!("Reading taken {}", display::time_ago(home.now.get(), time)))
         }
     };
     let shown = {
         let device_id = device_id.clone();
-        move || home.history_of.with(|shown| shown.as_ref().is_some_and(|(id, _)| *id == device_id))
+        move || {
+            home.history_of
+                .with(|shown| shown.as_ref().is_some_and(|(id, _)| *id == device_id))
+        }
     };
     let label = move || device.with(|d| format!("Show the reading history of {}", display::device_name(d)));
 

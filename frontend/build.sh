@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Builds the web app (release) into frontend/dist, where the backend serves it,
+# with a .gz beside each text and wasm file for its precompressed serving.
+#
+# Installs what is missing first: the wasm32 target, trunk, the wasm-bindgen
+# CLI at the version Cargo.lock resolves, and wasm-opt (binaryen from npm:
+# Debian's is too old) under .tools/. Safe to rerun; prints one line on
+# success, the captured output of the failing step otherwise. Honours
+# CARGO_TARGET_DIR.
+set -euo pipefail
+
+TRUNK_VERSION=0.21.14
+BINARYEN_VERSION=132
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+dist="$repo/frontend/dist"
+binaryen="$repo/.tools/binaryen"
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$binaryen/node_modules/.bin:$PATH"
+
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+
+# Runs a step with its output captured, shown only if the step fails.
+quietly() {
+    if ! "$@" >"$log" 2>&1; then
+        cat "$log" >&2
+        echo "frontend/build.sh: failed: $*" >&2
+        exit 1
+    fi
+}
+
+# Tools are built in cargo's own temporary directory, not in the project's
+# target directory.
+install_crate() {
+    quietly env -u CARGO_TARGET_DIR cargo install --quiet "$@"
+}
+
+quietly cargo fetch
+wasm_bindgen_version="$(sed -n '/^name = "wasm-bindgen"$/{n;s/^version = "\(.*\)"$/\1/p;q}' Cargo.lock)"
+if ! grep -qx "wasm_bindgen = \"$wasm_bindgen_version\"" Trunk.toml; then
+    echo "frontend/build.sh: Cargo.lock has wasm-bindgen $wasm_bindgen_version; pin that version in Trunk.toml [tools]" >&2
+    exit 1
+fi
+
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+    quietly rustup target add wasm32-unknown-unknown
+fi
+if [[ "$(trunk --version 2>/dev/null)" != "trunk $TRUNK_VERSION" ]]; then
+    install_crate --locked trunk --version "$TRUNK_VERSION"
+fi
+if [[ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $wasm_bindgen_version" ]]; then
+    # Without --locked: the way it is known to build on the project's machines.
+    install_crate wasm-bindgen-cli --version "$wasm_bindgen_version"
+fi
+if [[ "$(wasm-opt --version 2>/dev/null)" != *"version_$BINARYEN_VERSION"* ]]; then
+    command -v npm >/dev/null || quietly apt-get install -y nodejs npm
+    quietly npm install --prefix "$binaryen" --no-audit --no-fund "binaryen@$BINARYEN_VERSION"
+fi
+
+# Why skip the version check: trunk would ask GitHub for a newer release.
+TRUNK_SKIP_VERSION_CHECK=true quietly trunk build --release --offline
+find "$dist" -type f \( -name '*.wasm' -o -name '*.js' -o -name '*.css' -o -name '*.html' \) -exec gzip -9 --keep --force {} +
+
+shipped="$(cat "$dist"/*.wasm.gz "$dist"/*.js.gz | wc -c)"
+echo "frontend/dist: $(du -sh "$dist" | cut -f1) on disk, $((shipped / 1024)) KiB of wasm+js sent gzipped"
