@@ -56,6 +56,9 @@ pub struct Core {
     pub stored: broadcast::Sender<Arc<StoredBatch>>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
+    /// Cancelled when shutdown starts, so long-lived streams end and the
+    /// server's graceful shutdown does not wait on open browser tabs.
+    pub closing: CancellationToken,
 }
 
 pub struct App {
@@ -90,7 +93,8 @@ impl App {
         let (stored, _) = broadcast::channel(LIVE_BUFFER);
         let control = Arc::new(Control::new(storage.clone(), directory.clone(), connection.publisher.clone(), metrics.clone(), clock.clone()));
         let automation = Arc::new(Automation::load(storage.clone()).await.context("loading automation rules")?);
-        let core = Arc::new(Core { storage, directory, ingest, control, automation, stored, metrics, clock });
+        let closing = CancellationToken::new();
+        let core = Arc::new(Core { storage, directory, ingest, control, automation, stored, metrics, clock, closing });
         if settings.demo {
             demo::provision(&core).await.context("creating the demo home (HEARTH_DEMO)")?;
         }
@@ -143,7 +147,13 @@ impl App {
             .accept_http1(true)
             .layer(cors())
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), {
+                let closing = core.closing.clone();
+                async move {
+                    shutdown.await;
+                    closing.cancel();
+                }
+            })
             .await
             .context("serving HTTP");
 

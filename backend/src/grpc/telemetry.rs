@@ -160,6 +160,6 @@ impl TelemetryService for TelemetryApi {
             };
             futures::future::ready(message.map(Ok))
         });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(Box::pin(stream.take_until(self.core.closing.clone().cancelled_owned()))))
     }
 }

@@ -84,3 +84,17 @@ async fn the_web_app_is_served_next_to_the_api() {
     let metrics = app.metrics().await;
     assert!(metrics.contains("hearth_readings_stored_total"), "{metrics}");
 }
+
+/// An open live stream (a browser tab) must not hold up a rolling update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_open_live_streams() {
+    let mut app = TestApp::spawn(Backend::Embedded).await;
+    let home = app.home_with(&[]).await;
+    let mut live = app.telemetry().await.watch_readings(WatchReadingsRequest { home_id: home, device_ids: vec![] }).await.unwrap().into_inner();
+    let (status, ended) = tokio::join!(
+        tokio::task::spawn_blocking(move || app.terminate()),
+        tokio::time::timeout(Duration::from_secs(10), live.next())
+    );
+    assert!(ended.is_ok(), "the stream ended on shutdown");
+    assert!(status.unwrap().success());
+}
