@@ -6,12 +6,14 @@
 #                      the web app, all on http://localhost:8080
 #   ./hearth.sh test   every test: unit, storage contract, and system tests on
 #                      the embedded default and on MariaDB + Mosquitto
+#   ./hearth.sh pi     cross-compile hearth-agent for a 64-bit Raspberry Pi
+#                      (installs the aarch64 target and linker where missing)
 #
 # Each installs what it needs and is safe to rerun.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+say() { if [ -t 2 ]; then printf '\033[1m==> %s\033[0m\n' "$*" >&2; else printf '==> %s\n' "$*" >&2; fi; }
 
 ensure_rust() {
     command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }
@@ -65,6 +67,7 @@ cmd_test() {
     build_web
     say "building every binary"
     cargo build --workspace --bins
+    export HEARTH_BINARIES_BUILT=1
     say "running every test"
     if command -v cargo-nextest >/dev/null; then
         cargo nextest run --workspace --no-fail-fast
@@ -73,8 +76,14 @@ cmd_test() {
     fi
 }
 
+cmd_pi() {
+    ensure_rust
+    bash pi-agent/cross-build.sh
+}
+
 case "${1:-}" in
     run) cmd_run ;;
     test) cmd_test ;;
-    *) echo "usage: $0 run | test" >&2; exit 2 ;;
+    pi) cmd_pi ;;
+    *) echo "usage: $0 run | test | pi" >&2; exit 2 ;;
 esac

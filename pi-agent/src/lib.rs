@@ -9,15 +9,31 @@
 //! - [`sim`]: simulated hardware (the paper's test stub): scripted waveforms
 //!   and an output that remembers what it was told. The backend's demo home
 //!   runs on it.
+//! - [`sensehat`]: the Sense HAT's HTS221 and LPS25H over an [`I2cBus`]
+//!   trait: register decoding and factory calibration, tested on a fake bus.
+//! - [`gpio`]: a fan or light on an output pin, off whenever not driven.
+//! - `rpi` (feature `rpi`, on by default): rppal's I2C and GPIO behind those
+//!   two, for a real Pi.
 //! - [`actuator`]: the pure decision of whether to apply a desired state.
-//! - [`mqtt`]: connecting, and the sensor and actuator loops.
+//! - [`mqtt`]: connecting (with per-device credentials), and the sensor and
+//!   actuator loops.
+//! - [`settings`]: the typed settings, from a TOML file and the environment.
+//! - [`app`]: from settings to running hardware and loops, including a fleet
+//!   of simulated sensors for load tests.
 //!
 //! [`ReadingBatch`]: hearth_proto::v1::ReadingBatch
 //! [`DesiredState`]: hearth_proto::v1::DesiredState
+//! [`I2cBus`]: sensehat::I2cBus
 
 pub mod actuator;
+pub mod app;
+pub mod gpio;
 pub mod hardware;
 pub mod mqtt;
+#[cfg(feature = "rpi")]
+pub mod rpi;
+pub mod sensehat;
+pub mod settings;
 pub mod sim;
 
 /// Milliseconds since the Unix epoch by the system clock.

@@ -1,52 +1,47 @@
-//! `hearth-agent`: one device, configured from the environment.
+//! `hearth-agent`: one device (or, for load tests, many simulated ones),
+//! configured by an optional TOML file and environment variables; a variable
+//! overrides the file's key. An empty variable counts as unset.
 //!
 //! ```text
-//! HEARTH_AGENT_MQTT_URL    mqtt://127.0.0.1:1884 (the embedded broker of `hearth`)
-//! HEARTH_TOPIC_PREFIX      hearth
-//! HEARTH_AGENT_HOME        home id (required)
-//! HEARTH_AGENT_DEVICE      device id (required)
-//! HEARTH_AGENT_ROLE        sensor | actuator
-//! HEARTH_AGENT_INTERVAL_MS 2000 (sensor)
-//! HEARTH_AGENT_TEMPERATURE steady:21 | ramp:20:30:120 | sine:25:3:120 (simulated sensor)
+//! variable                          file key            default / meaning
+//! HEARTH_AGENT_CONFIG               —                   path of the TOML file (optional)
+//! HEARTH_AGENT_MQTT_URL             mqtt_url            mqtt://127.0.0.1:1884 (the embedded broker of `hearth`)
+//! HEARTH_AGENT_MQTT_USERNAME        mqtt_username       the device's broker user (unset: anonymous)
+//! HEARTH_AGENT_MQTT_PASSWORD        mqtt_password       its password; needs the username
+//! HEARTH_AGENT_MQTT_PASSWORD_FILE   mqtt_password_file  or a file holding it (line ends at its end ignored);
+//!                                                       a password in the environment, in either form,
+//!                                                       replaces the file's
+//! HEARTH_TOPIC_PREFIX               topic_prefix        hearth
+//! HEARTH_AGENT_HOME                 home                home id (required)
+//! HEARTH_AGENT_DEVICE               device              device id (required)
+//! HEARTH_AGENT_ROLE                 role                sensor | actuator (default sensor)
+//! HEARTH_AGENT_HARDWARE             hardware            sensor: sim | sensehat; actuator: sim | gpio (default sim)
+//! HEARTH_AGENT_GPIO_PIN             gpio_pin            BCM number 0–27 of the output pin (gpio; required there)
+//! HEARTH_AGENT_INTERVAL_MS          interval_ms         2000: milliseconds between readings (sensor)
+//! HEARTH_AGENT_TEMPERATURE          temperature         sine:24:3:120 | steady:21 | ramp:20:30:120 (sim sensor)
+//! HEARTH_AGENT_SIM_SENSORS          sim_sensors         N simulated sensors {device}-0 … {device}-{N-1}, each
+//!                                                       with its own connection, for load tests (sim sensor)
+//! HEARTH_LOG                        —                   info: log filter (tracing syntax)
 //! ```
+//!
+//! A setting that does not apply to the role and hardware is refused, as is
+//! any bad value; the message names the setting and the process exits with
+//! status 78 (EX_CONFIG), which the systemd unit does not restart on.
+//! SIGTERM or Ctrl-C switch outputs off, publish offline and exit.
 
-use std::time::Duration;
+use hearth_agent::{app, settings::Settings};
+use tracing::error;
 
-use anyhow::{bail, Context as _};
-use hearth_agent::{
-    mqtt::{run_actuator, run_sensor, DeviceLink},
-    sim::{SimulatedOutput, SimulatedSensors, Waveform},
-    unix_ms_now,
-};
-use hearth_proto::topics::Topics;
+/// `EX_CONFIG` of sysexits.h: the configuration is wrong, so a restart will not help.
+const EX_CONFIG: i32 = 78;
 
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(var("HEARTH_LOG").unwrap_or_else(|| "info".into())).init();
-    let link = DeviceLink {
-        broker_url: var("HEARTH_AGENT_MQTT_URL").unwrap_or_else(|| "mqtt://127.0.0.1:1884".into()),
-        topics: Topics::new(&var("HEARTH_TOPIC_PREFIX").unwrap_or_else(|| "hearth".into())).context("HEARTH_TOPIC_PREFIX")?,
-        home_id: var("HEARTH_AGENT_HOME").context("HEARTH_AGENT_HOME must name the device's home")?,
-        device_id: var("HEARTH_AGENT_DEVICE").context("HEARTH_AGENT_DEVICE must name the device")?,
-    };
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    match var("HEARTH_AGENT_ROLE").as_deref().unwrap_or("sensor") {
-        "sensor" => {
-            let interval = var("HEARTH_AGENT_INTERVAL_MS").map_or(Ok(2000), |v| v.parse::<u64>()).context("HEARTH_AGENT_INTERVAL_MS")?;
-            let temperature: Waveform = var("HEARTH_AGENT_TEMPERATURE")
-                .unwrap_or_else(|| "sine:24:3:120".into())
-                .parse()
-                .map_err(|e| anyhow::anyhow!("HEARTH_AGENT_TEMPERATURE: {e}"))?;
-            let sensors = SimulatedSensors::new(unix_ms_now(), temperature);
-            run_sensor(link, sensors, Duration::from_millis(interval.max(1)), shutdown).await
-        }
-        "actuator" => run_actuator(link, SimulatedOutput::default(), shutdown).await,
-        other => bail!("HEARTH_AGENT_ROLE={other:?}: must be sensor or actuator"),
-    }
+fn main() -> anyhow::Result<()> {
+    let filter = std::env::var("HEARTH_LOG").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let settings = Settings::from_env().unwrap_or_else(|e| {
+        error!("{e}");
+        std::process::exit(EX_CONFIG)
+    });
+    let runtime = app::runtime(&settings)?;
+    runtime.block_on(app::run(settings, app::shutdown_signal()))
 }

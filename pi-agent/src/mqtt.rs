@@ -1,6 +1,11 @@
 //! The agent's MQTT side: connect with a last will, then either publish
 //! readings (sensor) or apply desired states and report them (actuator).
 //! Both reconnect with backoff and jitter, and stop when `shutdown` resolves.
+//!
+//! [`DeviceLink`] says which device and which broker; [`LinkOptions`] carries
+//! the rest of how to connect (today: the device's broker credentials). The
+//! `*_with` loops take both; [`run_sensor`] and [`run_actuator`] connect
+//! without options, as the demo home and the system tests do.
 
 use std::{future::Future, time::Duration};
 
@@ -11,7 +16,8 @@ use hearth_proto::{
 };
 use prost::Message as _;
 use rand::Rng as _;
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -40,11 +46,58 @@ impl DeviceLink {
             .encode_to_vec()
     }
 
-    /// Options for this device's connection, with its offline last will.
-    fn options(&self) -> anyhow::Result<MqttOptions> {
+    /// Options for this device's connection, with its offline last will and
+    /// the credentials of `extra`, if any (they replace any in the URL).
+    fn options(&self, extra: &LinkOptions) -> anyhow::Result<MqttOptions> {
         let mut options = options(&self.broker_url, &format!("hearth-agent-{}", self.device_id))?;
         options.set_last_will(LastWill::new(self.topic(Channel::Status)?, self.status(false), QoS::AtLeastOnce, false));
+        if let Some(credentials) = &extra.credentials {
+            options.set_credentials(credentials.username.as_str(), credentials.password.as_str());
+        }
         Ok(options)
+    }
+}
+
+/// A device's username and password on the broker.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    username: String,
+    password: String,
+}
+
+impl Credentials {
+    pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
+        Self { username: username.into(), password: password.into() }
+    }
+
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+}
+
+/// Why by hand: the password must not reach a log through `{:?}`.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("username", &self.username).field("password", &"<redacted>").finish()
+    }
+}
+
+/// How to connect beyond what [`DeviceLink`] says. Built with methods, so
+/// that adding to it breaks no caller.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkOptions {
+    credentials: Option<Credentials>,
+}
+
+impl LinkOptions {
+    /// Logs in with `credentials` (MQTT username and password).
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    pub fn credentials(&self) -> Option<&Credentials> {
+        self.credentials.as_ref()
     }
 }
 
@@ -58,29 +111,83 @@ pub fn options(url: &str, client_id: &str) -> anyhow::Result<MqttOptions> {
     Ok(options)
 }
 
-/// Waits before reconnect attempt `attempt` (0-based): 0.5 s doubling to 15 s, ±25 % jitter.
-async fn backoff(attempt: u32) {
+/// How long to wait before reconnect attempt `attempt` (0-based): 0.5 s
+/// doubling to 15 s, ±25 % jitter so that many devices do not reconnect in step.
+fn backoff(attempt: u32) -> Duration {
     let base = 500u64.saturating_mul(1 << attempt.min(5)).min(15_000);
     let jitter = rand::rng().random_range(0.75..1.25);
-    tokio::time::sleep(Duration::from_millis((base as f64 * jitter) as u64)).await;
+    Duration::from_millis((base as f64 * jitter) as u64)
 }
 
-/// Polls the event loop, turning connection errors into a backoff pause.
-async fn next_event(events: &mut EventLoop, failures: &mut u32, who: &str) -> Option<Event> {
-    match events.poll().await {
-        Ok(event) => {
-            if matches!(event, Event::Incoming(Packet::ConnAck(_))) {
-                *failures = 0;
-            }
-            Some(event)
+/// The event loop of one device's connection, pausing with backoff after a
+/// connection error.
+struct Connection {
+    events: EventLoop,
+    failures: u32,
+    paused_until: Option<Instant>,
+}
+
+impl Connection {
+    fn new(events: EventLoop) -> Self {
+        Self { events, failures: 0, paused_until: None }
+    }
+
+    /// The next event, or `None` after a connection error.
+    ///
+    /// Cancel-safe. Why it matters: the loops `select!` this against their
+    /// timers, which drop it whenever a reading is due; the pause is kept in
+    /// `self`, so a dropped wait resumes where it was instead of reconnecting
+    /// at once (a reconnect storm at the sensor's interval).
+    async fn next(&mut self, device: &str) -> Option<Event> {
+        if let Some(until) = self.paused_until {
+            tokio::time::sleep_until(until).await;
+            self.paused_until = None;
         }
-        Err(e) => {
-            warn!(device = who, error = %e, "MQTT connection lost; reconnecting");
-            backoff(*failures).await;
-            *failures += 1;
-            None
+        match self.events.poll().await {
+            Ok(event) => {
+                if matches!(event, Event::Incoming(Packet::ConnAck(_))) {
+                    self.failures = 0;
+                }
+                Some(event)
+            }
+            Err(e) => {
+                warn!(device, error = %e, "MQTT connection lost; reconnecting");
+                self.paused_until = Some(Instant::now() + backoff(self.failures));
+                self.failures = self.failures.saturating_add(1);
+                None
+            }
         }
     }
+
+    /// Publishes `offline` on `status_topic` and disconnects, polling until
+    /// the DISCONNECT is out, for 2 s at most. Why poll: only the event loop
+    /// writes to the socket, so a request queued and left is never sent.
+    ///
+    /// Skipped while the link is down or the queue full: the broker then
+    /// publishes the last will (offline) when it sees the connection go.
+    async fn close(mut self, client: &AsyncClient, status_topic: &str, offline: Vec<u8>) {
+        if self.paused_until.is_some()
+            || client.try_publish(status_topic, QoS::AtLeastOnce, false, offline).is_err()
+            || client.try_disconnect().is_err()
+        {
+            return;
+        }
+        let flush = async {
+            loop {
+                match self.events.poll().await {
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
+    }
+}
+
+/// Publishes a reading batch every `interval` until `shutdown`, connecting
+/// without [`LinkOptions`].
+pub async fn run_sensor(link: DeviceLink, sensors: impl Sensors, interval: Duration, shutdown: impl Future) -> anyhow::Result<()> {
+    run_sensor_with(link, &LinkOptions::default(), sensors, interval, shutdown).await
 }
 
 /// Publishes a reading batch every `interval` until `shutdown`.
@@ -89,14 +196,20 @@ async fn next_event(events: &mut EventLoop, failures: &mut u32, who: &str) -> Op
 /// by one per batch. Why: with one batch per millisecond at most, a restarted
 /// agent starts above every number it used before, so the backend's
 /// de-duplication by `(device, seq)` holds without a file to persist.
-pub async fn run_sensor(link: DeviceLink, mut sensors: impl Sensors, interval: Duration, shutdown: impl Future) -> anyhow::Result<()> {
+pub async fn run_sensor_with(
+    link: DeviceLink,
+    link_options: &LinkOptions,
+    mut sensors: impl Sensors,
+    interval: Duration,
+    shutdown: impl Future,
+) -> anyhow::Result<()> {
     let readings_topic = link.topic(Channel::Readings)?;
     let status_topic = link.topic(Channel::Status)?;
-    let (client, mut events) = AsyncClient::new(link.options()?, 64);
+    let (client, events) = AsyncClient::new(link.options(link_options)?, 64);
+    let mut connection = Connection::new(events);
     let mut seq = unix_ms_now() as u64;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut failures = 0;
     tokio::pin!(shutdown);
     info!(device = link.device_id, topic = readings_topic, "sensor agent started");
     loop {
@@ -120,34 +233,48 @@ pub async fn run_sensor(link: DeviceLink, mut sensors: impl Sensors, interval: D
                     warn!(device = link.device_id, error = %e, "reading batch dropped: MQTT queue full");
                 }
             }
-            event = next_event(&mut events, &mut failures, &link.device_id) => {
+            event = connection.next(&link.device_id) => {
                 if let Some(Event::Incoming(Packet::ConnAck(_))) = event {
-                    client.try_publish(&status_topic, QoS::AtLeastOnce, false, link.status(true))?;
+                    // Why not `?`: after an outage the queue can be full of
+                    // readings; that must not stop the agent.
+                    if let Err(e) = client.try_publish(&status_topic, QoS::AtLeastOnce, false, link.status(true)) {
+                        warn!(device = link.device_id, error = %e, "online status dropped: MQTT queue full");
+                    }
                 }
             }
         }
     }
-    let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, false, link.status(false));
-    let _ = client.disconnect().await;
+    connection.close(&client, &status_topic, link.status(false)).await;
     Ok(())
+}
+
+/// Applies desired states to `output` and reports them until `shutdown`,
+/// connecting without [`LinkOptions`]; drives the output off on the way out.
+pub async fn run_actuator(link: DeviceLink, output: impl Output, shutdown: impl Future) -> anyhow::Result<()> {
+    run_actuator_with(link, &LinkOptions::default(), output, shutdown).await
 }
 
 /// Applies desired states to `output` and reports them until `shutdown`;
 /// drives the output off on the way out.
-pub async fn run_actuator(link: DeviceLink, mut output: impl Output, shutdown: impl Future) -> anyhow::Result<()> {
+pub async fn run_actuator_with(
+    link: DeviceLink,
+    link_options: &LinkOptions,
+    mut output: impl Output,
+    shutdown: impl Future,
+) -> anyhow::Result<()> {
     let desired_topic = link.topic(Channel::Desired)?;
     let reported_topic = link.topic(Channel::Reported)?;
     let status_topic = link.topic(Channel::Status)?;
-    let (client, mut events) = AsyncClient::new(link.options()?, 64);
+    let (client, events) = AsyncClient::new(link.options(link_options)?, 64);
+    let mut connection = Connection::new(events);
     let mut applied_version = 0u64;
     let report = |applied_version: u64, on: bool| ReportedState { applied_version, on, time_unix_ms: unix_ms_now() }.encode_to_vec();
-    let mut failures = 0;
     tokio::pin!(shutdown);
     info!(device = link.device_id, topic = desired_topic, "actuator agent started");
     loop {
         let event = tokio::select! {
             _ = &mut shutdown => break,
-            event = next_event(&mut events, &mut failures, &link.device_id) => event,
+            event = connection.next(&link.device_id) => event,
         };
         match event {
             Some(Event::Incoming(Packet::ConnAck(_))) => {
@@ -179,7 +306,65 @@ pub async fn run_actuator(link: DeviceLink, mut output: impl Output, shutdown: i
     if let Err(e) = output.set(false) {
         warn!(device = link.device_id, error = %e, "could not switch the output off on shutdown");
     }
-    let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, false, link.status(false));
-    let _ = client.disconnect().await;
+    connection.close(&client, &status_topic, link.status(false)).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(broker_url: &str) -> DeviceLink {
+        DeviceLink { broker_url: broker_url.into(), topics: Topics::default(), home_id: "h".into(), device_id: "d".into() }
+    }
+
+    #[test]
+    fn credentials_reach_the_mqtt_connection_and_replace_those_in_the_url() {
+        let extra = LinkOptions::default().with_credentials(Credentials::new("sensor-1", "s3cret"));
+        let options = link("mqtt://url-user:url-pass@127.0.0.1:1883").options(&extra).unwrap();
+        let login = options.credentials().unwrap();
+        assert_eq!((login.username.as_str(), login.password.as_str()), ("sensor-1", "s3cret"));
+    }
+
+    #[test]
+    fn a_link_without_credentials_connects_anonymously() {
+        let options = link("mqtt://127.0.0.1:1883").options(&LinkOptions::default()).unwrap();
+        assert!(options.credentials().is_none());
+        assert_eq!(options.client_id(), "hearth-agent-d");
+    }
+
+    #[test]
+    fn reconnect_pauses_double_to_15_seconds_with_a_quarter_of_jitter() {
+        for (attempt, base) in [(0, 500.0), (1, 1_000.0), (4, 8_000.0), (5, 15_000.0), (40, 15_000.0)] {
+            let ms = backoff(attempt).as_millis() as f64;
+            assert!((base * 0.75..base * 1.25).contains(&ms), "attempt {attempt}: {ms} ms");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sensor_backs_off_between_reconnects_even_while_readings_fall_due() {
+        // A broker that hangs up on every connection, counting them.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("mqtt://{}", listener.local_addr().unwrap());
+        let (counted, mut connections) = tokio::sync::watch::channel(0u32);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                drop(stream);
+                counted.send_modify(|n| *n += 1);
+            }
+        });
+        let sensors = crate::sim::SimulatedSensors::new(0, crate::sim::Waveform::Steady(20.0));
+        let window = Duration::from_millis(1_500);
+        run_sensor(link(&url), sensors, Duration::from_millis(10), tokio::time::sleep(window)).await.unwrap();
+        // Pauses of 0.5 s then 1 s (±25 %) allow 3 attempts in 1.5 s; a
+        // reading due every 10 ms must not cut them short (150 attempts).
+        let attempts = *connections.borrow_and_update();
+        assert!((1..=3).contains(&attempts), "{attempts} connection attempts in {window:?}");
+    }
+
+    #[test]
+    fn credentials_never_show_their_password_in_debug_output() {
+        let shown = format!("{:?}", LinkOptions::default().with_credentials(Credentials::new("sensor-1", "s3cret")));
+        assert!(shown.contains("sensor-1") && !shown.contains("s3cret"), "{shown}");
+    }
 }

@@ -64,9 +64,15 @@ pub fn binary(package: &str, bin: &str) -> PathBuf {
     static BUILD: Once = Once::new();
     let workspace = workspace_dir();
     BUILD.call_once(|| {
+        // Why the whole workspace: a subset would unify features differently
+        // and rebuild what `./hearth.sh test` just built. It sets
+        // HEARTH_BINARIES_BUILT so the test processes skip even the check.
+        if std::env::var_os("HEARTH_BINARIES_BUILT").is_some() {
+            return;
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "hearth-backend", "-p", "hearth-agent", "-p", "hearth-gateway", "--bins"])
+            .args(["build", "--quiet", "--workspace", "--bins"])
             .current_dir(&workspace)
             .status()
             .expect("running cargo build");
