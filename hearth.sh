@@ -63,6 +63,8 @@ cmd_run() {
 
 cmd_test() {
     ensure_rust
+    say "checking formatting"
+    cargo fmt --all -- --check
     ensure_services
     build_web
     say "building every binary"

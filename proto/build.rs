@@ -18,8 +18,11 @@ fn main() {
     println!("cargo:rerun-if-changed=proto");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let descriptors = protox::compile(PROTOS, ["proto"]).expect("the .proto files compile");
-    fs::write(out_dir.join("hearth_descriptor.bin"), descriptors.encode_to_vec())
-        .expect("OUT_DIR is writable");
+    fs::write(
+        out_dir.join("hearth_descriptor.bin"),
+        descriptors.encode_to_vec(),
+    )
+    .expect("OUT_DIR is writable");
 
     // Why: build scripts see the crate's features as env vars, so the wasm
     // build (no `server`, no `transport`) gets neither server stubs nor

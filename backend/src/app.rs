@@ -78,27 +78,62 @@ impl App {
             .with_context(|| format!("HEARTH_LISTEN={}: cannot listen there", settings.listen))?;
         let http_addr = listener.local_addr().context("reading the bound address")?;
         let (mqtt_url, mqtt_setting, subscription) = match &settings.mqtt {
-            MqttBroker::Embedded { listen } => {
-                (format!("mqtt://{}", mqtt::broker::start(*listen)?), "HEARTH_MQTT_LISTEN", mqtt::Subscription::Exclusive)
+            MqttBroker::Embedded { listen } => (
+                format!("mqtt://{}", mqtt::broker::start(*listen)?),
+                "HEARTH_MQTT_LISTEN",
+                mqtt::Subscription::Exclusive,
+            ),
+            MqttBroker::External { url } => {
+                (url.clone(), "HEARTH_MQTT_URL", mqtt::Subscription::Shared)
             }
-            MqttBroker::External { url } => (url.clone(), "HEARTH_MQTT_URL", mqtt::Subscription::Shared),
         };
         let storage = storage::connect(&settings.database_url).await?;
-        let connection = mqtt::connect(&mqtt_url, &settings.topics, mqtt_setting, subscription).await?;
+        let connection =
+            mqtt::connect(&mqtt_url, &settings.topics, mqtt_setting, subscription).await?;
 
         let clock = Clock::system();
         let metrics = Arc::new(Metrics::default());
         let directory = Arc::new(Directory::new(storage.clone()));
         let (ingest, ingest_rx) = Ingest::new();
         let (stored, _) = broadcast::channel(LIVE_BUFFER);
-        let control = Arc::new(Control::new(storage.clone(), directory.clone(), connection.publisher.clone(), metrics.clone(), clock.clone()));
-        let automation = Arc::new(Automation::load(storage.clone()).await.context("loading automation rules")?);
+        let control = Arc::new(Control::new(
+            storage.clone(),
+            directory.clone(),
+            connection.publisher.clone(),
+            metrics.clone(),
+            clock.clone(),
+        ));
+        let automation = Arc::new(
+            Automation::load(storage.clone())
+                .await
+                .context("loading automation rules")?,
+        );
         let closing = CancellationToken::new();
-        let core = Arc::new(Core { storage, directory, ingest, control, automation, stored, metrics, clock, closing });
+        let core = Arc::new(Core {
+            storage,
+            directory,
+            ingest,
+            control,
+            automation,
+            stored,
+            metrics,
+            clock,
+            closing,
+        });
         if settings.demo {
-            demo::provision(&core).await.context("creating the demo home (HEARTH_DEMO)")?;
+            demo::provision(&core)
+                .await
+                .context("creating the demo home (HEARTH_DEMO)")?;
         }
-        Ok(Self { listener, http_addr, mqtt_url, settings, core, connection, ingest_rx })
+        Ok(Self {
+            listener,
+            http_addr,
+            mqtt_url,
+            settings,
+            core,
+            connection,
+            ingest_rx,
+        })
     }
 
     /// Where gRPC, gRPC-web and the web app are served.
@@ -116,13 +151,34 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves, then drains.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, http_addr, mqtt_url, settings, core, connection, ingest_rx } = self;
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            http_addr,
+            mqtt_url,
+            settings,
+            core,
+            connection,
+            ingest_rx,
+        } = self;
         let stop = CancellationToken::new();
 
-        let writer = tokio::spawn(ingest::run_writer(ingest_rx, core.storage.clone(), core.stored.clone(), core.metrics.clone()));
+        let writer = tokio::spawn(ingest::run_writer(
+            ingest_rx,
+            core.storage.clone(),
+            core.stored.clone(),
+            core.metrics.clone(),
+        ));
         let (inbox_tx, inbox_rx) = tokio::sync::mpsc::channel(INBOX_CAPACITY);
-        let inbox = tokio::spawn(mqtt::run_inbox(connection, inbox_tx, core.metrics.clone(), stop.clone()));
+        let inbox = tokio::spawn(mqtt::run_inbox(
+            connection,
+            inbox_tx,
+            core.metrics.clone(),
+            stop.clone(),
+        ));
         let intake = Intake {
             directory: core.directory.clone(),
             ingest: core.ingest.clone(),
@@ -131,9 +187,18 @@ impl App {
             clock: core.clock.clone(),
         };
         let intake = tokio::spawn(intake.run(inbox_rx));
-        let automation = tokio::spawn(core.automation.clone().run(core.stored.subscribe(), core.control.clone(), stop.clone()));
+        let automation = tokio::spawn(core.automation.clone().run(
+            core.stored.subscribe(),
+            core.control.clone(),
+            stop.clone(),
+        ));
         let demo = settings.demo.then(|| {
-            let (core, url, topics, stop) = (core.clone(), mqtt_url.clone(), settings.topics.clone(), stop.clone());
+            let (core, url, topics, stop) = (
+                core.clone(),
+                mqtt_url.clone(),
+                settings.topics.clone(),
+                stop.clone(),
+            );
             tokio::spawn(async move {
                 if let Err(e) = demo::run(core, url, topics, stop).await {
                     warn!(error = %e, "the demo home stopped");
@@ -217,8 +282,12 @@ async fn routes(core: &Arc<Core>, web_dir: &Path) -> anyhow::Result<Routes> {
     };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<DeviceServiceServer<DeviceApi>>().await;
-    health.set_serving::<TelemetryServiceServer<TelemetryApi>>().await;
-    health.set_serving::<AutomationServiceServer<AutomationApi>>().await;
+    health
+        .set_serving::<TelemetryServiceServer<TelemetryApi>>()
+        .await;
+    health
+        .set_serving::<AutomationServiceServer<AutomationApi>>()
+        .await;
 
     // Why per service and not around the whole server: tonic-web answers
     // 400 to any other HTTP/1.1 request, which would hide the web app.
@@ -226,10 +295,18 @@ async fn routes(core: &Arc<Core>, web_dir: &Path) -> anyhow::Result<Routes> {
     let routes = Routes::builder()
         .add_service(web.layer(DeviceServiceServer::new(DeviceApi::new(core.clone()))))
         .add_service(web.layer(TelemetryServiceServer::new(TelemetryApi::new(core.clone()))))
-        .add_service(web.layer(AutomationServiceServer::new(AutomationApi::new(core.clone()))))
+        .add_service(web.layer(AutomationServiceServer::new(AutomationApi::new(
+            core.clone(),
+        ))))
         .add_service(web.layer(health_service))
         .add_service(web.layer(reflection().build_v1().context("building reflection v1")?))
-        .add_service(web.layer(reflection().build_v1alpha().context("building reflection v1alpha")?))
+        .add_service(
+            web.layer(
+                reflection()
+                    .build_v1alpha()
+                    .context("building reflection v1alpha")?,
+            ),
+        )
         .clone()
         .routes();
 
@@ -238,14 +315,23 @@ async fn routes(core: &Arc<Core>, web_dir: &Path) -> anyhow::Result<Routes> {
         "/metrics",
         get(move || {
             let metrics = metrics.clone();
-            async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render()) }
+            async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    metrics.render(),
+                )
+            }
         }),
     );
     let index = web_dir.join("index.html");
     let router = if index.is_file() {
         info!(dir = %web_dir.display(), "serving the web app");
         // Unknown paths get index.html so client-side routes survive a reload.
-        router.fallback_service(ServeDir::new(web_dir).precompressed_gzip().fallback(ServeFile::new(index)))
+        router.fallback_service(
+            ServeDir::new(web_dir)
+                .precompressed_gzip()
+                .fallback(ServeFile::new(index)),
+        )
     } else {
         warn!(dir = %web_dir.display(), "no web app built there (HEARTH_WEB_DIR); serving the API only");
         router.fallback(|| async {

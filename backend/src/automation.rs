@@ -24,7 +24,10 @@ pub struct Automation {
 impl Automation {
     pub async fn load(storage: Arc<dyn Storage>) -> Result<Self, StorageError> {
         let rules = storage.list_rules(None).await?;
-        Ok(Self { storage, rules: RwLock::new(Arc::new(rules)) })
+        Ok(Self {
+            storage,
+            rules: RwLock::new(Arc::new(rules)),
+        })
     }
 
     /// Re-reads the rules after a change.
@@ -39,7 +42,12 @@ impl Automation {
     }
 
     /// Evaluates rules against stored readings until shutdown.
-    pub async fn run(self: Arc<Self>, mut stored: broadcast::Receiver<Arc<StoredBatch>>, control: Arc<Control>, shutdown: CancellationToken) {
+    pub async fn run(
+        self: Arc<Self>,
+        mut stored: broadcast::Receiver<Arc<StoredBatch>>,
+        control: Arc<Control>,
+        shutdown: CancellationToken,
+    ) {
         loop {
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -50,19 +58,33 @@ impl Automation {
                 // Why this is safe: a threshold rule only needs the newest
                 // value, which is still coming.
                 Err(RecvError::Lagged(n)) => {
-                    warn!(skipped = n, "automation fell behind and skipped reading batches");
+                    warn!(
+                        skipped = n,
+                        "automation fell behind and skipped reading batches"
+                    );
                     continue;
                 }
                 Err(RecvError::Closed) => break,
             };
             let rules = self.rules();
             for reading in &batch.readings {
-                for rule in rules.iter().filter(|r| r.enabled && r.source == reading.device_id && r.metric == reading.metric) {
-                    let Some(on) = rule.decide(reading.value) else { continue };
-                    match control.rule_decision(&rule.target, on, &rule.reason(reading.value, on)).await {
-                        Ok(true) => info!(rule = %rule.id, target = %rule.target, on, value = reading.value, "rule switched a device"),
+                for rule in rules.iter().filter(|r| {
+                    r.enabled && r.source == reading.device_id && r.metric == reading.metric
+                }) {
+                    let Some(on) = rule.decide(reading.value) else {
+                        continue;
+                    };
+                    match control
+                        .rule_decision(&rule.target, on, &rule.reason(reading.value, on))
+                        .await
+                    {
+                        Ok(true) => {
+                            info!(rule = %rule.id, target = %rule.target, on, value = reading.value, "rule switched a device")
+                        }
                         Ok(false) => {}
-                        Err(e) => warn!(rule = %rule.id, target = %rule.target, error = %e, "rule could not switch its device"),
+                        Err(e) => {
+                            warn!(rule = %rule.id, target = %rule.target, error = %e, "rule could not switch its device")
+                        }
                     }
                 }
             }

@@ -20,7 +20,9 @@ impl Clock {
 
     /// A clock that says `start` until moved with [`Clock::set`].
     pub fn manual(start: i64) -> Self {
-        Self { fixed: Some(Arc::new(AtomicI64::new(start))) }
+        Self {
+            fixed: Some(Arc::new(AtomicI64::new(start))),
+        }
     }
 
     pub fn set(&self, now: i64) {

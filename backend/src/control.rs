@@ -45,9 +45,22 @@ pub struct Control {
 }
 
 impl Control {
-    pub fn new(storage: Arc<dyn Storage>, directory: Arc<Directory>, publisher: Publisher, metrics: Arc<Metrics>, clock: Clock) -> Self {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        directory: Arc<Directory>,
+        publisher: Publisher,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Self {
         let (changes, _) = broadcast::channel(256);
-        Self { storage, directory, publisher, metrics, clock, changes }
+        Self {
+            storage,
+            directory,
+            publisher,
+            metrics,
+            clock,
+            changes,
+        }
     }
 
     pub fn subscribe_changes(&self) -> broadcast::Receiver<Device> {
@@ -55,7 +68,11 @@ impl Control {
     }
 
     async fn actuator(&self, id: &DeviceId) -> Result<Device, ControlError> {
-        let device = self.storage.get_device(id).await?.ok_or_else(|| ControlError::NotFound(id.clone()))?;
+        let device = self
+            .storage
+            .get_device(id)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(id.clone()))?;
         if !device.kind.is_actuator() {
             return Err(ControlError::NotAnActuator(id.clone()));
         }
@@ -89,9 +106,15 @@ impl Control {
             if let Some(desired) = &publish {
                 // Why not fail the call: the state is stored, and the device
                 // gets it when it next says it is online.
-                match self.publisher.desired(&device.home_id, id, desired, now).await {
+                match self
+                    .publisher
+                    .desired(&device.home_id, id, desired, now)
+                    .await
+                {
                     Ok(()) => self.metrics.commands_published.inc(),
-                    Err(e) => warn!(device = %id, error = %e, "desired state stored but not published"),
+                    Err(e) => {
+                        warn!(device = %id, error = %e, "desired state stored but not published")
+                    }
                 }
                 info!(device = %id, version = desired.version, on = desired.on, reason = desired.reason, "desired state changed");
             }
@@ -102,15 +125,29 @@ impl Control {
     }
 
     /// A user or script sets the mode.
-    pub async fn set_mode(&self, id: &DeviceId, mode: Mode, requested_by: &str) -> Result<Device, ControlError> {
-        let (device, _) = self.change(id, |s, now| Some(s.set_mode(mode, requested_by, now))).await?;
+    pub async fn set_mode(
+        &self,
+        id: &DeviceId,
+        mode: Mode,
+        requested_by: &str,
+    ) -> Result<Device, ControlError> {
+        let (device, _) = self
+            .change(id, |s, now| Some(s.set_mode(mode, requested_by, now)))
+            .await?;
         Ok(device)
     }
 
     /// A rule wants the device on or off; acts only in AUTO. Returns whether
     /// the desired state changed.
-    pub async fn rule_decision(&self, id: &DeviceId, on: bool, reason: &str) -> Result<bool, ControlError> {
-        let (_, changed) = self.change(id, |s, now| s.rule_decision(on, reason.to_owned(), now)).await?;
+    pub async fn rule_decision(
+        &self,
+        id: &DeviceId,
+        on: bool,
+        reason: &str,
+    ) -> Result<bool, ControlError> {
+        let (_, changed) = self
+            .change(id, |s, now| s.rule_decision(on, reason.to_owned(), now))
+            .await?;
         if changed {
             self.metrics.rule_actions.inc();
         }
@@ -118,7 +155,12 @@ impl Control {
     }
 
     /// The device reports what it applied.
-    pub async fn reported(&self, id: &DeviceId, applied_version: u64, on: bool) -> Result<(), ControlError> {
+    pub async fn reported(
+        &self,
+        id: &DeviceId,
+        applied_version: u64,
+        on: bool,
+    ) -> Result<(), ControlError> {
         let mut device = self.actuator(id).await?;
         let now = self.clock.now();
         self.directory.seen(id, now);
@@ -155,7 +197,11 @@ impl Control {
         };
         if online && device.kind.is_actuator() {
             if let Some(desired) = &device.state.desired {
-                if let Err(e) = self.publisher.desired(&device.home_id, id, desired, now).await {
+                if let Err(e) = self
+                    .publisher
+                    .desired(&device.home_id, id, desired, now)
+                    .await
+                {
                     warn!(device = %id, error = %e, "could not resend the desired state");
                 }
             }

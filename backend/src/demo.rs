@@ -16,7 +16,9 @@ use tracing::info;
 
 use crate::{
     app::Core,
-    domain::{ActuatorState, Device, DeviceId, DeviceKind, Home, HomeId, Mode, RuleId, ThresholdRule},
+    domain::{
+        ActuatorState, Device, DeviceId, DeviceKind, Home, HomeId, Mode, RuleId, ThresholdRule,
+    },
     storage::StorageError,
 };
 
@@ -35,9 +37,22 @@ fn id<T>(parse: fn(&str, &'static str) -> Result<T, crate::domain::InvalidId>, s
 pub async fn provision(core: &Core) -> anyhow::Result<()> {
     let home = id(HomeId::parse, HOME);
     let now = core.clock.now();
-    ignore_conflict(core.storage.create_home(&Home { id: home.clone(), name: "Demo home".into(), created_at: now }).await)?;
+    ignore_conflict(
+        core.storage
+            .create_home(&Home {
+                id: home.clone(),
+                name: "Demo home".into(),
+                created_at: now,
+            })
+            .await,
+    )?;
     for (device, kind, name, mode) in [
-        (SENSOR, DeviceKind::Sensor, "Living room SenseHat", Mode::Off),
+        (
+            SENSOR,
+            DeviceKind::Sensor,
+            "Living room SenseHat",
+            Mode::Off,
+        ),
         (FAN, DeviceKind::Fan, "Living room fan", Mode::Auto),
         (LIGHT, DeviceKind::Light, "Living room light", Mode::Off),
     ] {
@@ -46,7 +61,10 @@ pub async fn provision(core: &Core) -> anyhow::Result<()> {
             home_id: home.clone(),
             kind,
             name: name.into(),
-            state: ActuatorState { mode, ..ActuatorState::default() },
+            state: ActuatorState {
+                mode,
+                ..ActuatorState::default()
+            },
             online: false,
             last_seen: None,
         };
@@ -77,15 +95,48 @@ fn ignore_conflict(r: Result<(), StorageError>) -> Result<(), StorageError> {
 }
 
 /// Runs the demo home's simulated devices until `shutdown` (after [`provision`]).
-pub async fn run(core: Arc<Core>, broker_url: String, topics: Topics, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let link = |device: &str| DeviceLink { broker_url: broker_url.clone(), topics: topics.clone(), home_id: HOME.into(), device_id: device.into() };
+pub async fn run(
+    core: Arc<Core>,
+    broker_url: String,
+    topics: Topics,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let link = |device: &str| DeviceLink {
+        broker_url: broker_url.clone(),
+        topics: topics.clone(),
+        home_id: HOME.into(),
+        device_id: device.into(),
+    };
     // One swing of 22-27 °C every three minutes: the fan switches within a minute or two.
-    let sensors = SimulatedSensors::new(core.clock.now(), Waveform::Sine { mean: 24.5, amplitude: 2.5, period_ms: 180_000 });
-    info!(home = HOME, "demo home running: {SENSOR}, {FAN} (AUTO above 25 °C), {LIGHT}");
+    let sensors = SimulatedSensors::new(
+        core.clock.now(),
+        Waveform::Sine {
+            mean: 24.5,
+            amplitude: 2.5,
+            period_ms: 180_000,
+        },
+    );
+    info!(
+        home = HOME,
+        "demo home running: {SENSOR}, {FAN} (AUTO above 25 °C), {LIGHT}"
+    );
     let (sensor, fan, light) = tokio::join!(
-        run_sensor(link(SENSOR), sensors, Duration::from_secs(2), shutdown.clone().cancelled_owned()),
-        run_actuator(link(FAN), SimulatedOutput::default(), shutdown.clone().cancelled_owned()),
-        run_actuator(link(LIGHT), SimulatedOutput::default(), shutdown.cancelled_owned()),
+        run_sensor(
+            link(SENSOR),
+            sensors,
+            Duration::from_secs(2),
+            shutdown.clone().cancelled_owned()
+        ),
+        run_actuator(
+            link(FAN),
+            SimulatedOutput::default(),
+            shutdown.clone().cancelled_owned()
+        ),
+        run_actuator(
+            link(LIGHT),
+            SimulatedOutput::default(),
+            shutdown.cancelled_owned()
+        ),
     );
     sensor.and(fan).and(light)
 }

@@ -26,7 +26,11 @@ pub struct Directory {
 
 impl Directory {
     pub fn new(storage: Arc<dyn Storage>) -> Self {
-        Self { storage, known: RwLock::default(), last_seen: RwLock::default() }
+        Self {
+            storage,
+            known: RwLock::default(),
+            last_seen: RwLock::default(),
+        }
     }
 
     /// The device, from the cache or else storage (a device registered
@@ -40,8 +44,14 @@ impl Directory {
     }
 
     pub fn remember(&self, device: &Device) -> Known {
-        let known = Known { home_id: device.home_id.clone(), kind: device.kind };
-        self.known.write().expect("directory lock").insert(device.id.clone(), known.clone());
+        let known = Known {
+            home_id: device.home_id.clone(),
+            kind: device.kind,
+        };
+        self.known
+            .write()
+            .expect("directory lock")
+            .insert(device.id.clone(), known.clone());
         known
     }
 
@@ -53,7 +63,12 @@ impl Directory {
 
     /// The later of what storage says and what this process saw.
     pub fn last_seen(&self, device: &Device) -> Option<UnixMs> {
-        let here = self.last_seen.read().expect("directory lock").get(&device.id).copied();
+        let here = self
+            .last_seen
+            .read()
+            .expect("directory lock")
+            .get(&device.id)
+            .copied();
         here.max(device.last_seen)
     }
 }

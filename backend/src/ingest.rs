@@ -60,7 +60,10 @@ impl Ingest {
     /// Queues `item`, waiting while the queue is full. Fails only when the
     /// writer has stopped (shutdown).
     pub async fn submit(&self, item: IngestItem) -> Result<(), &'static str> {
-        self.tx.send(item).await.map_err(|_| "ingest is shutting down")
+        self.tx
+            .send(item)
+            .await
+            .map_err(|_| "ingest is shutting down")
     }
 }
 
@@ -86,7 +89,11 @@ pub async fn run_writer(
         }
         commit(&mut items, storage.as_ref(), &metrics).await;
         for item in items.drain(..) {
-            let IngestItem { home_id, readings, done } = item;
+            let IngestItem {
+                home_id,
+                readings,
+                done,
+            } = item;
             match done {
                 Done::Mqtt(ack) => ack.send().await,
                 Done::Grpc(tx) => {
@@ -105,7 +112,10 @@ pub async fn run_writer(
 /// item by item, so one bad item cannot hold back the others; a refused item
 /// is logged, answered with an error and removed.
 async fn commit(items: &mut Vec<IngestItem>, storage: &dyn Storage, metrics: &Metrics) {
-    let all: Vec<Reading> = items.iter().flat_map(|i| i.readings.iter().cloned()).collect();
+    let all: Vec<Reading> = items
+        .iter()
+        .flat_map(|i| i.readings.iter().cloned())
+        .collect();
     let mut attempt = 0u32;
     loop {
         match storage.insert_readings(&all).await {
@@ -136,7 +146,9 @@ async fn commit(items: &mut Vec<IngestItem>, storage: &dyn Storage, metrics: &Me
         match storage.insert_readings(&item.readings).await {
             Ok(new) => {
                 metrics.readings_stored.add(new);
-                metrics.readings_duplicate.add(item.readings.len() as u64 - new);
+                metrics
+                    .readings_duplicate
+                    .add(item.readings.len() as u64 - new);
                 kept.push(item);
             }
             Err(e) => {

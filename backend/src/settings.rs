@@ -60,22 +60,32 @@ impl Settings {
             }
             let file_var = format!("{name}_FILE");
             match lookup(&file_var).filter(|v| !v.is_empty()) {
-                Some(path) => std::fs::read_to_string(&path).map(|s| Some(s.trim().to_owned())).map_err(|e| SettingError {
-                    name,
-                    value: path,
-                    problem: format!("cannot read the file named by {file_var}: {e}"),
-                }),
+                Some(path) => std::fs::read_to_string(&path)
+                    .map(|s| Some(s.trim().to_owned()))
+                    .map_err(|e| SettingError {
+                        name,
+                        value: path,
+                        problem: format!("cannot read the file named by {file_var}: {e}"),
+                    }),
                 None => Ok(None),
             }
         };
         let addr = |name: &'static str, default: &str| -> Result<SocketAddr, SettingError> {
             let value = get(name)?.unwrap_or_else(|| default.to_owned());
-            value.parse().map_err(|e| SettingError { name, value, problem: format!("not an ip:port address ({e})") })
+            value.parse().map_err(|e| SettingError {
+                name,
+                value,
+                problem: format!("not an ip:port address ({e})"),
+            })
         };
 
         let listen = addr("HEARTH_LISTEN", DEFAULT_LISTEN)?;
-        let database_url = get("HEARTH_DATABASE_URL")?.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-        if !["sqlite:", "mysql:", "mariadb:"].iter().any(|s| database_url.starts_with(s)) {
+        let database_url =
+            get("HEARTH_DATABASE_URL")?.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        if !["sqlite:", "mysql:", "mariadb:"]
+            .iter()
+            .any(|s| database_url.starts_with(s))
+        {
             return Err(SettingError {
                 name: "HEARTH_DATABASE_URL",
                 value: database_url,
@@ -83,25 +93,48 @@ impl Settings {
             });
         }
         let mqtt = match get("HEARTH_MQTT_URL")? {
-            Some(url) if url.starts_with("mqtt://") || url.starts_with("tcp://") => MqttBroker::External { url },
-            Some(url) => {
-                return Err(SettingError { name: "HEARTH_MQTT_URL", value: url, problem: "must start with mqtt://".into() })
+            Some(url) if url.starts_with("mqtt://") || url.starts_with("tcp://") => {
+                MqttBroker::External { url }
             }
-            None => MqttBroker::Embedded { listen: addr("HEARTH_MQTT_LISTEN", DEFAULT_EMBEDDED_MQTT_LISTEN)? },
+            Some(url) => {
+                return Err(SettingError {
+                    name: "HEARTH_MQTT_URL",
+                    value: url,
+                    problem: "must start with mqtt://".into(),
+                })
+            }
+            None => MqttBroker::Embedded {
+                listen: addr("HEARTH_MQTT_LISTEN", DEFAULT_EMBEDDED_MQTT_LISTEN)?,
+            },
         };
         let prefix = get("HEARTH_TOPIC_PREFIX")?.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
-        let topics = Topics::new(&prefix)
-            .map_err(|e| SettingError { name: "HEARTH_TOPIC_PREFIX", value: prefix.clone(), problem: e.to_string() })?;
+        let topics = Topics::new(&prefix).map_err(|e| SettingError {
+            name: "HEARTH_TOPIC_PREFIX",
+            value: prefix.clone(),
+            problem: e.to_string(),
+        })?;
         let demo = match get("HEARTH_DEMO")?.as_deref() {
             None => matches!(mqtt, MqttBroker::Embedded { .. }),
             Some("1" | "true" | "on" | "yes") => true,
             Some("0" | "false" | "off" | "no") => false,
             Some(other) => {
-                return Err(SettingError { name: "HEARTH_DEMO", value: other.into(), problem: "must be true or false".into() })
+                return Err(SettingError {
+                    name: "HEARTH_DEMO",
+                    value: other.into(),
+                    problem: "must be true or false".into(),
+                })
             }
         };
-        let web_dir = PathBuf::from(get("HEARTH_WEB_DIR")?.unwrap_or_else(|| "frontend/dist".into()));
-        Ok(Self { listen, database_url, mqtt, topics, demo, web_dir })
+        let web_dir =
+            PathBuf::from(get("HEARTH_WEB_DIR")?.unwrap_or_else(|| "frontend/dist".into()));
+        Ok(Self {
+            listen,
+            database_url,
+            mqtt,
+            topics,
+            demo,
+            web_dir,
+        })
     }
 }
 
@@ -112,7 +145,10 @@ mod tests {
     use super::*;
 
     fn settings(vars: &[(&str, &str)]) -> Result<Settings, SettingError> {
-        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Settings::from_lookup(|name| vars.get(name).cloned())
     }
 
@@ -121,7 +157,12 @@ mod tests {
         let s = settings(&[]).unwrap();
         assert_eq!(s.listen, DEFAULT_LISTEN.parse().unwrap());
         assert_eq!(s.database_url, DEFAULT_DATABASE_URL);
-        assert_eq!(s.mqtt, MqttBroker::Embedded { listen: "127.0.0.1:1884".parse().unwrap() });
+        assert_eq!(
+            s.mqtt,
+            MqttBroker::Embedded {
+                listen: "127.0.0.1:1884".parse().unwrap()
+            }
+        );
         assert_eq!(s.topics.prefix(), "hearth");
         assert!(s.demo);
     }
@@ -129,27 +170,67 @@ mod tests {
     #[test]
     fn an_external_broker_turns_the_demo_off_unless_asked() {
         let s = settings(&[("HEARTH_MQTT_URL", "mqtt://127.0.0.1:1883")]).unwrap();
-        assert_eq!(s.mqtt, MqttBroker::External { url: "mqtt://127.0.0.1:1883".into() });
+        assert_eq!(
+            s.mqtt,
+            MqttBroker::External {
+                url: "mqtt://127.0.0.1:1883".into()
+            }
+        );
         assert!(!s.demo);
-        assert!(settings(&[("HEARTH_MQTT_URL", "mqtt://h:1"), ("HEARTH_DEMO", "true")]).unwrap().demo);
+        assert!(
+            settings(&[("HEARTH_MQTT_URL", "mqtt://h:1"), ("HEARTH_DEMO", "true")])
+                .unwrap()
+                .demo
+        );
     }
 
     #[test]
     fn port_zero_is_allowed() {
-        let s = settings(&[("HEARTH_LISTEN", "127.0.0.1:0"), ("HEARTH_MQTT_LISTEN", "127.0.0.1:0")]).unwrap();
+        let s = settings(&[
+            ("HEARTH_LISTEN", "127.0.0.1:0"),
+            ("HEARTH_MQTT_LISTEN", "127.0.0.1:0"),
+        ])
+        .unwrap();
         assert_eq!(s.listen.port(), 0);
-        assert_eq!(s.mqtt, MqttBroker::Embedded { listen: "127.0.0.1:0".parse().unwrap() });
+        assert_eq!(
+            s.mqtt,
+            MqttBroker::Embedded {
+                listen: "127.0.0.1:0".parse().unwrap()
+            }
+        );
     }
 
     #[test]
     fn errors_name_the_setting() {
         let e = settings(&[("HEARTH_LISTEN", "localhost")]).unwrap_err();
         assert_eq!(e.name, "HEARTH_LISTEN");
-        assert!(e.to_string().starts_with("HEARTH_LISTEN=\"localhost\": not an ip:port address"), "{e}");
-        assert_eq!(settings(&[("HEARTH_DATABASE_URL", "postgres://x")]).unwrap_err().name, "HEARTH_DATABASE_URL");
-        assert_eq!(settings(&[("HEARTH_MQTT_URL", "http://x")]).unwrap_err().name, "HEARTH_MQTT_URL");
-        assert_eq!(settings(&[("HEARTH_TOPIC_PREFIX", "a/+")]).unwrap_err().name, "HEARTH_TOPIC_PREFIX");
-        assert_eq!(settings(&[("HEARTH_DEMO", "maybe")]).unwrap_err().name, "HEARTH_DEMO");
+        assert!(
+            e.to_string()
+                .starts_with("HEARTH_LISTEN=\"localhost\": not an ip:port address"),
+            "{e}"
+        );
+        assert_eq!(
+            settings(&[("HEARTH_DATABASE_URL", "postgres://x")])
+                .unwrap_err()
+                .name,
+            "HEARTH_DATABASE_URL"
+        );
+        assert_eq!(
+            settings(&[("HEARTH_MQTT_URL", "http://x")])
+                .unwrap_err()
+                .name,
+            "HEARTH_MQTT_URL"
+        );
+        assert_eq!(
+            settings(&[("HEARTH_TOPIC_PREFIX", "a/+")])
+                .unwrap_err()
+                .name,
+            "HEARTH_TOPIC_PREFIX"
+        );
+        assert_eq!(
+            settings(&[("HEARTH_DEMO", "maybe")]).unwrap_err().name,
+            "HEARTH_DEMO"
+        );
     }
 
     #[test]

@@ -3,9 +3,9 @@
 //! [`ApiError`], the one error type the views show.
 
 use hearth_proto::v1::{
-    device_service_client::DeviceServiceClient, telemetry_service_client::TelemetryServiceClient, Device, Home,
-    ListDevicesRequest, ListHomesRequest, ListReadingsRequest, ListReadingsResponse, Mode, SetModeRequest,
-    StoredReading, WatchReadingsRequest, WatchReadingsResponse,
+    device_service_client::DeviceServiceClient, telemetry_service_client::TelemetryServiceClient,
+    Device, Home, ListDevicesRequest, ListHomesRequest, ListReadingsRequest, ListReadingsResponse,
+    Mode, SetModeRequest, StoredReading, WatchReadingsRequest, WatchReadingsResponse,
 };
 use tonic::{Code, Status, Streaming};
 use tonic_web_wasm_client::Client;
@@ -41,7 +41,9 @@ impl From<Status> for ApiError {
             // offline) as Unknown, and so an HTTP error without gRPC status.
             Code::Unavailable | Code::Unknown | Code::DeadlineExceeded => Self::Unreachable(detail),
             Code::NotFound => Self::NotFound(detail),
-            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => Self::InvalidArgument(detail),
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+                Self::InvalidArgument(detail)
+            }
             _ => Self::Failed(detail),
         }
     }
@@ -94,7 +96,9 @@ pub async fn watch_readings(home_id: &str) -> Result<ReadingStream, ApiError> {
         home_id: home_id.to_owned(),
         device_ids: Vec::new(),
     };
-    Ok(ReadingStream(telemetry()?.watch_readings(request).await?.into_inner()))
+    Ok(ReadingStream(
+        telemetry()?.watch_readings(request).await?.into_inner(),
+    ))
 }
 
 /// An open `WatchReadings` stream.

@@ -18,7 +18,11 @@ pub fn local_time(unix_ms: i64) -> String {
 
 /// The home chosen on an earlier visit, if any.
 pub fn remembered_home() -> Option<String> {
-    storage()?.get_item(HOME_KEY).ok().flatten().filter(|id| !id.is_empty())
+    storage()?
+        .get_item(HOME_KEY)
+        .ok()
+        .flatten()
+        .filter(|id| !id.is_empty())
 }
 
 /// Remembers `home_id` for the next visit.

@@ -71,7 +71,10 @@ mod tests {
             CommandState::of(&device(Some(4), Some(4))),
             CommandState::Acknowledged { desired: 4 }
         );
-        assert_eq!(CommandState::of(&device(Some(4), Some(4))).label(), "acknowledged");
+        assert_eq!(
+            CommandState::of(&device(Some(4), Some(4))).label(),
+            "acknowledged"
+        );
     }
 
     #[test]
@@ -89,6 +92,9 @@ mod tests {
 
     #[test]
     fn no_command_before_anything_was_desired() {
-        assert_eq!(CommandState::of(&device(None, Some(0))), CommandState::NoCommand);
+        assert_eq!(
+            CommandState::of(&device(None, Some(0))),
+            CommandState::NoCommand
+        );
     }
 }

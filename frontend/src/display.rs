@@ -32,7 +32,11 @@ pub fn metric_name(metric: Metric) -> &'static str {
 }
 
 /// The metrics a sensor tile shows, in the order it shows them.
-pub const SENSOR_METRICS: [Metric; 3] = [Metric::TemperatureCelsius, Metric::HumidityPercent, Metric::PressureHpa];
+pub const SENSOR_METRICS: [Metric; 3] = [
+    Metric::TemperatureCelsius,
+    Metric::HumidityPercent,
+    Metric::PressureHpa,
+];
 
 /// A device kind in lower case: `sensor`, `fan`, `light`.
 pub fn kind(kind: DeviceKind) -> &'static str {
@@ -136,7 +140,10 @@ mod tests {
         assert_eq!(mode(Mode::Auto), "AUTO");
         assert_eq!(mode(Mode::Unspecified), "none");
         assert_eq!(metric_name(Metric::PressureHpa), "Pressure");
-        assert_eq!(mode_action(Mode::Auto, "Demo fan"), "Let the rules switch Demo fan");
+        assert_eq!(
+            mode_action(Mode::Auto, "Demo fan"),
+            "Let the rules switch Demo fan"
+        );
     }
 
     #[test]

@@ -28,7 +28,11 @@ pub enum LiveStatus {
 }
 
 /// Follows `home_id`'s readings for as long as the calling task runs.
-pub async fn follow(home_id: String, latest: RwSignal<LatestReadings>, status: RwSignal<LiveStatus>) {
+pub async fn follow(
+    home_id: String,
+    latest: RwSignal<LatestReadings>,
+    status: RwSignal<LiveStatus>,
+) {
     let mut failures = 0;
     loop {
         let reason = match stream_into(&home_id, latest, status).await {

@@ -69,7 +69,8 @@ impl Pager {
 
     /// Moves to the older page that `next_page_token` names.
     pub fn older(&mut self, next_page_token: String) {
-        self.newer.push(std::mem::replace(&mut self.current, next_page_token));
+        self.newer
+            .push(std::mem::replace(&mut self.current, next_page_token));
     }
 
     /// Moves back one page towards the newest; stays on the newest.
@@ -111,9 +112,14 @@ mod tests {
                 time_unix_ms: 2_000
             })
         );
-        assert_eq!(latest.get("s1", Metric::HumidityPercent).map(|l| l.value), Some(40.0));
         assert_eq!(
-            latest.get("s2", Metric::TemperatureCelsius).map(|l| l.value),
+            latest.get("s1", Metric::HumidityPercent).map(|l| l.value),
+            Some(40.0)
+        );
+        assert_eq!(
+            latest
+                .get("s2", Metric::TemperatureCelsius)
+                .map(|l| l.value),
             Some(30.0)
         );
         assert_eq!(latest.get("s2", Metric::PressureHpa), None);
@@ -124,22 +130,34 @@ mod tests {
         let mut latest = LatestReadings::default();
         latest.apply(&[reading("s1", Metric::PressureHpa, 1010.0, 5_000)]);
         latest.apply(&[reading("s1", Metric::PressureHpa, 990.0, 4_000)]);
-        assert_eq!(latest.get("s1", Metric::PressureHpa).map(|l| l.value), Some(1010.0));
+        assert_eq!(
+            latest.get("s1", Metric::PressureHpa).map(|l| l.value),
+            Some(1010.0)
+        );
     }
 
     #[test]
     fn pager_walks_older_and_back_to_the_newest_page() {
         let mut pager = Pager::default();
-        assert_eq!((pager.token(), pager.page_number(), pager.has_newer()), ("", 1, false));
+        assert_eq!(
+            (pager.token(), pager.page_number(), pager.has_newer()),
+            ("", 1, false)
+        );
 
         pager.older("t2".into());
         pager.older("t3".into());
-        assert_eq!((pager.token(), pager.page_number(), pager.has_newer()), ("t3", 3, true));
+        assert_eq!(
+            (pager.token(), pager.page_number(), pager.has_newer()),
+            ("t3", 3, true)
+        );
 
         pager.newer();
         assert_eq!((pager.token(), pager.page_number()), ("t2", 2));
         pager.newer();
         pager.newer();
-        assert_eq!((pager.token(), pager.page_number(), pager.has_newer()), ("", 1, false));
+        assert_eq!(
+            (pager.token(), pager.page_number(), pager.has_newer()),
+            ("", 1, false)
+        );
     }
 }

@@ -25,7 +25,8 @@ pub struct BridgeConfig {
 fn options(url: &str, side: &str) -> anyhow::Result<MqttOptions> {
     let separator = if url.contains('?') { '&' } else { '?' };
     let client_id = format!("hearth-gateway-{side}-{:08x}", std::process::id());
-    let mut options = MqttOptions::parse_url(format!("{url}{separator}client_id={client_id}")).with_context(|| format!("{url:?} is not an mqtt:// URL"))?;
+    let mut options = MqttOptions::parse_url(format!("{url}{separator}client_id={client_id}"))
+        .with_context(|| format!("{url:?} is not an mqtt:// URL"))?;
     options.set_keep_alive(Duration::from_secs(15));
     options.set_manual_acks(true);
     Ok(options)
@@ -54,11 +55,18 @@ impl Direction {
                     }
                 }
             }
-            Ok(Event::Incoming(Packet::SubAck(_))) => info!(direction = self.name, "bridge subscribed"),
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                info!(direction = self.name, "bridge subscribed")
+            }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 // Why try_: awaiting a full request queue here would stop this
                 // loop from polling the other side, which is what drains it.
-                match self.to.try_publish(p.topic.clone(), QoS::AtLeastOnce, false, p.payload.clone()) {
+                match self.to.try_publish(
+                    p.topic.clone(),
+                    QoS::AtLeastOnce,
+                    false,
+                    p.payload.clone(),
+                ) {
                     Ok(()) => self.waiting.push_back(p),
                     Err(e) => {
                         warn!(direction = self.name, topic = p.topic, error = %e, "relay queue full; message dropped");
@@ -88,8 +96,10 @@ fn is_puback(event: &Result<Event, rumqttc::ConnectionError>) -> bool {
 
 /// Runs the bridge until an unrecoverable error.
 pub async fn run(config: BridgeConfig) -> anyhow::Result<()> {
-    let (lan, mut lan_events): (AsyncClient, EventLoop) = AsyncClient::new(options(&config.lan_url, "lan")?, 256);
-    let (cloud, mut cloud_events): (AsyncClient, EventLoop) = AsyncClient::new(options(&config.cloud_url, "cloud")?, 256);
+    let (lan, mut lan_events): (AsyncClient, EventLoop) =
+        AsyncClient::new(options(&config.lan_url, "lan")?, 256);
+    let (cloud, mut cloud_events): (AsyncClient, EventLoop) =
+        AsyncClient::new(options(&config.cloud_url, "cloud")?, 256);
     let mut down = Direction {
         name: "cloud→lan",
         filters: vec![config.topics.all_devices(Channel::Desired)],
@@ -99,12 +109,19 @@ pub async fn run(config: BridgeConfig) -> anyhow::Result<()> {
     };
     let mut up = Direction {
         name: "lan→cloud",
-        filters: vec![config.topics.all_devices(Channel::Reported), config.topics.all_devices(Channel::Status)],
+        filters: vec![
+            config.topics.all_devices(Channel::Reported),
+            config.topics.all_devices(Channel::Status),
+        ],
         from: lan,
         to: cloud,
         waiting: VecDeque::new(),
     };
-    info!(lan = config.lan_url, cloud = config.cloud_url, "MQTT bridge started");
+    info!(
+        lan = config.lan_url,
+        cloud = config.cloud_url,
+        "MQTT bridge started"
+    );
     loop {
         tokio::select! {
             event = cloud_events.poll() => {

@@ -24,7 +24,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hearth_proto::v1::{telemetry_service_client::TelemetryServiceClient, IngestBatchRequest, ReadingBatch};
+use hearth_proto::v1::{
+    telemetry_service_client::TelemetryServiceClient, IngestBatchRequest, ReadingBatch,
+};
 use prost::Message as _;
 use queue::DiskQueue;
 use tokio::{net::UdpSocket, sync::Notify};
@@ -86,7 +88,10 @@ pub struct RateLimit {
 
 impl RateLimit {
     pub fn new(rate: u32) -> Self {
-        Self { rate: f64::from(rate.max(1)), buckets: HashMap::new() }
+        Self {
+            rate: f64::from(rate.max(1)),
+            buckets: HashMap::new(),
+        }
     }
 
     /// Whether `from` may send one more datagram at `now`.
@@ -124,7 +129,12 @@ pub struct Config {
 type Queue = Arc<Mutex<DiskQueue>>;
 
 /// Receives datagrams on `socket` and appends the valid ones to the queue.
-async fn receive(socket: UdpSocket, queue: Queue, mut limit: RateLimit, counters: Arc<Counters>) -> anyhow::Result<()> {
+async fn receive(
+    socket: UdpSocket,
+    queue: Queue,
+    mut limit: RateLimit,
+    counters: Arc<Counters>,
+) -> anyhow::Result<()> {
     // One byte more than allowed, so an oversize datagram is seen as such.
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     loop {
@@ -154,7 +164,8 @@ async fn sync(queue: Queue, every: Duration, wake: Arc<Notify>) -> anyhow::Resul
     loop {
         tick.tick().await;
         let queue = queue.clone();
-        let synced = tokio::task::spawn_blocking(move || queue.lock().expect("queue lock").sync()).await??;
+        let synced =
+            tokio::task::spawn_blocking(move || queue.lock().expect("queue lock").sync()).await??;
         if synced {
             wake.notify_one();
         }
@@ -163,29 +174,55 @@ async fn sync(queue: Queue, every: Duration, wake: Arc<Notify>) -> anyhow::Resul
 
 /// Forwards accepted batches to the backend in order, retrying a call until
 /// the backend answers, and acknowledges them in the queue after it stored them.
-async fn forward(cloud: String, queue: Queue, wake: Arc<Notify>, counters: Arc<Counters>) -> anyhow::Result<()> {
-    let channel = Channel::from_shared(cloud.clone())?.connect_timeout(Duration::from_secs(5)).connect_lazy();
+async fn forward(
+    cloud: String,
+    queue: Queue,
+    wake: Arc<Notify>,
+    counters: Arc<Counters>,
+) -> anyhow::Result<()> {
+    let channel = Channel::from_shared(cloud.clone())?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy();
     let mut client = TelemetryServiceClient::new(channel);
     loop {
         let (records, upto) = {
             let queue = queue.clone();
-            tokio::task::spawn_blocking(move || queue.lock().expect("queue lock").read(None, BATCHES_PER_CALL)).await??
+            tokio::task::spawn_blocking(move || {
+                queue
+                    .lock()
+                    .expect("queue lock")
+                    .read(None, BATCHES_PER_CALL)
+            })
+            .await??
         };
         if records.is_empty() {
             wake.notified().await;
             continue;
         }
         // Each record decoded when it was received.
-        let batches: Vec<ReadingBatch> = records.iter().filter_map(|r| ReadingBatch::decode(r.as_slice()).ok()).collect();
+        let batches: Vec<ReadingBatch> = records
+            .iter()
+            .filter_map(|r| ReadingBatch::decode(r.as_slice()).ok())
+            .collect();
         let mut attempt = 0u32;
         loop {
-            match client.ingest_batch(IngestBatchRequest { batches: batches.clone() }).await {
+            match client
+                .ingest_batch(IngestBatchRequest {
+                    batches: batches.clone(),
+                })
+                .await
+            {
                 Ok(response) => {
                     let response = response.into_inner();
-                    counters.forwarded.fetch_add(u64::from(response.accepted), Ordering::Relaxed);
+                    counters
+                        .forwarded
+                        .fetch_add(u64::from(response.accepted), Ordering::Relaxed);
                     for rejected in &response.rejected {
                         counters.rejected_by_cloud.fetch_add(1, Ordering::Relaxed);
-                        let device = batches.get(rejected.index as usize).map(|b| b.device_id.as_str()).unwrap_or_default();
+                        let device = batches
+                            .get(rejected.index as usize)
+                            .map(|b| b.device_id.as_str())
+                            .unwrap_or_default();
                         warn!(device, reason = rejected.reason, "backend rejected a batch");
                     }
                     if attempt > 0 {
@@ -198,7 +235,8 @@ async fn forward(cloud: String, queue: Queue, wake: Arc<Notify>, counters: Arc<C
                     if attempt == 1 || attempt.is_multiple_of(10) {
                         warn!(%cloud, error = %status, attempt, "backend unreachable; keeping the backlog and retrying");
                     }
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(20)))).await;
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(20))))
+                        .await;
                 }
             }
         }
@@ -233,11 +271,17 @@ async fn report(queue: Queue, counters: Arc<Counters>, every: Duration) -> anyho
 /// the bound address.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    let queue = DiskQueue::open(&config.data_dir, config.max_queue_bytes)
-        .with_context(|| format!("HEARTH_GATEWAY_DATA={}: cannot open the queue there", config.data_dir.display()))?;
+    let queue = DiskQueue::open(&config.data_dir, config.max_queue_bytes).with_context(|| {
+        format!(
+            "HEARTH_GATEWAY_DATA={}: cannot open the queue there",
+            config.data_dir.display()
+        )
+    })?;
     let (backlog, _) = queue.depth();
     let queue = Arc::new(Mutex::new(queue));
-    let socket = UdpSocket::bind(config.udp).await.with_context(|| format!("HEARTH_GATEWAY_UDP={}: cannot listen there", config.udp))?;
+    let socket = UdpSocket::bind(config.udp)
+        .await
+        .with_context(|| format!("HEARTH_GATEWAY_UDP={}: cannot listen there", config.udp))?;
     let bound = socket.local_addr()?;
     let counters = Arc::new(Counters::default());
     let wake = Arc::new(Notify::new());
@@ -269,18 +313,42 @@ mod tests {
         let mut limit = RateLimit::new(10);
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let t0 = Instant::now();
-        assert_eq!((0..25).filter(|_| limit.allow(a, t0)).count(), 20, "a burst of twice the rate");
+        assert_eq!(
+            (0..25).filter(|_| limit.allow(a, t0)).count(),
+            20,
+            "a burst of twice the rate"
+        );
         assert!(limit.allow(b, t0), "other sources have their own bucket");
         assert!(!limit.allow(a, t0));
-        assert!(limit.allow(a, t0 + Duration::from_millis(100)), "refills at the rate");
+        assert!(
+            limit.allow(a, t0 + Duration::from_millis(100)),
+            "refills at the rate"
+        );
     }
 
     #[test]
     fn decodes_a_named_batch_and_refuses_the_rest() {
-        let batch = ReadingBatch { device_id: "s1".into(), seq: 4, readings: vec![Reading { metric: 1, value: 20.5 }], ..Default::default() };
+        let batch = ReadingBatch {
+            device_id: "s1".into(),
+            seq: 4,
+            readings: vec![Reading {
+                metric: 1,
+                value: 20.5,
+            }],
+            ..Default::default()
+        };
         assert_eq!(decode_datagram(&batch.encode_to_vec()), Ok(batch));
-        assert_eq!(decode_datagram(&ReadingBatch::default().encode_to_vec()), Err(Refusal::Unnamed));
-        assert!(matches!(decode_datagram(&[0xff, 0xff, 0xff]), Err(Refusal::NotABatch(_))));
-        assert_eq!(decode_datagram(&vec![0u8; MAX_DATAGRAM + 1]), Err(Refusal::Oversize(MAX_DATAGRAM + 1)));
+        assert_eq!(
+            decode_datagram(&ReadingBatch::default().encode_to_vec()),
+            Err(Refusal::Unnamed)
+        );
+        assert!(matches!(
+            decode_datagram(&[0xff, 0xff, 0xff]),
+            Err(Refusal::NotABatch(_))
+        ));
+        assert_eq!(
+            decode_datagram(&vec![0u8; MAX_DATAGRAM + 1]),
+            Err(Refusal::Oversize(MAX_DATAGRAM + 1))
+        );
     }
 }

@@ -22,32 +22,51 @@ use anyhow::Context as _;
 use hearth_gateway::{bridge::BridgeConfig, Config};
 
 fn var(name: &str, default: &str) -> String {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.into())
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.into())
 }
 
 fn number(name: &str, default: &str) -> anyhow::Result<u64> {
     let value = var(name, default);
-    value.parse().with_context(|| format!("{name}={value:?} is not a whole number"))
+    value
+        .parse()
+        .with_context(|| format!("{name}={value:?} is not a whole number"))
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    tracing_subscriber::fmt().with_env_filter(var("HEARTH_LOG", "info")).with_ansi(ansi).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(var("HEARTH_LOG", "info"))
+        .with_ansi(ansi)
+        .init();
     let udp = var("HEARTH_GATEWAY_UDP", "0.0.0.0:7878");
     let config = Config {
-        udp: udp.parse().with_context(|| format!("HEARTH_GATEWAY_UDP={udp:?} is not an ip:port address"))?,
+        udp: udp
+            .parse()
+            .with_context(|| format!("HEARTH_GATEWAY_UDP={udp:?} is not an ip:port address"))?,
         cloud: var("HEARTH_GATEWAY_CLOUD", "http://127.0.0.1:8080"),
         data_dir: var("HEARTH_GATEWAY_DATA", "gateway-data").into(),
         max_queue_bytes: number("HEARTH_GATEWAY_QUEUE_MB", "256")? * 1024 * 1024,
-        rate: u32::try_from(number("HEARTH_GATEWAY_RATE", "1000")?).context("HEARTH_GATEWAY_RATE is too large")?,
+        rate: u32::try_from(number("HEARTH_GATEWAY_RATE", "1000")?)
+            .context("HEARTH_GATEWAY_RATE is too large")?,
         sync_every: Duration::from_millis(number("HEARTH_GATEWAY_FSYNC_MS", "20")?.max(1)),
         stats_every: Duration::from_millis(number("HEARTH_GATEWAY_STATS_MS", "10000")?.max(10)),
-        bridge: match (std::env::var("HEARTH_GATEWAY_LAN_MQTT"), std::env::var("HEARTH_GATEWAY_CLOUD_MQTT")) {
+        bridge: match (
+            std::env::var("HEARTH_GATEWAY_LAN_MQTT"),
+            std::env::var("HEARTH_GATEWAY_CLOUD_MQTT"),
+        ) {
             (Ok(lan_url), Ok(cloud_url)) if !lan_url.is_empty() && !cloud_url.is_empty() => {
                 let prefix = var("HEARTH_TOPIC_PREFIX", hearth_proto::topics::DEFAULT_PREFIX);
-                let topics = hearth_proto::topics::Topics::new(&prefix).with_context(|| format!("HEARTH_TOPIC_PREFIX={prefix:?}"))?;
-                Some(BridgeConfig { lan_url, cloud_url, topics })
+                let topics = hearth_proto::topics::Topics::new(&prefix)
+                    .with_context(|| format!("HEARTH_TOPIC_PREFIX={prefix:?}"))?;
+                Some(BridgeConfig {
+                    lan_url,
+                    cloud_url,
+                    topics,
+                })
             }
             _ => None,
         },

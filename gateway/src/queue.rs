@@ -110,13 +110,23 @@ impl DiskQueue {
             existing.push(acked.segment);
         }
         if acked.segment < existing[0] {
-            acked = Position { segment: existing[0], offset: 0 };
+            acked = Position {
+                segment: existing[0],
+                offset: 0,
+            };
         }
         let (mut pending_bytes, mut pending_records) = (0, 0);
         let last = *existing.last().expect("at least one segment");
-        let mut written = Position { segment: last, offset: 0 };
+        let mut written = Position {
+            segment: last,
+            offset: 0,
+        };
         for &segment in existing.iter().filter(|&&s| s >= acked.segment) {
-            let from = if segment == acked.segment { acked.offset } else { 0 };
+            let from = if segment == acked.segment {
+                acked.offset
+            } else {
+                0
+            };
             let path = segment_path(dir, segment);
             let (records, end) = scan(&path, from)?;
             if segment == last {
@@ -131,7 +141,9 @@ impl DiskQueue {
             pending_records += records;
             pending_bytes += end - from;
         }
-        let mut head = OpenOptions::new().append(true).open(segment_path(dir, last))?;
+        let mut head = OpenOptions::new()
+            .append(true)
+            .open(segment_path(dir, last))?;
         head.seek(SeekFrom::End(0))?;
         Ok(Self {
             dir: dir.to_owned(),
@@ -155,7 +167,8 @@ impl DiskQueue {
             self.roll()?;
         }
         self.head.write_all(&(payload.len() as u32).to_le_bytes())?;
-        self.head.write_all(&crc32fast::hash(payload).to_le_bytes())?;
+        self.head
+            .write_all(&crc32fast::hash(payload).to_le_bytes())?;
         self.head.write_all(payload)?;
         self.written.offset += size;
         self.pending_bytes += size;
@@ -166,10 +179,16 @@ impl DiskQueue {
     fn roll(&mut self) -> io::Result<()> {
         self.sync()?;
         let next = self.written.segment + 1;
-        let file = OpenOptions::new().create(true).append(true).open(segment_path(&self.dir, next))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(segment_path(&self.dir, next))?;
         sync_dir(&self.dir)?;
         self.head = BufWriter::with_capacity(64 * 1024, file);
-        self.written = Position { segment: next, offset: 0 };
+        self.written = Position {
+            segment: next,
+            offset: 0,
+        };
         self.durable = self.written;
         Ok(())
     }
@@ -195,7 +214,11 @@ impl DiskQueue {
             let path = segment_path(&self.dir, at.segment);
             let mut file = io::BufReader::new(File::open(&path)?);
             file.seek(SeekFrom::Start(at.offset))?;
-            let end = if at.segment == self.durable.segment { self.durable.offset } else { u64::MAX };
+            let end = if at.segment == self.durable.segment {
+                self.durable.offset
+            } else {
+                u64::MAX
+            };
             while out.len() < max && at.offset < end {
                 match read_record(&mut file)? {
                     Some(payload) => {
@@ -205,8 +228,14 @@ impl DiskQueue {
                     None => break,
                 }
             }
-            if out.len() < max && at.segment < self.durable.segment && at.offset >= file.get_ref().metadata()?.len() {
-                at = Position { segment: at.segment + 1, offset: 0 };
+            if out.len() < max
+                && at.segment < self.durable.segment
+                && at.offset >= file.get_ref().metadata()?.len()
+            {
+                at = Position {
+                    segment: at.segment + 1,
+                    offset: 0,
+                };
             } else {
                 break;
             }
@@ -220,8 +249,12 @@ impl DiskQueue {
         let mut freed = 0;
         let mut at = self.acked;
         while at.segment < upto.segment {
-            freed += fs::metadata(segment_path(&self.dir, at.segment)).map_or(0, |m| m.len()) - at.offset;
-            at = Position { segment: at.segment + 1, offset: 0 };
+            freed += fs::metadata(segment_path(&self.dir, at.segment)).map_or(0, |m| m.len())
+                - at.offset;
+            at = Position {
+                segment: at.segment + 1,
+                offset: 0,
+            };
         }
         freed += upto.offset - at.offset;
         write_cursor(&self.dir, upto)?;
@@ -246,7 +279,10 @@ fn read_cursor(dir: &Path) -> io::Result<Option<Position>> {
             let mut parts = text.split_whitespace().map(str::parse::<u64>);
             match (parts.next(), parts.next()) {
                 (Some(Ok(segment)), Some(Ok(offset))) => Ok(Some(Position { segment, offset })),
-                _ => Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} is corrupt: {text:?}", dir.join("cursor").display()))),
+                _ => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is corrupt: {text:?}", dir.join("cursor").display()),
+                )),
             }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -291,7 +327,9 @@ mod tests {
     }
 
     fn records(n: usize) -> Vec<Vec<u8>> {
-        (0..n).map(|i| format!("reading {i}").into_bytes()).collect()
+        (0..n)
+            .map(|i| format!("reading {i}").into_bytes())
+            .collect()
     }
 
     #[test]
@@ -301,7 +339,10 @@ mod tests {
         for r in records(3) {
             q.append(&r).unwrap().unwrap();
         }
-        assert!(q.read(None, 10).unwrap().0.is_empty(), "not accepted before sync");
+        assert!(
+            q.read(None, 10).unwrap().0.is_empty(),
+            "not accepted before sync"
+        );
         q.sync().unwrap();
         let (got, _) = q.read(None, 10).unwrap();
         assert_eq!(got, records(3));
@@ -378,7 +419,11 @@ mod tests {
         let (got, end) = q.read(None, 100).unwrap();
         assert_eq!(got.len(), 10);
         q.acknowledge(end, 10).unwrap();
-        assert_eq!(segments(&dir.0).unwrap().len(), 1, "only the head segment is left");
+        assert_eq!(
+            segments(&dir.0).unwrap().len(),
+            1,
+            "only the head segment is left"
+        );
         assert_eq!(q.depth(), (0, 0));
     }
 }

@@ -28,7 +28,12 @@ mod tests {
     use super::*;
 
     fn desired(version: u64, expires_unix_ms: i64) -> DesiredState {
-        DesiredState { version, on: true, issued_unix_ms: 0, expires_unix_ms }
+        DesiredState {
+            version,
+            on: true,
+            issued_unix_ms: 0,
+            expires_unix_ms,
+        }
     }
 
     #[test]

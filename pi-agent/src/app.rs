@@ -19,33 +19,75 @@ use crate::{
 /// fleet. Why: a worker thread per core costs a Pi agent megabytes of memory
 /// for nothing, while a fleet of thousands of devices needs the cores.
 pub fn runtime(settings: &Settings) -> std::io::Result<tokio::runtime::Runtime> {
-    let fleet = matches!(settings.role, Role::Sensor { hardware: SensorHardware::Simulated { fleet: Some(_), .. }, .. });
-    let mut builder =
-        if fleet { tokio::runtime::Builder::new_multi_thread() } else { tokio::runtime::Builder::new_current_thread() };
+    let fleet = matches!(
+        settings.role,
+        Role::Sensor {
+            hardware: SensorHardware::Simulated { fleet: Some(_), .. },
+            ..
+        }
+    );
+    let mut builder = if fleet {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
     builder.enable_all().build()
 }
 
 /// Runs the agent `settings` describe until `shutdown`.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let Settings { link, link_options, role } = settings;
+    let Settings {
+        link,
+        link_options,
+        role,
+    } = settings;
     match role {
-        Role::Sensor { hardware: SensorHardware::Simulated { temperature, fleet: None }, interval } => {
+        Role::Sensor {
+            hardware:
+                SensorHardware::Simulated {
+                    temperature,
+                    fleet: None,
+                },
+            interval,
+        } => {
             let sensors = SimulatedSensors::new(unix_ms_now(), temperature);
             run_sensor_with(link, &link_options, sensors, interval, shutdown).await
         }
-        Role::Sensor { hardware: SensorHardware::Simulated { temperature, fleet: Some(count) }, interval } => {
-            run_fleet(Fleet { base: link, link_options, temperature, count, interval }, shutdown).await
+        Role::Sensor {
+            hardware:
+                SensorHardware::Simulated {
+                    temperature,
+                    fleet: Some(count),
+                },
+            interval,
+        } => {
+            run_fleet(
+                Fleet {
+                    base: link,
+                    link_options,
+                    temperature,
+                    count,
+                    interval,
+                },
+                shutdown,
+            )
+            .await
         }
         #[cfg(feature = "rpi")]
-        Role::Sensor { hardware: SensorHardware::SenseHat, interval } => {
+        Role::Sensor {
+            hardware: SensorHardware::SenseHat,
+            interval,
+        } => {
             let sensors = crate::rpi::open_sensehat()?;
             run_sensor_with(link, &link_options, sensors, interval, shutdown).await
         }
-        Role::Actuator { hardware: ActuatorHardware::Simulated } => {
-            run_actuator_with(link, &link_options, SimulatedOutput::default(), shutdown).await
-        }
+        Role::Actuator {
+            hardware: ActuatorHardware::Simulated,
+        } => run_actuator_with(link, &link_options, SimulatedOutput::default(), shutdown).await,
         #[cfg(feature = "rpi")]
-        Role::Actuator { hardware: ActuatorHardware::Gpio { pin } } => {
+        Role::Actuator {
+            hardware: ActuatorHardware::Gpio { pin },
+        } => {
             let output = crate::rpi::gpio_output(pin)?;
             run_actuator_with(link, &link_options, output, shutdown).await
         }
@@ -58,7 +100,8 @@ pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing the SIGTERM handler");
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}
@@ -88,8 +131,14 @@ impl Fleet {
     /// connections, and then the publishes, instead of all at once.
     fn devices(&self) -> impl Iterator<Item = (DeviceLink, Duration)> + '_ {
         (0..self.count).map(|i| {
-            let link = DeviceLink { device_id: format!("{}-{i}", self.base.device_id), ..self.base.clone() };
-            (link, self.interval.mul_f64(f64::from(i) / f64::from(self.count)))
+            let link = DeviceLink {
+                device_id: format!("{}-{i}", self.base.device_id),
+                ..self.base.clone()
+            };
+            (
+                link,
+                self.interval.mul_f64(f64::from(i) / f64::from(self.count)),
+            )
         })
     }
 }
@@ -147,7 +196,12 @@ mod tests {
 
     fn fleet(broker_url: String, count: u32) -> Fleet {
         Fleet {
-            base: DeviceLink { broker_url, topics: Topics::default(), home_id: "h".into(), device_id: "load".into() },
+            base: DeviceLink {
+                broker_url,
+                topics: Topics::default(),
+                home_id: "h".into(),
+                device_id: "load".into(),
+            },
             link_options: LinkOptions::default(),
             temperature: Waveform::Steady(21.0),
             count,
@@ -158,8 +212,19 @@ mod tests {
     #[test]
     fn a_fleet_numbers_its_devices_and_spreads_their_starts_over_one_interval() {
         let fleet = fleet("mqtt://127.0.0.1:1883".into(), 4);
-        let devices: Vec<(String, u128)> = fleet.devices().map(|(link, delay)| (link.device_id, delay.as_millis())).collect();
-        assert_eq!(devices, [("load-0".into(), 0), ("load-1".into(), 250), ("load-2".into(), 500), ("load-3".into(), 750)]);
+        let devices: Vec<(String, u128)> = fleet
+            .devices()
+            .map(|(link, delay)| (link.device_id, delay.as_millis()))
+            .collect();
+        assert_eq!(
+            devices,
+            [
+                ("load-0".into(), 0),
+                ("load-1".into(), 250),
+                ("load-2".into(), 500),
+                ("load-3".into(), 750)
+            ]
+        );
     }
 
     #[tokio::test]
@@ -173,7 +238,9 @@ mod tests {
         }));
         tokio::task::yield_now().await;
         trigger.send(()).unwrap();
-        let outcome = tokio::time::timeout(Duration::from_secs(5), running).await.expect("the fleet stops within 5 s");
+        let outcome = tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .expect("the fleet stops within 5 s");
         outcome.unwrap().unwrap();
     }
 
@@ -182,10 +249,13 @@ mod tests {
         let mut fleet = fleet("mqtt://127.0.0.1:1883".into(), 3);
         // An id the settings would refuse: every device fails as it builds its topics.
         fleet.base.home_id = "bad/home".into();
-        let error = tokio::time::timeout(Duration::from_secs(5), run_fleet(fleet, std::future::pending()))
-            .await
-            .expect("a failed fleet returns")
-            .unwrap_err();
+        let error = tokio::time::timeout(
+            Duration::from_secs(5),
+            run_fleet(fleet, std::future::pending()),
+        )
+        .await
+        .expect("a failed fleet returns")
+        .unwrap_err();
         assert!(format!("{error:#}").contains("device topic"), "{error:#}");
     }
 }

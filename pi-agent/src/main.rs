@@ -36,7 +36,10 @@ use tracing::error;
 const EX_CONFIG: i32 = 78;
 
 fn main() -> anyhow::Result<()> {
-    let filter = std::env::var("HEARTH_LOG").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "info".into());
+    let filter = std::env::var("HEARTH_LOG")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "info".into());
     tracing_subscriber::fmt().with_env_filter(filter).init();
     let settings = Settings::from_env().unwrap_or_else(|e| {
         error!("{e}");

@@ -38,19 +38,33 @@ pub struct DeviceLink {
 
 impl DeviceLink {
     fn topic(&self, channel: Channel) -> anyhow::Result<String> {
-        self.topics.device(&self.home_id, &self.device_id, channel).context("device topic")
+        self.topics
+            .device(&self.home_id, &self.device_id, channel)
+            .context("device topic")
     }
 
     fn status(&self, online: bool) -> Vec<u8> {
-        DeviceStatus { online, time_unix_ms: unix_ms_now(), agent: concat!("hearth-agent/", env!("CARGO_PKG_VERSION")).into() }
-            .encode_to_vec()
+        DeviceStatus {
+            online,
+            time_unix_ms: unix_ms_now(),
+            agent: concat!("hearth-agent/", env!("CARGO_PKG_VERSION")).into(),
+        }
+        .encode_to_vec()
     }
 
     /// Options for this device's connection, with its offline last will and
     /// the credentials of `extra`, if any (they replace any in the URL).
     fn options(&self, extra: &LinkOptions) -> anyhow::Result<MqttOptions> {
-        let mut options = options(&self.broker_url, &format!("hearth-agent-{}", self.device_id))?;
-        options.set_last_will(LastWill::new(self.topic(Channel::Status)?, self.status(false), QoS::AtLeastOnce, false));
+        let mut options = options(
+            &self.broker_url,
+            &format!("hearth-agent-{}", self.device_id),
+        )?;
+        options.set_last_will(LastWill::new(
+            self.topic(Channel::Status)?,
+            self.status(false),
+            QoS::AtLeastOnce,
+            false,
+        ));
         if let Some(credentials) = &extra.credentials {
             options.set_credentials(credentials.username.as_str(), credentials.password.as_str());
         }
@@ -67,7 +81,10 @@ pub struct Credentials {
 
 impl Credentials {
     pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
-        Self { username: username.into(), password: password.into() }
+        Self {
+            username: username.into(),
+            password: password.into(),
+        }
     }
 
     pub fn username(&self) -> &str {
@@ -78,7 +95,10 @@ impl Credentials {
 /// Why by hand: the password must not reach a log through `{:?}`.
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("username", &self.username).field("password", &"<redacted>").finish()
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
     }
 }
 
@@ -129,7 +149,11 @@ struct Connection {
 
 impl Connection {
     fn new(events: EventLoop) -> Self {
-        Self { events, failures: 0, paused_until: None }
+        Self {
+            events,
+            failures: 0,
+            paused_until: None,
+        }
     }
 
     /// The next event, or `None` after a connection error.
@@ -167,7 +191,9 @@ impl Connection {
     /// publishes the last will (offline) when it sees the connection go.
     async fn close(mut self, client: &AsyncClient, status_topic: &str, offline: Vec<u8>) {
         if self.paused_until.is_some()
-            || client.try_publish(status_topic, QoS::AtLeastOnce, false, offline).is_err()
+            || client
+                .try_publish(status_topic, QoS::AtLeastOnce, false, offline)
+                .is_err()
             || client.try_disconnect().is_err()
         {
             return;
@@ -186,7 +212,12 @@ impl Connection {
 
 /// Publishes a reading batch every `interval` until `shutdown`, connecting
 /// without [`LinkOptions`].
-pub async fn run_sensor(link: DeviceLink, sensors: impl Sensors, interval: Duration, shutdown: impl Future) -> anyhow::Result<()> {
+pub async fn run_sensor(
+    link: DeviceLink,
+    sensors: impl Sensors,
+    interval: Duration,
+    shutdown: impl Future,
+) -> anyhow::Result<()> {
     run_sensor_with(link, &LinkOptions::default(), sensors, interval, shutdown).await
 }
 
@@ -211,7 +242,11 @@ pub async fn run_sensor_with(
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tokio::pin!(shutdown);
-    info!(device = link.device_id, topic = readings_topic, "sensor agent started");
+    info!(
+        device = link.device_id,
+        topic = readings_topic,
+        "sensor agent started"
+    );
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -244,13 +279,19 @@ pub async fn run_sensor_with(
             }
         }
     }
-    connection.close(&client, &status_topic, link.status(false)).await;
+    connection
+        .close(&client, &status_topic, link.status(false))
+        .await;
     Ok(())
 }
 
 /// Applies desired states to `output` and reports them until `shutdown`,
 /// connecting without [`LinkOptions`]; drives the output off on the way out.
-pub async fn run_actuator(link: DeviceLink, output: impl Output, shutdown: impl Future) -> anyhow::Result<()> {
+pub async fn run_actuator(
+    link: DeviceLink,
+    output: impl Output,
+    shutdown: impl Future,
+) -> anyhow::Result<()> {
     run_actuator_with(link, &LinkOptions::default(), output, shutdown).await
 }
 
@@ -268,9 +309,20 @@ pub async fn run_actuator_with(
     let (client, events) = AsyncClient::new(link.options(link_options)?, 64);
     let mut connection = Connection::new(events);
     let mut applied_version = 0u64;
-    let report = |applied_version: u64, on: bool| ReportedState { applied_version, on, time_unix_ms: unix_ms_now() }.encode_to_vec();
+    let report = |applied_version: u64, on: bool| {
+        ReportedState {
+            applied_version,
+            on,
+            time_unix_ms: unix_ms_now(),
+        }
+        .encode_to_vec()
+    };
     tokio::pin!(shutdown);
-    info!(device = link.device_id, topic = desired_topic, "actuator agent started");
+    info!(
+        device = link.device_id,
+        topic = desired_topic,
+        "actuator agent started"
+    );
     loop {
         let event = tokio::select! {
             _ = &mut shutdown => break,
@@ -280,12 +332,20 @@ pub async fn run_actuator_with(
             Some(Event::Incoming(Packet::ConnAck(_))) => {
                 client.try_subscribe(&desired_topic, QoS::AtLeastOnce)?;
                 client.try_publish(&status_topic, QoS::AtLeastOnce, false, link.status(true))?;
-                client.try_publish(&reported_topic, QoS::AtLeastOnce, false, report(applied_version, output.is_on()))?;
+                client.try_publish(
+                    &reported_topic,
+                    QoS::AtLeastOnce,
+                    false,
+                    report(applied_version, output.is_on()),
+                )?;
             }
             Some(Event::Incoming(Packet::Publish(p))) if p.topic == desired_topic => {
                 let desired = match DesiredState::decode(p.payload.as_ref()) {
                     Ok(d) => d,
-                    Err(e) => { warn!(topic = p.topic, error = %e, "malformed desired state dropped"); continue; }
+                    Err(e) => {
+                        warn!(topic = p.topic, error = %e, "malformed desired state dropped");
+                        continue;
+                    }
                 };
                 match judge(&desired, applied_version, unix_ms_now()) {
                     Verdict::Apply => {
@@ -294,10 +354,25 @@ pub async fn run_actuator_with(
                             continue;
                         }
                         applied_version = desired.version;
-                        info!(device = link.device_id, version = desired.version, on = desired.on, "applied desired state");
-                        client.try_publish(&reported_topic, QoS::AtLeastOnce, false, report(applied_version, desired.on))?;
+                        info!(
+                            device = link.device_id,
+                            version = desired.version,
+                            on = desired.on,
+                            "applied desired state"
+                        );
+                        client.try_publish(
+                            &reported_topic,
+                            QoS::AtLeastOnce,
+                            false,
+                            report(applied_version, desired.on),
+                        )?;
                     }
-                    verdict => debug!(device = link.device_id, version = desired.version, ?verdict, "desired state not applied"),
+                    verdict => debug!(
+                        device = link.device_id,
+                        version = desired.version,
+                        ?verdict,
+                        "desired state not applied"
+                    ),
                 }
             }
             _ => {}
@@ -306,7 +381,9 @@ pub async fn run_actuator_with(
     if let Err(e) = output.set(false) {
         warn!(device = link.device_id, error = %e, "could not switch the output off on shutdown");
     }
-    connection.close(&client, &status_topic, link.status(false)).await;
+    connection
+        .close(&client, &status_topic, link.status(false))
+        .await;
     Ok(())
 }
 
@@ -315,29 +392,50 @@ mod tests {
     use super::*;
 
     fn link(broker_url: &str) -> DeviceLink {
-        DeviceLink { broker_url: broker_url.into(), topics: Topics::default(), home_id: "h".into(), device_id: "d".into() }
+        DeviceLink {
+            broker_url: broker_url.into(),
+            topics: Topics::default(),
+            home_id: "h".into(),
+            device_id: "d".into(),
+        }
     }
 
     #[test]
     fn credentials_reach_the_mqtt_connection_and_replace_those_in_the_url() {
         let extra = LinkOptions::default().with_credentials(Credentials::new("sensor-1", "s3cret"));
-        let options = link("mqtt://url-user:url-pass@127.0.0.1:1883").options(&extra).unwrap();
+        let options = link("mqtt://url-user:url-pass@127.0.0.1:1883")
+            .options(&extra)
+            .unwrap();
         let login = options.credentials().unwrap();
-        assert_eq!((login.username.as_str(), login.password.as_str()), ("sensor-1", "s3cret"));
+        assert_eq!(
+            (login.username.as_str(), login.password.as_str()),
+            ("sensor-1", "s3cret")
+        );
     }
 
     #[test]
     fn a_link_without_credentials_connects_anonymously() {
-        let options = link("mqtt://127.0.0.1:1883").options(&LinkOptions::default()).unwrap();
+        let options = link("mqtt://127.0.0.1:1883")
+            .options(&LinkOptions::default())
+            .unwrap();
         assert!(options.credentials().is_none());
         assert_eq!(options.client_id(), "hearth-agent-d");
     }
 
     #[test]
     fn reconnect_pauses_double_to_15_seconds_with_a_quarter_of_jitter() {
-        for (attempt, base) in [(0, 500.0), (1, 1_000.0), (4, 8_000.0), (5, 15_000.0), (40, 15_000.0)] {
+        for (attempt, base) in [
+            (0, 500.0),
+            (1, 1_000.0),
+            (4, 8_000.0),
+            (5, 15_000.0),
+            (40, 15_000.0),
+        ] {
             let ms = backoff(attempt).as_millis() as f64;
-            assert!((base * 0.75..base * 1.25).contains(&ms), "attempt {attempt}: {ms} ms");
+            assert!(
+                (base * 0.75..base * 1.25).contains(&ms),
+                "attempt {attempt}: {ms} ms"
+            );
         }
     }
 
@@ -355,16 +453,32 @@ mod tests {
         });
         let sensors = crate::sim::SimulatedSensors::new(0, crate::sim::Waveform::Steady(20.0));
         let window = Duration::from_millis(1_500);
-        run_sensor(link(&url), sensors, Duration::from_millis(10), tokio::time::sleep(window)).await.unwrap();
+        run_sensor(
+            link(&url),
+            sensors,
+            Duration::from_millis(10),
+            tokio::time::sleep(window),
+        )
+        .await
+        .unwrap();
         // Pauses of 0.5 s then 1 s (±25 %) allow 3 attempts in 1.5 s; a
         // reading due every 10 ms must not cut them short (150 attempts).
         let attempts = *connections.borrow_and_update();
-        assert!((1..=3).contains(&attempts), "{attempts} connection attempts in {window:?}");
+        assert!(
+            (1..=3).contains(&attempts),
+            "{attempts} connection attempts in {window:?}"
+        );
     }
 
     #[test]
     fn credentials_never_show_their_password_in_debug_output() {
-        let shown = format!("{:?}", LinkOptions::default().with_credentials(Credentials::new("sensor-1", "s3cret")));
-        assert!(shown.contains("sensor-1") && !shown.contains("s3cret"), "{shown}");
+        let shown = format!(
+            "{:?}",
+            LinkOptions::default().with_credentials(Credentials::new("sensor-1", "s3cret"))
+        );
+        assert!(
+            shown.contains("sensor-1") && !shown.contains("s3cret"),
+            "{shown}"
+        );
     }
 }

@@ -29,7 +29,9 @@ pub enum PiI2cError {
 
 fn select(bus: &mut I2c, address: u8) -> Result<(), PiI2cError> {
     bus.set_slave_address(address.into()).map_err(|e| match e {
-        rppal::i2c::Error::Io(io) if io.kind() == std::io::ErrorKind::ResourceBusy => PiI2cError::Claimed { address },
+        rppal::i2c::Error::Io(io) if io.kind() == std::io::ErrorKind::ResourceBusy => {
+            PiI2cError::Claimed { address }
+        }
         other => other.into(),
     })
 }
@@ -37,7 +39,12 @@ fn select(bus: &mut I2c, address: u8) -> Result<(), PiI2cError> {
 impl I2cBus for I2c {
     type Error = PiI2cError;
 
-    fn read_registers(&mut self, address: u8, register: u8, buf: &mut [u8]) -> Result<(), PiI2cError> {
+    fn read_registers(
+        &mut self,
+        address: u8,
+        register: u8,
+        buf: &mut [u8],
+    ) -> Result<(), PiI2cError> {
         select(self, address)?;
         Ok(self.write_read(&[register], buf)?)
     }
@@ -65,8 +72,12 @@ impl DigitalPin for OutputPin {
 
 /// The output on GPIO `bcm_pin` (BCM numbering), off until told otherwise.
 pub fn gpio_output(bcm_pin: u8) -> anyhow::Result<GpioOutput<OutputPin>> {
-    let gpio = Gpio::new().context("opening the GPIO (/dev/gpiomem; the agent's user needs the gpio group)")?;
-    let mut pin = gpio.get(bcm_pin).with_context(|| format!("GPIO {bcm_pin}"))?.into_output_low();
+    let gpio = Gpio::new()
+        .context("opening the GPIO (/dev/gpiomem; the agent's user needs the gpio group)")?;
+    let mut pin = gpio
+        .get(bcm_pin)
+        .with_context(|| format!("GPIO {bcm_pin}"))?
+        .into_output_low();
     // Why: by default rppal puts the pin back in its earlier mode when dropped,
     // usually an input, which leaves the transistor's base floating; a pin left
     // driven low keeps the fan or light off after the agent has stopped.

@@ -44,7 +44,10 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Role {
     /// Publishes readings every `interval`.
-    Sensor { hardware: SensorHardware, interval: Duration },
+    Sensor {
+        hardware: SensorHardware,
+        interval: Duration,
+    },
     /// Applies desired states to an output.
     Actuator { hardware: ActuatorHardware },
 }
@@ -54,7 +57,10 @@ pub enum SensorHardware {
     /// A simulated Sense HAT whose temperature follows `temperature`; with a
     /// `fleet` of N, N of them named `{device}-0` to `{device}-{N-1}`, each
     /// with its own connection (for load tests).
-    Simulated { temperature: Waveform, fleet: Option<u32> },
+    Simulated {
+        temperature: Waveform,
+        fleet: Option<u32>,
+    },
     /// The Sense HAT on I2C bus 1.
     #[cfg(feature = "rpi")]
     SenseHat,
@@ -75,9 +81,16 @@ pub enum SettingsError {
     #[error("{setting}: {reason}")]
     Invalid { setting: String, reason: String },
     #[error("{setting} must be set: {reason}")]
-    Missing { setting: String, reason: &'static str },
+    Missing {
+        setting: String,
+        reason: &'static str,
+    },
     #[error("{setting}: cannot read {path}: {cause}")]
-    Unreadable { setting: String, path: String, cause: std::io::Error },
+    Unreadable {
+        setting: String,
+        path: String,
+        cause: std::io::Error,
+    },
 }
 
 /// A setting: its key in the TOML file and its environment variable.
@@ -93,14 +106,18 @@ impl Setting {
     }
 
     fn missing(self, reason: &'static str) -> SettingsError {
-        SettingsError::Missing { setting: format!("{} (or {} in the config file)", self.env, self.key), reason }
+        SettingsError::Missing {
+            setting: format!("{} (or {} in the config file)", self.env, self.key),
+            reason,
+        }
     }
 }
 
 const MQTT_URL: Setting = Setting::new("mqtt_url", "HEARTH_AGENT_MQTT_URL");
 const MQTT_USERNAME: Setting = Setting::new("mqtt_username", "HEARTH_AGENT_MQTT_USERNAME");
 const MQTT_PASSWORD: Setting = Setting::new("mqtt_password", "HEARTH_AGENT_MQTT_PASSWORD");
-const MQTT_PASSWORD_FILE: Setting = Setting::new("mqtt_password_file", "HEARTH_AGENT_MQTT_PASSWORD_FILE");
+const MQTT_PASSWORD_FILE: Setting =
+    Setting::new("mqtt_password_file", "HEARTH_AGENT_MQTT_PASSWORD_FILE");
 const TOPIC_PREFIX: Setting = Setting::new("topic_prefix", "HEARTH_TOPIC_PREFIX");
 const HOME: Setting = Setting::new("home", "HEARTH_AGENT_HOME");
 const DEVICE: Setting = Setting::new("device", "HEARTH_AGENT_DEVICE");
@@ -141,8 +158,12 @@ impl Settings {
         let env = |name: &str| env(name).filter(|value| !value.is_empty());
         let mut layers = Layers::default();
         if let Some(path) = env(CONFIG_ENV) {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|cause| SettingsError::Unreadable { setting: CONFIG_ENV.into(), path: path.clone(), cause })?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|cause| SettingsError::Unreadable {
+                    setting: CONFIG_ENV.into(),
+                    path: path.clone(),
+                    cause,
+                })?;
             layers.add_file(&text, &path)?;
         }
         layers.add_env(env);
@@ -164,7 +185,10 @@ impl Raw {
 }
 
 fn invalid(setting: &str, reason: impl Into<String>) -> SettingsError {
-    SettingsError::Invalid { setting: setting.into(), reason: reason.into() }
+    SettingsError::Invalid {
+        setting: setting.into(),
+        reason: reason.into(),
+    }
 }
 
 /// The raw values by key, the later layers over the earlier.
@@ -173,18 +197,30 @@ struct Layers(BTreeMap<&'static str, Raw>);
 
 impl Layers {
     fn add_file(&mut self, text: &str, path: &str) -> Result<(), SettingsError> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| invalid(&format!("{path} ({CONFIG_ENV})"), e.to_string()))?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            invalid(&format!("{path} ({CONFIG_ENV})"), e.to_string())
+        })?;
         for (key, value) in table {
             let origin = format!("{key} in {path}");
             let Some(setting) = SETTINGS.iter().find(|s| s.key == key) else {
                 let known = SETTINGS.map(|s| s.key).join(", ");
-                return Err(invalid(&origin, format!("unknown setting; the settings are {known}")));
+                return Err(invalid(
+                    &origin,
+                    format!("unknown setting; the settings are {known}"),
+                ));
             };
             let value = match value {
-                toml::Value::String(s) if s.is_empty() => return Err(invalid(&origin, "is empty; leave it out for the default")),
+                toml::Value::String(s) if s.is_empty() => {
+                    return Err(invalid(&origin, "is empty; leave it out for the default"))
+                }
                 toml::Value::String(s) => s,
                 toml::Value::Integer(i) => i.to_string(),
-                other => return Err(invalid(&origin, format!("must be a string or an integer, not a {}", other.type_str()))),
+                other => {
+                    return Err(invalid(
+                        &origin,
+                        format!("must be a string or an integer, not a {}", other.type_str()),
+                    ))
+                }
             };
             self.0.insert(setting.key, Raw { value, origin });
         }
@@ -200,7 +236,13 @@ impl Layers {
         }
         for setting in SETTINGS {
             if let Some(value) = env(setting.env) {
-                self.0.insert(setting.key, Raw { value, origin: setting.env.into() });
+                self.0.insert(
+                    setting.key,
+                    Raw {
+                        value,
+                        origin: setting.env.into(),
+                    },
+                );
             }
         }
     }
@@ -211,15 +253,25 @@ impl Layers {
 
     fn into_settings(mut self) -> Result<Settings, SettingsError> {
         let broker_url = match self.take(MQTT_URL) {
-            Some(raw) => raw.parse(|url| mqtt::options(url, "hearth-agent").map(|_| url.to_owned()).map_err(|e| format!("{e:#}")))?,
+            Some(raw) => raw.parse(|url| {
+                mqtt::options(url, "hearth-agent")
+                    .map(|_| url.to_owned())
+                    .map_err(|e| format!("{e:#}"))
+            })?,
             None => DEFAULT_MQTT_URL.to_owned(),
         };
         let topics = match self.take(TOPIC_PREFIX) {
             Some(raw) => raw.parse(|prefix| Topics::new(prefix).map_err(|e| e.to_string()))?,
             None => Topics::new(DEFAULT_PREFIX).expect("the default prefix is valid"),
         };
-        let home_id = self.take(HOME).ok_or_else(|| HOME.missing("the id of the device's home"))?.parse(id)?;
-        let device_id = self.take(DEVICE).ok_or_else(|| DEVICE.missing("the id of the device"))?.parse(id)?;
+        let home_id = self
+            .take(HOME)
+            .ok_or_else(|| HOME.missing("the id of the device's home"))?
+            .parse(id)?;
+        let device_id = self
+            .take(DEVICE)
+            .ok_or_else(|| DEVICE.missing("the id of the device"))?
+            .parse(id)?;
         let link_options = match self.credentials()? {
             Some(credentials) => LinkOptions::default().with_credentials(credentials),
             None => LinkOptions::default(),
@@ -232,32 +284,62 @@ impl Layers {
             })?,
             None => false,
         };
-        let role = if is_actuator { self.actuator()? } else { self.sensor(&device_id)? };
+        let role = if is_actuator {
+            self.actuator()?
+        } else {
+            self.sensor(&device_id)?
+        };
         // Whatever is left was set for another role or other hardware.
         if let Some(raw) = self.0.values().next() {
-            return Err(invalid(&raw.origin, format!("does not apply to {}", describe(&role))));
+            return Err(invalid(
+                &raw.origin,
+                format!("does not apply to {}", describe(&role)),
+            ));
         }
-        Ok(Settings { link: DeviceLink { broker_url, topics, home_id, device_id }, link_options, role })
+        Ok(Settings {
+            link: DeviceLink {
+                broker_url,
+                topics,
+                home_id,
+                device_id,
+            },
+            link_options,
+            role,
+        })
     }
 
     fn credentials(&mut self) -> Result<Option<Credentials>, SettingsError> {
         let username = self.take(MQTT_USERNAME);
         let password = match (self.take(MQTT_PASSWORD), self.take(MQTT_PASSWORD_FILE)) {
             (Some(inline), Some(file)) => {
-                return Err(invalid(&file.origin, format!("set either it or {}, not both", inline.origin)));
+                return Err(invalid(
+                    &file.origin,
+                    format!("set either it or {}, not both", inline.origin),
+                ));
             }
             (Some(inline), None) => Some(inline),
-            (None, Some(file)) => Some(Raw { value: read_password(&file)?, origin: file.origin }),
+            (None, Some(file)) => Some(Raw {
+                value: read_password(&file)?,
+                origin: file.origin,
+            }),
             (None, None) => None,
         };
         match (username, password) {
-            (Some(username), Some(password)) => Ok(Some(Credentials::new(username.value, password.value))),
+            (Some(username), Some(password)) => {
+                Ok(Some(Credentials::new(username.value, password.value)))
+            }
             (None, None) => Ok(None),
             (Some(username), None) => Err(invalid(
                 &username.origin,
-                format!("needs a password: set {} or {}", MQTT_PASSWORD.env, MQTT_PASSWORD_FILE.env),
+                format!(
+                    "needs a password: set {} or {}",
+                    MQTT_PASSWORD.env, MQTT_PASSWORD_FILE.env
+                ),
             )),
-            (None, Some(password)) => Err(invalid(&password.origin, format!("needs a username: set {}", MQTT_USERNAME.env))),
+            (None, Some(password)) => Err(invalid(
+                &password.origin,
+                format!("needs a username: set {}", MQTT_USERNAME.env),
+            )),
         }
     }
 
@@ -277,7 +359,12 @@ impl Layers {
             Some(raw) => match raw.value.as_str() {
                 "sim" => self.simulated_sensor(device_id)?,
                 "sensehat" => sensehat(&raw)?,
-                other => return Err(invalid(&raw.origin, format!("{other:?} is not sim or sensehat (the hardware of a sensor)"))),
+                other => {
+                    return Err(invalid(
+                        &raw.origin,
+                        format!("{other:?} is not sim or sensehat (the hardware of a sensor)"),
+                    ))
+                }
             },
         };
         Ok(Role::Sensor { hardware, interval })
@@ -286,7 +373,9 @@ impl Layers {
     fn simulated_sensor(&mut self, device_id: &str) -> Result<SensorHardware, SettingsError> {
         let temperature = match self.take(TEMPERATURE) {
             Some(raw) => raw.parse(str::parse)?,
-            None => DEFAULT_TEMPERATURE.parse().expect("the default waveform is valid"),
+            None => DEFAULT_TEMPERATURE
+                .parse()
+                .expect("the default waveform is valid"),
         };
         let fleet = match self.take(SIM_SENSORS) {
             Some(raw) => Some(raw.parse(|v| {
@@ -294,7 +383,9 @@ impl Layers {
                     .parse()
                     .ok()
                     .filter(|n| (1..=MAX_SIM_SENSORS).contains(n))
-                    .ok_or_else(|| format!("{v:?} is not a number of devices from 1 to {MAX_SIM_SENSORS}"))?;
+                    .ok_or_else(|| {
+                        format!("{v:?} is not a number of devices from 1 to {MAX_SIM_SENSORS}")
+                    })?;
                 let last = format!("{device_id}-{}", count - 1);
                 check_id(&last).map_err(|e| format!("the device id {last:?} {e}"))?;
                 Ok(count)
@@ -310,7 +401,9 @@ impl Layers {
             Some(raw) => match raw.value.as_str() {
                 "sim" => ActuatorHardware::Simulated,
                 "gpio" => {
-                    let pin = self.take(GPIO_PIN).ok_or_else(|| GPIO_PIN.missing("the BCM number of the pin driving the output"))?;
+                    let pin = self.take(GPIO_PIN).ok_or_else(|| {
+                        GPIO_PIN.missing("the BCM number of the pin driving the output")
+                    })?;
                     let pin = pin.parse(|v| {
                         v.parse()
                             .ok()
@@ -319,7 +412,12 @@ impl Layers {
                     })?;
                     gpio(&raw, pin)?
                 }
-                other => return Err(invalid(&raw.origin, format!("{other:?} is not sim or gpio (the hardware of an actuator)"))),
+                other => {
+                    return Err(invalid(
+                        &raw.origin,
+                        format!("{other:?} is not sim or gpio (the hardware of an actuator)"),
+                    ))
+                }
             },
         };
         Ok(Role::Actuator { hardware })
@@ -327,13 +425,18 @@ impl Layers {
 }
 
 fn id(id: &str) -> Result<String, String> {
-    check_id(id).map(|()| id.to_owned()).map_err(|e| format!("{id:?} {e}"))
+    check_id(id)
+        .map(|()| id.to_owned())
+        .map_err(|e| format!("{id:?} {e}"))
 }
 
 /// Reads a password file, without the line end an editor or `echo` leaves.
 fn read_password(file: &Raw) -> Result<String, SettingsError> {
-    let text = std::fs::read_to_string(&file.value)
-        .map_err(|cause| SettingsError::Unreadable { setting: file.origin.clone(), path: file.value.clone(), cause })?;
+    let text = std::fs::read_to_string(&file.value).map_err(|cause| SettingsError::Unreadable {
+        setting: file.origin.clone(),
+        path: file.value.clone(),
+        cause,
+    })?;
     let password = text.trim_end_matches(['\r', '\n']);
     if password.is_empty() {
         return Err(invalid(&file.origin, format!("{} is empty", file.value)));
@@ -367,12 +470,22 @@ const NO_RPI: &str = "this hearth-agent was built without the `rpi` feature, so 
 /// The role and hardware, as a setting that does not apply to them is told.
 fn describe(role: &Role) -> &'static str {
     match role {
-        Role::Sensor { hardware: SensorHardware::Simulated { .. }, .. } => "a simulated sensor",
+        Role::Sensor {
+            hardware: SensorHardware::Simulated { .. },
+            ..
+        } => "a simulated sensor",
         #[cfg(feature = "rpi")]
-        Role::Sensor { hardware: SensorHardware::SenseHat, .. } => "a Sense HAT sensor",
-        Role::Actuator { hardware: ActuatorHardware::Simulated } => "a simulated actuator",
+        Role::Sensor {
+            hardware: SensorHardware::SenseHat,
+            ..
+        } => "a Sense HAT sensor",
+        Role::Actuator {
+            hardware: ActuatorHardware::Simulated,
+        } => "a simulated actuator",
         #[cfg(feature = "rpi")]
-        Role::Actuator { hardware: ActuatorHardware::Gpio { .. } } => "a GPIO actuator",
+        Role::Actuator {
+            hardware: ActuatorHardware::Gpio { .. },
+        } => "a GPIO actuator",
     }
 }
 
@@ -387,7 +500,8 @@ mod tests {
 
     impl TempFile {
         fn new(name: &str, contents: &str) -> Self {
-            let path = std::env::temp_dir().join(format!("hearth-agent-{}-{name}", std::process::id()));
+            let path =
+                std::env::temp_dir().join(format!("hearth-agent-{}-{name}", std::process::id()));
             std::fs::write(&path, contents).unwrap();
             Self(path)
         }
@@ -404,13 +518,22 @@ mod tests {
     }
 
     fn load(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
-        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Settings::load(|name| vars.get(name).cloned())
     }
 
     /// The settings from `vars` plus a home and a device.
     fn load_device(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
-        load(&[&[("HEARTH_AGENT_HOME", "h"), ("HEARTH_AGENT_DEVICE", "d")], vars].concat())
+        load(
+            &[
+                &[("HEARTH_AGENT_HOME", "h"), ("HEARTH_AGENT_DEVICE", "d")],
+                vars,
+            ]
+            .concat(),
+        )
     }
 
     fn error(vars: &[(&str, &str)]) -> String {
@@ -422,12 +545,21 @@ mod tests {
         let settings = load_device(&[]).unwrap();
         assert_eq!(settings.link.broker_url, "mqtt://127.0.0.1:1884");
         assert_eq!(settings.link.topics.prefix(), "hearth");
-        assert_eq!((settings.link.home_id.as_str(), settings.link.device_id.as_str()), ("h", "d"));
+        assert_eq!(
+            (
+                settings.link.home_id.as_str(),
+                settings.link.device_id.as_str()
+            ),
+            ("h", "d")
+        );
         assert_eq!(settings.link_options, LinkOptions::default());
         assert_eq!(
             settings.role,
             Role::Sensor {
-                hardware: SensorHardware::Simulated { temperature: "sine:24:3:120".parse().unwrap(), fleet: None },
+                hardware: SensorHardware::Simulated {
+                    temperature: "sine:24:3:120".parse().unwrap(),
+                    fleet: None
+                },
                 interval: Duration::from_secs(2),
             }
         );
@@ -440,7 +572,9 @@ mod tests {
             "HEARTH_AGENT_HOME (or home in the config file) must be set: the id of the device's home"
         );
         assert_eq!(
-            load(&[("HEARTH_AGENT_HOME", "h"), ("HEARTH_AGENT_DEVICE", "")]).unwrap_err().to_string(),
+            load(&[("HEARTH_AGENT_HOME", "h"), ("HEARTH_AGENT_DEVICE", "")])
+                .unwrap_err()
+                .to_string(),
             "HEARTH_AGENT_DEVICE (or device in the config file) must be set: the id of the device"
         );
     }
@@ -448,25 +582,70 @@ mod tests {
     #[test]
     fn the_environment_overrides_the_file() {
         let file = TempFile::new("layers.toml", "home = \"from-file\"\ndevice = \"fan\"\nrole = \"actuator\"\nmqtt_url = \"mqtt://broker:1883\"\n");
-        let settings = load(&[("HEARTH_AGENT_CONFIG", file.path()), ("HEARTH_AGENT_HOME", "from-env")]).unwrap();
+        let settings = load(&[
+            ("HEARTH_AGENT_CONFIG", file.path()),
+            ("HEARTH_AGENT_HOME", "from-env"),
+        ])
+        .unwrap();
         assert_eq!(settings.link.home_id, "from-env");
         assert_eq!(settings.link.device_id, "fan");
         assert_eq!(settings.link.broker_url, "mqtt://broker:1883");
-        assert_eq!(settings.role, Role::Actuator { hardware: ActuatorHardware::Simulated });
+        assert_eq!(
+            settings.role,
+            Role::Actuator {
+                hardware: ActuatorHardware::Simulated
+            }
+        );
     }
 
     #[test]
     fn bad_values_are_refused_naming_the_variable() {
         for (var, value, message) in [
-            ("HEARTH_AGENT_MQTT_URL", "http://x", "HEARTH_AGENT_MQTT_URL: \"http://x\" is not an mqtt://host:port URL"),
-            ("HEARTH_TOPIC_PREFIX", "a/+", "HEARTH_TOPIC_PREFIX: topic prefix \"a/+\" is invalid"),
-            ("HEARTH_AGENT_DEVICE", "fan/1", "HEARTH_AGENT_DEVICE: \"fan/1\" contains '/'"),
-            ("HEARTH_AGENT_ROLE", "fan", "HEARTH_AGENT_ROLE: \"fan\" is not sensor or actuator"),
-            ("HEARTH_AGENT_HARDWARE", "gpio", "HEARTH_AGENT_HARDWARE: \"gpio\" is not sim or sensehat (the hardware of a sensor)"),
-            ("HEARTH_AGENT_INTERVAL_MS", "0", "HEARTH_AGENT_INTERVAL_MS: \"0\" is not a whole number of milliseconds"),
-            ("HEARTH_AGENT_INTERVAL_MS", "2s", "HEARTH_AGENT_INTERVAL_MS: \"2s\" is not a whole number of milliseconds"),
-            ("HEARTH_AGENT_TEMPERATURE", "square:1", "HEARTH_AGENT_TEMPERATURE: \"square:1\" is not steady:V"),
-            ("HEARTH_AGENT_SIM_SENSORS", "0", "HEARTH_AGENT_SIM_SENSORS: \"0\" is not a number of devices from 1 to 10000"),
+            (
+                "HEARTH_AGENT_MQTT_URL",
+                "http://x",
+                "HEARTH_AGENT_MQTT_URL: \"http://x\" is not an mqtt://host:port URL",
+            ),
+            (
+                "HEARTH_TOPIC_PREFIX",
+                "a/+",
+                "HEARTH_TOPIC_PREFIX: topic prefix \"a/+\" is invalid",
+            ),
+            (
+                "HEARTH_AGENT_DEVICE",
+                "fan/1",
+                "HEARTH_AGENT_DEVICE: \"fan/1\" contains '/'",
+            ),
+            (
+                "HEARTH_AGENT_ROLE",
+                "fan",
+                "HEARTH_AGENT_ROLE: \"fan\" is not sensor or actuator",
+            ),
+            (
+                "HEARTH_AGENT_HARDWARE",
+                "gpio",
+                "HEARTH_AGENT_HARDWARE: \"gpio\" is not sim or sensehat (the hardware of a sensor)",
+            ),
+            (
+                "HEARTH_AGENT_INTERVAL_MS",
+                "0",
+                "HEARTH_AGENT_INTERVAL_MS: \"0\" is not a whole number of milliseconds",
+            ),
+            (
+                "HEARTH_AGENT_INTERVAL_MS",
+                "2s",
+                "HEARTH_AGENT_INTERVAL_MS: \"2s\" is not a whole number of milliseconds",
+            ),
+            (
+                "HEARTH_AGENT_TEMPERATURE",
+                "square:1",
+                "HEARTH_AGENT_TEMPERATURE: \"square:1\" is not steady:V",
+            ),
+            (
+                "HEARTH_AGENT_SIM_SENSORS",
+                "0",
+                "HEARTH_AGENT_SIM_SENSORS: \"0\" is not a number of devices from 1 to 10000",
+            ),
         ] {
             let error = error(&[(var, value)]);
             assert!(error.starts_with(message), "{var}={value}: {error}");
@@ -475,61 +654,135 @@ mod tests {
 
     #[test]
     fn bad_values_in_the_file_name_the_key_and_the_file() {
-        let file = TempFile::new("bad.toml", "home = \"h\"\ndevice = \"d\"\ninterval_ms = -5\n");
-        let error = load(&[("HEARTH_AGENT_CONFIG", file.path())]).unwrap_err().to_string();
+        let file = TempFile::new(
+            "bad.toml",
+            "home = \"h\"\ndevice = \"d\"\ninterval_ms = -5\n",
+        );
+        let error = load(&[("HEARTH_AGENT_CONFIG", file.path())])
+            .unwrap_err()
+            .to_string();
         assert_eq!(error, format!("interval_ms in {}: \"-5\" is not a whole number of milliseconds from 1 to 86400000", file.path()));
     }
 
     #[test]
     fn the_file_must_hold_only_known_settings_as_strings_or_integers() {
-        let unknown = TempFile::new("unknown.toml", "home = \"h\"\ndevice = \"d\"\nintervall_ms = 5\n");
-        let error = load(&[("HEARTH_AGENT_CONFIG", unknown.path())]).unwrap_err().to_string();
-        assert!(error.starts_with(&format!("intervall_ms in {}: unknown setting; the settings are mqtt_url,", unknown.path())), "{error}");
+        let unknown = TempFile::new(
+            "unknown.toml",
+            "home = \"h\"\ndevice = \"d\"\nintervall_ms = 5\n",
+        );
+        let error = load(&[("HEARTH_AGENT_CONFIG", unknown.path())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with(&format!(
+                "intervall_ms in {}: unknown setting; the settings are mqtt_url,",
+                unknown.path()
+            )),
+            "{error}"
+        );
         let boolean = TempFile::new("boolean.toml", "home = \"h\"\ndevice = true\n");
-        let error = load(&[("HEARTH_AGENT_CONFIG", boolean.path())]).unwrap_err().to_string();
-        assert_eq!(error, format!("device in {}: must be a string or an integer, not a boolean", boolean.path()));
+        let error = load(&[("HEARTH_AGENT_CONFIG", boolean.path())])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            format!(
+                "device in {}: must be a string or an integer, not a boolean",
+                boolean.path()
+            )
+        );
     }
 
     #[test]
     fn a_config_file_that_cannot_be_read_or_parsed_is_named() {
-        let error = load(&[("HEARTH_AGENT_CONFIG", "/nonexistent/agent.toml")]).unwrap_err().to_string();
-        assert!(error.starts_with("HEARTH_AGENT_CONFIG: cannot read /nonexistent/agent.toml: "), "{error}");
+        let error = load(&[("HEARTH_AGENT_CONFIG", "/nonexistent/agent.toml")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("HEARTH_AGENT_CONFIG: cannot read /nonexistent/agent.toml: "),
+            "{error}"
+        );
         let broken = TempFile::new("broken.toml", "home = \n");
-        let error = load(&[("HEARTH_AGENT_CONFIG", broken.path())]).unwrap_err().to_string();
-        assert!(error.starts_with(&format!("{} (HEARTH_AGENT_CONFIG): TOML parse error", broken.path())), "{error}");
+        let error = load(&[("HEARTH_AGENT_CONFIG", broken.path())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with(&format!(
+                "{} (HEARTH_AGENT_CONFIG): TOML parse error",
+                broken.path()
+            )),
+            "{error}"
+        );
     }
 
     #[test]
     fn settings_that_do_not_apply_to_the_role_or_hardware_are_refused() {
         assert_eq!(
-            error(&[("HEARTH_AGENT_ROLE", "actuator"), ("HEARTH_AGENT_INTERVAL_MS", "100")]),
+            error(&[
+                ("HEARTH_AGENT_ROLE", "actuator"),
+                ("HEARTH_AGENT_INTERVAL_MS", "100")
+            ]),
             "HEARTH_AGENT_INTERVAL_MS: does not apply to a simulated actuator"
         );
-        assert_eq!(error(&[("HEARTH_AGENT_GPIO_PIN", "17")]), "HEARTH_AGENT_GPIO_PIN: does not apply to a simulated sensor");
+        assert_eq!(
+            error(&[("HEARTH_AGENT_GPIO_PIN", "17")]),
+            "HEARTH_AGENT_GPIO_PIN: does not apply to a simulated sensor"
+        );
     }
 
     #[test]
     fn credentials_come_from_a_username_and_a_password() {
-        let settings = load_device(&[("HEARTH_AGENT_MQTT_USERNAME", "sensor-1"), ("HEARTH_AGENT_MQTT_PASSWORD", "s3cret")]).unwrap();
-        assert_eq!(settings.link_options.credentials(), Some(&Credentials::new("sensor-1", "s3cret")));
+        let settings = load_device(&[
+            ("HEARTH_AGENT_MQTT_USERNAME", "sensor-1"),
+            ("HEARTH_AGENT_MQTT_PASSWORD", "s3cret"),
+        ])
+        .unwrap();
+        assert_eq!(
+            settings.link_options.credentials(),
+            Some(&Credentials::new("sensor-1", "s3cret"))
+        );
     }
 
     #[test]
     fn the_password_file_is_read_without_its_line_end() {
         let password = TempFile::new("password", "s3cret\n");
-        let settings =
-            load_device(&[("HEARTH_AGENT_MQTT_USERNAME", "sensor-1"), ("HEARTH_AGENT_MQTT_PASSWORD_FILE", password.path())]).unwrap();
-        assert_eq!(settings.link_options.credentials(), Some(&Credentials::new("sensor-1", "s3cret")));
-        let error = error(&[("HEARTH_AGENT_MQTT_USERNAME", "u"), ("HEARTH_AGENT_MQTT_PASSWORD_FILE", "/nonexistent/password")]);
-        assert!(error.starts_with("HEARTH_AGENT_MQTT_PASSWORD_FILE: cannot read /nonexistent/password: "), "{error}");
+        let settings = load_device(&[
+            ("HEARTH_AGENT_MQTT_USERNAME", "sensor-1"),
+            ("HEARTH_AGENT_MQTT_PASSWORD_FILE", password.path()),
+        ])
+        .unwrap();
+        assert_eq!(
+            settings.link_options.credentials(),
+            Some(&Credentials::new("sensor-1", "s3cret"))
+        );
+        let error = error(&[
+            ("HEARTH_AGENT_MQTT_USERNAME", "u"),
+            ("HEARTH_AGENT_MQTT_PASSWORD_FILE", "/nonexistent/password"),
+        ]);
+        assert!(
+            error.starts_with(
+                "HEARTH_AGENT_MQTT_PASSWORD_FILE: cannot read /nonexistent/password: "
+            ),
+            "{error}"
+        );
     }
 
     #[test]
     fn a_password_in_the_environment_replaces_the_one_in_the_file_whatever_its_form() {
         let password = TempFile::new("env-password", "from-env-file\n");
-        let file = TempFile::new("password.toml", "home = \"h\"\ndevice = \"d\"\nmqtt_username = \"u\"\nmqtt_password = \"from-file\"\n");
-        let settings = load(&[("HEARTH_AGENT_CONFIG", file.path()), ("HEARTH_AGENT_MQTT_PASSWORD_FILE", password.path())]).unwrap();
-        assert_eq!(settings.link_options.credentials(), Some(&Credentials::new("u", "from-env-file")));
+        let file = TempFile::new(
+            "password.toml",
+            "home = \"h\"\ndevice = \"d\"\nmqtt_username = \"u\"\nmqtt_password = \"from-file\"\n",
+        );
+        let settings = load(&[
+            ("HEARTH_AGENT_CONFIG", file.path()),
+            ("HEARTH_AGENT_MQTT_PASSWORD_FILE", password.path()),
+        ])
+        .unwrap();
+        assert_eq!(
+            settings.link_options.credentials(),
+            Some(&Credentials::new("u", "from-env-file"))
+        );
     }
 
     #[test]
@@ -538,7 +791,10 @@ mod tests {
             error(&[("HEARTH_AGENT_MQTT_USERNAME", "u")]),
             "HEARTH_AGENT_MQTT_USERNAME: needs a password: set HEARTH_AGENT_MQTT_PASSWORD or HEARTH_AGENT_MQTT_PASSWORD_FILE"
         );
-        assert_eq!(error(&[("HEARTH_AGENT_MQTT_PASSWORD", "p")]), "HEARTH_AGENT_MQTT_PASSWORD: needs a username: set HEARTH_AGENT_MQTT_USERNAME");
+        assert_eq!(
+            error(&[("HEARTH_AGENT_MQTT_PASSWORD", "p")]),
+            "HEARTH_AGENT_MQTT_PASSWORD: needs a username: set HEARTH_AGENT_MQTT_USERNAME"
+        );
         assert_eq!(
             error(&[("HEARTH_AGENT_MQTT_USERNAME", "u"), ("HEARTH_AGENT_MQTT_PASSWORD", "p"), ("HEARTH_AGENT_MQTT_PASSWORD_FILE", "/p")]),
             "HEARTH_AGENT_MQTT_PASSWORD_FILE: set either it or HEARTH_AGENT_MQTT_PASSWORD, not both"
@@ -553,27 +809,47 @@ mod tests {
 
     #[test]
     fn sim_sensors_make_a_fleet_whose_ids_must_stay_valid() {
-        let settings = load_device(&[("HEARTH_AGENT_SIM_SENSORS", "250"), ("HEARTH_AGENT_TEMPERATURE", "steady:21")]).unwrap();
+        let settings = load_device(&[
+            ("HEARTH_AGENT_SIM_SENSORS", "250"),
+            ("HEARTH_AGENT_TEMPERATURE", "steady:21"),
+        ])
+        .unwrap();
         assert_eq!(
             settings.role,
             Role::Sensor {
-                hardware: SensorHardware::Simulated { temperature: Waveform::Steady(21.0), fleet: Some(250) },
+                hardware: SensorHardware::Simulated {
+                    temperature: Waveform::Steady(21.0),
+                    fleet: Some(250)
+                },
                 interval: Duration::from_secs(2),
             }
         );
         let long = "d".repeat(62);
-        let error = load(&[("HEARTH_AGENT_HOME", "h"), ("HEARTH_AGENT_DEVICE", &long), ("HEARTH_AGENT_SIM_SENSORS", "100")])
-            .unwrap_err()
-            .to_string();
+        let error = load(&[
+            ("HEARTH_AGENT_HOME", "h"),
+            ("HEARTH_AGENT_DEVICE", &long),
+            ("HEARTH_AGENT_SIM_SENSORS", "100"),
+        ])
+        .unwrap_err()
+        .to_string();
         assert_eq!(error, format!("HEARTH_AGENT_SIM_SENSORS: the device id \"{long}-99\" is 65 characters long, at most 64 allowed"));
     }
 
     #[cfg(feature = "rpi")]
     #[test]
     fn a_gpio_actuator_needs_a_pin_on_the_header() {
-        let gpio = [("HEARTH_AGENT_ROLE", "actuator"), ("HEARTH_AGENT_HARDWARE", "gpio")];
-        let settings = load_device(&[&gpio[..], &[("HEARTH_AGENT_GPIO_PIN", "17")]].concat()).unwrap();
-        assert_eq!(settings.role, Role::Actuator { hardware: ActuatorHardware::Gpio { pin: 17 } });
+        let gpio = [
+            ("HEARTH_AGENT_ROLE", "actuator"),
+            ("HEARTH_AGENT_HARDWARE", "gpio"),
+        ];
+        let settings =
+            load_device(&[&gpio[..], &[("HEARTH_AGENT_GPIO_PIN", "17")]].concat()).unwrap();
+        assert_eq!(
+            settings.role,
+            Role::Actuator {
+                hardware: ActuatorHardware::Gpio { pin: 17 }
+            }
+        );
         assert_eq!(
             error(&gpio),
             "HEARTH_AGENT_GPIO_PIN (or gpio_pin in the config file) must be set: the BCM number of the pin driving the output"
@@ -587,10 +863,23 @@ mod tests {
     #[cfg(feature = "rpi")]
     #[test]
     fn a_sensehat_sensor_takes_no_simulation_settings() {
-        let settings = load_device(&[("HEARTH_AGENT_HARDWARE", "sensehat"), ("HEARTH_AGENT_INTERVAL_MS", "500")]).unwrap();
-        assert_eq!(settings.role, Role::Sensor { hardware: SensorHardware::SenseHat, interval: Duration::from_millis(500) });
+        let settings = load_device(&[
+            ("HEARTH_AGENT_HARDWARE", "sensehat"),
+            ("HEARTH_AGENT_INTERVAL_MS", "500"),
+        ])
+        .unwrap();
         assert_eq!(
-            error(&[("HEARTH_AGENT_HARDWARE", "sensehat"), ("HEARTH_AGENT_TEMPERATURE", "steady:20")]),
+            settings.role,
+            Role::Sensor {
+                hardware: SensorHardware::SenseHat,
+                interval: Duration::from_millis(500)
+            }
+        );
+        assert_eq!(
+            error(&[
+                ("HEARTH_AGENT_HARDWARE", "sensehat"),
+                ("HEARTH_AGENT_TEMPERATURE", "steady:20")
+            ]),
             "HEARTH_AGENT_TEMPERATURE: does not apply to a Sense HAT sensor"
         );
     }

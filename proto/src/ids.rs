@@ -18,7 +18,9 @@ impl std::fmt::Display for IdError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             IdError::Empty => write!(f, "must not be empty"),
-            IdError::TooLong(n) => write!(f, "is {n} characters long, at most {MAX_ID_LEN} allowed"),
+            IdError::TooLong(n) => {
+                write!(f, "is {n} characters long, at most {MAX_ID_LEN} allowed")
+            }
             IdError::BadChar(c) => write!(f, "contains {c:?}; only A-Z a-z 0-9 _ - are allowed"),
         }
     }
@@ -34,7 +36,10 @@ pub fn check_id(id: &str) -> Result<(), IdError> {
     if id.len() > MAX_ID_LEN {
         return Err(IdError::TooLong(id.len()));
     }
-    match id.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
+    match id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+    {
         Some(c) => Err(IdError::BadChar(c)),
         None => Ok(()),
     }
@@ -55,7 +60,14 @@ mod tests {
     fn rejects_empty_long_and_topic_special_ids() {
         assert_eq!(check_id(""), Err(IdError::Empty));
         assert_eq!(check_id(&"x".repeat(65)), Err(IdError::TooLong(65)));
-        for (id, c) in [("a/b", '/'), ("+", '+'), ("#", '#'), ("$sys", '$'), ("é", 'é'), ("a b", ' ')] {
+        for (id, c) in [
+            ("a/b", '/'),
+            ("+", '+'),
+            ("#", '#'),
+            ("$sys", '$'),
+            ("é", 'é'),
+            ("a b", ' '),
+        ] {
             assert_eq!(check_id(id), Err(IdError::BadChar(c)), "{id}");
         }
     }

@@ -18,7 +18,8 @@ pub mod v1 {
 }
 
 /// Encoded `FileDescriptorSet` of every hearth.v1 file, for gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hearth_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/hearth_descriptor.bin"));
 
 impl v1::Metric {
     /// Short lower-case name used in storage, logs and URLs: `temperature_celsius`.
@@ -33,9 +34,13 @@ impl v1::Metric {
 
     /// Inverse of [`short_name`](Self::short_name); `None` for unknown names.
     pub fn from_short_name(name: &str) -> Option<Self> {
-        [Self::TemperatureCelsius, Self::HumidityPercent, Self::PressureHpa]
-            .into_iter()
-            .find(|m| m.short_name() == name)
+        [
+            Self::TemperatureCelsius,
+            Self::HumidityPercent,
+            Self::PressureHpa,
+        ]
+        .into_iter()
+        .find(|m| m.short_name() == name)
     }
 }
 
@@ -45,7 +50,11 @@ mod tests {
 
     #[test]
     fn metric_short_names_round_trip() {
-        for m in [Metric::TemperatureCelsius, Metric::HumidityPercent, Metric::PressureHpa] {
+        for m in [
+            Metric::TemperatureCelsius,
+            Metric::HumidityPercent,
+            Metric::PressureHpa,
+        ] {
             assert_eq!(Metric::from_short_name(m.short_name()), Some(m));
         }
         assert_eq!(Metric::from_short_name("unspecified"), None);

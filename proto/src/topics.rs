@@ -33,7 +33,12 @@ pub enum Channel {
 }
 
 impl Channel {
-    pub const ALL: [Channel; 4] = [Channel::Readings, Channel::Desired, Channel::Reported, Channel::Status];
+    pub const ALL: [Channel; 4] = [
+        Channel::Readings,
+        Channel::Desired,
+        Channel::Reported,
+        Channel::Status,
+    ];
 
     /// The topic level naming this channel.
     pub fn as_str(self) -> &'static str {
@@ -112,7 +117,9 @@ impl Topics {
         if !valid {
             return Err(TopicError::BadPrefix(prefix.to_owned()));
         }
-        Ok(Self { root: format!("{prefix}/{VERSION_LEVEL}/") })
+        Ok(Self {
+            root: format!("{prefix}/{VERSION_LEVEL}/"),
+        })
     }
 
     /// The prefix these topics live under.
@@ -121,10 +128,19 @@ impl Topics {
     }
 
     /// The topic of one device's channel. Fails if an id is not a valid id.
-    pub fn device(&self, home_id: &str, device_id: &str, channel: Channel) -> Result<String, TopicError> {
+    pub fn device(
+        &self,
+        home_id: &str,
+        device_id: &str,
+        channel: Channel,
+    ) -> Result<String, TopicError> {
         check_id(home_id).map_err(TopicError::BadHomeId)?;
         check_id(device_id).map_err(TopicError::BadDeviceId)?;
-        Ok(format!("{}{home_id}/{device_id}/{}", self.root, channel.as_str()))
+        Ok(format!(
+            "{}{home_id}/{device_id}/{}",
+            self.root,
+            channel.as_str()
+        ))
     }
 
     /// Filter matching `channel` of every device of every home.
@@ -140,7 +156,9 @@ impl Topics {
 
     /// Parses a received topic.
     pub fn parse<'t>(&self, topic: &'t str) -> Result<DeviceTopic<'t>, TopicError> {
-        let rest = topic.strip_prefix(self.root.as_str()).ok_or(TopicError::OtherPrefix)?;
+        let rest = topic
+            .strip_prefix(self.root.as_str())
+            .ok_or(TopicError::OtherPrefix)?;
         let mut levels = rest.split('/');
         let (Some(home_id), Some(device_id), Some(channel), None) =
             (levels.next(), levels.next(), levels.next(), levels.next())
@@ -149,8 +167,13 @@ impl Topics {
         };
         check_id(home_id).map_err(TopicError::BadHomeId)?;
         check_id(device_id).map_err(TopicError::BadDeviceId)?;
-        let channel = Channel::from_level(channel).ok_or_else(|| TopicError::UnknownChannel(channel.to_owned()))?;
-        Ok(DeviceTopic { home_id, device_id, channel })
+        let channel = Channel::from_level(channel)
+            .ok_or_else(|| TopicError::UnknownChannel(channel.to_owned()))?;
+        Ok(DeviceTopic {
+            home_id,
+            device_id,
+            channel,
+        })
     }
 }
 
@@ -163,10 +186,17 @@ mod tests {
         let topics = Topics::new("t-42/hearth").unwrap();
         for channel in Channel::ALL {
             let topic = topics.device("home-1", "fan_2", channel).unwrap();
-            assert_eq!(topic, format!("t-42/hearth/v1/home-1/fan_2/{}", channel.as_str()));
+            assert_eq!(
+                topic,
+                format!("t-42/hearth/v1/home-1/fan_2/{}", channel.as_str())
+            );
             assert_eq!(
                 topics.parse(&topic).unwrap(),
-                DeviceTopic { home_id: "home-1", device_id: "fan_2", channel }
+                DeviceTopic {
+                    home_id: "home-1",
+                    device_id: "fan_2",
+                    channel
+                }
             );
         }
         assert_eq!(topics.prefix(), "t-42/hearth");
@@ -175,33 +205,68 @@ mod tests {
     #[test]
     fn subscription_filters_cover_device_topics() {
         let topics = Topics::default();
-        assert_eq!(topics.all_devices(Channel::Readings), "hearth/v1/+/+/readings");
-        assert_eq!(topics.all_devices_shared("ingest", Channel::Status), "$share/ingest/hearth/v1/+/+/status");
+        assert_eq!(
+            topics.all_devices(Channel::Readings),
+            "hearth/v1/+/+/readings"
+        );
+        assert_eq!(
+            topics.all_devices_shared("ingest", Channel::Status),
+            "$share/ingest/hearth/v1/+/+/status"
+        );
     }
 
     #[test]
     fn rejects_topics_of_other_prefixes_and_shapes() {
         let topics = Topics::default();
-        assert_eq!(topics.parse("other/v1/h/d/readings"), Err(TopicError::OtherPrefix));
-        assert_eq!(topics.parse("hearth/v2/h/d/readings"), Err(TopicError::OtherPrefix));
+        assert_eq!(
+            topics.parse("other/v1/h/d/readings"),
+            Err(TopicError::OtherPrefix)
+        );
+        assert_eq!(
+            topics.parse("hearth/v2/h/d/readings"),
+            Err(TopicError::OtherPrefix)
+        );
         assert_eq!(topics.parse("hearth/v1/h/d"), Err(TopicError::WrongShape));
-        assert_eq!(topics.parse("hearth/v1/h/d/readings/extra"), Err(TopicError::WrongShape));
-        assert_eq!(topics.parse("hearth/v1//d/readings"), Err(TopicError::BadHomeId(IdError::Empty)));
-        assert_eq!(topics.parse("hearth/v1/h/d$/readings"), Err(TopicError::BadDeviceId(IdError::BadChar('$'))));
-        assert_eq!(topics.parse("hearth/v1/h/d/commands"), Err(TopicError::UnknownChannel("commands".into())));
+        assert_eq!(
+            topics.parse("hearth/v1/h/d/readings/extra"),
+            Err(TopicError::WrongShape)
+        );
+        assert_eq!(
+            topics.parse("hearth/v1//d/readings"),
+            Err(TopicError::BadHomeId(IdError::Empty))
+        );
+        assert_eq!(
+            topics.parse("hearth/v1/h/d$/readings"),
+            Err(TopicError::BadDeviceId(IdError::BadChar('$')))
+        );
+        assert_eq!(
+            topics.parse("hearth/v1/h/d/commands"),
+            Err(TopicError::UnknownChannel("commands".into()))
+        );
     }
 
     #[test]
     fn refuses_to_build_topics_from_bad_ids() {
         let topics = Topics::default();
-        assert_eq!(topics.device("a/b", "d", Channel::Desired), Err(TopicError::BadHomeId(IdError::BadChar('/'))));
-        assert_eq!(topics.device("h", "#", Channel::Desired), Err(TopicError::BadDeviceId(IdError::BadChar('#'))));
+        assert_eq!(
+            topics.device("a/b", "d", Channel::Desired),
+            Err(TopicError::BadHomeId(IdError::BadChar('/')))
+        );
+        assert_eq!(
+            topics.device("h", "#", Channel::Desired),
+            Err(TopicError::BadDeviceId(IdError::BadChar('#')))
+        );
     }
 
     #[test]
     fn rejects_bad_prefixes() {
-        for prefix in ["", "/hearth", "hearth/", "a//b", "$SYS", "hearth/+", "hearth/#"] {
-            assert!(matches!(Topics::new(prefix), Err(TopicError::BadPrefix(_))), "{prefix:?}");
+        for prefix in [
+            "", "/hearth", "hearth/", "a//b", "$SYS", "hearth/+", "hearth/#",
+        ] {
+            assert!(
+                matches!(Topics::new(prefix), Err(TopicError::BadPrefix(_))),
+                "{prefix:?}"
+            );
         }
     }
 }

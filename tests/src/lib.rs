@@ -21,8 +21,10 @@ use std::{
 use hearth_proto::{
     topics::{Channel, Topics},
     v1::{
-        automation_service_client::AutomationServiceClient, device_service_client::DeviceServiceClient,
-        telemetry_service_client::TelemetryServiceClient, CreateHomeRequest, DeviceKind, GetDeviceRequest, RegisterDeviceRequest,
+        automation_service_client::AutomationServiceClient,
+        device_service_client::DeviceServiceClient,
+        telemetry_service_client::TelemetryServiceClient, CreateHomeRequest, DeviceKind,
+        GetDeviceRequest, RegisterDeviceRequest,
     },
 };
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
@@ -55,7 +57,10 @@ pub fn hearth_binary() -> PathBuf {
 
 /// The repository's root directory.
 pub fn workspace_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .to_path_buf()
 }
 
 /// The path of `bin` (of `package`), after building every binary of the
@@ -79,7 +84,8 @@ pub fn binary(package: &str, bin: &str) -> PathBuf {
         assert!(status.success(), "building the binaries failed");
     });
     let _ = package;
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), PathBuf::from);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace.join("target"), PathBuf::from);
     target.join("debug").join(bin)
 }
 
@@ -124,8 +130,13 @@ impl Drop for TempDir {
 pub async fn fresh_mysql_database() -> (String, String) {
     use sqlx::Connection as _;
     let name = unique("hearth_test").replace('-', "_");
-    let mut conn = sqlx::MySqlConnection::connect(&mysql_url()).await.expect("MariaDB is reachable at HEARTH_TEST_MYSQL_URL");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("creating a test database");
+    let mut conn = sqlx::MySqlConnection::connect(&mysql_url())
+        .await
+        .expect("MariaDB is reachable at HEARTH_TEST_MYSQL_URL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("creating a test database");
     (name.clone(), format!("{}/{name}", mysql_url()))
 }
 
@@ -150,26 +161,45 @@ impl TestApp {
         let database = match backend {
             Backend::Embedded => {
                 command
-                    .env("HEARTH_DATABASE_URL", format!("sqlite://{}/hearth.db", dir.0.display()))
+                    .env(
+                        "HEARTH_DATABASE_URL",
+                        format!("sqlite://{}/hearth.db", dir.0.display()),
+                    )
                     .env("HEARTH_MQTT_LISTEN", "127.0.0.1:0");
                 None
             }
             Backend::External => {
                 let (name, url) = fresh_mysql_database().await;
-                command.env("HEARTH_DATABASE_URL", url).env("HEARTH_MQTT_URL", external_mqtt_url());
+                command
+                    .env("HEARTH_DATABASE_URL", url)
+                    .env("HEARTH_MQTT_URL", external_mqtt_url());
                 Some(name)
             }
         };
         for (k, v) in extra {
             command.env(k, v);
         }
-        let env: Vec<(String, String)> =
-            command.get_envs().filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v?.to_str()?.to_owned()))).collect();
+        let env: Vec<(String, String)> = command
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v?.to_str()?.to_owned())))
+            .collect();
         let (child, logs, line) = spawn_until_ready(command, "hearth ready").await;
-        let http: SocketAddr = log_field(&line, "http").parse().expect("http= is an address");
+        let http: SocketAddr = log_field(&line, "http")
+            .parse()
+            .expect("http= is an address");
         let mqtt_url = log_field(&line, "mqtt");
         let topics = Topics::new(&format!("{prefix}/hearth")).expect("valid prefix");
-        TestApp { child, backend, http, mqtt_url, topics, logs, database, command: env, _dir: dir }
+        TestApp {
+            child,
+            backend,
+            http,
+            mqtt_url,
+            topics,
+            logs,
+            database,
+            command: env,
+            _dir: dir,
+        }
     }
 
     pub fn grpc_url(&self) -> String {
@@ -177,7 +207,11 @@ impl TestApp {
     }
 
     async fn channel(&self) -> GrpcChannel {
-        GrpcChannel::from_shared(self.grpc_url()).expect("valid url").connect().await.expect("connecting to hearth")
+        GrpcChannel::from_shared(self.grpc_url())
+            .expect("valid url")
+            .connect()
+            .await
+            .expect("connecting to hearth")
     }
 
     pub async fn devices(&self) -> DeviceServiceClient<GrpcChannel> {
@@ -201,18 +235,29 @@ impl TestApp {
     pub async fn home_with(&self, devices: &[(&str, DeviceKind)]) -> String {
         let home = unique("home");
         let mut api = self.devices().await;
-        api.create_home(CreateHomeRequest { id: home.clone(), name: "Test home".into() }).await.expect("CreateHome");
+        api.create_home(CreateHomeRequest {
+            id: home.clone(),
+            name: "Test home".into(),
+        })
+        .await
+        .expect("CreateHome");
         for (id, kind) in devices {
-            api.register_device(RegisterDeviceRequest { home_id: home.clone(), id: id.to_string(), kind: *kind as i32, name: String::new() })
-                .await
-                .expect("RegisterDevice");
+            api.register_device(RegisterDeviceRequest {
+                home_id: home.clone(),
+                id: id.to_string(),
+                kind: *kind as i32,
+                name: String::new(),
+            })
+            .await
+            .expect("RegisterDevice");
         }
         home
     }
 
     /// An MQTT connection as device `device`, already connected.
     pub async fn connect_as_device(&self, device: &str) -> DeviceConnection {
-        let options = hearth_agent::mqtt::options(&self.mqtt_url, &unique(device)).expect("mqtt options");
+        let options =
+            hearth_agent::mqtt::options(&self.mqtt_url, &unique(device)).expect("mqtt options");
         DeviceConnection::connect(options).await
     }
 
@@ -232,7 +277,11 @@ impl TestApp {
         let mut api = self.devices().await;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let device = api.get_device(GetDeviceRequest { id: id.into() }).await.expect("GetDevice").into_inner();
+            let device = api
+                .get_device(GetDeviceRequest { id: id.into() })
+                .await
+                .expect("GetDevice")
+                .into_inner();
             if check(&device) {
                 return device;
             }
@@ -246,12 +295,22 @@ impl TestApp {
     /// Stops `hearth` with SIGTERM and starts it again on the same ports,
     /// database and broker.
     pub async fn restart(&mut self) {
-        assert!(self.terminate().success(), "hearth exited badly:\n{}", self.logs());
+        assert!(
+            self.terminate().success(),
+            "hearth exited badly:\n{}",
+            self.logs()
+        );
         let mut command = Command::new(hearth_binary());
-        command.current_dir(&self._dir.0).env_clear().envs(self.command.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        command
+            .current_dir(&self._dir.0)
+            .env_clear()
+            .envs(self.command.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         command.env("HEARTH_LISTEN", self.http.to_string());
         if self.backend == Backend::Embedded {
-            command.env("HEARTH_MQTT_LISTEN", self.mqtt_url.trim_start_matches("mqtt://"));
+            command.env(
+                "HEARTH_MQTT_LISTEN",
+                self.mqtt_url.trim_start_matches("mqtt://"),
+            );
         }
         let (child, logs, _) = spawn_until_ready(command, "hearth ready").await;
         self.child = child;
@@ -260,7 +319,9 @@ impl TestApp {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         self.child.wait().expect("waiting for hearth")
     }
 }
@@ -272,11 +333,16 @@ impl Drop for TestApp {
         if let Some(name) = self.database.take() {
             // Why a thread: Drop cannot await, and the test's runtime may be gone.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
                 rt.block_on(async {
                     use sqlx::Connection as _;
                     if let Ok(mut conn) = sqlx::MySqlConnection::connect(&mysql_url()).await {
-                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut conn).await;
+                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+                            .execute(&mut conn)
+                            .await;
                     }
                 });
             })
@@ -287,11 +353,21 @@ impl Drop for TestApp {
 
 /// Starts `command` with its output captured, and waits for a line
 /// containing `marker`. Panics with the output if it exits or takes a minute.
-pub async fn spawn_until_ready(mut command: Command, marker: &'static str) -> (Child, Arc<Mutex<Vec<String>>>, String) {
-    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("starting the process");
+pub async fn spawn_until_ready(
+    mut command: Command,
+    marker: &'static str,
+) -> (Child, Arc<Mutex<Vec<String>>>, String) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the process");
     let logs = Arc::new(Mutex::new(Vec::new()));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    for stream in [Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>, Box::new(child.stderr.take().expect("stderr"))] {
+    for stream in [
+        Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().expect("stderr")),
+    ] {
         let logs = logs.clone();
         let ready_tx = ready_tx.clone();
         std::thread::spawn(move || {
@@ -307,20 +383,34 @@ pub async fn spawn_until_ready(mut command: Command, marker: &'static str) -> (C
         });
     }
     drop(ready_tx);
-    let line = tokio::task::spawn_blocking(move || ready_rx.recv_timeout(Duration::from_secs(60))).await.expect("waiting for the process");
+    let line = tokio::task::spawn_blocking(move || ready_rx.recv_timeout(Duration::from_secs(60)))
+        .await
+        .expect("waiting for the process");
     match line {
         Ok(line) => (child, logs, line),
         Err(_) => {
             let _ = child.kill();
-            panic!("no {marker:?} line; the output:\n{}", logs.lock().expect("logs").join("\n"));
+            panic!(
+                "no {marker:?} line; the output:\n{}",
+                logs.lock().expect("logs").join("\n")
+            );
         }
     }
 }
 
 /// The value of `name=` in a log line.
 pub fn log_field(line: &str, name: &str) -> String {
-    let start = line.find(&format!("{name}=")).unwrap_or_else(|| panic!("no {name}= in {line:?}")) + name.len() + 1;
-    line[start..].split_whitespace().next().expect("a value").trim_matches('"').to_owned()
+    let start = line
+        .find(&format!("{name}="))
+        .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+        + name.len()
+        + 1;
+    line[start..]
+        .split_whitespace()
+        .next()
+        .expect("a value")
+        .trim_matches('"')
+        .to_owned()
 }
 
 /// A running `hearth-gateway`, killed on drop.
@@ -343,7 +433,12 @@ impl TestGateway {
     }
 
     /// Like [`spawn_to`](Self::spawn_to), with extra environment variables.
-    pub async fn spawn_with(cloud: &str, data: &TempDir, udp: &str, extra: &[(&str, &str)]) -> Self {
+    pub async fn spawn_with(
+        cloud: &str,
+        data: &TempDir,
+        udp: &str,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let mut command = Command::new(binary("hearth-gateway", "hearth-gateway"));
         command.envs(extra.iter().copied());
         command
@@ -364,19 +459,36 @@ impl TestGateway {
     /// Waits until `count` log lines contain `needle`.
     pub async fn wait_for_log(&self, needle: &str, count: usize) {
         for _ in 0..400 {
-            if self.logs.lock().expect("logs").iter().filter(|l| l.contains(needle)).count() >= count {
+            if self
+                .logs
+                .lock()
+                .expect("logs")
+                .iter()
+                .filter(|l| l.contains(needle))
+                .count()
+                >= count
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("the gateway never logged {needle:?} {count} times:\n{}", self.logs());
+        panic!(
+            "the gateway never logged {needle:?} {count} times:\n{}",
+            self.logs()
+        );
     }
 
     /// Waits for a stats line saying `queued=` is `records` (all accepted).
     pub async fn wait_for_queued(&self, records: u64) {
         let needle = format!("queued={records} ");
         for _ in 0..300 {
-            if self.logs.lock().expect("logs").iter().any(|l| l.contains("gateway stats") && l.contains(&needle)) {
+            if self
+                .logs
+                .lock()
+                .expect("logs")
+                .iter()
+                .any(|l| l.contains("gateway stats") && l.contains(&needle))
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -407,14 +519,24 @@ pub struct PrivateBroker {
 
 impl PrivateBroker {
     pub async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("address").port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("a free port")
+            .local_addr()
+            .expect("address")
+            .port();
         Self::start_on(port).await
     }
 
     pub async fn start_on(port: u16) -> Self {
-        let child = Command::new("mosquitto").args(["-p", &port.to_string()]).spawn().expect("starting mosquitto (Debian package mosquitto)");
+        let child = Command::new("mosquitto")
+            .args(["-p", &port.to_string()])
+            .spawn()
+            .expect("starting mosquitto (Debian package mosquitto)");
         for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
                 return Self { child, port };
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -443,13 +565,20 @@ impl Drop for PrivateBroker {
 /// A plain HTTP/1.1 GET on loopback, returning the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connecting");
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connecting");
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .await
         .expect("writing the request");
     let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("reading the response");
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("reading the response");
     response
 }
 
@@ -465,7 +594,9 @@ impl DeviceConnection {
         let (client, mut events) = AsyncClient::new(options, 64);
         tokio::time::timeout(Duration::from_secs(10), async {
             loop {
-                if let Event::Incoming(Packet::ConnAck(_)) = events.poll().await.expect("connecting to the broker") {
+                if let Event::Incoming(Packet::ConnAck(_)) =
+                    events.poll().await.expect("connecting to the broker")
+                {
                     break;
                 }
             }
@@ -477,10 +608,15 @@ impl DeviceConnection {
 
     /// Publishes `payload` on `topic` with QoS 1 and waits for its PUBACK.
     pub async fn publish(&mut self, topic: &str, payload: Vec<u8>) {
-        self.client.publish(topic, QoS::AtLeastOnce, false, payload).await.expect("queueing the publish");
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .expect("queueing the publish");
         tokio::time::timeout(Duration::from_secs(10), async {
             loop {
-                if let Event::Incoming(Packet::PubAck(_)) = self.events.poll().await.expect("broker connection") {
+                if let Event::Incoming(Packet::PubAck(_)) =
+                    self.events.poll().await.expect("broker connection")
+                {
                     break;
                 }
             }
@@ -490,9 +626,17 @@ impl DeviceConnection {
     }
 
     /// Publishes a reading batch on the device's readings topic.
-    pub async fn publish_readings(&mut self, topics: &Topics, home: &str, device: &str, batch: &hearth_proto::v1::ReadingBatch) {
+    pub async fn publish_readings(
+        &mut self,
+        topics: &Topics,
+        home: &str,
+        device: &str,
+        batch: &hearth_proto::v1::ReadingBatch,
+    ) {
         use prost::Message as _;
-        let topic = topics.device(home, device, Channel::Readings).expect("valid topic");
+        let topic = topics
+            .device(home, device, Channel::Readings)
+            .expect("valid topic");
         self.publish(&topic, batch.encode_to_vec()).await;
     }
 }
@@ -500,12 +644,21 @@ impl DeviceConnection {
 /// Runs a simulated actuator agent (the real `hearth_agent` code) for
 /// `device` in this process; returns its output to watch and a handle that
 /// stops it when dropped.
-pub fn spawn_actuator(app: &TestApp, home: &str, device: &str) -> (hearth_agent::sim::SimulatedOutput, AgentGuard) {
+pub fn spawn_actuator(
+    app: &TestApp,
+    home: &str,
+    device: &str,
+) -> (hearth_agent::sim::SimulatedOutput, AgentGuard) {
     spawn_actuator_on(app, &app.mqtt_url, home, device)
 }
 
 /// Like [`spawn_actuator`], connected to the broker at `broker_url`.
-pub fn spawn_actuator_on(app: &TestApp, broker_url: &str, home: &str, device: &str) -> (hearth_agent::sim::SimulatedOutput, AgentGuard) {
+pub fn spawn_actuator_on(
+    app: &TestApp,
+    broker_url: &str,
+    home: &str,
+    device: &str,
+) -> (hearth_agent::sim::SimulatedOutput, AgentGuard) {
     let output = hearth_agent::sim::SimulatedOutput::default();
     let link = hearth_agent::mqtt::DeviceLink {
         broker_url: broker_url.to_owned(),
@@ -514,10 +667,20 @@ pub fn spawn_actuator_on(app: &TestApp, broker_url: &str, home: &str, device: &s
         device_id: device.into(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(hearth_agent::mqtt::run_actuator(link, output.clone(), async {
-        let _ = stopped.await;
-    }));
-    (output, AgentGuard { _stop: stop, handle })
+    let handle = tokio::spawn(hearth_agent::mqtt::run_actuator(
+        link,
+        output.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (
+        output,
+        AgentGuard {
+            _stop: stop,
+            handle,
+        },
+    )
 }
 
 /// Stops an in-process agent when dropped.

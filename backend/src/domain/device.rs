@@ -37,7 +37,9 @@ impl DeviceKind {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [DeviceKind::Sensor, DeviceKind::Fan, DeviceKind::Light].into_iter().find(|k| k.as_str() == s)
+        [DeviceKind::Sensor, DeviceKind::Fan, DeviceKind::Light]
+            .into_iter()
+            .find(|k| k.as_str() == s)
     }
 }
 
@@ -60,7 +62,9 @@ impl Mode {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Mode::On, Mode::Off, Mode::Auto].into_iter().find(|m| m.as_str() == s)
+        [Mode::On, Mode::Off, Mode::Auto]
+            .into_iter()
+            .find(|m| m.as_str() == s)
     }
 }
 
@@ -95,7 +99,11 @@ pub struct ActuatorState {
 impl Default for ActuatorState {
     /// A new actuator is OFF with nothing asked yet.
     fn default() -> Self {
-        Self { mode: Mode::Off, desired: None, reported: None }
+        Self {
+            mode: Mode::Off,
+            desired: None,
+            reported: None,
+        }
     }
 }
 
@@ -125,9 +133,18 @@ impl ActuatorState {
     }
 
     fn with_desired(&self, mode: Mode, on: bool, now: UnixMs, reason: String) -> Transition {
-        let desired = Desired { version: self.next_version(), on, issued_at: now, reason };
+        let desired = Desired {
+            version: self.next_version(),
+            on,
+            issued_at: now,
+            reason,
+        };
         Transition {
-            state: ActuatorState { mode, desired: Some(desired.clone()), reported: self.reported.clone() },
+            state: ActuatorState {
+                mode,
+                desired: Some(desired.clone()),
+                reported: self.reported.clone(),
+            },
             publish: Some(desired),
         }
     }
@@ -141,29 +158,51 @@ impl ActuatorState {
             Mode::On | Mode::Off => {
                 let on = mode == Mode::On;
                 if self.mode == mode && self.desired_on() == Some(on) {
-                    Transition { state: self.clone(), publish: None }
+                    Transition {
+                        state: self.clone(),
+                        publish: None,
+                    }
                 } else {
                     self.with_desired(mode, on, now, reason)
                 }
             }
-            Mode::Auto => Transition { state: ActuatorState { mode, ..self.clone() }, publish: None },
+            Mode::Auto => Transition {
+                state: ActuatorState {
+                    mode,
+                    ..self.clone()
+                },
+                publish: None,
+            },
         }
     }
 
     /// A rule wants the device `on`. Only acts in AUTO, and only when that
     /// changes what the device is asked to do.
     pub fn rule_decision(&self, on: bool, reason: String, now: UnixMs) -> Option<Transition> {
-        (self.mode == Mode::Auto && self.desired_on() != Some(on)).then(|| self.with_desired(Mode::Auto, on, now, reason))
+        (self.mode == Mode::Auto && self.desired_on() != Some(on))
+            .then(|| self.with_desired(Mode::Auto, on, now, reason))
     }
 
     /// The device reports what it applied.
-    pub fn report(&self, applied_version: u64, on: bool, now: UnixMs) -> Result<ActuatorState, ReportError> {
+    pub fn report(
+        &self,
+        applied_version: u64,
+        on: bool,
+        now: UnixMs,
+    ) -> Result<ActuatorState, ReportError> {
         let sent = self.desired.as_ref().map_or(0, |d| d.version);
         if applied_version > sent {
-            return Err(ReportError::NeverSent { reported: applied_version, sent });
+            return Err(ReportError::NeverSent {
+                reported: applied_version,
+                sent,
+            });
         }
         Ok(ActuatorState {
-            reported: Some(Reported { applied_version, on, recorded_at: now }),
+            reported: Some(Reported {
+                applied_version,
+                on,
+                recorded_at: now,
+            }),
             ..self.clone()
         })
     }
@@ -232,14 +271,29 @@ mod tests {
 
     #[test]
     fn rules_act_only_in_auto_and_only_on_change() {
-        let manual = ActuatorState::default().set_mode(Mode::Off, "user", 1).state;
-        assert_eq!(manual.rule_decision(true, "rule".into(), 2), None, "a rule must not override OFF");
+        let manual = ActuatorState::default()
+            .set_mode(Mode::Off, "user", 1)
+            .state;
+        assert_eq!(
+            manual.rule_decision(true, "rule".into(), 2),
+            None,
+            "a rule must not override OFF"
+        );
 
         let auto = manual.set_mode(Mode::Auto, "user", 3).state;
-        let t = auto.rule_decision(true, "rule r1: 26 > 25".into(), 4).expect("switches on");
-        assert_eq!(t.publish.as_ref().map(|d| (d.version, d.on)), Some((2, true)));
+        let t = auto
+            .rule_decision(true, "rule r1: 26 > 25".into(), 4)
+            .expect("switches on");
+        assert_eq!(
+            t.publish.as_ref().map(|d| (d.version, d.on)),
+            Some((2, true))
+        );
         assert_eq!(t.state.mode, Mode::Auto);
-        assert_eq!(t.state.rule_decision(true, "rule".into(), 5), None, "already on");
+        assert_eq!(
+            t.state.rule_decision(true, "rule".into(), 5),
+            None,
+            "already on"
+        );
     }
 
     #[test]
@@ -247,7 +301,14 @@ mod tests {
         let s = ActuatorState::default().set_mode(Mode::On, "user", 1).state;
         let s = s.report(1, true, 7).unwrap();
         assert!(s.is_acknowledged());
-        assert_eq!(s.reported, Some(Reported { applied_version: 1, on: true, recorded_at: 7 }));
+        assert_eq!(
+            s.reported,
+            Some(Reported {
+                applied_version: 1,
+                on: true,
+                recorded_at: 7
+            })
+        );
     }
 
     #[test]
@@ -261,10 +322,19 @@ mod tests {
     #[test]
     fn a_report_of_a_version_never_sent_is_refused() {
         let s = ActuatorState::default().set_mode(Mode::On, "user", 1).state;
-        assert_eq!(s.report(5, true, 2), Err(ReportError::NeverSent { reported: 5, sent: 1 }));
+        assert_eq!(
+            s.report(5, true, 2),
+            Err(ReportError::NeverSent {
+                reported: 5,
+                sent: 1
+            })
+        );
         assert_eq!(
             ActuatorState::default().report(1, true, 2),
-            Err(ReportError::NeverSent { reported: 1, sent: 0 })
+            Err(ReportError::NeverSent {
+                reported: 1,
+                sent: 0
+            })
         );
     }
 

@@ -57,7 +57,10 @@ mod tests {
     #[test]
     fn parse_names_the_field_in_its_error() {
         let err = DeviceId::parse("fan/1", "device_id").unwrap_err();
-        assert_eq!(err.to_string(), "device_id contains '/'; only A-Z a-z 0-9 _ - are allowed");
+        assert_eq!(
+            err.to_string(),
+            "device_id contains '/'; only A-Z a-z 0-9 _ - are allowed"
+        );
         assert_eq!(HomeId::parse("demo", "home_id").unwrap().as_str(), "demo");
     }
 }

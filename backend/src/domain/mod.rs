@@ -7,7 +7,9 @@ pub mod ids;
 pub mod reading;
 pub mod rule;
 
-pub use device::{ActuatorState, Desired, Device, DeviceKind, Home, Mode, Reported, ReportError, Transition};
+pub use device::{
+    ActuatorState, Desired, Device, DeviceKind, Home, Mode, ReportError, Reported, Transition,
+};
 pub use ids::{DeviceId, HomeId, InvalidId, RuleId};
 pub use reading::{validate_batch, Reading, RejectReason};
 pub use rule::{RuleError, ThresholdRule};

@@ -41,14 +41,22 @@ pub enum RejectReason {
 
 /// Validates a batch from `device_id`. `time_unix_ms` 0 means "now" (for
 /// devices without a clock).
-pub fn validate_batch(device_id: &DeviceId, batch: &v1::ReadingBatch, now: UnixMs) -> Result<Vec<Reading>, RejectReason> {
+pub fn validate_batch(
+    device_id: &DeviceId,
+    batch: &v1::ReadingBatch,
+    now: UnixMs,
+) -> Result<Vec<Reading>, RejectReason> {
     if batch.readings.is_empty() {
         return Err(RejectReason::Empty);
     }
     if batch.readings.len() > MAX_READINGS_PER_BATCH {
         return Err(RejectReason::TooMany(batch.readings.len()));
     }
-    let time = if batch.time_unix_ms == 0 { now } else { batch.time_unix_ms };
+    let time = if batch.time_unix_ms == 0 {
+        now
+    } else {
+        batch.time_unix_ms
+    };
     if time > now + MAX_FUTURE_MS || time < now - MAX_PAST_MS {
         return Err(RejectReason::TimeOutOfRange(time));
     }
@@ -59,12 +67,21 @@ pub fn validate_batch(device_id: &DeviceId, batch: &v1::ReadingBatch, now: UnixM
             Ok(m) => m,
         };
         if !r.value.is_finite() {
-            return Err(RejectReason::NotFinite { index, value: r.value });
+            return Err(RejectReason::NotFinite {
+                index,
+                value: r.value,
+            });
         }
         if readings.iter().any(|seen| seen.metric == metric) {
             return Err(RejectReason::DuplicateMetric(index));
         }
-        readings.push(Reading { device_id: device_id.clone(), metric, seq: batch.seq, time, value: r.value });
+        readings.push(Reading {
+            device_id: device_id.clone(),
+            metric,
+            seq: batch.seq,
+            time,
+            value: r.value,
+        });
     }
     Ok(readings)
 }
@@ -79,7 +96,10 @@ mod tests {
         v1::ReadingBatch {
             seq: 9,
             time_unix_ms: time,
-            readings: readings.iter().map(|&(metric, value)| v1::Reading { metric, value }).collect(),
+            readings: readings
+                .iter()
+                .map(|&(metric, value)| v1::Reading { metric, value })
+                .collect(),
             ..Default::default()
         }
     }
@@ -93,7 +113,16 @@ mod tests {
         let b = batch(&[(1, 21.5), (2, 40.0), (3, 1013.2)], NOW - 1000);
         let rs = validate_batch(&dev(), &b, NOW).unwrap();
         assert_eq!(rs.len(), 3);
-        assert_eq!(rs[0], Reading { device_id: dev(), metric: Metric::TemperatureCelsius, seq: 9, time: NOW - 1000, value: 21.5 });
+        assert_eq!(
+            rs[0],
+            Reading {
+                device_id: dev(),
+                metric: Metric::TemperatureCelsius,
+                seq: 9,
+                time: NOW - 1000,
+                value: 21.5
+            }
+        );
     }
 
     #[test]
@@ -104,21 +133,50 @@ mod tests {
 
     #[test]
     fn rejects_nan_infinite_unknown_and_repeated_metrics() {
-        assert_eq!(validate_batch(&dev(), &batch(&[(1, f64::INFINITY)], NOW), NOW).unwrap_err().to_string(), "readings[0].value inf is not a finite number");
-        assert!(matches!(validate_batch(&dev(), &batch(&[(1, 1.0), (2, f64::NAN)], NOW), NOW), Err(RejectReason::NotFinite { index: 1, .. })));
-        assert_eq!(validate_batch(&dev(), &batch(&[(0, 1.0)], NOW), NOW), Err(RejectReason::UnknownMetric(0)));
-        assert_eq!(validate_batch(&dev(), &batch(&[(99, 1.0)], NOW), NOW), Err(RejectReason::UnknownMetric(0)));
-        assert_eq!(validate_batch(&dev(), &batch(&[(1, 1.0), (1, 2.0)], NOW), NOW), Err(RejectReason::DuplicateMetric(1)));
+        assert_eq!(
+            validate_batch(&dev(), &batch(&[(1, f64::INFINITY)], NOW), NOW)
+                .unwrap_err()
+                .to_string(),
+            "readings[0].value inf is not a finite number"
+        );
+        assert!(matches!(
+            validate_batch(&dev(), &batch(&[(1, 1.0), (2, f64::NAN)], NOW), NOW),
+            Err(RejectReason::NotFinite { index: 1, .. })
+        ));
+        assert_eq!(
+            validate_batch(&dev(), &batch(&[(0, 1.0)], NOW), NOW),
+            Err(RejectReason::UnknownMetric(0))
+        );
+        assert_eq!(
+            validate_batch(&dev(), &batch(&[(99, 1.0)], NOW), NOW),
+            Err(RejectReason::UnknownMetric(0))
+        );
+        assert_eq!(
+            validate_batch(&dev(), &batch(&[(1, 1.0), (1, 2.0)], NOW), NOW),
+            Err(RejectReason::DuplicateMetric(1))
+        );
     }
 
     #[test]
     fn rejects_empty_oversize_and_badly_timed_batches() {
-        assert_eq!(validate_batch(&dev(), &batch(&[], NOW), NOW), Err(RejectReason::Empty));
+        assert_eq!(
+            validate_batch(&dev(), &batch(&[], NOW), NOW),
+            Err(RejectReason::Empty)
+        );
         let many: Vec<(i32, f64)> = (0..33).map(|_| (1, 1.0)).collect();
-        assert_eq!(validate_batch(&dev(), &batch(&many, NOW), NOW), Err(RejectReason::TooMany(33)));
+        assert_eq!(
+            validate_batch(&dev(), &batch(&many, NOW), NOW),
+            Err(RejectReason::TooMany(33))
+        );
         let future = NOW + MAX_FUTURE_MS + 1;
-        assert_eq!(validate_batch(&dev(), &batch(&[(1, 1.0)], future), NOW), Err(RejectReason::TimeOutOfRange(future)));
+        assert_eq!(
+            validate_batch(&dev(), &batch(&[(1, 1.0)], future), NOW),
+            Err(RejectReason::TimeOutOfRange(future))
+        );
         let ancient = NOW - MAX_PAST_MS - 1;
-        assert_eq!(validate_batch(&dev(), &batch(&[(1, 1.0)], ancient), NOW), Err(RejectReason::TimeOutOfRange(ancient)));
+        assert_eq!(
+            validate_batch(&dev(), &batch(&[(1, 1.0)], ancient), NOW),
+            Err(RejectReason::TimeOutOfRange(ancient))
+        );
     }
 }

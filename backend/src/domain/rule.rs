@@ -40,7 +40,10 @@ impl ThresholdRule {
             return Err(RuleError::NotFinite);
         }
         if self.off_below > self.on_above {
-            return Err(RuleError::OffAboveOn { on_above: self.on_above, off_below: self.off_below });
+            return Err(RuleError::OffAboveOn {
+                on_above: self.on_above,
+                off_below: self.off_below,
+            });
         }
         Ok(())
     }
@@ -61,9 +64,19 @@ impl ThresholdRule {
     /// The reason recorded with a decision, e.g. `rule fan-auto: 25.40 > 25`.
     pub fn reason(&self, value: f64, on: bool) -> String {
         if on {
-            format!("rule {}: {} {value:.2} > {}", self.id, self.metric.short_name(), self.on_above)
+            format!(
+                "rule {}: {} {value:.2} > {}",
+                self.id,
+                self.metric.short_name(),
+                self.on_above
+            )
         } else {
-            format!("rule {}: {} {value:.2} < {}", self.id, self.metric.short_name(), self.off_below)
+            format!(
+                "rule {}: {} {value:.2} < {}",
+                self.id,
+                self.metric.short_name(),
+                self.off_below
+            )
         }
     }
 }
@@ -104,15 +117,34 @@ mod tests {
 
     #[test]
     fn rejects_off_threshold_above_on_threshold_and_missing_metric() {
-        assert_eq!(rule(24.0, 25.0).validate(), Err(RuleError::OffAboveOn { on_above: 24.0, off_below: 25.0 }));
+        assert_eq!(
+            rule(24.0, 25.0).validate(),
+            Err(RuleError::OffAboveOn {
+                on_above: 24.0,
+                off_below: 25.0
+            })
+        );
         assert_eq!(rule(f64::NAN, 1.0).validate(), Err(RuleError::NotFinite));
-        assert_eq!(ThresholdRule { metric: Metric::Unspecified, ..rule(25.0, 24.0) }.validate(), Err(RuleError::NoMetric));
+        assert_eq!(
+            ThresholdRule {
+                metric: Metric::Unspecified,
+                ..rule(25.0, 24.0)
+            }
+            .validate(),
+            Err(RuleError::NoMetric)
+        );
         assert_eq!(rule(25.0, 24.0).validate(), Ok(()));
     }
 
     #[test]
     fn reasons_name_the_rule_value_and_threshold() {
-        assert_eq!(rule(25.0, 24.0).reason(25.4, true), "rule r1: temperature_celsius 25.40 > 25");
-        assert_eq!(rule(25.0, 24.0).reason(23.0, false), "rule r1: temperature_celsius 23.00 < 24");
+        assert_eq!(
+            rule(25.0, 24.0).reason(25.4, true),
+            "rule r1: temperature_celsius 25.40 > 25"
+        );
+        assert_eq!(
+            rule(25.0, 24.0).reason(23.0, false),
+            "rule r1: temperature_celsius 23.00 < 24"
+        );
     }
 }

@@ -7,7 +7,11 @@ use super::status::invalid;
 use crate::domain::{Device, DeviceKind, Home, Mode, Reading, ThresholdRule};
 
 pub fn home(h: &Home) -> v1::Home {
-    v1::Home { id: h.id.to_string(), name: h.name.clone(), created_unix_ms: h.created_at }
+    v1::Home {
+        id: h.id.to_string(),
+        name: h.name.clone(),
+        created_unix_ms: h.created_at,
+    }
 }
 
 pub fn kind_to_proto(k: DeviceKind) -> v1::DeviceKind {
@@ -23,7 +27,10 @@ pub fn kind_from_proto(value: i32, field: &str) -> Result<DeviceKind, Status> {
         Ok(v1::DeviceKind::Sensor) => Ok(DeviceKind::Sensor),
         Ok(v1::DeviceKind::Fan) => Ok(DeviceKind::Fan),
         Ok(v1::DeviceKind::Light) => Ok(DeviceKind::Light),
-        _ => Err(invalid(field, "must be DEVICE_KIND_SENSOR, DEVICE_KIND_FAN or DEVICE_KIND_LIGHT")),
+        _ => Err(invalid(
+            field,
+            "must be DEVICE_KIND_SENSOR, DEVICE_KIND_FAN or DEVICE_KIND_LIGHT",
+        )),
     }
 }
 
@@ -62,15 +69,27 @@ pub fn device(d: &Device, last_seen: Option<i64>) -> v1::Device {
         home_id: d.home_id.to_string(),
         kind: kind_to_proto(d.kind) as i32,
         name: d.name.clone(),
-        mode: if actuator { mode_to_proto(s.mode) as i32 } else { v1::Mode::Unspecified as i32 },
+        mode: if actuator {
+            mode_to_proto(s.mode) as i32
+        } else {
+            v1::Mode::Unspecified as i32
+        },
         desired: s.desired.as_ref().map(|x| v1::DesiredState {
             version: x.version,
             on: x.on,
             issued_unix_ms: x.issued_at,
             expires_unix_ms: 0,
         }),
-        desired_reason: s.desired.as_ref().map(|x| x.reason.clone()).unwrap_or_default(),
-        reported: s.reported.as_ref().map(|r| v1::ReportedState { applied_version: r.applied_version, on: r.on, time_unix_ms: r.recorded_at }),
+        desired_reason: s
+            .desired
+            .as_ref()
+            .map(|x| x.reason.clone())
+            .unwrap_or_default(),
+        reported: s.reported.as_ref().map(|r| v1::ReportedState {
+            applied_version: r.applied_version,
+            on: r.on,
+            time_unix_ms: r.recorded_at,
+        }),
         acknowledged_unix_ms: match (&s.desired, &s.reported) {
             (Some(_), Some(r)) if s.is_acknowledged() => r.recorded_at,
             _ => 0,
@@ -81,7 +100,13 @@ pub fn device(d: &Device, last_seen: Option<i64>) -> v1::Device {
 }
 
 pub fn reading(r: &Reading) -> v1::StoredReading {
-    v1::StoredReading { device_id: r.device_id.to_string(), metric: r.metric as i32, value: r.value, time_unix_ms: r.time, seq: r.seq }
+    v1::StoredReading {
+        device_id: r.device_id.to_string(),
+        metric: r.metric as i32,
+        value: r.value,
+        time_unix_ms: r.time,
+        seq: r.seq,
+    }
 }
 
 pub fn rule(r: &ThresholdRule) -> v1::Rule {

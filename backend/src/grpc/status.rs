@@ -10,8 +10,12 @@ impl From<StorageError> for Status {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::NotFound(what) => Status::not_found(format!("{what} not found")),
-            StorageError::Conflict(what) => Status::already_exists(format!("{what} already exists")),
-            StorageError::Stale(what) => Status::aborted(format!("{what} changed concurrently; retry")),
+            StorageError::Conflict(what) => {
+                Status::already_exists(format!("{what} already exists"))
+            }
+            StorageError::Stale(what) => {
+                Status::aborted(format!("{what} changed concurrently; retry"))
+            }
             StorageError::Unavailable(e) => {
                 error!(error = %e, "database unavailable");
                 Status::unavailable("database unavailable; retry later")

@@ -4,8 +4,9 @@ use std::{pin::Pin, sync::Arc};
 
 use futures::{Stream, StreamExt as _};
 use hearth_proto::v1::{
-    telemetry_service_server::TelemetryService, IngestBatchRequest, IngestBatchResponse, ListReadingsRequest, ListReadingsResponse,
-    RejectedBatch, WatchReadingsRequest, WatchReadingsResponse,
+    telemetry_service_server::TelemetryService, IngestBatchRequest, IngestBatchResponse,
+    ListReadingsRequest, ListReadingsResponse, RejectedBatch, WatchReadingsRequest,
+    WatchReadingsResponse,
 };
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
@@ -38,24 +39,45 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchReadingsResponse, Statu
 
 #[tonic::async_trait]
 impl TelemetryService for TelemetryApi {
-    async fn ingest_batch(&self, request: Request<IngestBatchRequest>) -> Result<Response<IngestBatchResponse>, Status> {
+    async fn ingest_batch(
+        &self,
+        request: Request<IngestBatchRequest>,
+    ) -> Result<Response<IngestBatchResponse>, Status> {
         let batches = request.into_inner().batches;
         if batches.len() > MAX_BATCHES_PER_CALL {
-            return Err(invalid("batches", format!("has {} entries, at most {MAX_BATCHES_PER_CALL} allowed", batches.len())));
+            return Err(invalid(
+                "batches",
+                format!(
+                    "has {} entries, at most {MAX_BATCHES_PER_CALL} allowed",
+                    batches.len()
+                ),
+            ));
         }
         let now = self.core.clock.now();
         let mut rejected = Vec::new();
         let mut pending = Vec::new();
         for (index, batch) in batches.iter().enumerate() {
             let checked = async {
-                let device_id = DeviceId::parse(&batch.device_id, "device_id").map_err(|e| e.to_string())?;
-                let known = self.core.directory.lookup(&device_id).await.map_err(|e| e.to_string())?;
+                let device_id =
+                    DeviceId::parse(&batch.device_id, "device_id").map_err(|e| e.to_string())?;
+                let known = self
+                    .core
+                    .directory
+                    .lookup(&device_id)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let known = known.ok_or_else(|| format!("unknown device {device_id}"))?;
                 if !batch.home_id.is_empty() && batch.home_id != known.home_id.as_str() {
-                    return Err(format!("device {device_id} belongs to home {}, not {}", known.home_id, batch.home_id));
+                    return Err(format!(
+                        "device {device_id} belongs to home {}, not {}",
+                        known.home_id, batch.home_id
+                    ));
                 }
                 if known.kind != DeviceKind::Sensor {
-                    return Err(format!("device {device_id} is a {}, not a sensor", known.kind.as_str()));
+                    return Err(format!(
+                        "device {device_id} is a {}, not a sensor",
+                        known.kind.as_str()
+                    ));
                 }
                 let readings = validate_batch(&device_id, batch, now).map_err(|e| e.to_string())?;
                 Ok((known.home_id, device_id, readings))
@@ -66,14 +88,21 @@ impl TelemetryService for TelemetryApi {
                     let (tx, rx) = oneshot::channel();
                     self.core
                         .ingest
-                        .submit(IngestItem { home_id, readings, done: Done::Grpc(tx) })
+                        .submit(IngestItem {
+                            home_id,
+                            readings,
+                            done: Done::Grpc(tx),
+                        })
                         .await
                         .map_err(Status::unavailable)?;
                     pending.push((index, rx));
                 }
                 Err(reason) => {
                     self.core.metrics.batches_rejected.inc();
-                    rejected.push(RejectedBatch { index: index as u32, reason });
+                    rejected.push(RejectedBatch {
+                        index: index as u32,
+                        reason,
+                    });
                 }
             }
         }
@@ -81,29 +110,50 @@ impl TelemetryService for TelemetryApi {
         for (index, rx) in pending {
             match rx.await {
                 Ok(Ok(_)) => accepted += 1,
-                Ok(Err(reason)) => rejected.push(RejectedBatch { index: index as u32, reason }),
-                Err(_) => return Err(Status::unavailable("ingest stopped before storing the batch; retry")),
+                Ok(Err(reason)) => rejected.push(RejectedBatch {
+                    index: index as u32,
+                    reason,
+                }),
+                Err(_) => {
+                    return Err(Status::unavailable(
+                        "ingest stopped before storing the batch; retry",
+                    ))
+                }
             }
         }
         rejected.sort_by_key(|r| r.index);
         Ok(Response::new(IngestBatchResponse { accepted, rejected }))
     }
 
-    async fn list_readings(&self, request: Request<ListReadingsRequest>) -> Result<Response<ListReadingsResponse>, Status> {
+    async fn list_readings(
+        &self,
+        request: Request<ListReadingsRequest>,
+    ) -> Result<Response<ListReadingsResponse>, Status> {
         let r = request.into_inner();
         let device_id = DeviceId::parse(&r.device_id, "device_id")?;
         let metric = convert::metric_filter(r.metric, "metric")?;
         let limit = match r.page_size {
             0 => DEFAULT_PAGE_SIZE,
-            n if n > MAX_PAGE_SIZE => return Err(invalid("page_size", format!("{n} is above the maximum of {MAX_PAGE_SIZE}"))),
+            n if n > MAX_PAGE_SIZE => {
+                return Err(invalid(
+                    "page_size",
+                    format!("{n} is above the maximum of {MAX_PAGE_SIZE}"),
+                ))
+            }
             n => n,
         };
         let before = match r.page_token.as_str() {
             "" => None,
-            token => Some(ReadingCursor::from_token(token).ok_or_else(|| invalid("page_token", "is not a token this server issued"))?),
+            token => Some(
+                ReadingCursor::from_token(token)
+                    .ok_or_else(|| invalid("page_token", "is not a token this server issued"))?,
+            ),
         };
         if r.start_unix_ms < 0 || r.end_unix_ms < 0 {
-            return Err(invalid("start_unix_ms", "and end_unix_ms must not be negative"));
+            return Err(invalid(
+                "start_unix_ms",
+                "and end_unix_ms must not be negative",
+            ));
         }
         if r.end_unix_ms != 0 && r.start_unix_ms > r.end_unix_ms {
             return Err(invalid("start_unix_ms", "must not be after end_unix_ms"));
@@ -122,16 +172,25 @@ impl TelemetryService for TelemetryApi {
         let mut readings = self.core.storage.list_readings(&query).await?;
         let next_page_token = if readings.len() > limit as usize {
             readings.truncate(limit as usize);
-            readings.last().map(|r| ReadingCursor::of(r).to_token()).unwrap_or_default()
+            readings
+                .last()
+                .map(|r| ReadingCursor::of(r).to_token())
+                .unwrap_or_default()
         } else {
             String::new()
         };
-        Ok(Response::new(ListReadingsResponse { readings: readings.iter().map(convert::reading).collect(), next_page_token }))
+        Ok(Response::new(ListReadingsResponse {
+            readings: readings.iter().map(convert::reading).collect(),
+            next_page_token,
+        }))
     }
 
     type WatchReadingsStream = WatchStream;
 
-    async fn watch_readings(&self, request: Request<WatchReadingsRequest>) -> Result<Response<Self::WatchReadingsStream>, Status> {
+    async fn watch_readings(
+        &self,
+        request: Request<WatchReadingsRequest>,
+    ) -> Result<Response<Self::WatchReadingsStream>, Status> {
         let r = request.into_inner();
         let home_id = HomeId::parse(&r.home_id, "home_id")?;
         let devices = r
@@ -139,7 +198,14 @@ impl TelemetryService for TelemetryApi {
             .iter()
             .map(|d| DeviceId::parse(d, "device_ids"))
             .collect::<Result<Vec<_>, _>>()?;
-        if !self.core.storage.list_homes().await?.iter().any(|h| h.id == home_id) {
+        if !self
+            .core
+            .storage
+            .list_homes()
+            .await?
+            .iter()
+            .any(|h| h.id == home_id)
+        {
             return Err(Status::not_found(format!("home {home_id} not found")));
         }
         // Why a broadcast receiver per subscriber: it is bounded, and a slow
@@ -153,13 +219,21 @@ impl TelemetryService for TelemetryApi {
                         .filter(|r| devices.is_empty() || devices.contains(&r.device_id))
                         .map(convert::reading)
                         .collect();
-                    (!readings.is_empty()).then_some(WatchReadingsResponse { readings, skipped: 0 })
+                    (!readings.is_empty()).then_some(WatchReadingsResponse {
+                        readings,
+                        skipped: 0,
+                    })
                 }
                 Ok(_) => None,
-                Err(BroadcastStreamRecvError::Lagged(n)) => Some(WatchReadingsResponse { readings: vec![], skipped: n }),
+                Err(BroadcastStreamRecvError::Lagged(n)) => Some(WatchReadingsResponse {
+                    readings: vec![],
+                    skipped: n,
+                }),
             };
             futures::future::ready(message.map(Ok))
         });
-        Ok(Response::new(Box::pin(stream.take_until(self.core.closing.clone().cancelled_owned()))))
+        Ok(Response::new(Box::pin(
+            stream.take_until(self.core.closing.clone().cancelled_owned()),
+        )))
     }
 }

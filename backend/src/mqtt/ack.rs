@@ -44,7 +44,14 @@ pub struct Ack {
 
 impl AckOrder {
     pub fn new(client: AsyncClient) -> Self {
-        Self { client, state: Arc::new(Mutex::new(State { epoch: 0, base: 0, pending: VecDeque::new() })) }
+        Self {
+            client,
+            state: Arc::new(Mutex::new(State {
+                epoch: 0,
+                base: 0,
+                pending: VecDeque::new(),
+            })),
+        }
     }
 
     /// A new connection: forget the old one's unacknowledged messages (with a
@@ -61,8 +68,16 @@ impl AckOrder {
         let topic = publish.topic.clone();
         let mut state = self.state.lock().await;
         let token = state.base + state.pending.len() as u64;
-        state.pending.push_back(Slot { publish, done: false });
-        Ack { order: self.clone(), epoch: state.epoch, token, topic }
+        state.pending.push_back(Slot {
+            publish,
+            done: false,
+        });
+        Ack {
+            order: self.clone(),
+            epoch: state.epoch,
+            token,
+            topic,
+        }
     }
 }
 

@@ -34,9 +34,24 @@ use ack::AckOrder;
 
 /// Something a device said, parsed and handed to its handler.
 pub enum Inbound {
-    Readings { home_id: HomeId, device_id: DeviceId, batch: ReadingBatch, ack: Ack },
-    Reported { home_id: HomeId, device_id: DeviceId, state: ReportedState, ack: Ack },
-    Status { home_id: HomeId, device_id: DeviceId, status: DeviceStatus, ack: Ack },
+    Readings {
+        home_id: HomeId,
+        device_id: DeviceId,
+        batch: ReadingBatch,
+        ack: Ack,
+    },
+    Reported {
+        home_id: HomeId,
+        device_id: DeviceId,
+        state: ReportedState,
+        ack: Ack,
+    },
+    Status {
+        home_id: HomeId,
+        device_id: DeviceId,
+        status: DeviceStatus,
+        ack: Ack,
+    },
 }
 
 /// Publishes to devices.
@@ -49,8 +64,16 @@ pub struct Publisher {
 impl Publisher {
     /// Publishes `desired` on the device's `desired` topic (QoS 1), valid for
     /// [`DESIRED_TTL_MS`] from `now`.
-    pub async fn desired(&self, home: &HomeId, device: &DeviceId, desired: &Desired, now: i64) -> anyhow::Result<()> {
-        let topic = self.topics.device(home.as_str(), device.as_str(), Channel::Desired)?;
+    pub async fn desired(
+        &self,
+        home: &HomeId,
+        device: &DeviceId,
+        desired: &Desired,
+        now: i64,
+    ) -> anyhow::Result<()> {
+        let topic = self
+            .topics
+            .device(home.as_str(), device.as_str(), Channel::Desired)?;
         let payload = DesiredState {
             version: desired.version,
             on: desired.on,
@@ -74,9 +97,15 @@ pub struct Connection {
 
 /// Connects to `url` and waits for the broker to accept; `setting` names
 /// where the URL came from, for the error.
-pub async fn connect(url: &str, topics: &Topics, setting: &str, how: Subscription) -> anyhow::Result<Connection> {
+pub async fn connect(
+    url: &str,
+    topics: &Topics,
+    setting: &str,
+    how: Subscription,
+) -> anyhow::Result<Connection> {
     let client_id = format!("hearth-backend-{:08x}", rand::random::<u32>());
-    let mut options = hearth_agent::mqtt::options(url, &client_id).with_context(|| format!("{setting}={url}"))?;
+    let mut options =
+        hearth_agent::mqtt::options(url, &client_id).with_context(|| format!("{setting}={url}"))?;
     options.set_manual_acks(true);
     options.set_inflight(200);
     let (client, mut events) = AsyncClient::new(options, 1024);
@@ -102,7 +131,14 @@ pub async fn connect(url: &str, topics: &Topics, setting: &str, how: Subscriptio
     }
     subscribe(&client, topics, how).await?;
     info!(url, client_id, "connected to the MQTT broker");
-    Ok(Connection { publisher: Publisher { client, topics: topics.clone() }, events, how })
+    Ok(Connection {
+        publisher: Publisher {
+            client,
+            topics: topics.clone(),
+        },
+        events,
+        how,
+    })
 }
 
 /// Shared-subscription group of every backend replica.
@@ -126,7 +162,10 @@ async fn subscribe(client: &AsyncClient, topics: &Topics, how: Subscription) -> 
             Subscription::Exclusive => topics.all_devices(channel),
             Subscription::Shared => topics.all_devices_shared(SUBSCRIPTION_GROUP, channel),
         };
-        client.subscribe(filter, QoS::AtLeastOnce).await.context("subscribing")?;
+        client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .context("subscribing")?;
     }
     Ok(())
 }
@@ -135,8 +174,17 @@ async fn subscribe(client: &AsyncClient, topics: &Topics, how: Subscription) -> 
 /// Reconnects (and resubscribes) after a lost connection. Malformed topics
 /// and payloads are logged with their topic, counted, acknowledged and
 /// dropped; they never stop later messages.
-pub async fn run_inbox(connection: Connection, inbox: mpsc::Sender<Inbound>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    let Connection { publisher, mut events, how } = connection;
+pub async fn run_inbox(
+    connection: Connection,
+    inbox: mpsc::Sender<Inbound>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let Connection {
+        publisher,
+        mut events,
+        how,
+    } = connection;
     let Publisher { client, topics } = publisher;
     let acks = AckOrder::new(client.clone());
     let mut failures = 0u32;
@@ -195,7 +243,11 @@ type Builder = Box<dyn FnOnce(Ack) -> Inbound + Send>;
 
 /// Parses a received message, or says why it is dropped.
 fn parse(topics: &Topics, publish: &Publish) -> Result<Builder, String> {
-    let DeviceTopic { home_id, device_id, channel } = topics.parse(&publish.topic).map_err(|e| e.to_string())?;
+    let DeviceTopic {
+        home_id,
+        device_id,
+        channel,
+    } = topics.parse(&publish.topic).map_err(|e| e.to_string())?;
     let home_id = HomeId::parse(home_id, "topic home").map_err(|e| e.to_string())?;
     let device_id = DeviceId::parse(device_id, "topic device").map_err(|e| e.to_string())?;
     let payload = publish.payload.as_ref();
@@ -208,16 +260,33 @@ fn parse(topics: &Topics, publish: &Publish) -> Result<Builder, String> {
             {
                 return Err("payload names another device than its topic".into());
             }
-            Box::new(move |ack| Inbound::Readings { home_id, device_id, batch, ack })
+            Box::new(move |ack| Inbound::Readings {
+                home_id,
+                device_id,
+                batch,
+                ack,
+            })
         }
         Channel::Reported => {
             let state = ReportedState::decode(payload).map_err(|e| bad("ReportedState", e))?;
-            Box::new(move |ack| Inbound::Reported { home_id, device_id, state, ack })
+            Box::new(move |ack| Inbound::Reported {
+                home_id,
+                device_id,
+                state,
+                ack,
+            })
         }
         Channel::Status => {
             let status = DeviceStatus::decode(payload).map_err(|e| bad("DeviceStatus", e))?;
-            Box::new(move |ack| Inbound::Status { home_id, device_id, status, ack })
+            Box::new(move |ack| Inbound::Status {
+                home_id,
+                device_id,
+                status,
+                ack,
+            })
         }
-        Channel::Desired => return Err("the backend does not take desired states from devices".into()),
+        Channel::Desired => {
+            return Err("the backend does not take desired states from devices".into())
+        }
     })
 }

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use hearth_proto::v1::Metric;
 
-use crate::domain::{ActuatorState, Device, DeviceId, DeviceKind, Home, HomeId, Reading, RuleId, ThresholdRule, UnixMs};
+use crate::domain::{
+    ActuatorState, Device, DeviceId, DeviceKind, Home, HomeId, Reading, RuleId, ThresholdRule,
+    UnixMs,
+};
 
 pub use sql::{redact, MySqlStorage, SqliteStorage};
 
@@ -33,10 +36,13 @@ pub enum StorageError {
 impl From<sqlx::Error> for StorageError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
-                StorageError::Unavailable(e)
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => StorageError::Unavailable(e),
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StorageError::Conflict(db.message().to_owned())
             }
-            sqlx::Error::Database(db) if db.is_unique_violation() => StorageError::Conflict(db.message().to_owned()),
             _ => StorageError::Internal(e),
         }
     }
@@ -68,7 +74,11 @@ pub struct ReadingCursor {
 
 impl ReadingCursor {
     pub fn of(r: &Reading) -> Self {
-        Self { time: r.time, metric: r.metric as i32, seq: r.seq }
+        Self {
+            time: r.time,
+            metric: r.metric as i32,
+            seq: r.seq,
+        }
     }
 
     /// The opaque page token handed to clients.
@@ -101,7 +111,12 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Stores a new mode and desired state if the stored desired version is
     /// still `expected_version` (optimistic concurrency: `Stale` otherwise).
-    async fn save_actuator_state(&self, id: &DeviceId, expected_version: u64, state: &ActuatorState) -> Result<()>;
+    async fn save_actuator_state(
+        &self,
+        id: &DeviceId,
+        expected_version: u64,
+        state: &ActuatorState,
+    ) -> Result<()>;
     /// Stores the reported part of `state` (desired is left alone).
     async fn save_reported(&self, id: &DeviceId, state: &ActuatorState) -> Result<()>;
     async fn save_presence(&self, id: &DeviceId, online: Option<bool>, seen: UnixMs) -> Result<()>;
@@ -138,7 +153,11 @@ mod tests {
 
     #[test]
     fn page_tokens_round_trip_and_reject_garbage() {
-        let c = ReadingCursor { time: 1_700_000_000_123, metric: 2, seq: 42 };
+        let c = ReadingCursor {
+            time: 1_700_000_000_123,
+            metric: 2,
+            seq: 42,
+        };
         assert_eq!(ReadingCursor::from_token(&c.to_token()), Some(c));
         for bad in ["", "1.2", "1.2.3.4", "a.b.c", "1.2.-3"] {
             assert_eq!(ReadingCursor::from_token(bad), None, "{bad:?}");

@@ -8,24 +8,33 @@ use async_trait::async_trait;
 use hearth_proto::v1::Metric;
 use sqlx::{
     mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions},
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    },
     QueryBuilder, Row,
 };
 
 use super::{kind_of, ReadingQuery, Result, Storage, StorageError};
-use crate::domain::{ActuatorState, Desired, Device, DeviceId, Home, HomeId, Mode, Reading, Reported, RuleId, ThresholdRule};
+use crate::domain::{
+    ActuatorState, Desired, Device, DeviceId, Home, HomeId, Mode, Reading, Reported, RuleId,
+    ThresholdRule,
+};
 
 /// Rows per multi-row INSERT. Why: MySQL allows 65,535 placeholders per
 /// statement (5 per reading), and few distinct batch shapes keep prepared
 /// statements cached.
 const INSERT_CHUNK: usize = 1_000;
 
-const DEVICE_COLUMNS: &str = "id, home_id, kind, name, mode, desired_version, desired_on, desired_at, desired_reason, \
+const DEVICE_COLUMNS: &str =
+    "id, home_id, kind, name, mode, desired_version, desired_on, desired_at, desired_reason, \
      reported_version, reported_on, reported_at, online, last_seen";
-const RULE_COLUMNS: &str = "id, home_id, name, source_device_id, metric, target_device_id, on_above, off_below, enabled";
+const RULE_COLUMNS: &str =
+    "id, home_id, name, source_device_id, metric, target_device_id, on_above, off_below, enabled";
 
 fn decode_err(what: &str) -> StorageError {
-    StorageError::Internal(sqlx::Error::Decode(format!("stored {what} is not valid").into()))
+    StorageError::Internal(sqlx::Error::Decode(
+        format!("stored {what} is not valid").into(),
+    ))
 }
 
 fn metric_of(code: i16) -> Result<Metric> {
@@ -340,13 +349,22 @@ impl SqliteStorage {
             .max_connections(4)
             .connect_with(options)
             .await
-            .with_context(|| format!("cannot open the SQLite database {url} (HEARTH_DATABASE_URL)"))?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await.context("migrating the SQLite database")?;
+            .with_context(|| {
+                format!("cannot open the SQLite database {url} (HEARTH_DATABASE_URL)")
+            })?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .context("migrating the SQLite database")?;
         Ok(Self { pool })
     }
 }
 
-sql_storage!(SqliteStorage, sqlx::Sqlite, insert_ignore = "INSERT OR IGNORE");
+sql_storage!(
+    SqliteStorage,
+    sqlx::Sqlite,
+    insert_ignore = "INSERT OR IGNORE"
+);
 
 /// Production: MySQL or MariaDB.
 pub struct MySqlStorage {
@@ -357,14 +375,23 @@ impl MySqlStorage {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let url = url.replacen("mariadb:", "mysql:", 1);
-        let options = MySqlConnectOptions::from_str(&url).context("HEARTH_DATABASE_URL is not a valid mysql:// URL")?;
+        let options = MySqlConnectOptions::from_str(&url)
+            .context("HEARTH_DATABASE_URL is not a valid mysql:// URL")?;
         let pool = MySqlPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(std::time::Duration::from_secs(5))
             .connect_with(options)
             .await
-            .with_context(|| format!("cannot reach the MySQL database at {} (HEARTH_DATABASE_URL)", redact(&url)))?;
-        sqlx::migrate!("./migrations/mysql").run(&pool).await.context("migrating the MySQL database")?;
+            .with_context(|| {
+                format!(
+                    "cannot reach the MySQL database at {} (HEARTH_DATABASE_URL)",
+                    redact(&url)
+                )
+            })?;
+        sqlx::migrate!("./migrations/mysql")
+            .run(&pool)
+            .await
+            .context("migrating the MySQL database")?;
         Ok(Self { pool })
     }
 }
@@ -387,7 +414,13 @@ pub fn redact(url: &str) -> String {
 mod tests {
     #[test]
     fn redact_hides_passwords_only() {
-        assert_eq!(super::redact("mysql://root:s3cret@db:3306/hearth"), "mysql://root:***@db:3306/hearth");
-        assert_eq!(super::redact("mysql://127.0.0.1/test"), "mysql://127.0.0.1/test");
+        assert_eq!(
+            super::redact("mysql://root:s3cret@db:3306/hearth"),
+            "mysql://root:***@db:3306/hearth"
+        );
+        assert_eq!(
+            super::redact("mysql://127.0.0.1/test"),
+            "mysql://127.0.0.1/test"
+        );
     }
 }

@@ -64,7 +64,8 @@ pub fn ActuatorControls(device: Memo<Device>, home: HomeState) -> impl IntoView 
     let buttons = MODES
         .into_iter()
         .map(|mode| {
-            let label = move || device.with(|d| display::mode_action(mode, display::device_name(d)));
+            let label =
+                move || device.with(|d| display::mode_action(mode, display::device_name(d)));
             let current = move || device.with(|d| d.mode() == mode);
             view! {
                 <button

@@ -113,7 +113,13 @@ pub fn HomeView(home_id: String) -> impl IntoView {
 fn polled(devices: RwSignal<Option<Vec<Device>>>, device: Device) -> Memo<Device> {
     Memo::new(move |_| {
         devices
-            .with(|devices| devices.iter().flatten().find(|d| d.id == device.id).cloned())
+            .with(|devices| {
+                devices
+                    .iter()
+                    .flatten()
+                    .find(|d| d.id == device.id)
+                    .cloned()
+            })
             .unwrap_or_else(|| device.clone())
     })
 }
@@ -134,7 +140,11 @@ fn LiveIndicator(status: RwSignal<LiveStatus>) -> impl IntoView {
     }
 }
 
-async fn poll_devices(home_id: String, devices: RwSignal<Option<Vec<Device>>>, error: RwSignal<Option<ApiError>>) {
+async fn poll_devices(
+    home_id: String,
+    devices: RwSignal<Option<Vec<Device>>>,
+    error: RwSignal<Option<ApiError>>,
+) {
     loop {
         match api::list_devices(&home_id).await {
             Ok(list) => {

@@ -22,7 +22,8 @@ pub fn SensorReadings(device: Memo<Device>, home: HomeState) -> impl IntoView {
     spawn_scoped({
         let device_id = device_id.clone();
         async move {
-            if let Ok(page) = api::list_readings(&device_id, SENSOR_METRICS.len() as u32, "").await {
+            if let Ok(page) = api::list_readings(&device_id, SENSOR_METRICS.len() as u32, "").await
+            {
                 home.latest.update(|latest| latest.apply(&page.readings));
             }
         }
@@ -35,7 +36,10 @@ pub fn SensorReadings(device: Memo<Device>, home: HomeState) -> impl IntoView {
             let value = move || {
                 home.latest
                     .with(|latest| latest.get(&device_id, metric))
-                    .map_or_else(|| "—".to_owned(), |latest| display::reading(metric, latest.value))
+                    .map_or_else(
+                        || "—".to_owned(),
+                        |latest| display::reading(metric, latest.value),
+                    )
             };
             view! {
                 <div class="metric">
@@ -66,7 +70,8 @@ pub fn SensorReadings(device: Memo<Device>, home: HomeState) -> impl IntoView {
                 .with(|shown| shown.as_ref().is_some_and(|(id, _)| *id == device_id))
         }
     };
-    let label = move || device.with(|d| format!("Show the reading history of {}", display::device_name(d)));
+    let label =
+        move || device.with(|d| format!("Show the reading history of {}", display::device_name(d)));
 
     view! {
         <dl class="metrics">{metrics}</dl>

@@ -13,7 +13,9 @@ pub fn DeviceTile(device: Memo<Device>, home: HomeState) -> impl IntoView {
     let kind = device.with_untracked(|d| d.kind());
     let body = match kind {
         DeviceKind::Sensor => view! { <SensorReadings device home /> }.into_any(),
-        DeviceKind::Fan | DeviceKind::Light => view! { <ActuatorControls device home /> }.into_any(),
+        DeviceKind::Fan | DeviceKind::Light => {
+            view! { <ActuatorControls device home /> }.into_any()
+        }
         DeviceKind::Unspecified => ().into_any(),
     };
     let online = move || device.with(|d| d.online);

@@ -61,11 +61,14 @@ impl FakeBus {
     pub fn sensehat() -> Self {
         let bus = Self::default();
         bus.registers.set(HTS221, WHO_AM_I, 0xBC);
-        bus.registers.set_all(HTS221, 0x30, &hts221::tests::CALIBRATION_REGISTERS);
-        bus.registers.set_all(HTS221, 0x28, &hts221::tests::OUTPUT_REGISTERS);
+        bus.registers
+            .set_all(HTS221, 0x30, &hts221::tests::CALIBRATION_REGISTERS);
+        bus.registers
+            .set_all(HTS221, 0x28, &hts221::tests::OUTPUT_REGISTERS);
         bus.registers.set(HTS221, STATUS_REG, 0x03);
         bus.registers.set(LPS25H, WHO_AM_I, 0xBD);
-        bus.registers.set_all(LPS25H, 0x28, &lps25h::tests::OUTPUT_REGISTERS);
+        bus.registers
+            .set_all(LPS25H, 0x28, &lps25h::tests::OUTPUT_REGISTERS);
         bus.registers.set(LPS25H, STATUS_REG, 0x03);
         bus
     }
@@ -81,7 +84,8 @@ impl I2cBus for FakeBus {
         let step = usize::from(register & AUTO_INCREMENT != 0);
         for (i, byte) in buf.iter_mut().enumerate() {
             let at = first + i * step;
-            let converting = at == usize::from(STATUS_REG) && self.pauses.load(Ordering::SeqCst) < self.pauses_until_ready;
+            let converting = at == usize::from(STATUS_REG)
+                && self.pauses.load(Ordering::SeqCst) < self.pauses_until_ready;
             *byte = if converting { 0 } else { registers[at] };
         }
         Ok(())
@@ -105,6 +109,7 @@ fn multi_byte_reads_advance_only_with_the_auto_increment_bit() {
     let mut buf = [0; 2];
     bus.read_registers(HTS221, 0x30, &mut buf).unwrap();
     assert_eq!(buf, [0x42, 0x42]);
-    bus.read_registers(HTS221, 0x30 | AUTO_INCREMENT, &mut buf).unwrap();
+    bus.read_registers(HTS221, 0x30 | AUTO_INCREMENT, &mut buf)
+        .unwrap();
     assert_eq!(buf, [0x42, 0x96]);
 }

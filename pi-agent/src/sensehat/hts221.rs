@@ -9,7 +9,11 @@
 
 use super::{Chip, I2cBus, SenseHatError, Watchdog, CTRL_REG1, POWER_DOWN, STATUS_REG};
 
-const CHIP: Chip = Chip { name: "HTS221 (humidity)", address: 0x5F, who_am_i: 0xBC };
+const CHIP: Chip = Chip {
+    name: "HTS221 (humidity)",
+    address: 0x5F,
+    who_am_i: 0xBC,
+};
 
 const AV_CONF: u8 = 0x10;
 /// HUMIDITY_OUT_L; HUMIDITY_OUT_H, TEMP_OUT_L and TEMP_OUT_H follow.
@@ -62,7 +66,12 @@ impl Calibration {
             t0_out: i16_at(0x3C),
             t1_out: i16_at(0x3E),
         };
-        let bad = |reason| Err(SenseHatError::BadCalibration { chip: CHIP.name, reason });
+        let bad = |reason| {
+            Err(SenseHatError::BadCalibration {
+                chip: CHIP.name,
+                reason,
+            })
+        };
         if calibration.h0_out == calibration.h1_out {
             return bad("H0_T0_OUT equals H1_T0_OUT");
         }
@@ -80,7 +89,11 @@ impl Calibration {
 
     /// °C from TEMP_OUT.
     fn temperature(&self, raw: i16) -> f64 {
-        interpolate(raw, (self.t0_out, self.t0_degc), (self.t1_out, self.t1_degc))
+        interpolate(
+            raw,
+            (self.t0_out, self.t0_degc),
+            (self.t1_out, self.t1_degc),
+        )
     }
 }
 
@@ -104,21 +117,35 @@ impl Hts221 {
         CHIP.read(bus, CALIBRATION, &mut registers)?;
         let calibration = Calibration::decode(&registers)?;
         CHIP.await_first_measurement(bus, DATA_READY)?;
-        Ok(Self { calibration, watchdog: Watchdog::default() })
+        Ok(Self {
+            calibration,
+            watchdog: Watchdog::default(),
+        })
     }
 
     /// The newest measurement, taken at `now` (Unix ms).
-    pub(super) fn read<B: I2cBus>(&mut self, bus: &mut B, now: i64) -> Result<Climate, SenseHatError> {
+    pub(super) fn read<B: I2cBus>(
+        &mut self,
+        bus: &mut B,
+        now: i64,
+    ) -> Result<Climate, SenseHatError> {
         let fresh = CHIP.read_u8(bus, STATUS_REG)? & DATA_READY != 0;
         if let Err(silent_ms) = self.watchdog.observe(fresh, now) {
             power_on(bus)?;
-            return Err(SenseHatError::Stalled { chip: CHIP.name, silent_ms });
+            return Err(SenseHatError::Stalled {
+                chip: CHIP.name,
+                silent_ms,
+            });
         }
         let mut out = [0; 4];
         CHIP.read(bus, HUMIDITY_OUT_L, &mut out)?;
         Ok(Climate {
-            humidity_percent: self.calibration.humidity(i16::from_le_bytes([out[0], out[1]])),
-            celsius: self.calibration.temperature(i16::from_le_bytes([out[2], out[3]])),
+            humidity_percent: self
+                .calibration
+                .humidity(i16::from_le_bytes([out[0], out[1]])),
+            celsius: self
+                .calibration
+                .temperature(i16::from_le_bytes([out[2], out[3]])),
         })
     }
 
@@ -156,8 +183,10 @@ pub(super) mod tests {
     /// 0x3C T0_OUT     = 0xFB82 = -1150
     /// 0x3E T1_OUT     = 0x1388 =  5000
     /// ```
-    pub(in crate::sensehat) const CALIBRATION_REGISTERS: [u8; 16] =
-        [0x42, 0x96, 0x9D, 0x18, 0x00, 0xC4, 0x30, 0xF8, 0xFF, 0xFF, 0x88, 0x13, 0x82, 0xFB, 0x88, 0x13];
+    pub(in crate::sensehat) const CALIBRATION_REGISTERS: [u8; 16] = [
+        0x42, 0x96, 0x9D, 0x18, 0x00, 0xC4, 0x30, 0xF8, 0xFF, 0xFF, 0x88, 0x13, 0x82, 0xFB, 0x88,
+        0x13,
+    ];
 
     /// HUMIDITY_OUT = 0x0BB8 = 3000, TEMP_OUT = 0x04E2 = 1250 (0x28..=0x2B, little-endian):
     ///
@@ -193,8 +222,17 @@ pub(super) mod tests {
         assert!((calibration().humidity(3000) - 63.0).abs() < 1e-9);
         assert!((calibration().temperature(1250) - 25.625).abs() < 1e-9);
         // At the calibration points themselves: exactly the stored values.
-        assert_eq!((calibration().humidity(-2000), calibration().humidity(5000)), (33.0, 75.0));
-        assert_eq!((calibration().temperature(-1150), calibration().temperature(5000)), (19.625, 35.0));
+        assert_eq!(
+            (calibration().humidity(-2000), calibration().humidity(5000)),
+            (33.0, 75.0)
+        );
+        assert_eq!(
+            (
+                calibration().temperature(-1150),
+                calibration().temperature(5000)
+            ),
+            (19.625, 35.0)
+        );
     }
 
     #[test]
@@ -209,6 +247,9 @@ pub(super) mod tests {
         let mut registers = CALIBRATION_REGISTERS;
         registers[0x3E - 0x30..].copy_from_slice(&[0x82, 0xFB]);
         let error = Calibration::decode(&registers).unwrap_err();
-        assert_eq!(error.to_string(), "HTS221 (humidity): unusable factory calibration: T0_OUT equals T1_OUT");
+        assert_eq!(
+            error.to_string(),
+            "HTS221 (humidity): unusable factory calibration: T0_OUT equals T1_OUT"
+        );
     }
 }

@@ -6,7 +6,11 @@
 
 use super::{Chip, I2cBus, SenseHatError, Watchdog, CTRL_REG1, POWER_DOWN, STATUS_REG};
 
-const CHIP: Chip = Chip { name: "LPS25H (pressure)", address: 0x5C, who_am_i: 0xBD };
+const CHIP: Chip = Chip {
+    name: "LPS25H (pressure)",
+    address: 0x5C,
+    who_am_i: 0xBD,
+};
 
 const RES_CONF: u8 = 0x10;
 /// PRESS_OUT_XL; PRESS_OUT_L, PRESS_OUT_H, TEMP_OUT_L and TEMP_OUT_H follow.
@@ -33,7 +37,10 @@ impl Air {
         // Why the zero at the bottom: the arithmetic shift back down extends the 24-bit sign.
         let pressure = i32::from_le_bytes([0, out[0], out[1], out[2]]) >> 8;
         let temperature = i16::from_le_bytes([out[3], out[4]]);
-        Self { hpa: f64::from(pressure) / 4096.0, celsius: 42.5 + f64::from(temperature) / 480.0 }
+        Self {
+            hpa: f64::from(pressure) / 4096.0,
+            celsius: 42.5 + f64::from(temperature) / 480.0,
+        }
     }
 }
 
@@ -56,7 +63,10 @@ impl Lps25h {
         let fresh = CHIP.read_u8(bus, STATUS_REG)? & DATA_READY != 0;
         if let Err(silent_ms) = self.watchdog.observe(fresh, now) {
             power_on(bus)?;
-            return Err(SenseHatError::Stalled { chip: CHIP.name, silent_ms });
+            return Err(SenseHatError::Stalled {
+                chip: CHIP.name,
+                silent_ms,
+            });
         }
         let mut out = [0; 5];
         CHIP.read(bus, PRESS_OUT_XL, &mut out)?;
@@ -92,7 +102,13 @@ pub(super) mod tests {
 
     #[test]
     fn decodes_pressure_at_4096_lsb_per_hpa_and_temperature_from_42_5_degrees() {
-        assert_eq!(Air::decode(&OUTPUT_REGISTERS), Air { hpa: 1013.25, celsius: 21.5 });
+        assert_eq!(
+            Air::decode(&OUTPUT_REGISTERS),
+            Air {
+                hpa: 1013.25,
+                celsius: 21.5
+            }
+        );
     }
 
     #[test]

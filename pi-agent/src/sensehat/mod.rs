@@ -43,7 +43,12 @@ pub trait I2cBus: Send + 'static {
 
     /// Fills `buf` from the device at `address`, starting at `register`, in one
     /// transaction (register write, repeated start, read).
-    fn read_registers(&mut self, address: u8, register: u8, buf: &mut [u8]) -> Result<(), Self::Error>;
+    fn read_registers(
+        &mut self,
+        address: u8,
+        register: u8,
+        buf: &mut [u8],
+    ) -> Result<(), Self::Error>;
 
     /// Writes `value` to `register` of the device at `address`.
     fn write_register(&mut self, address: u8, register: u8, value: u8) -> Result<(), Self::Error>;
@@ -62,13 +67,25 @@ pub trait I2cBus: Send + 'static {
 pub enum SenseHatError {
     /// The bus transaction failed: the chip did not answer, or the bus is not there.
     #[error("{chip} at I2C address {address:#04x}: {cause}")]
-    Bus { chip: &'static str, address: u8, cause: Box<dyn std::error::Error + Send + Sync> },
+    Bus {
+        chip: &'static str,
+        address: u8,
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Something else answers at the chip's address.
     #[error("{chip} not found at I2C address {address:#04x}: WHO_AM_I reads {found:#04x}, not {expected:#04x}")]
-    NotFound { chip: &'static str, address: u8, found: u8, expected: u8 },
+    NotFound {
+        chip: &'static str,
+        address: u8,
+        found: u8,
+        expected: u8,
+    },
     /// The calibration registers would divide by zero.
     #[error("{chip}: unusable factory calibration: {reason}")]
-    BadCalibration { chip: &'static str, reason: &'static str },
+    BadCalibration {
+        chip: &'static str,
+        reason: &'static str,
+    },
     /// No measurement came after power-on.
     #[error("{chip}: no measurement within {waited_ms} ms of power-on")]
     NoMeasurement { chip: &'static str, waited_ms: u64 },
@@ -99,12 +116,26 @@ struct Chip {
 
 impl Chip {
     fn bus_error(&self, cause: impl std::error::Error + Send + Sync + 'static) -> SenseHatError {
-        SenseHatError::Bus { chip: self.name, address: self.address, cause: Box::new(cause) }
+        SenseHatError::Bus {
+            chip: self.name,
+            address: self.address,
+            cause: Box::new(cause),
+        }
     }
 
-    fn read<B: I2cBus>(&self, bus: &mut B, register: u8, buf: &mut [u8]) -> Result<(), SenseHatError> {
-        let register = if buf.len() > 1 { register | AUTO_INCREMENT } else { register };
-        bus.read_registers(self.address, register, buf).map_err(|e| self.bus_error(e))
+    fn read<B: I2cBus>(
+        &self,
+        bus: &mut B,
+        register: u8,
+        buf: &mut [u8],
+    ) -> Result<(), SenseHatError> {
+        let register = if buf.len() > 1 {
+            register | AUTO_INCREMENT
+        } else {
+            register
+        };
+        bus.read_registers(self.address, register, buf)
+            .map_err(|e| self.bus_error(e))
     }
 
     fn read_u8<B: I2cBus>(&self, bus: &mut B, register: u8) -> Result<u8, SenseHatError> {
@@ -114,19 +145,29 @@ impl Chip {
     }
 
     fn write<B: I2cBus>(&self, bus: &mut B, register: u8, value: u8) -> Result<(), SenseHatError> {
-        bus.write_register(self.address, register, value).map_err(|e| self.bus_error(e))
+        bus.write_register(self.address, register, value)
+            .map_err(|e| self.bus_error(e))
     }
 
     fn check_identity<B: I2cBus>(&self, bus: &mut B) -> Result<(), SenseHatError> {
         match self.read_u8(bus, WHO_AM_I)? {
             found if found == self.who_am_i => Ok(()),
-            found => Err(SenseHatError::NotFound { chip: self.name, address: self.address, found, expected: self.who_am_i }),
+            found => Err(SenseHatError::NotFound {
+                chip: self.name,
+                address: self.address,
+                found,
+                expected: self.who_am_i,
+            }),
         }
     }
 
     /// Waits until STATUS_REG shows a measurement in `ready` (a chip's first
     /// conversion after power-on takes one output period: 80 ms at most here).
-    fn await_first_measurement<B: I2cBus>(&self, bus: &mut B, ready: u8) -> Result<(), SenseHatError> {
+    fn await_first_measurement<B: I2cBus>(
+        &self,
+        bus: &mut B,
+        ready: u8,
+    ) -> Result<(), SenseHatError> {
         const POLL: Duration = Duration::from_millis(10);
         const POLLS: u64 = 50;
         for _ in 0..POLLS {
@@ -135,7 +176,10 @@ impl Chip {
             }
             bus.pause(POLL);
         }
-        Err(SenseHatError::NoMeasurement { chip: self.name, waited_ms: POLLS * POLL.as_millis() as u64 })
+        Err(SenseHatError::NoMeasurement {
+            chip: self.name,
+            waited_ms: POLLS * POLL.as_millis() as u64,
+        })
     }
 }
 
@@ -182,7 +226,11 @@ impl<B: I2cBus> SenseHat<B> {
     pub fn open(mut bus: B) -> Result<Self, SenseHatError> {
         let hts221 = Hts221::open(&mut bus)?;
         let lps25h = Lps25h::open(&mut bus)?;
-        Ok(Self { bus, hts221, lps25h })
+        Ok(Self {
+            bus,
+            hts221,
+            lps25h,
+        })
     }
 }
 
@@ -192,7 +240,11 @@ impl<B: I2cBus> Sensors for SenseHat<B> {
     fn sample(&mut self, now: i64) -> anyhow::Result<Vec<(Metric, f64)>> {
         let climate = self.hts221.read(&mut self.bus, now)?;
         let air = self.lps25h.read(&mut self.bus, now)?;
-        debug!(hts221_celsius = climate.celsius, lps25h_celsius = air.celsius, "Sense HAT temperatures");
+        debug!(
+            hts221_celsius = climate.celsius,
+            lps25h_celsius = air.celsius,
+            "Sense HAT temperatures"
+        );
         let round = |v: f64| (v * 100.0).round() / 100.0;
         Ok(vec![
             (Metric::TemperatureCelsius, round(climate.celsius)),
@@ -221,7 +273,11 @@ mod tests {
         let mut hat = SenseHat::open(FakeBus::sensehat()).unwrap();
         assert_eq!(
             hat.sample(1_000).unwrap(),
-            [(Metric::TemperatureCelsius, 25.63), (Metric::HumidityPercent, 63.0), (Metric::PressureHpa, 1013.25)]
+            [
+                (Metric::TemperatureCelsius, 25.63),
+                (Metric::HumidityPercent, 63.0),
+                (Metric::PressureHpa, 1013.25)
+            ]
         );
     }
 
@@ -252,7 +308,10 @@ mod tests {
         let mut bus = FakeBus::sensehat();
         bus.pauses_until_ready = usize::MAX;
         let error = SenseHat::open(bus).err().unwrap();
-        assert_eq!(error.to_string(), "HTS221 (humidity): no measurement within 500 ms of power-on");
+        assert_eq!(
+            error.to_string(),
+            "HTS221 (humidity): no measurement within 500 ms of power-on"
+        );
     }
 
     #[test]
@@ -260,7 +319,10 @@ mod tests {
         let bus = FakeBus::sensehat();
         bus.registers.remove(fake::LPS25H);
         let error = SenseHat::open(bus).err().unwrap();
-        assert_eq!(error.to_string(), "LPS25H (pressure) at I2C address 0x5c: no device acknowledged address 0x5c");
+        assert_eq!(
+            error.to_string(),
+            "LPS25H (pressure) at I2C address 0x5c: no device acknowledged address 0x5c"
+        );
     }
 
     #[test]
@@ -268,7 +330,10 @@ mod tests {
         let bus = FakeBus::sensehat();
         bus.registers.set(fake::HTS221, WHO_AM_I, 0x33);
         let error = SenseHat::open(bus).err().unwrap();
-        assert_eq!(error.to_string(), "HTS221 (humidity) not found at I2C address 0x5f: WHO_AM_I reads 0x33, not 0xbc");
+        assert_eq!(
+            error.to_string(),
+            "HTS221 (humidity) not found at I2C address 0x5f: WHO_AM_I reads 0x33, not 0xbc"
+        );
     }
 
     #[test]
@@ -282,7 +347,10 @@ mod tests {
         registers.set(fake::LPS25H, STATUS_REG, 0);
         hat.sample(5_000).unwrap();
         let error = hat.sample(5_001).unwrap_err();
-        assert_eq!(error.to_string(), "LPS25H (pressure): no new measurement for 5001 ms; powered it on again");
+        assert_eq!(
+            error.to_string(),
+            "LPS25H (pressure): no new measurement for 5001 ms; powered it on again"
+        );
         assert_eq!(registers.get(fake::LPS25H, CTRL_REG1), 0xC4);
     }
 
@@ -293,6 +361,10 @@ mod tests {
         assert_eq!(watchdog.observe(false, 5_000), Ok(()));
         assert_eq!(watchdog.observe(true, 5_001), Ok(()));
         assert_eq!(watchdog.observe(false, 10_002), Err(5_001));
-        assert_eq!(watchdog.observe(false, 10_003), Ok(()), "counts afresh after reporting");
+        assert_eq!(
+            watchdog.observe(false, 10_003),
+            Ok(()),
+            "counts afresh after reporting"
+        );
     }
 }

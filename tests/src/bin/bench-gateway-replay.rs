@@ -16,31 +16,52 @@ use std::{
 };
 
 use hearth_gateway::queue::DiskQueue;
-use hearth_proto::v1::{device_service_client::DeviceServiceClient, CreateHomeRequest, DeviceKind, Metric, Reading, ReadingBatch, RegisterDeviceRequest};
-use hearth_tests::{external_mqtt_url, fresh_mysql_database, log_field, spawn_until_ready, workspace_dir, TempDir};
+use hearth_proto::v1::{
+    device_service_client::DeviceServiceClient, CreateHomeRequest, DeviceKind, Metric, Reading,
+    ReadingBatch, RegisterDeviceRequest,
+};
+use hearth_tests::{
+    external_mqtt_url, fresh_mysql_database, log_field, spawn_until_ready, workspace_dir, TempDir,
+};
 use prost::Message as _;
 use sqlx::Connection as _;
 
 const SENSORS: u64 = 100;
 
 fn release_binary(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_dir().join("target"), PathBuf::from);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_dir().join("target"), PathBuf::from);
     target.join("release").join(name)
 }
 
 fn peak_rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let total: u64 = std::env::args().nth(1).map_or(Ok(1_000_000), |a| a.parse())?;
+    let total: u64 = std::env::args()
+        .nth(1)
+        .map_or(Ok(1_000_000), |a| a.parse())?;
     eprintln!("building release binaries…");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--quiet", "-p", "hearth-backend", "-p", "hearth-gateway", "--bins"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "hearth-backend",
+            "-p",
+            "hearth-gateway",
+            "--bins",
+        ])
         .current_dir(workspace_dir())
         .status()?;
     anyhow::ensure!(status.success(), "cargo build failed");
@@ -60,9 +81,21 @@ async fn main() -> anyhow::Result<()> {
     let grpc = format!("http://{}", log_field(&ready, "http"));
 
     let mut devices = DeviceServiceClient::connect(grpc.clone()).await?;
-    devices.create_home(CreateHomeRequest { id: "bench".into(), name: "Benchmark".into() }).await?;
+    devices
+        .create_home(CreateHomeRequest {
+            id: "bench".into(),
+            name: "Benchmark".into(),
+        })
+        .await?;
     for s in 0..SENSORS {
-        devices.register_device(RegisterDeviceRequest { home_id: "bench".into(), id: format!("s{s}"), kind: DeviceKind::Sensor as i32, name: String::new() }).await?;
+        devices
+            .register_device(RegisterDeviceRequest {
+                home_id: "bench".into(),
+                id: format!("s{s}"),
+                kind: DeviceKind::Sensor as i32,
+                name: String::new(),
+            })
+            .await?;
     }
 
     eprintln!("writing a backlog of {total} readings into the gateway's queue…");
@@ -76,9 +109,14 @@ async fn main() -> anyhow::Result<()> {
                 device_id: format!("s{}", i % SENSORS),
                 seq: i / SENSORS + 1,
                 time_unix_ms: base + (i / SENSORS) as i64,
-                readings: vec![Reading { metric: Metric::TemperatureCelsius as i32, value: 20.0 + (i % 100) as f64 / 10.0 }],
+                readings: vec![Reading {
+                    metric: Metric::TemperatureCelsius as i32,
+                    value: 20.0 + (i % 100) as f64 / 10.0,
+                }],
             };
-            queue.append(&batch.encode_to_vec())?.map_err(|_| anyhow::anyhow!("queue full"))?;
+            queue
+                .append(&batch.encode_to_vec())?
+                .map_err(|_| anyhow::anyhow!("queue full"))?;
         }
         queue.sync()?;
     }
@@ -98,16 +136,27 @@ async fn main() -> anyhow::Result<()> {
     let mut peak_gateway_kb = 0;
     while (stored as u64) < total && started.elapsed() < Duration::from_secs(600) {
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        stored = sqlx::query_scalar("SELECT COUNT(*) FROM readings").fetch_one(&mut db).await?;
+        stored = sqlx::query_scalar("SELECT COUNT(*) FROM readings")
+            .fetch_one(&mut db)
+            .await?;
         peak_gateway_kb = peak_gateway_kb.max(peak_rss_kb(gateway_pid));
-        eprintln!("  {:>6.1} s  {stored:>9} stored  ({:.0}/s)", started.elapsed().as_secs_f64(), stored as f64 / started.elapsed().as_secs_f64());
+        eprintln!(
+            "  {:>6.1} s  {stored:>9} stored  ({:.0}/s)",
+            started.elapsed().as_secs_f64(),
+            stored as f64 / started.elapsed().as_secs_f64()
+        );
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let distinct: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM (SELECT DISTINCT device_id, seq FROM readings) d").fetch_one(&mut db).await?;
+    let distinct: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM (SELECT DISTINCT device_id, seq FROM readings) d")
+            .fetch_one(&mut db)
+            .await?;
     let hearth_kb = peak_rss_kb(hearth.id());
     let _ = gateway.kill();
     let _ = hearth.kill();
-    sqlx::query(&format!("DROP DATABASE {db_name}")).execute(&mut db).await?;
+    sqlx::query(&format!("DROP DATABASE {db_name}"))
+        .execute(&mut db)
+        .await?;
 
     let rate = stored as f64 / elapsed;
     let lost = total as i64 - distinct;
@@ -118,7 +167,10 @@ async fn main() -> anyhow::Result<()> {
     println!("  readings/s        {rate:.0}   (target >= 20000)");
     println!("  lost              {lost}   (target 0)");
     println!("  duplicated        {duplicated}   (target 0)");
-    println!("  gateway peak RSS  {:.1} MB   (target <= 20 MB)", peak_gateway_kb as f64 / 1024.0);
+    println!(
+        "  gateway peak RSS  {:.1} MB   (target <= 20 MB)",
+        peak_gateway_kb as f64 / 1024.0
+    );
     println!("  hearth peak RSS   {:.1} MB", hearth_kb as f64 / 1024.0);
     let out = workspace_dir().join("target/bench");
     std::fs::create_dir_all(&out)?;

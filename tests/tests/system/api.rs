@@ -3,8 +3,9 @@
 
 use futures::StreamExt as _;
 use hearth_proto::v1::{
-    device_service_client::DeviceServiceClient, CreateHomeRequest, CreateRuleRequest, DeviceKind, GetDeviceRequest, ListDevicesRequest,
-    ListReadingsRequest, Metric, Mode, RegisterDeviceRequest, Rule, SetModeRequest,
+    device_service_client::DeviceServiceClient, CreateHomeRequest, CreateRuleRequest, DeviceKind,
+    GetDeviceRequest, ListDevicesRequest, ListReadingsRequest, Metric, Mode, RegisterDeviceRequest,
+    Rule, SetModeRequest,
 };
 use hearth_tests::{both, unique, Backend, TestApp};
 use tonic::Code;
@@ -12,35 +13,151 @@ use tonic::Code;
 fn assert_invalid(result: Result<impl std::fmt::Debug, tonic::Status>, field: &str) {
     let status = result.expect_err("the call must fail");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(status.message().contains(field), "message {:?} should name {field}", status.message());
+    assert!(
+        status.message().contains(field),
+        "message {:?} should name {field}",
+        status.message()
+    );
 }
 
 async fn bad_requests_name_the_field_and_unknown_devices_are_not_found(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (sensor, fan) = (unique("sensor"), unique("fan"));
-    let home = app.home_with(&[(&sensor, DeviceKind::Sensor), (&fan, DeviceKind::Fan)]).await;
+    let home = app
+        .home_with(&[(&sensor, DeviceKind::Sensor), (&fan, DeviceKind::Fan)])
+        .await;
     let mut devices = app.devices().await;
 
-    assert_invalid(devices.create_home(CreateHomeRequest { id: "bad/id".into(), name: String::new() }).await, "id");
-    assert_eq!(devices.create_home(CreateHomeRequest { id: home.clone(), name: String::new() }).await.unwrap_err().code(), Code::AlreadyExists);
     assert_invalid(
-        devices.register_device(RegisterDeviceRequest { home_id: home.clone(), id: unique("x"), kind: 0, name: String::new() }).await,
+        devices
+            .create_home(CreateHomeRequest {
+                id: "bad/id".into(),
+                name: String::new(),
+            })
+            .await,
+        "id",
+    );
+    assert_eq!(
+        devices
+            .create_home(CreateHomeRequest {
+                id: home.clone(),
+                name: String::new()
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::AlreadyExists
+    );
+    assert_invalid(
+        devices
+            .register_device(RegisterDeviceRequest {
+                home_id: home.clone(),
+                id: unique("x"),
+                kind: 0,
+                name: String::new(),
+            })
+            .await,
         "kind",
     );
-    let orphan = devices.register_device(RegisterDeviceRequest { home_id: unique("nohome"), id: unique("x"), kind: DeviceKind::Fan as i32, name: String::new() }).await;
+    let orphan = devices
+        .register_device(RegisterDeviceRequest {
+            home_id: unique("nohome"),
+            id: unique("x"),
+            kind: DeviceKind::Fan as i32,
+            name: String::new(),
+        })
+        .await;
     assert_eq!(orphan.unwrap_err().code(), Code::NotFound);
-    assert_invalid(devices.set_mode(SetModeRequest { device_id: String::new(), mode: Mode::On as i32, requested_by: String::new() }).await, "device_id");
-    assert_invalid(devices.set_mode(SetModeRequest { device_id: fan.clone(), mode: 0, requested_by: String::new() }).await, "mode");
-    assert_invalid(devices.set_mode(SetModeRequest { device_id: fan.clone(), mode: 42, requested_by: String::new() }).await, "mode");
-    assert_invalid(devices.set_mode(SetModeRequest { device_id: sensor.clone(), mode: Mode::On as i32, requested_by: String::new() }).await, "device_id");
-    let unknown = devices.set_mode(SetModeRequest { device_id: unique("ghost"), mode: Mode::On as i32, requested_by: String::new() }).await;
+    assert_invalid(
+        devices
+            .set_mode(SetModeRequest {
+                device_id: String::new(),
+                mode: Mode::On as i32,
+                requested_by: String::new(),
+            })
+            .await,
+        "device_id",
+    );
+    assert_invalid(
+        devices
+            .set_mode(SetModeRequest {
+                device_id: fan.clone(),
+                mode: 0,
+                requested_by: String::new(),
+            })
+            .await,
+        "mode",
+    );
+    assert_invalid(
+        devices
+            .set_mode(SetModeRequest {
+                device_id: fan.clone(),
+                mode: 42,
+                requested_by: String::new(),
+            })
+            .await,
+        "mode",
+    );
+    assert_invalid(
+        devices
+            .set_mode(SetModeRequest {
+                device_id: sensor.clone(),
+                mode: Mode::On as i32,
+                requested_by: String::new(),
+            })
+            .await,
+        "device_id",
+    );
+    let unknown = devices
+        .set_mode(SetModeRequest {
+            device_id: unique("ghost"),
+            mode: Mode::On as i32,
+            requested_by: String::new(),
+        })
+        .await;
     assert_eq!(unknown.unwrap_err().code(), Code::NotFound);
-    assert_eq!(devices.get_device(GetDeviceRequest { id: unique("ghost") }).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        devices
+            .get_device(GetDeviceRequest {
+                id: unique("ghost")
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
 
     let mut telemetry = app.telemetry().await;
-    assert_invalid(telemetry.list_readings(ListReadingsRequest { device_id: sensor.clone(), page_size: 5000, ..Default::default() }).await, "page_size");
-    assert_invalid(telemetry.list_readings(ListReadingsRequest { device_id: sensor.clone(), page_token: "nope".into(), ..Default::default() }).await, "page_token");
-    assert_invalid(telemetry.list_readings(ListReadingsRequest { device_id: sensor.clone(), metric: 77, ..Default::default() }).await, "metric");
+    assert_invalid(
+        telemetry
+            .list_readings(ListReadingsRequest {
+                device_id: sensor.clone(),
+                page_size: 5000,
+                ..Default::default()
+            })
+            .await,
+        "page_size",
+    );
+    assert_invalid(
+        telemetry
+            .list_readings(ListReadingsRequest {
+                device_id: sensor.clone(),
+                page_token: "nope".into(),
+                ..Default::default()
+            })
+            .await,
+        "page_token",
+    );
+    assert_invalid(
+        telemetry
+            .list_readings(ListReadingsRequest {
+                device_id: sensor.clone(),
+                metric: 77,
+                ..Default::default()
+            })
+            .await,
+        "metric",
+    );
 
     let mut automation = app.automation().await;
     let rule = Rule {
@@ -53,13 +170,59 @@ async fn bad_requests_name_the_field_and_unknown_devices_are_not_found(backend: 
         enabled: true,
         ..Default::default()
     };
-    assert_invalid(automation.create_rule(CreateRuleRequest { rule: None }).await, "rule");
-    assert_invalid(automation.create_rule(CreateRuleRequest { rule: Some(Rule { off_below: 26.0, ..rule.clone() }) }).await, "rule.off_below");
-    assert_invalid(automation.create_rule(CreateRuleRequest { rule: Some(Rule { target_device_id: sensor.clone(), ..rule.clone() }) }).await, "rule.target_device_id");
-    assert_invalid(automation.create_rule(CreateRuleRequest { rule: Some(Rule { metric: 0, ..rule.clone() }) }).await, "rule.metric");
-    let missing = automation.create_rule(CreateRuleRequest { rule: Some(Rule { source_device_id: unique("ghost"), ..rule.clone() }) }).await;
+    assert_invalid(
+        automation
+            .create_rule(CreateRuleRequest { rule: None })
+            .await,
+        "rule",
+    );
+    assert_invalid(
+        automation
+            .create_rule(CreateRuleRequest {
+                rule: Some(Rule {
+                    off_below: 26.0,
+                    ..rule.clone()
+                }),
+            })
+            .await,
+        "rule.off_below",
+    );
+    assert_invalid(
+        automation
+            .create_rule(CreateRuleRequest {
+                rule: Some(Rule {
+                    target_device_id: sensor.clone(),
+                    ..rule.clone()
+                }),
+            })
+            .await,
+        "rule.target_device_id",
+    );
+    assert_invalid(
+        automation
+            .create_rule(CreateRuleRequest {
+                rule: Some(Rule {
+                    metric: 0,
+                    ..rule.clone()
+                }),
+            })
+            .await,
+        "rule.metric",
+    );
+    let missing = automation
+        .create_rule(CreateRuleRequest {
+            rule: Some(Rule {
+                source_device_id: unique("ghost"),
+                ..rule.clone()
+            }),
+        })
+        .await;
     assert_eq!(missing.unwrap_err().code(), Code::NotFound);
-    let created = automation.create_rule(CreateRuleRequest { rule: Some(rule) }).await.expect("a valid rule").into_inner();
+    let created = automation
+        .create_rule(CreateRuleRequest { rule: Some(rule) })
+        .await
+        .expect("a valid rule")
+        .into_inner();
     assert!(created.id.starts_with("rule-"), "{created:?}");
 }
 both!(bad_requests_name_the_field_and_unknown_devices_are_not_found);
@@ -71,23 +234,50 @@ async fn grpc_web_over_http1_lists_and_switches_devices() {
     let fan = unique("fan");
     let home = app.home_with(&[(&fan, DeviceKind::Fan)]).await;
 
-    let http1 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let http1 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
     let service = tower_layer(http1);
     let mut client = DeviceServiceClient::with_origin(service, app.grpc_url().parse().unwrap());
-    let listed = client.list_devices(ListDevicesRequest { home_id: home.clone() }).await.expect("ListDevices over gRPC-web").into_inner();
-    assert_eq!(listed.devices.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), [fan.as_str()]);
+    let listed = client
+        .list_devices(ListDevicesRequest {
+            home_id: home.clone(),
+        })
+        .await
+        .expect("ListDevices over gRPC-web")
+        .into_inner();
+    assert_eq!(
+        listed
+            .devices
+            .iter()
+            .map(|d| d.id.as_str())
+            .collect::<Vec<_>>(),
+        [fan.as_str()]
+    );
     let switched = client
-        .set_mode(SetModeRequest { device_id: fan.clone(), mode: Mode::On as i32, requested_by: "browser".into() })
+        .set_mode(SetModeRequest {
+            device_id: fan.clone(),
+            mode: Mode::On as i32,
+            requested_by: "browser".into(),
+        })
         .await
         .expect("SetMode over gRPC-web")
         .into_inner();
     assert_eq!(switched.desired.map(|d| (d.version, d.on)), Some((1, true)));
-    let err = client.get_device(GetDeviceRequest { id: unique("ghost") }).await.unwrap_err();
-    assert_eq!(err.code(), Code::NotFound, "statuses survive the gRPC-web trailers");
+    let err = client
+        .get_device(GetDeviceRequest {
+            id: unique("ghost"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::NotFound,
+        "statuses survive the gRPC-web trailers"
+    );
 
     // A raw request, as a browser sends it: HTTP/1.1, grpc-web content type, CORS.
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use prost::Message as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let body = ListDevicesRequest { home_id: home }.encode_to_vec();
     let mut framed = vec![0u8];
     framed.extend((body.len() as u32).to_be_bytes());
@@ -104,9 +294,15 @@ async fn grpc_web_over_http1_lists_and_switches_devices() {
     stream.read_to_end(&mut response).await.unwrap();
     let text = String::from_utf8_lossy(&response).to_lowercase();
     assert!(text.starts_with("http/1.1 200"), "{text}");
-    assert!(text.contains("content-type: application/grpc-web+proto"), "{text}");
+    assert!(
+        text.contains("content-type: application/grpc-web+proto"),
+        "{text}"
+    );
     assert!(text.contains("access-control-allow-origin: *"), "{text}");
-    assert!(text.contains("grpc-status:0"), "trailers in the body: {text}");
+    assert!(
+        text.contains("grpc-status:0"),
+        "trailers in the body: {text}"
+    );
     assert!(text.contains(&fan), "{text}");
 }
 
@@ -116,36 +312,86 @@ fn tower_layer<S>(inner: S) -> tonic_web::GrpcWebClientService<S> {
 
 #[tokio::test]
 async fn reflection_lists_the_three_services_and_health_says_serving() {
-    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+    use tonic_health::pb::{
+        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    };
     let app = TestApp::spawn(Backend::Embedded).await;
-    let channel = tonic::transport::Channel::from_shared(app.grpc_url()).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(app.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
 
-    use tonic_reflection::pb::v1::{server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest, server_reflection_response::MessageResponse, ServerReflectionRequest};
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
+    };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
     let mut responses = ServerReflectionClient::new(channel.clone())
         .server_reflection_info(tokio_stream::iter([request]))
         .await
         .expect("reflection v1")
         .into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) = responses.next().await.unwrap().unwrap().message_response else {
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        responses.next().await.unwrap().unwrap().message_response
+    else {
         panic!("expected a service list");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for service in ["hearth.v1.TelemetryService", "hearth.v1.DeviceService", "hearth.v1.AutomationService", "grpc.health.v1.Health"] {
-        assert!(names.iter().any(|n| n == service), "{service} missing from {names:?}");
+    for service in [
+        "hearth.v1.TelemetryService",
+        "hearth.v1.DeviceService",
+        "hearth.v1.AutomationService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == service),
+            "{service} missing from {names:?}"
+        );
     }
 
     {
-        use tonic_reflection::pb::v1alpha::{server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest, ServerReflectionRequest};
-        let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::FileContainingSymbol("hearth.v1.DeviceService".into())) };
-        let mut responses = ServerReflectionClient::new(channel.clone()).server_reflection_info(tokio_stream::iter([request])).await.expect("reflection v1alpha").into_inner();
+        use tonic_reflection::pb::v1alpha::{
+            server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, ServerReflectionRequest,
+        };
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(
+                "hearth.v1.DeviceService".into(),
+            )),
+        };
+        let mut responses = ServerReflectionClient::new(channel.clone())
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .expect("reflection v1alpha")
+            .into_inner();
         let response = responses.next().await.unwrap().unwrap();
-        assert!(format!("{response:?}").contains("FileDescriptorResponse"), "{response:?}");
+        assert!(
+            format!("{response:?}").contains("FileDescriptorResponse"),
+            "{response:?}"
+        );
     }
 
     let mut health = HealthClient::new(channel);
-    for service in ["", "hearth.v1.DeviceService", "hearth.v1.TelemetryService", "hearth.v1.AutomationService"] {
-        let status = health.check(HealthCheckRequest { service: service.into() }).await.expect("health check").into_inner().status;
+    for service in [
+        "",
+        "hearth.v1.DeviceService",
+        "hearth.v1.TelemetryService",
+        "hearth.v1.AutomationService",
+    ] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health check")
+            .into_inner()
+            .status;
         assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
     }
 }

@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
-use hearth_proto::v1::{CreateRuleRequest, DeviceKind, Metric, Mode, Reading, ReadingBatch, Rule, SetModeRequest};
-use hearth_tests::{both, spawn_actuator, unique, Backend};
 use hearth_agent::hardware::Output as _;
+use hearth_proto::v1::{
+    CreateRuleRequest, DeviceKind, Metric, Mode, Reading, ReadingBatch, Rule, SetModeRequest,
+};
+use hearth_tests::{both, spawn_actuator, unique, Backend};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -17,25 +19,64 @@ async fn switching_a_fan_is_applied_and_acknowledged(backend: Backend) {
     app.wait_for_device(&fan, WAIT, |d| d.online).await;
 
     let mut api = app.devices().await;
-    let on = api.set_mode(SetModeRequest { device_id: fan.clone(), mode: Mode::On as i32, requested_by: "test".into() }).await.unwrap().into_inner();
+    let on = api
+        .set_mode(SetModeRequest {
+            device_id: fan.clone(),
+            mode: Mode::On as i32,
+            requested_by: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(on.mode, Mode::On as i32);
     let desired = on.desired.expect("a desired state");
     assert_eq!((desired.version, desired.on), (1, true));
     assert_eq!(on.desired_reason, "test: SetMode ON");
 
-    let acked = app.wait_for_device(&fan, WAIT, |d| d.reported.as_ref().is_some_and(|r| r.applied_version == 1)).await;
+    let acked = app
+        .wait_for_device(&fan, WAIT, |d| {
+            d.reported.as_ref().is_some_and(|r| r.applied_version == 1)
+        })
+        .await;
     assert!(acked.reported.unwrap().on);
-    assert!(acked.acknowledged_unix_ms >= desired.issued_unix_ms, "{acked:?}");
+    assert!(
+        acked.acknowledged_unix_ms >= desired.issued_unix_ms,
+        "{acked:?}"
+    );
     assert!(output.is_on(), "the simulated fan's output is on");
 
-    let off = api.set_mode(SetModeRequest { device_id: fan.clone(), mode: Mode::Off as i32, requested_by: String::new() }).await.unwrap().into_inner();
-    assert_eq!(off.desired.as_ref().map(|d| (d.version, d.on)), Some((2, false)));
+    let off = api
+        .set_mode(SetModeRequest {
+            device_id: fan.clone(),
+            mode: Mode::Off as i32,
+            requested_by: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        off.desired.as_ref().map(|d| (d.version, d.on)),
+        Some((2, false))
+    );
     assert_eq!(off.desired_reason, "api: SetMode OFF");
-    app.wait_for_device(&fan, WAIT, |d| d.reported.as_ref().is_some_and(|r| r.applied_version == 2 && !r.on)).await;
+    app.wait_for_device(&fan, WAIT, |d| {
+        d.reported
+            .as_ref()
+            .is_some_and(|r| r.applied_version == 2 && !r.on)
+    })
+    .await;
     assert!(!output.is_on());
 
     // The same mode again makes no new version.
-    let again = api.set_mode(SetModeRequest { device_id: fan.clone(), mode: Mode::Off as i32, requested_by: String::new() }).await.unwrap().into_inner();
+    let again = api
+        .set_mode(SetModeRequest {
+            device_id: fan.clone(),
+            mode: Mode::Off as i32,
+            requested_by: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(again.desired.map(|d| d.version), Some(2));
 }
 both!(switching_a_fan_is_applied_and_acknowledged);
@@ -46,9 +87,20 @@ async fn a_device_that_comes_online_gets_its_current_desired_state(backend: Back
     let home = app.home_with(&[(&light, DeviceKind::Light)]).await;
     let mut api = app.devices().await;
     // Switched while no agent runs: stored, published to nobody.
-    api.set_mode(SetModeRequest { device_id: light.clone(), mode: Mode::On as i32, requested_by: String::new() }).await.unwrap();
+    api.set_mode(SetModeRequest {
+        device_id: light.clone(),
+        mode: Mode::On as i32,
+        requested_by: String::new(),
+    })
+    .await
+    .unwrap();
     let (output, _agent) = spawn_actuator(&app, &home, &light);
-    app.wait_for_device(&light, WAIT, |d| d.reported.as_ref().is_some_and(|r| r.applied_version == 1 && r.on)).await;
+    app.wait_for_device(&light, WAIT, |d| {
+        d.reported
+            .as_ref()
+            .is_some_and(|r| r.applied_version == 1 && r.on)
+    })
+    .await;
     assert!(output.is_on());
 }
 both!(a_device_that_comes_online_gets_its_current_desired_state);
@@ -56,7 +108,9 @@ both!(a_device_that_comes_online_gets_its_current_desired_state);
 async fn in_auto_a_rule_switches_the_fan_above_25_degrees(backend: Backend) {
     let app = hearth_tests::TestApp::spawn(backend).await;
     let (sensor, fan) = (unique("sensor"), unique("fan"));
-    let home = app.home_with(&[(&sensor, DeviceKind::Sensor), (&fan, DeviceKind::Fan)]).await;
+    let home = app
+        .home_with(&[(&sensor, DeviceKind::Sensor), (&fan, DeviceKind::Fan)])
+        .await;
     app.automation()
         .await
         .create_rule(CreateRuleRequest {
@@ -80,28 +134,72 @@ async fn in_auto_a_rule_switches_the_fan_above_25_degrees(backend: Backend) {
     let temperature = |seq: u64, value: f64| ReadingBatch {
         seq,
         time_unix_ms: hearth_agent::unix_ms_now(),
-        readings: vec![Reading { metric: Metric::TemperatureCelsius as i32, value }],
+        readings: vec![Reading {
+            metric: Metric::TemperatureCelsius as i32,
+            value,
+        }],
         ..Default::default()
     };
 
     // Not in AUTO yet: a hot reading changes nothing.
-    device.publish_readings(&app.topics, &home, &sensor, &temperature(1, 30.0)).await;
-    api.set_mode(SetModeRequest { device_id: fan.clone(), mode: Mode::Off as i32, requested_by: String::new() }).await.unwrap();
-    app.wait_for_device(&fan, WAIT, |d| d.reported.as_ref().is_some_and(|r| r.applied_version == 1)).await;
+    device
+        .publish_readings(&app.topics, &home, &sensor, &temperature(1, 30.0))
+        .await;
+    api.set_mode(SetModeRequest {
+        device_id: fan.clone(),
+        mode: Mode::Off as i32,
+        requested_by: String::new(),
+    })
+    .await
+    .unwrap();
+    app.wait_for_device(&fan, WAIT, |d| {
+        d.reported.as_ref().is_some_and(|r| r.applied_version == 1)
+    })
+    .await;
 
-    api.set_mode(SetModeRequest { device_id: fan.clone(), mode: Mode::Auto as i32, requested_by: String::new() }).await.unwrap();
-    device.publish_readings(&app.topics, &home, &sensor, &temperature(2, 24.5)).await;
-    device.publish_readings(&app.topics, &home, &sensor, &temperature(3, 25.5)).await;
-    let on = app.wait_for_device(&fan, WAIT, |d| d.reported.as_ref().is_some_and(|r| r.on)).await;
+    api.set_mode(SetModeRequest {
+        device_id: fan.clone(),
+        mode: Mode::Auto as i32,
+        requested_by: String::new(),
+    })
+    .await
+    .unwrap();
+    device
+        .publish_readings(&app.topics, &home, &sensor, &temperature(2, 24.5))
+        .await;
+    device
+        .publish_readings(&app.topics, &home, &sensor, &temperature(3, 25.5))
+        .await;
+    let on = app
+        .wait_for_device(&fan, WAIT, |d| d.reported.as_ref().is_some_and(|r| r.on))
+        .await;
     assert_eq!(on.mode, Mode::Auto as i32);
-    assert!(on.desired_reason.contains("25.50 > 25"), "{}", on.desired_reason);
+    assert!(
+        on.desired_reason.contains("25.50 > 25"),
+        "{}",
+        on.desired_reason
+    );
     assert!(output.is_on());
 
     // Inside the dead band nothing changes; below it the fan goes off.
-    device.publish_readings(&app.topics, &home, &sensor, &temperature(4, 24.5)).await;
-    device.publish_readings(&app.topics, &home, &sensor, &temperature(5, 23.0)).await;
-    let off = app.wait_for_device(&fan, WAIT, |d| d.reported.as_ref().is_some_and(|r| !r.on && r.applied_version > 2)).await;
-    assert_eq!(off.desired.as_ref().map(|d| d.version), Some(3), "one version on, one off: {off:?}");
+    device
+        .publish_readings(&app.topics, &home, &sensor, &temperature(4, 24.5))
+        .await;
+    device
+        .publish_readings(&app.topics, &home, &sensor, &temperature(5, 23.0))
+        .await;
+    let off = app
+        .wait_for_device(&fan, WAIT, |d| {
+            d.reported
+                .as_ref()
+                .is_some_and(|r| !r.on && r.applied_version > 2)
+        })
+        .await;
+    assert_eq!(
+        off.desired.as_ref().map(|d| d.version),
+        Some(3),
+        "one version on, one off: {off:?}"
+    );
     assert!(!output.is_on());
 }
 both!(in_auto_a_rule_switches_the_fan_above_25_degrees);

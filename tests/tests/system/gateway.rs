@@ -5,7 +5,10 @@
 use std::{collections::HashSet, net::SocketAddr, time::Duration};
 
 use futures::StreamExt as _;
-use hearth_proto::v1::{DeviceKind, ListReadingsRequest, Metric, Reading, ReadingBatch, StoredReading, WatchReadingsRequest};
+use hearth_proto::v1::{
+    DeviceKind, ListReadingsRequest, Metric, Reading, ReadingBatch, StoredReading,
+    WatchReadingsRequest,
+};
 use hearth_tests::{both, unique, Backend, TempDir, TestApp, TestGateway};
 use prost::Message as _;
 
@@ -15,14 +18,26 @@ fn batch(home: &str, sensor: &str, seq: u64, base: i64) -> ReadingBatch {
         device_id: sensor.into(),
         seq,
         time_unix_ms: base + seq as i64 * 10,
-        readings: vec![Reading { metric: Metric::TemperatureCelsius as i32, value: 20.0 + seq as f64 / 100.0 }],
+        readings: vec![Reading {
+            metric: Metric::TemperatureCelsius as i32,
+            value: 20.0 + seq as f64 / 100.0,
+        }],
     }
 }
 
-async fn send(to: SocketAddr, home: &str, sensor: &str, seqs: std::ops::RangeInclusive<u64>, base: i64) {
+async fn send(
+    to: SocketAddr,
+    home: &str,
+    sensor: &str,
+    seqs: std::ops::RangeInclusive<u64>,
+    base: i64,
+) {
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     for seq in seqs {
-        socket.send_to(&batch(home, sensor, seq, base).encode_to_vec(), to).await.unwrap();
+        socket
+            .send_to(&batch(home, sensor, seq, base).encode_to_vec(), to)
+            .await
+            .unwrap();
         if seq % 50 == 0 {
             // Why: loopback UDP drops when a socket buffer overflows; pace like a sensor would.
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -37,7 +52,12 @@ async fn stored(app: &TestApp, sensor: &str) -> Vec<StoredReading> {
     let mut page_token = String::new();
     loop {
         let page = api
-            .list_readings(ListReadingsRequest { device_id: sensor.into(), page_size: 1000, page_token, ..Default::default() })
+            .list_readings(ListReadingsRequest {
+                device_id: sensor.into(),
+                page_size: 1000,
+                page_token,
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
@@ -58,36 +78,82 @@ async fn wait_for_count(app: &TestApp, sensor: &str, n: usize, gateway: &TestGat
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("fewer than {n} readings stored; gateway:\n{}\nhearth:\n{}", gateway.logs(), app.logs());
+    panic!(
+        "fewer than {n} readings stored; gateway:\n{}\nhearth:\n{}",
+        gateway.logs(),
+        app.logs()
+    );
 }
 
 fn assert_exactly_once_in_order(readings: &[StoredReading], n: u64, base: i64) {
-    assert_eq!(readings.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=n).collect::<Vec<_>>(), "each once, in order");
-    assert!(readings.iter().all(|r| r.time_unix_ms == base + r.seq as i64 * 10), "original timestamps kept");
+    assert_eq!(
+        readings.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=n).collect::<Vec<_>>(),
+        "each once, in order"
+    );
+    assert!(
+        readings
+            .iter()
+            .all(|r| r.time_unix_ms == base + r.seq as i64 * 10),
+        "original timestamps kept"
+    );
 }
 
 async fn udp_datagrams_reach_storage_through_the_gateway(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let sensor = unique("sensor");
     let home = app.home_with(&[(&sensor, DeviceKind::Sensor)]).await;
-    let mut live = app.telemetry().await.watch_readings(WatchReadingsRequest { home_id: home.clone(), device_ids: vec![] }).await.unwrap().into_inner();
+    let mut live = app
+        .telemetry()
+        .await
+        .watch_readings(WatchReadingsRequest {
+            home_id: home.clone(),
+            device_ids: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let data = TempDir::new();
     let gateway = TestGateway::spawn(&app, &data).await;
 
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    socket.send_to(&[0xff, 0xff, 0xff], gateway.udp).await.unwrap();
-    send(gateway.udp, &home, &sensor, 1..=20, hearth_agent::unix_ms_now() - 20_000).await;
+    socket
+        .send_to(&[0xff, 0xff, 0xff], gateway.udp)
+        .await
+        .unwrap();
+    send(
+        gateway.udp,
+        &home,
+        &sensor,
+        1..=20,
+        hearth_agent::unix_ms_now() - 20_000,
+    )
+    .await;
     let mut seen = HashSet::new();
     tokio::time::timeout(Duration::from_secs(20), async {
         while seen.len() < 20 {
-            let message = live.next().await.expect("stream open").expect("live message");
+            let message = live
+                .next()
+                .await
+                .expect("stream open")
+                .expect("live message");
             seen.extend(message.readings.iter().map(|r| r.seq));
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("only {} of 20 readings arrived; gateway output:\n{}", seen.len(), gateway.logs()));
+    .unwrap_or_else(|_| {
+        panic!(
+            "only {} of 20 readings arrived; gateway output:\n{}",
+            seen.len(),
+            gateway.logs()
+        )
+    });
     assert_eq!(seen, (1..=20).collect::<HashSet<_>>());
-    assert!(gateway.logs().contains("datagram dropped"), "the malformed datagram is logged:\n{}", gateway.logs());
+    assert!(
+        gateway.logs().contains("datagram dropped"),
+        "the malformed datagram is logged:\n{}",
+        gateway.logs()
+    );
 }
 both!(udp_datagrams_reach_storage_through_the_gateway);
 
@@ -123,7 +189,14 @@ async fn a_killed_gateway_keeps_its_backlog() {
     let home = app.home_with(&[(&sensor, DeviceKind::Sensor)]).await;
     let data = TempDir::new();
     // No backend at this address yet: everything stays queued.
-    let nowhere = format!("http://127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let nowhere = format!(
+        "http://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
     let gateway = TestGateway::spawn_to(&nowhere, &data, "127.0.0.1:0").await;
     let base = hearth_agent::unix_ms_now() - 60_000;
     send(gateway.udp, &home, &sensor, 1..=300, base).await;
@@ -151,14 +224,35 @@ async fn the_gateway_bridges_desired_and_reported_state() {
         &app.grpc_url(),
         &data,
         "127.0.0.1:0",
-        &[("HEARTH_GATEWAY_LAN_MQTT", &lan.url()), ("HEARTH_GATEWAY_CLOUD_MQTT", &app.mqtt_url), ("HEARTH_TOPIC_PREFIX", &prefix)],
+        &[
+            ("HEARTH_GATEWAY_LAN_MQTT", &lan.url()),
+            ("HEARTH_GATEWAY_CLOUD_MQTT", &app.mqtt_url),
+            ("HEARTH_TOPIC_PREFIX", &prefix),
+        ],
     )
     .await;
     // Every filter subscribed (1 down, 2 up), so the device's first status is relayed.
     gateway.wait_for_log("bridge subscribed", 3).await;
     let (output, _agent) = hearth_tests::spawn_actuator_on(&app, &lan.url(), &home, &fan);
-    app.wait_for_device(&fan, Duration::from_secs(20), |d| d.online).await;
-    app.devices().await.set_mode(SetModeRequest { device_id: fan.clone(), mode: Mode::On as i32, requested_by: "test".into() }).await.unwrap();
-    app.wait_for_device(&fan, Duration::from_secs(20), |d| d.reported.as_ref().is_some_and(|r| r.applied_version == 1 && r.on)).await;
-    assert!(output.is_on(), "the fan on the LAN applied the cloud's desired state");
+    app.wait_for_device(&fan, Duration::from_secs(20), |d| d.online)
+        .await;
+    app.devices()
+        .await
+        .set_mode(SetModeRequest {
+            device_id: fan.clone(),
+            mode: Mode::On as i32,
+            requested_by: "test".into(),
+        })
+        .await
+        .unwrap();
+    app.wait_for_device(&fan, Duration::from_secs(20), |d| {
+        d.reported
+            .as_ref()
+            .is_some_and(|r| r.applied_version == 1 && r.on)
+    })
+    .await;
+    assert!(
+        output.is_on(),
+        "the fan on the LAN applied the cloud's desired state"
+    );
 }

@@ -18,7 +18,14 @@ fn run_to_exit(env: &[(&str, &str)]) -> (bool, String) {
         .envs(env.iter().copied())
         .output()
         .expect("running hearth");
-    (output.status.success(), format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
 }
 
 #[test]
@@ -28,14 +35,23 @@ fn start_up_errors_name_what_could_not_be_reached() {
     let cases: [(&[(&str, &str)], &str); 5] = [
         (&[("HEARTH_MQTT_LISTEN", &taken)], "HEARTH_MQTT_LISTEN"),
         (&[("HEARTH_LISTEN", &taken)], "HEARTH_LISTEN"),
-        (&[("HEARTH_MQTT_URL", "mqtt://127.0.0.1:1")], "HEARTH_MQTT_URL"),
-        (&[("HEARTH_DATABASE_URL", "mysql://root@127.0.0.1:1/hearth")], "HEARTH_DATABASE_URL"),
+        (
+            &[("HEARTH_MQTT_URL", "mqtt://127.0.0.1:1")],
+            "HEARTH_MQTT_URL",
+        ),
+        (
+            &[("HEARTH_DATABASE_URL", "mysql://root@127.0.0.1:1/hearth")],
+            "HEARTH_DATABASE_URL",
+        ),
         (&[("HEARTH_LISTEN", "not-an-address")], "HEARTH_LISTEN"),
     ];
     for (env, setting) in cases {
         let (ok, output) = run_to_exit(env);
         assert!(!ok, "hearth must exit with an error for {env:?}");
-        assert!(output.contains(setting), "the error for {env:?} should name {setting}:\n{output}");
+        assert!(
+            output.contains(setting),
+            "the error for {env:?} should name {setting}:\n{output}"
+        );
         assert!(!output.contains("panicked"), "{output}");
     }
 }
@@ -43,17 +59,47 @@ fn start_up_errors_name_what_could_not_be_reached() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_default_runs_a_live_demo_home() {
     let app = TestApp::spawn_with(Backend::Embedded, &[]).await;
-    let devices = app.devices().await.list_devices(ListDevicesRequest { home_id: "demo".into() }).await.unwrap().into_inner().devices;
+    let devices = app
+        .devices()
+        .await
+        .list_devices(ListDevicesRequest {
+            home_id: "demo".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .devices;
     let mut ids: Vec<&str> = devices.iter().map(|d| d.id.as_str()).collect();
     ids.sort();
     assert_eq!(ids, ["demo-fan", "demo-light", "demo-sensor"]);
-    assert_eq!(devices.iter().find(|d| d.id == "demo-fan").unwrap().mode, Mode::Auto as i32);
+    assert_eq!(
+        devices.iter().find(|d| d.id == "demo-fan").unwrap().mode,
+        Mode::Auto as i32
+    );
 
-    let mut live = app.telemetry().await.watch_readings(WatchReadingsRequest { home_id: "demo".into(), device_ids: vec![] }).await.unwrap().into_inner();
-    let first = tokio::time::timeout(Duration::from_secs(20), live.next()).await.expect("demo readings flow").unwrap().unwrap();
-    assert!(first.readings.iter().all(|r| r.device_id == "demo-sensor") && first.readings.len() == 3, "{first:?}");
-    app.wait_for_device("demo-light", Duration::from_secs(20), |d| d.online).await;
-    app.wait_for_device("demo-fan", Duration::from_secs(20), |d| d.online).await;
+    let mut live = app
+        .telemetry()
+        .await
+        .watch_readings(WatchReadingsRequest {
+            home_id: "demo".into(),
+            device_ids: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(20), live.next())
+        .await
+        .expect("demo readings flow")
+        .unwrap()
+        .unwrap();
+    assert!(
+        first.readings.iter().all(|r| r.device_id == "demo-sensor") && first.readings.len() == 3,
+        "{first:?}"
+    );
+    app.wait_for_device("demo-light", Duration::from_secs(20), |d| d.online)
+        .await;
+    app.wait_for_device("demo-fan", Duration::from_secs(20), |d| d.online)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,7 +111,12 @@ async fn sigterm_stops_hearth_cleanly() {
     })
     .await
     .unwrap();
-    assert!(status.0.success(), "exit status {:?}\n{}", status.0, status.1);
+    assert!(
+        status.0.success(),
+        "exit status {:?}\n{}",
+        status.0,
+        status.1
+    );
     assert!(status.1.contains("stopped"), "{}", status.1);
 }
 
@@ -74,15 +125,32 @@ async fn sigterm_stops_hearth_cleanly() {
 #[tokio::test]
 async fn the_web_app_is_served_next_to_the_api() {
     let dist = hearth_tests::workspace_dir().join("frontend/dist");
-    assert!(dist.join("index.html").is_file(), "{} has no built app: run frontend/build.sh (./hearth.sh test does)", dist.display());
-    let app = TestApp::spawn_with(Backend::Embedded, &[("HEARTH_DEMO", "false"), ("HEARTH_WEB_DIR", dist.to_str().unwrap())]).await;
+    assert!(
+        dist.join("index.html").is_file(),
+        "{} has no built app: run frontend/build.sh (./hearth.sh test does)",
+        dist.display()
+    );
+    let app = TestApp::spawn_with(
+        Backend::Embedded,
+        &[
+            ("HEARTH_DEMO", "false"),
+            ("HEARTH_WEB_DIR", dist.to_str().unwrap()),
+        ],
+    )
+    .await;
     for path in ["/", "/home/demo"] {
         let response = hearth_tests::http_get(app.http, path).await;
         assert!(response.starts_with("HTTP/1.1 200"), "{path}: {response}");
-        assert!(response.contains(".wasm"), "{path} serves the app's index.html: {response}");
+        assert!(
+            response.contains(".wasm"),
+            "{path} serves the app's index.html: {response}"
+        );
     }
     let metrics = app.metrics().await;
-    assert!(metrics.contains("hearth_readings_stored_total"), "{metrics}");
+    assert!(
+        metrics.contains("hearth_readings_stored_total"),
+        "{metrics}"
+    );
 }
 
 /// An open live stream (a browser tab) must not hold up a rolling update.
@@ -90,7 +158,16 @@ async fn the_web_app_is_served_next_to_the_api() {
 async fn sigterm_ends_open_live_streams() {
     let mut app = TestApp::spawn(Backend::Embedded).await;
     let home = app.home_with(&[]).await;
-    let mut live = app.telemetry().await.watch_readings(WatchReadingsRequest { home_id: home, device_ids: vec![] }).await.unwrap().into_inner();
+    let mut live = app
+        .telemetry()
+        .await
+        .watch_readings(WatchReadingsRequest {
+            home_id: home,
+            device_ids: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let (status, ended) = tokio::join!(
         tokio::task::spawn_blocking(move || app.terminate()),
         tokio::time::timeout(Duration::from_secs(10), live.next())

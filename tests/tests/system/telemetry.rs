@@ -5,7 +5,10 @@ use std::{collections::HashSet, time::Duration};
 use futures::StreamExt as _;
 use hearth_proto::{
     topics::Channel,
-    v1::{DeviceKind, IngestBatchRequest, ListReadingsRequest, Metric, Reading, ReadingBatch, StoredReading, WatchReadingsRequest},
+    v1::{
+        DeviceKind, IngestBatchRequest, ListReadingsRequest, Metric, Reading, ReadingBatch,
+        StoredReading, WatchReadingsRequest,
+    },
 };
 use hearth_tests::{both, unique, Backend, TestApp};
 use tonic::Code;
@@ -21,19 +24,36 @@ fn sensehat_batch(seq: u64, time_unix_ms: i64, temperature: f64) -> ReadingBatch
         seq,
         time_unix_ms,
         readings: vec![
-            Reading { metric: Metric::TemperatureCelsius as i32, value: temperature },
-            Reading { metric: Metric::HumidityPercent as i32, value: 40.0 + seq as f64 },
-            Reading { metric: Metric::PressureHpa as i32, value: 1000.0 + seq as f64 },
+            Reading {
+                metric: Metric::TemperatureCelsius as i32,
+                value: temperature,
+            },
+            Reading {
+                metric: Metric::HumidityPercent as i32,
+                value: 40.0 + seq as f64,
+            },
+            Reading {
+                metric: Metric::PressureHpa as i32,
+                value: 1000.0 + seq as f64,
+            },
         ],
         ..Default::default()
     }
 }
 
 /// Waits on a live stream until a reading with `seq` arrives.
-async fn wait_for_seq(stream: &mut tonic::Streaming<hearth_proto::v1::WatchReadingsResponse>, seq: u64) {
+async fn wait_for_seq(
+    stream: &mut tonic::Streaming<hearth_proto::v1::WatchReadingsResponse>,
+    seq: u64,
+) {
     tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(message) = stream.next().await {
-            if message.expect("live stream").readings.iter().any(|r| r.seq == seq) {
+            if message
+                .expect("live stream")
+                .readings
+                .iter()
+                .any(|r| r.seq == seq)
+            {
                 return;
             }
         }
@@ -43,13 +63,24 @@ async fn wait_for_seq(stream: &mut tonic::Streaming<hearth_proto::v1::WatchReadi
     .unwrap_or_else(|_| panic!("reading seq {seq} was not stored in time"));
 }
 
-async fn all_pages(app: &TestApp, device: &str, metric: Metric, page_size: u32) -> Vec<StoredReading> {
+async fn all_pages(
+    app: &TestApp,
+    device: &str,
+    metric: Metric,
+    page_size: u32,
+) -> Vec<StoredReading> {
     let mut api = app.telemetry().await;
     let mut out = Vec::new();
     let mut page_token = String::new();
     loop {
         let page = api
-            .list_readings(ListReadingsRequest { device_id: device.into(), metric: metric as i32, page_size, page_token, ..Default::default() })
+            .list_readings(ListReadingsRequest {
+                device_id: device.into(),
+                metric: metric as i32,
+                page_size,
+                page_token,
+                ..Default::default()
+            })
             .await
             .expect("ListReadings")
             .into_inner();
@@ -66,22 +97,60 @@ async fn readings_over_mqtt_are_listed_newest_first_with_paging(backend: Backend
     let app = TestApp::spawn(backend).await;
     let sensor = unique("sensor");
     let home = app.home_with(&[(&sensor, DeviceKind::Sensor)]).await;
-    let mut live = app.telemetry().await.watch_readings(WatchReadingsRequest { home_id: home.clone(), device_ids: vec![] }).await.unwrap().into_inner();
+    let mut live = app
+        .telemetry()
+        .await
+        .watch_readings(WatchReadingsRequest {
+            home_id: home.clone(),
+            device_ids: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let mut device = app.connect_as_device(&sensor).await;
     let start = now_ms() - 60_000;
     for seq in 1..=5 {
-        device.publish_readings(&app.topics, &home, &sensor, &sensehat_batch(seq, start + seq as i64 * 1000, 20.0 + seq as f64)).await;
+        device
+            .publish_readings(
+                &app.topics,
+                &home,
+                &sensor,
+                &sensehat_batch(seq, start + seq as i64 * 1000, 20.0 + seq as f64),
+            )
+            .await;
     }
     // A redelivery of seq 3 (what a broker does after a lost PUBACK) must not be stored twice.
-    device.publish_readings(&app.topics, &home, &sensor, &sensehat_batch(3, start + 3000, 23.0)).await;
-    device.publish_readings(&app.topics, &home, &sensor, &sensehat_batch(6, start + 6000, 26.0)).await;
+    device
+        .publish_readings(
+            &app.topics,
+            &home,
+            &sensor,
+            &sensehat_batch(3, start + 3000, 23.0),
+        )
+        .await;
+    device
+        .publish_readings(
+            &app.topics,
+            &home,
+            &sensor,
+            &sensehat_batch(6, start + 6000, 26.0),
+        )
+        .await;
     wait_for_seq(&mut live, 6).await;
 
     let all = all_pages(&app, &sensor, Metric::Unspecified, 4).await;
-    assert_eq!(all.len(), 18, "6 batches of 3 metrics, the redelivery stored once");
+    assert_eq!(
+        all.len(),
+        18,
+        "6 batches of 3 metrics, the redelivery stored once"
+    );
     let keys: HashSet<(u64, i32)> = all.iter().map(|r| (r.seq, r.metric)).collect();
     assert_eq!(keys.len(), 18, "no reading twice across pages");
-    assert!(all.windows(2).all(|w| w[0].time_unix_ms >= w[1].time_unix_ms), "newest first");
+    assert!(
+        all.windows(2)
+            .all(|w| w[0].time_unix_ms >= w[1].time_unix_ms),
+        "newest first"
+    );
     assert_eq!(all[0].seq, 6);
 
     let temperatures = all_pages(&app, &sensor, Metric::TemperatureCelsius, 2).await;
@@ -102,7 +171,10 @@ async fn readings_over_mqtt_are_listed_newest_first_with_paging(backend: Backend
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(ranged.readings.iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 2]);
+    assert_eq!(
+        ranged.readings.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [3, 2]
+    );
 }
 both!(readings_over_mqtt_are_listed_newest_first_with_paging);
 
@@ -110,36 +182,100 @@ async fn malformed_device_messages_are_dropped_and_later_readings_stored(backend
     let app = TestApp::spawn(backend).await;
     let sensor = unique("sensor");
     let home = app.home_with(&[(&sensor, DeviceKind::Sensor)]).await;
-    let mut live = app.telemetry().await.watch_readings(WatchReadingsRequest { home_id: home.clone(), device_ids: vec![] }).await.unwrap().into_inner();
+    let mut live = app
+        .telemetry()
+        .await
+        .watch_readings(WatchReadingsRequest {
+            home_id: home.clone(),
+            device_ids: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let mut device = app.connect_as_device(&sensor).await;
-    let readings_topic = app.topics.device(&home, &sensor, Channel::Readings).unwrap();
+    let readings_topic = app
+        .topics
+        .device(&home, &sensor, Channel::Readings)
+        .unwrap();
 
     // Not protobuf at all.
-    device.publish(&readings_topic, vec![0xff, 0xff, 0xff, 0xff]).await;
+    device
+        .publish(&readings_topic, vec![0xff, 0xff, 0xff, 0xff])
+        .await;
     // Protobuf, but a NaN, an unknown metric, and an empty batch.
     let mut nan = sensehat_batch(1, now_ms(), f64::NAN);
-    device.publish_readings(&app.topics, &home, &sensor, &nan).await;
-    nan.readings[0] = Reading { metric: 99, value: 1.0 };
-    device.publish_readings(&app.topics, &home, &sensor, &nan).await;
-    device.publish_readings(&app.topics, &home, &sensor, &ReadingBatch { seq: 2, ..Default::default() }).await;
+    device
+        .publish_readings(&app.topics, &home, &sensor, &nan)
+        .await;
+    nan.readings[0] = Reading {
+        metric: 99,
+        value: 1.0,
+    };
+    device
+        .publish_readings(&app.topics, &home, &sensor, &nan)
+        .await;
+    device
+        .publish_readings(
+            &app.topics,
+            &home,
+            &sensor,
+            &ReadingBatch {
+                seq: 2,
+                ..Default::default()
+            },
+        )
+        .await;
     // A device nobody registered, and a topic with an invalid device id.
-    device.publish_readings(&app.topics, &home, &unique("ghost"), &sensehat_batch(3, now_ms(), 20.0)).await;
-    device.publish(&format!("{}/v1/{home}/bad$id/readings", app.topics.prefix()), vec![]).await;
+    device
+        .publish_readings(
+            &app.topics,
+            &home,
+            &unique("ghost"),
+            &sensehat_batch(3, now_ms(), 20.0),
+        )
+        .await;
+    device
+        .publish(
+            &format!("{}/v1/{home}/bad$id/readings", app.topics.prefix()),
+            vec![],
+        )
+        .await;
 
-    device.publish_readings(&app.topics, &home, &sensor, &sensehat_batch(7, now_ms(), 21.5)).await;
+    device
+        .publish_readings(
+            &app.topics,
+            &home,
+            &sensor,
+            &sensehat_batch(7, now_ms(), 21.5),
+        )
+        .await;
     wait_for_seq(&mut live, 7).await;
 
     let stored = all_pages(&app, &sensor, Metric::Unspecified, 100).await;
-    assert_eq!(stored.iter().map(|r| r.seq).collect::<HashSet<_>>(), HashSet::from([7]), "only the valid batch is stored");
+    assert_eq!(
+        stored.iter().map(|r| r.seq).collect::<HashSet<_>>(),
+        HashSet::from([7]),
+        "only the valid batch is stored"
+    );
     let metrics = app.metrics().await;
     let count = |name: &str| -> u64 {
-        metrics.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("{name} in {metrics}"))
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
     };
     assert!(count("hearth_mqtt_rejected_total") >= 2, "{metrics}");
     assert!(count("hearth_batches_rejected_total") >= 4, "{metrics}");
     let logs = app.logs();
-    assert!(logs.contains(&readings_topic), "the log names the topic of the bad payload:\n{logs}");
-    assert!(logs.contains("is not a finite number"), "the log says why:\n{logs}");
+    assert!(
+        logs.contains(&readings_topic),
+        "the log names the topic of the bad payload:\n{logs}"
+    );
+    assert!(
+        logs.contains("is not a finite number"),
+        "the log says why:\n{logs}"
+    );
 }
 both!(malformed_device_messages_are_dropped_and_later_readings_stored);
 
@@ -148,20 +284,59 @@ async fn the_gateway_path_ingests_batches_and_rejects_bad_ones_by_index(backend:
     let sensor = unique("sensor");
     let home = app.home_with(&[(&sensor, DeviceKind::Sensor)]).await;
     let mut api = app.telemetry().await;
-    let at = |seq: u64| ReadingBatch { home_id: home.clone(), device_id: sensor.clone(), ..sensehat_batch(seq, now_ms() - 1000 + seq as i64, 20.0) };
-    let ghost = ReadingBatch { device_id: unique("ghost"), ..at(3) };
+    let at = |seq: u64| ReadingBatch {
+        home_id: home.clone(),
+        device_id: sensor.clone(),
+        ..sensehat_batch(seq, now_ms() - 1000 + seq as i64, 20.0)
+    };
+    let ghost = ReadingBatch {
+        device_id: unique("ghost"),
+        ..at(3)
+    };
     let response = api
-        .ingest_batch(IngestBatchRequest { batches: vec![at(1), at(2), ghost, at(2), ReadingBatch { time_unix_ms: T0 * 2, ..at(4) }] })
+        .ingest_batch(IngestBatchRequest {
+            batches: vec![
+                at(1),
+                at(2),
+                ghost,
+                at(2),
+                ReadingBatch {
+                    time_unix_ms: T0 * 2,
+                    ..at(4)
+                },
+            ],
+        })
         .await
         .expect("IngestBatch")
         .into_inner();
     assert_eq!(response.accepted, 3, "{response:?}");
-    assert_eq!(response.rejected.iter().map(|r| r.index).collect::<Vec<_>>(), [2, 4]);
-    assert!(response.rejected[0].reason.contains("unknown device"), "{response:?}");
+    assert_eq!(
+        response
+            .rejected
+            .iter()
+            .map(|r| r.index)
+            .collect::<Vec<_>>(),
+        [2, 4]
+    );
+    assert!(
+        response.rejected[0].reason.contains("unknown device"),
+        "{response:?}"
+    );
     // Accepted means stored: readable at once, the duplicate batch once.
-    assert_eq!(all_pages(&app, &sensor, Metric::Unspecified, 100).await.len(), 6);
+    assert_eq!(
+        all_pages(&app, &sensor, Metric::Unspecified, 100)
+            .await
+            .len(),
+        6
+    );
 
-    let err = api.list_readings(ListReadingsRequest { device_id: unique("ghost"), ..Default::default() }).await.unwrap_err();
+    let err = api
+        .list_readings(ListReadingsRequest {
+            device_id: unique("ghost"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 }
 both!(the_gateway_path_ingests_batches_and_rejects_bad_ones_by_index);
