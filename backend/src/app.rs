@@ -37,6 +37,7 @@ use crate::{
     intake::Intake,
     metrics::Metrics,
     mqtt,
+    rollup::Rollups,
     settings::{MqttBroker, Settings},
     storage::{self, Storage},
 };
@@ -88,6 +89,10 @@ impl App {
             }
         };
         let storage = storage::connect(&settings.database_url).await?;
+        let replica = settings
+            .replica
+            .clone()
+            .unwrap_or_else(|| format!("hearth-{:08x}", rand::random::<u32>()));
         let connection =
             mqtt::connect(&mqtt_url, &settings.topics, mqtt_setting, subscription).await?;
 
@@ -102,12 +107,15 @@ impl App {
             connection.publisher.clone(),
             metrics.clone(),
             clock.clone(),
+            settings.command_ttl_ms,
         ));
-        let automation = Arc::new(
-            Automation::load(storage.clone())
-                .await
-                .context("loading automation rules")?,
-        );
+        let automation = Arc::new(Automation::new(
+            storage.clone(),
+            control.clone(),
+            metrics.clone(),
+            clock.clone(),
+            replica.clone(),
+        ));
         let closing = CancellationToken::new();
         let core = Arc::new(Core {
             storage,
@@ -166,11 +174,22 @@ impl App {
         } = self;
         let stop = CancellationToken::new();
 
+        let rollups = Arc::new(Rollups::default());
         let writer = tokio::spawn(ingest::run_writer(
             ingest_rx,
             core.storage.clone(),
             core.stored.clone(),
             core.metrics.clone(),
+            rollups.clone(),
+        ));
+        // Why its own token: its last refresh must come after the writer's
+        // last commit.
+        let rollups_stop = CancellationToken::new();
+        let rollup = tokio::spawn(rollups.run(
+            core.storage.clone(),
+            settings.retention.clone(),
+            core.clock.clone(),
+            rollups_stop.clone(),
         ));
         let (inbox_tx, inbox_rx) = tokio::sync::mpsc::channel(INBOX_CAPACITY);
         let inbox = tokio::spawn(mqtt::run_inbox(
@@ -187,11 +206,11 @@ impl App {
             clock: core.clock.clone(),
         };
         let intake = tokio::spawn(intake.run(inbox_rx));
-        let automation = tokio::spawn(core.automation.clone().run(
-            core.stored.subscribe(),
-            core.control.clone(),
-            stop.clone(),
-        ));
+        let automation = tokio::spawn(
+            core.automation
+                .clone()
+                .run(core.stored.subscribe(), stop.clone()),
+        );
         let demo = settings.demo.then(|| {
             let (core, url, topics, stop) = (
                 core.clone(),
@@ -234,6 +253,8 @@ impl App {
         // it, the services' go with `core`.
         drop(core);
         let _ = writer.await;
+        rollups_stop.cancel();
+        let _ = rollup.await;
         info!("stopped");
         served
     }

@@ -1,11 +1,18 @@
 //! Device control: changing an actuator's mode or desired state (from a user,
-//! a script or a rule), publishing it, and recording what the device reports.
+//! a script or a rule), publishing it, and following each command through its
+//! lifecycle: requested, published, applied or expired.
 //!
 //! Every change is a compare-and-set on the stored desired version, so two
 //! writers (two API replicas, or a user and a rule) never both win, and each
-//! version is published once.
+//! version is published once. A device that is offline is not sent anything:
+//! its newest command waits, older ones are superseded, and it gets only the
+//! newest when it comes back.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use tokio::sync::broadcast;
 use tracing::{info, warn};
@@ -13,7 +20,7 @@ use tracing::{info, warn};
 use crate::{
     clock::Clock,
     directory::Directory,
-    domain::{ActuatorState, Device, DeviceId, Mode, Transition},
+    domain::{ActuatorState, Command, CommandState, Device, DeviceId, Mode, Transition, UnixMs},
     metrics::Metrics,
     mqtt::Publisher,
     storage::{Storage, StorageError},
@@ -21,6 +28,8 @@ use crate::{
 
 /// Attempts at a compare-and-set before giving up under contention.
 const CAS_ATTEMPTS: usize = 8;
+/// Devices buffered per live view before it starts skipping.
+const CHANGES_BUFFER: usize = 1_024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -40,6 +49,11 @@ pub struct Control {
     publisher: Publisher,
     metrics: Arc<Metrics>,
     clock: Clock,
+    /// How long a command stays applicable.
+    ttl_ms: i64,
+    /// When this replica stored each open command, for a round-trip time
+    /// finer than the clock's milliseconds.
+    requested: Mutex<HashMap<(DeviceId, u64), Instant>>,
     /// Every device change, for live views.
     changes: broadcast::Sender<Device>,
 }
@@ -51,14 +65,17 @@ impl Control {
         publisher: Publisher,
         metrics: Arc<Metrics>,
         clock: Clock,
+        ttl_ms: i64,
     ) -> Self {
-        let (changes, _) = broadcast::channel(256);
+        let (changes, _) = broadcast::channel(CHANGES_BUFFER);
         Self {
             storage,
             directory,
             publisher,
             metrics,
             clock,
+            ttl_ms,
+            requested: Mutex::default(),
             changes,
         }
     }
@@ -79,79 +96,144 @@ impl Control {
         Ok(device)
     }
 
-    /// Applies `change` to the device's state with compare-and-set, then
-    /// publishes the new desired state if there is one. `None` from `change`
-    /// means nothing to do. Returns the device as stored.
+    /// Applies `change` to the device's state with compare-and-set, records
+    /// the command for a new desired version (made by `requested_by`), and
+    /// publishes it if the device is online. `None` from `change` means
+    /// nothing to do. Returns the device as stored and the new command's
+    /// version, if one was made.
     async fn change(
         &self,
         id: &DeviceId,
-        change: impl Fn(&ActuatorState, i64) -> Option<Transition>,
-    ) -> Result<(Device, bool), ControlError> {
+        requested_by: &str,
+        change: impl Fn(&ActuatorState, UnixMs) -> Option<Transition>,
+    ) -> Result<(Device, Option<u64>), ControlError> {
         for _ in 0..CAS_ATTEMPTS {
             let mut device = self.actuator(id).await?;
             let now = self.clock.now();
             let Some(Transition { state, publish }) = change(&device.state, now) else {
-                return Ok((device, false));
+                return Ok((device, None));
             };
             if state == device.state {
-                return Ok((device, false));
+                return Ok((device, None));
             }
+            let command = publish
+                .as_ref()
+                .map(|d| Command::for_desired(id, d, requested_by, self.ttl_ms));
             let expected = device.state.desired.as_ref().map_or(0, |d| d.version);
-            match self.storage.save_actuator_state(id, expected, &state).await {
+            match self
+                .storage
+                .save_actuator_state(id, expected, &state, command.as_ref())
+                .await
+            {
                 Ok(()) => {}
                 Err(StorageError::Stale(_)) => continue,
                 Err(e) => return Err(e.into()),
             }
             device.state = state;
-            if let Some(desired) = &publish {
-                // Why not fail the call: the state is stored, and the device
-                // gets it when it next says it is online.
-                match self
-                    .publisher
-                    .desired(&device.home_id, id, desired, now)
-                    .await
-                {
-                    Ok(()) => self.metrics.commands_published.inc(),
-                    Err(e) => {
-                        warn!(device = %id, error = %e, "desired state stored but not published")
-                    }
+            let made = command.as_ref().map(|c| c.version);
+            if let Some(command) = command {
+                self.requested
+                    .lock()
+                    .expect("requested lock")
+                    .insert((id.clone(), command.version), Instant::now());
+                info!(device = %id, version = command.version, on = command.on, requested_by, reason = command.reason, "desired state changed");
+                device.last_command = Some(command);
+                if device.online {
+                    self.publish(&mut device).await;
+                } else {
+                    info!(device = %id, "device offline: the command waits until it is back");
                 }
-                info!(device = %id, version = desired.version, on = desired.on, reason = desired.reason, "desired state changed");
             }
             let _ = self.changes.send(device.clone());
-            return Ok((device, true));
+            return Ok((device, made));
         }
         Err(ControlError::Contended(id.clone()))
     }
 
-    /// A user or script sets the mode.
+    /// Publishes the device's current command and records that it was.
+    async fn publish(&self, device: &mut Device) {
+        let Some(command) = device.last_command.as_mut() else {
+            return;
+        };
+        let now = self.clock.now();
+        match self
+            .publisher
+            .desired(&device.home_id, &device.id, command)
+            .await
+        {
+            Ok(()) => {
+                self.metrics.commands_published.inc();
+                if command.state.is_open() {
+                    command.state = CommandState::Published;
+                    command.published_at = Some(now);
+                }
+                if let Err(e) = self
+                    .storage
+                    .command_published(&device.id, command.version, now)
+                    .await
+                {
+                    warn!(device = %device.id, error = %e, "could not record a command as published");
+                }
+            }
+            // Why not fail the call: the command is stored, and the device
+            // gets it when it next says it is online.
+            Err(e) => {
+                warn!(device = %device.id, error = %e, "desired state stored but not published")
+            }
+        }
+    }
+
+    /// A user or script sets the mode; ON and OFF with `override_until` are a
+    /// manual override that returns to AUTO then.
     pub async fn set_mode(
         &self,
         id: &DeviceId,
         mode: Mode,
+        override_until: Option<UnixMs>,
         requested_by: &str,
     ) -> Result<Device, ControlError> {
         let (device, _) = self
-            .change(id, |s, now| Some(s.set_mode(mode, requested_by, now)))
+            .change(id, requested_by, |s, now| {
+                Some(s.set_mode(mode, override_until, requested_by, now))
+            })
             .await?;
         Ok(device)
     }
 
-    /// A rule wants the device on or off; acts only in AUTO. Returns whether
-    /// the desired state changed.
+    /// Ends a manual override whose time is up: the device returns to AUTO.
+    /// Returns whether it did (another replica may have been first).
+    pub async fn end_override(&self, id: &DeviceId) -> Result<bool, ControlError> {
+        let (device, _) = self
+            .change(id, "override-expiry", |s, now| {
+                s.override_expired(now)
+                    .then(|| s.set_mode(Mode::Auto, None, "override-expiry", now))
+            })
+            .await?;
+        let ended = device.state.mode == Mode::Auto;
+        if ended {
+            info!(device = %id, "manual override ended; back to AUTO");
+        }
+        Ok(ended)
+    }
+
+    /// A rule wants the device on or off; acts only in AUTO. Returns the
+    /// version of the command it made, if any.
     pub async fn rule_decision(
         &self,
         id: &DeviceId,
         on: bool,
+        requested_by: &str,
         reason: &str,
-    ) -> Result<bool, ControlError> {
-        let (_, changed) = self
-            .change(id, |s, now| s.rule_decision(on, reason.to_owned(), now))
+    ) -> Result<Option<u64>, ControlError> {
+        let (_, version) = self
+            .change(id, requested_by, |s, now| {
+                s.rule_decision(on, reason.to_owned(), now)
+            })
             .await?;
-        if changed {
+        if version.is_some() {
             self.metrics.rule_actions.inc();
         }
-        Ok(changed)
+        Ok(version)
     }
 
     /// The device reports what it applied.
@@ -167,11 +249,8 @@ impl Control {
         match device.state.report(applied_version, on, now) {
             Ok(state) => {
                 self.storage.save_reported(id, &state).await?;
-                let acknowledged = state.is_acknowledged() && state.desired.is_some();
-                if acknowledged {
-                    self.metrics.commands_acknowledged.inc();
-                    let rtt = state.desired.as_ref().map(|d| now - d.issued_at);
-                    info!(device = %id, version = applied_version, on, rtt_ms = rtt, "device acknowledged");
+                if applied_version > 0 {
+                    self.applied(&mut device, applied_version, now).await?;
                 }
                 device.state = state;
                 let _ = self.changes.send(device);
@@ -185,9 +264,55 @@ impl Control {
         }
     }
 
+    /// Closes the command `version` as applied, with its round-trip time.
+    async fn applied(
+        &self,
+        device: &mut Device,
+        version: u64,
+        now: UnixMs,
+    ) -> Result<(), ControlError> {
+        let started = self
+            .requested
+            .lock()
+            .expect("requested lock")
+            .remove(&(device.id.clone(), version));
+        let requested_at = device
+            .last_command
+            .as_ref()
+            .filter(|c| c.version == version)
+            .map(|c| c.requested_at);
+        // Another replica stored it: its millisecond timestamps are what we have.
+        let rtt_us = match (started, requested_at) {
+            (Some(at), _) => at.elapsed().as_micros() as u64,
+            (None, Some(at)) => (now - at).max(0) as u64 * 1000,
+            (None, None) => 0,
+        };
+        if self
+            .storage
+            .command_applied(&device.id, version, now, rtt_us)
+            .await?
+        {
+            self.metrics.commands_acknowledged.inc();
+            self.metrics.command_round_trip.observe_us(rtt_us);
+            info!(device = %device.id, version, rtt_us, "device applied the command");
+            if let Some(c) = device
+                .last_command
+                .as_mut()
+                .filter(|c| c.version == version)
+            {
+                c.state = CommandState::Applied;
+                c.applied_at = Some(now);
+                c.round_trip_us = Some(rtt_us);
+            }
+        }
+        Ok(())
+    }
+
     /// The device says it is online or offline. A device coming online is
-    /// sent its current desired state. Why not retained messages: brokers
-    /// differ in how they replay them to resumed sessions.
+    /// sent its current desired state within this call: the waiting command
+    /// if it is still valid, otherwise the same state again as a new version.
+    /// Why not retained messages: brokers differ in how they replay them to
+    /// resumed sessions, and a retained command could be stale.
     pub async fn status(&self, id: &DeviceId, online: bool) -> Result<(), ControlError> {
         let now = self.clock.now();
         self.directory.seen(id, now);
@@ -195,19 +320,44 @@ impl Control {
         let Some(mut device) = self.storage.get_device(id).await? else {
             return Err(ControlError::NotFound(id.clone()));
         };
+        device.last_seen = Some(now);
         if online && device.kind.is_actuator() {
-            if let Some(desired) = &device.state.desired {
-                if let Err(e) = self
-                    .publisher
-                    .desired(&device.home_id, id, desired, now)
-                    .await
-                {
-                    warn!(device = %id, error = %e, "could not resend the desired state");
+            let valid = device
+                .last_command
+                .as_ref()
+                .is_some_and(|c| c.state == CommandState::Applied || now < c.expires_at);
+            if valid {
+                if let Some(c) = device.last_command.as_mut() {
+                    if c.state == CommandState::Applied {
+                        // Applied before: the device may have rebooted since;
+                        // the same version again is harmless to it.
+                        c.expires_at = now + self.ttl_ms;
+                    }
                 }
+                self.publish(&mut device).await;
+            } else if device.state.desired.is_some() {
+                let stale = device.last_command.as_ref().map_or(0, |c| c.version);
+                let reason = format!("{id} is back online; command v{stale} expired unapplied");
+                let (again, _) = self
+                    .change(id, "resend", |s, now| s.reissue(reason.clone(), now))
+                    .await?;
+                device = again;
             }
         }
-        device.last_seen = Some(now);
         let _ = self.changes.send(device);
+        Ok(())
+    }
+
+    /// Marks commands whose time-to-live passed as expired.
+    pub async fn expire_commands(&self) -> Result<(), ControlError> {
+        let now = self.clock.now();
+        for id in self.storage.expire_commands(now).await? {
+            self.metrics.commands_expired.inc();
+            warn!(device = %id, "a command expired before the device applied it");
+            if let Some(device) = self.storage.get_device(&id).await? {
+                let _ = self.changes.send(device);
+            }
+        }
         Ok(())
     }
 }

@@ -17,7 +17,8 @@ use tracing::info;
 use crate::{
     app::Core,
     domain::{
-        ActuatorState, Device, DeviceId, DeviceKind, Home, HomeId, Mode, RuleId, ThresholdRule,
+        ActuatorState, Device, DeviceId, DeviceKind, Home, HomeId, Mode, RuleId, StaleAction,
+        ThresholdRule,
     },
     storage::StorageError,
 };
@@ -67,6 +68,7 @@ pub async fn provision(core: &Core) -> anyhow::Result<()> {
             },
             online: false,
             last_seen: None,
+            last_command: None,
         };
         ignore_conflict(core.storage.register_device(&device).await)?;
         core.directory.remember(&device);
@@ -81,9 +83,13 @@ pub async fn provision(core: &Core) -> anyhow::Result<()> {
         on_above: 25.0,
         off_below: 24.5,
         enabled: true,
+        min_on_s: 0,
+        min_off_s: 0,
+        sustain_s: 0,
+        stale_after_s: 0,
+        stale_action: StaleAction::Leave,
     };
     ignore_conflict(core.storage.create_rule(&rule).await)?;
-    core.automation.reload().await?;
     Ok(())
 }
 

@@ -16,6 +16,7 @@ use crate::{
     domain::{HomeId, Reading},
     metrics::Metrics,
     mqtt::Ack,
+    rollup::Rollups,
     storage::{Storage, StorageError},
 };
 
@@ -73,6 +74,7 @@ pub async fn run_writer(
     storage: Arc<dyn Storage>,
     stored: broadcast::Sender<Arc<StoredBatch>>,
     metrics: Arc<Metrics>,
+    rollups: Arc<Rollups>,
 ) {
     let mut items = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -87,7 +89,16 @@ pub async fn run_writer(
                 Err(_) => break,
             }
         }
+        metrics.ingest_queue_depth.set(rx.len() as i64);
+        metrics.ingest_batch_readings.observe(rows as f64);
+        let started = std::time::Instant::now();
         commit(&mut items, storage.as_ref(), &metrics).await;
+        metrics
+            .ingest_commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        for item in &items {
+            rollups.touched(&item.readings);
+        }
         for item in items.drain(..) {
             let IngestItem {
                 home_id,

@@ -32,6 +32,7 @@ pub mod ingest;
 pub mod intake;
 pub mod metrics;
 pub mod mqtt;
+pub mod rollup;
 pub mod settings;
 pub mod storage;
 pub mod telemetry;

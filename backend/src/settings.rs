@@ -5,7 +5,10 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use hearth_proto::topics::{Topics, DEFAULT_PREFIX};
+use hearth_proto::{
+    topics::{Topics, DEFAULT_PREFIX},
+    v1::Metric,
+};
 
 /// Where the MQTT broker is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +33,63 @@ pub struct Settings {
     pub demo: bool,
     /// HEARTH_WEB_DIR: the built web app to serve at `/`.
     pub web_dir: PathBuf,
+    /// HEARTH_COMMAND_TTL_MS: how long a command stays applicable; a device
+    /// never applies one older than this.
+    pub command_ttl_ms: i64,
+    /// HEARTH_RAW_RETENTION_DAYS and HEARTH_MINUTE_RETENTION_DAYS.
+    pub retention: Retention,
+    /// HEARTH_REPLICA: this replica's stable name (Kubernetes: the pod name),
+    /// for its MQTT session and the automation lease. Unset: a random one.
+    pub replica: Option<String>,
+}
+
+/// How long data is kept. Hour and day rollups are kept for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// Raw readings, in days: a default and per-metric exceptions.
+    pub raw_default_days: u32,
+    pub raw_per_metric: Vec<(Metric, u32)>,
+    /// Minute rollups, in days.
+    pub minute_days: u32,
+}
+
+impl Retention {
+    pub fn raw_days(&self, metric: Metric) -> u32 {
+        self.raw_per_metric
+            .iter()
+            .find(|(m, _)| *m == metric)
+            .map_or(self.raw_default_days, |(_, d)| *d)
+    }
+
+    /// `"30"` or `"30,humidity_percent=7,pressure_hpa=90"`.
+    fn parse_raw(value: &str) -> Result<(u32, Vec<(Metric, u32)>), String> {
+        let days = |s: &str| -> Result<u32, String> {
+            match s.trim().parse::<u32>() {
+                Ok(d) if d > 0 => Ok(d),
+                _ => Err(format!("{s:?} is not a number of days above 0")),
+            }
+        };
+        let mut parts = value.split(',');
+        let default = days(parts.next().unwrap_or_default())?;
+        let mut per_metric = Vec::new();
+        for part in parts {
+            let (name, d) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?} is not metric=days"))?;
+            let metric = [
+                Metric::TemperatureCelsius,
+                Metric::HumidityPercent,
+                Metric::PressureHpa,
+            ]
+            .into_iter()
+            .find(|m| m.short_name() == name.trim())
+            .ok_or_else(|| {
+                format!("{name:?} is not temperature_celsius, humidity_percent or pressure_hpa")
+            })?;
+            per_metric.push((metric, days(d)?));
+        }
+        Ok((default, per_metric))
+    }
 }
 
 /// A setting has a value Hearth cannot use; the message names it.
@@ -45,6 +105,7 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://hearth.db";
 /// Why not 1883: a broker such as Mosquitto usually has that port already.
 pub const DEFAULT_EMBEDDED_MQTT_LISTEN: &str = "127.0.0.1:1884";
+pub const DEFAULT_COMMAND_TTL_MS: i64 = 60_000;
 
 impl Settings {
     /// Reads the process environment.
@@ -127,6 +188,56 @@ impl Settings {
         };
         let web_dir =
             PathBuf::from(get("HEARTH_WEB_DIR")?.unwrap_or_else(|| "frontend/dist".into()));
+        let command_ttl_ms = match get("HEARTH_COMMAND_TTL_MS")? {
+            None => DEFAULT_COMMAND_TTL_MS,
+            Some(v) => match v.parse::<i64>() {
+                Ok(ms) if (100..=86_400_000).contains(&ms) => ms,
+                _ => {
+                    return Err(SettingError {
+                        name: "HEARTH_COMMAND_TTL_MS",
+                        value: v,
+                        problem: "must be milliseconds between 100 and 86400000".into(),
+                    })
+                }
+            },
+        };
+        let raw = get("HEARTH_RAW_RETENTION_DAYS")?.unwrap_or_else(|| "30".into());
+        let (raw_default_days, raw_per_metric) =
+            Retention::parse_raw(&raw).map_err(|problem| SettingError {
+                name: "HEARTH_RAW_RETENTION_DAYS",
+                value: raw.clone(),
+                problem,
+            })?;
+        let minute = get("HEARTH_MINUTE_RETENTION_DAYS")?.unwrap_or_else(|| "90".into());
+        let minute_days = match minute.parse::<u32>() {
+            Ok(d) if d > 0 => d,
+            _ => {
+                return Err(SettingError {
+                    name: "HEARTH_MINUTE_RETENTION_DAYS",
+                    value: minute,
+                    problem: "must be a number of days above 0".into(),
+                })
+            }
+        };
+        let retention = Retention {
+            raw_default_days,
+            raw_per_metric,
+            minute_days,
+        };
+        let replica = get("HEARTH_REPLICA")?;
+        if let Some(r) = &replica {
+            if r.len() > 64
+                || !r
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(SettingError {
+                    name: "HEARTH_REPLICA",
+                    value: r.clone(),
+                    problem: "must be 1-64 of [A-Za-z0-9._-]".into(),
+                });
+            }
+        }
         Ok(Self {
             listen,
             database_url,
@@ -134,6 +245,9 @@ impl Settings {
             topics,
             demo,
             web_dir,
+            command_ttl_ms,
+            retention,
+            replica,
         })
     }
 }
@@ -165,6 +279,41 @@ mod tests {
         );
         assert_eq!(s.topics.prefix(), "hearth");
         assert!(s.demo);
+        assert_eq!(s.command_ttl_ms, DEFAULT_COMMAND_TTL_MS);
+        assert_eq!(s.replica, None);
+    }
+
+    #[test]
+    fn retention_has_a_default_and_per_metric_exceptions() {
+        let s = settings(&[("HEARTH_RAW_RETENTION_DAYS", "30,humidity_percent=7")]).unwrap();
+        assert_eq!(s.retention.raw_days(Metric::HumidityPercent), 7);
+        assert_eq!(s.retention.raw_days(Metric::TemperatureCelsius), 30);
+        assert_eq!(s.retention.minute_days, 90);
+        for bad in ["0", "x", "30,co2=4", "30,humidity_percent"] {
+            let e = settings(&[("HEARTH_RAW_RETENTION_DAYS", bad)]).unwrap_err();
+            assert_eq!(e.name, "HEARTH_RAW_RETENTION_DAYS", "{bad}");
+        }
+    }
+
+    #[test]
+    fn command_ttl_and_replica_name_are_checked() {
+        let s = settings(&[
+            ("HEARTH_COMMAND_TTL_MS", "1500"),
+            ("HEARTH_REPLICA", "hearth-0"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (s.command_ttl_ms, s.replica.as_deref()),
+            (1500, Some("hearth-0"))
+        );
+        for (name, value) in [
+            ("HEARTH_COMMAND_TTL_MS", "0"),
+            ("HEARTH_COMMAND_TTL_MS", "soon"),
+            ("HEARTH_REPLICA", "a b"),
+        ] {
+            let e = settings(&[(name, value)]).unwrap_err();
+            assert_eq!(e.name, name);
+        }
     }
 
     #[test]

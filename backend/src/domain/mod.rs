@@ -6,13 +6,19 @@ pub mod device;
 pub mod ids;
 pub mod reading;
 pub mod rule;
+pub mod series;
 
 pub use device::{
-    ActuatorState, Desired, Device, DeviceKind, Home, Mode, ReportError, Reported, Transition,
+    ActuatorState, Command, CommandState, Desired, Device, DeviceKind, Home, Mode, ReportError,
+    Reported, Transition,
 };
 pub use ids::{DeviceId, HomeId, InvalidId, RuleId};
 pub use reading::{validate_batch, Reading, RejectReason};
-pub use rule::{RuleError, ThresholdRule};
+pub use rule::{
+    replay, Action, LoggedDecision, Pending, RuleDecision, RuleError, RuleState, StaleAction,
+    ThresholdRule,
+};
+pub use series::{Resolution, SeriesPlan, SeriesPoint, DAY_MS, HOUR_MS, MINUTE_MS};
 
 /// Milliseconds since the Unix epoch, the one time unit of the domain.
 pub type UnixMs = i64;

@@ -7,11 +7,13 @@ use hearth_proto::v1::{
     DeleteRuleResponse, ListRulesRequest, ListRulesResponse,
 };
 use tonic::{Request, Response, Status};
+use tracing::info;
 
 use super::{convert, status::invalid};
 use crate::{
     app::Core,
-    domain::{DeviceId, DeviceKind, HomeId, RuleId, ThresholdRule},
+    domain::{replay, DeviceId, DeviceKind, HomeId, LoggedDecision, RuleId, ThresholdRule},
+    storage::DecisionsOf,
 };
 
 pub struct AutomationApi {
@@ -57,18 +59,10 @@ impl AutomationApi {
             _ => Ok(id),
         }
     }
-}
 
-#[tonic::async_trait]
-impl AutomationService for AutomationApi {
-    async fn create_rule(
-        &self,
-        request: Request<CreateRuleRequest>,
-    ) -> Result<Response<v1::Rule>, Status> {
-        let r = request
-            .into_inner()
-            .rule
-            .ok_or_else(|| invalid("rule", "must be set"))?;
+    /// Checks a rule as sent: ids, devices, thresholds and durations.
+    /// `id` empty: a new id (for CreateRule and DryRun).
+    async fn rule_from_proto(&self, r: v1::Rule) -> Result<ThresholdRule, Status> {
         let id = match r.id.as_str() {
             "" => RuleId::parse(&format!("rule-{:08x}", rand::random::<u32>()), "rule.id")?,
             id => RuleId::parse(id, "rule.id")?,
@@ -76,6 +70,10 @@ impl AutomationService for AutomationApi {
         let home_id = HomeId::parse(&r.home_id, "rule.home_id")?;
         let metric = convert::metric_filter(r.metric, "rule.metric")?
             .ok_or_else(|| invalid("rule.metric", "must be set"))?;
+        let stale_action = convert::stale_action_from_proto(r.stale_action, "rule.stale_action")?;
+        if r.name.chars().count() > 255 {
+            return Err(invalid("rule.name", "is longer than 255 characters"));
+        }
         let rule = ThresholdRule {
             name: if r.name.trim().is_empty() {
                 id.to_string()
@@ -99,11 +97,37 @@ impl AutomationService for AutomationApi {
             on_above: r.on_above,
             off_below: r.off_below,
             enabled: r.enabled,
+            min_on_s: r.min_on_seconds,
+            min_off_s: r.min_off_seconds,
+            sustain_s: r.sustain_seconds,
+            stale_after_s: r.stale_after_seconds,
+            stale_action,
         };
         rule.validate()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(rule)
+    }
+}
+
+/// Most decisions in one ListDecisions answer, and the default.
+const MAX_DECISIONS: u32 = 500;
+const DEFAULT_DECISIONS: u32 = 50;
+/// Most readings a dry run evaluates.
+const MAX_DRY_RUN_READINGS: u32 = 200_000;
+
+#[tonic::async_trait]
+impl AutomationService for AutomationApi {
+    async fn create_rule(
+        &self,
+        request: Request<CreateRuleRequest>,
+    ) -> Result<Response<v1::Rule>, Status> {
+        let r = request
+            .into_inner()
+            .rule
+            .ok_or_else(|| invalid("rule", "must be set"))?;
+        let rule = self.rule_from_proto(r).await?;
         self.core.storage.create_rule(&rule).await?;
-        self.core.automation.reload().await?;
+        info!(rule = %rule.id, home = %rule.home_id, "rule created");
         Ok(Response::new(convert::rule(&rule)))
     }
 
@@ -127,7 +151,109 @@ impl AutomationService for AutomationApi {
     ) -> Result<Response<DeleteRuleResponse>, Status> {
         let id = RuleId::parse(&request.into_inner().id, "id")?;
         self.core.storage.delete_rule(&id).await?;
-        self.core.automation.reload().await?;
+        info!(rule = %id, "rule deleted");
         Ok(Response::new(DeleteRuleResponse {}))
+    }
+
+    async fn update_rule(
+        &self,
+        request: Request<v1::UpdateRuleRequest>,
+    ) -> Result<Response<v1::Rule>, Status> {
+        let r = request
+            .into_inner()
+            .rule
+            .ok_or_else(|| invalid("rule", "must be set"))?;
+        if r.id.is_empty() {
+            return Err(invalid("rule.id", "must name the rule to update"));
+        }
+        let rule = self.rule_from_proto(r).await?;
+        self.core.storage.update_rule(&rule).await?;
+        info!(rule = %rule.id, enabled = rule.enabled, "rule updated");
+        Ok(Response::new(convert::rule(&rule)))
+    }
+
+    async fn list_decisions(
+        &self,
+        request: Request<v1::ListDecisionsRequest>,
+    ) -> Result<Response<v1::ListDecisionsResponse>, Status> {
+        let r = request.into_inner();
+        let limit = match r.limit {
+            0 => DEFAULT_DECISIONS,
+            n if n <= MAX_DECISIONS => n,
+            n => return Err(invalid("limit", format!("is {n}, at most {MAX_DECISIONS}"))),
+        };
+        let decisions = match (r.home_id.as_str(), r.rule_id.as_str()) {
+            ("", "") => return Err(invalid("home_id", "or rule_id must be set")),
+            (home, "") => {
+                let home = HomeId::parse(home, "home_id")?;
+                self.core
+                    .storage
+                    .list_decisions(DecisionsOf::Home(&home), limit)
+                    .await?
+            }
+            ("", rule) => {
+                let rule = RuleId::parse(rule, "rule_id")?;
+                self.core
+                    .storage
+                    .list_decisions(DecisionsOf::Rule(&rule), limit)
+                    .await?
+            }
+            _ => return Err(invalid("rule_id", "and home_id must not both be set")),
+        };
+        Ok(Response::new(v1::ListDecisionsResponse {
+            decisions: decisions.iter().map(convert::decision).collect(),
+        }))
+    }
+
+    async fn dry_run(
+        &self,
+        request: Request<v1::DryRunRequest>,
+    ) -> Result<Response<v1::DryRunResponse>, Status> {
+        let r = request.into_inner();
+        let rule = r.rule.ok_or_else(|| invalid("rule", "must be set"))?;
+        let rule = self.rule_from_proto(rule).await?;
+        let end = match r.end_unix_ms {
+            0 => self.core.clock.now(),
+            end => end,
+        };
+        if r.start_unix_ms <= 0 || r.start_unix_ms >= end {
+            return Err(invalid(
+                "start_unix_ms",
+                "must be set and before end_unix_ms",
+            ));
+        }
+        let readings = self
+            .core
+            .storage
+            .readings_after(
+                &rule.source,
+                rule.metric,
+                (r.start_unix_ms - 1, u64::MAX),
+                Some(end),
+                MAX_DRY_RUN_READINGS,
+            )
+            .await?;
+        let count = readings.len() as u64;
+        let decisions = replay(
+            &rule,
+            r.start_unix_ms,
+            readings.iter().map(|r| (r.time, r.value)),
+            end,
+        );
+        Ok(Response::new(v1::DryRunResponse {
+            decisions: decisions
+                .into_iter()
+                .map(|decision| {
+                    convert::decision(&LoggedDecision {
+                        rule_id: rule.id.clone(),
+                        home_id: rule.home_id.clone(),
+                        target: rule.target.clone(),
+                        decision,
+                        command_version: 0,
+                    })
+                })
+                .collect(),
+            readings: count,
+        }))
     }
 }

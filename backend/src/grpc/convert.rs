@@ -4,7 +4,10 @@ use hearth_proto::v1;
 use tonic::Status;
 
 use super::status::invalid;
-use crate::domain::{Device, DeviceKind, Home, Mode, Reading, ThresholdRule};
+use crate::domain::{
+    Action, Command, CommandState, Device, DeviceKind, Home, LoggedDecision, Mode, Reading,
+    StaleAction, ThresholdRule,
+};
 
 pub fn home(h: &Home) -> v1::Home {
     v1::Home {
@@ -78,7 +81,11 @@ pub fn device(d: &Device, last_seen: Option<i64>) -> v1::Device {
             version: x.version,
             on: x.on,
             issued_unix_ms: x.issued_at,
-            expires_unix_ms: 0,
+            expires_unix_ms: d
+                .last_command
+                .as_ref()
+                .filter(|c| c.version == x.version)
+                .map_or(0, |c| c.expires_at),
         }),
         desired_reason: s
             .desired
@@ -96,6 +103,58 @@ pub fn device(d: &Device, last_seen: Option<i64>) -> v1::Device {
         },
         online: d.online,
         last_seen_unix_ms: last_seen.unwrap_or_default(),
+        last_command: d.last_command.as_ref().map(command),
+        override_expires_unix_ms: s.override_until.unwrap_or_default(),
+    }
+}
+
+pub fn command(c: &Command) -> v1::Command {
+    v1::Command {
+        device_id: c.device_id.to_string(),
+        version: c.version,
+        on: c.on,
+        requested_by: c.requested_by.clone(),
+        reason: c.reason.clone(),
+        state: match c.state {
+            CommandState::Requested => v1::CommandState::Requested,
+            CommandState::Published => v1::CommandState::Published,
+            CommandState::Applied => v1::CommandState::Applied,
+            CommandState::Expired => v1::CommandState::Expired,
+            CommandState::Superseded => v1::CommandState::Superseded,
+        } as i32,
+        requested_unix_ms: c.requested_at,
+        published_unix_ms: c.published_at.unwrap_or_default(),
+        applied_unix_ms: c.applied_at.unwrap_or_default(),
+        expires_unix_ms: c.expires_at,
+        round_trip_us: c.round_trip_us.unwrap_or_default(),
+    }
+}
+
+pub fn stale_action_from_proto(value: i32, field: &str) -> Result<StaleAction, Status> {
+    match v1::StaleAction::try_from(value) {
+        Ok(v1::StaleAction::Unspecified) => Ok(StaleAction::Leave),
+        Ok(v1::StaleAction::Off) => Ok(StaleAction::Off),
+        Ok(v1::StaleAction::On) => Ok(StaleAction::On),
+        Err(_) => Err(invalid(field, format!("{value} is not a known stale action"))),
+    }
+}
+
+pub fn decision(d: &LoggedDecision) -> v1::Decision {
+    v1::Decision {
+        rule_id: d.rule_id.to_string(),
+        target_device_id: d.target.to_string(),
+        action: match d.decision.action {
+            Action::SwitchOn => v1::DecisionAction::SwitchOn,
+            Action::SwitchOff => v1::DecisionAction::SwitchOff,
+            Action::SustainStarted => v1::DecisionAction::SustainStarted,
+            Action::SustainCancelled => v1::DecisionAction::SustainCancelled,
+            Action::Held => v1::DecisionAction::Held,
+            Action::Stale => v1::DecisionAction::Stale,
+        } as i32,
+        time_unix_ms: d.decision.at,
+        value: d.decision.value.unwrap_or(f64::NAN),
+        reason: d.decision.reason.clone(),
+        command_version: d.command_version,
     }
 }
 
@@ -120,5 +179,14 @@ pub fn rule(r: &ThresholdRule) -> v1::Rule {
         on_above: r.on_above,
         off_below: r.off_below,
         enabled: r.enabled,
+        min_on_seconds: r.min_on_s,
+        min_off_seconds: r.min_off_s,
+        sustain_seconds: r.sustain_s,
+        stale_after_seconds: r.stale_after_s,
+        stale_action: match r.stale_action {
+            StaleAction::Leave => v1::StaleAction::Unspecified,
+            StaleAction::Off => v1::StaleAction::Off,
+            StaleAction::On => v1::StaleAction::On,
+        } as i32,
     }
 }

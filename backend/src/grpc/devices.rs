@@ -1,6 +1,9 @@
 //! `hearth.v1.DeviceService`.
 
-use std::sync::Arc;
+use std::{pin::Pin, sync::Arc};
+
+use futures::{Stream, StreamExt as _};
+use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
 use hearth_proto::v1::{
     self, device_service_server::DeviceService, CreateHomeRequest, GetDeviceRequest,
@@ -12,11 +15,17 @@ use tonic::{Request, Response, Status};
 use super::{convert, status::invalid};
 use crate::{
     app::Core,
-    domain::{ActuatorState, Device, DeviceId, Home, HomeId},
+    domain::{rule::MAX_DURATION_S, ActuatorState, Device, DeviceId, Home, HomeId, Mode},
 };
 
 /// Longest accepted display name or requester.
 const MAX_NAME_LEN: usize = 255;
+/// Most commands in one ListCommands answer, and the default.
+const MAX_COMMANDS: u32 = 200;
+const DEFAULT_COMMANDS: u32 = 20;
+
+type WatchStream =
+    Pin<Box<dyn Stream<Item = Result<v1::WatchDevicesResponse, Status>> + Send>>;
 
 pub struct DeviceApi {
     core: Arc<Core>,
@@ -90,6 +99,7 @@ impl DeviceService for DeviceApi {
             state: ActuatorState::default(),
             online: false,
             last_seen: None,
+            last_command: None,
         };
         self.core.storage.register_device(&device).await?;
         self.core.directory.remember(&device);
@@ -133,7 +143,98 @@ impl DeviceService for DeviceApi {
         let id = DeviceId::parse(&r.device_id, "device_id")?;
         let mode = convert::mode_from_proto(r.mode, "mode")?;
         let requested_by = display_name(&r.requested_by, "api", "requested_by")?;
-        let device = self.core.control.set_mode(&id, mode, &requested_by).await?;
+        let override_until = match (r.override_seconds, mode) {
+            (0, _) => None,
+            (_, Mode::Auto) => {
+                return Err(invalid(
+                    "override_seconds",
+                    "applies to MODE_ON and MODE_OFF only",
+                ))
+            }
+            (s, _) if s > MAX_DURATION_S => {
+                return Err(invalid(
+                    "override_seconds",
+                    format!("is {s}, at most {MAX_DURATION_S}"),
+                ))
+            }
+            (s, _) => Some(self.core.clock.now() + i64::from(s) * 1000),
+        };
+        let device = self
+            .core
+            .control
+            .set_mode(&id, mode, override_until, &requested_by)
+            .await?;
+        if mode == Mode::Auto {
+            self.core.automation.resume(&id).await?;
+        }
         Ok(Response::new(self.to_proto(&device)))
+    }
+
+    async fn list_commands(
+        &self,
+        request: Request<v1::ListCommandsRequest>,
+    ) -> Result<Response<v1::ListCommandsResponse>, Status> {
+        let r = request.into_inner();
+        let id = DeviceId::parse(&r.device_id, "device_id")?;
+        let limit = match r.limit {
+            0 => DEFAULT_COMMANDS,
+            n if n <= MAX_COMMANDS => n,
+            n => return Err(invalid("limit", format!("is {n}, at most {MAX_COMMANDS}"))),
+        };
+        if self.core.directory.lookup(&id).await?.is_none() {
+            return Err(Status::not_found(format!("device {id} not found")));
+        }
+        let commands = self.core.storage.list_commands(&id, limit).await?;
+        Ok(Response::new(v1::ListCommandsResponse {
+            commands: commands.iter().map(convert::command).collect(),
+        }))
+    }
+
+    type WatchDevicesStream = WatchStream;
+
+    async fn watch_devices(
+        &self,
+        request: Request<v1::WatchDevicesRequest>,
+    ) -> Result<Response<Self::WatchDevicesStream>, Status> {
+        let home = HomeId::parse(&request.into_inner().home_id, "home_id")?;
+        // Subscribe before reading the snapshot, so no change falls between.
+        let changes = BroadcastStream::new(self.core.control.subscribe_changes());
+        let devices = self.core.storage.list_devices(Some(&home)).await?;
+        if devices.is_empty() && !self.core.storage.list_homes().await?.iter().any(|h| h.id == home) {
+            return Err(Status::not_found(format!("home {home} not found")));
+        }
+        let first = v1::WatchDevicesResponse {
+            devices: devices.iter().map(|d| self.to_proto(d)).collect(),
+        };
+        let core = self.core.clone();
+        let updates = changes.filter_map(move |change| {
+            let core = core.clone();
+            let home = home.clone();
+            async move {
+                match change {
+                    Ok(d) if d.home_id == home => Some(Ok(v1::WatchDevicesResponse {
+                        devices: vec![convert::device(&d, core.directory.last_seen(&d))],
+                    })),
+                    Ok(_) => None,
+                    // Fell behind: send the whole home again.
+                    Err(BroadcastStreamRecvError::Lagged(_)) => {
+                        match core.storage.list_devices(Some(&home)).await {
+                            Ok(all) => Some(Ok(v1::WatchDevicesResponse {
+                                devices: all
+                                    .iter()
+                                    .map(|d| convert::device(d, core.directory.last_seen(d)))
+                                    .collect(),
+                            })),
+                            Err(e) => Some(Err(Status::from(e))),
+                        }
+                    }
+                }
+            }
+        });
+        let closing = self.core.closing.clone();
+        let stream = futures::stream::once(async move { Ok(first) })
+            .chain(updates)
+            .take_until(closing.cancelled_owned());
+        Ok(Response::new(Box::pin(stream)))
     }
 }

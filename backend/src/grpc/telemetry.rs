@@ -4,9 +4,9 @@ use std::{pin::Pin, sync::Arc};
 
 use futures::{Stream, StreamExt as _};
 use hearth_proto::v1::{
-    telemetry_service_server::TelemetryService, IngestBatchRequest, IngestBatchResponse,
-    ListReadingsRequest, ListReadingsResponse, RejectedBatch, WatchReadingsRequest,
-    WatchReadingsResponse,
+    telemetry_service_server::TelemetryService, GetSeriesRequest, GetSeriesResponse,
+    IngestBatchRequest, IngestBatchResponse, ListReadingsRequest, ListReadingsResponse,
+    RejectedBatch, SeriesPoint, WatchReadingsRequest, WatchReadingsResponse,
 };
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use super::{convert, status::invalid};
 use crate::{
     app::Core,
-    domain::{validate_batch, DeviceId, DeviceKind, HomeId},
+    domain::{series::plan, validate_batch, DeviceId, DeviceKind, HomeId},
     ingest::{Done, IngestItem},
     storage::{ReadingCursor, ReadingQuery},
 };
@@ -23,6 +23,8 @@ use crate::{
 /// Most batches in one IngestBatch call.
 const MAX_BATCHES_PER_CALL: usize = 10_000;
 const DEFAULT_PAGE_SIZE: u32 = 100;
+const DEFAULT_POINTS: u32 = 300;
+const MAX_POINTS: u32 = 2_000;
 const MAX_PAGE_SIZE: u32 = 1_000;
 
 pub struct TelemetryApi {
@@ -198,6 +200,14 @@ impl TelemetryService for TelemetryApi {
             .iter()
             .map(|d| DeviceId::parse(d, "device_ids"))
             .collect::<Result<Vec<_>, _>>()?;
+        let metrics = r
+            .metrics
+            .iter()
+            .map(|m| {
+                convert::metric_filter(*m, "metrics")?
+                    .ok_or_else(|| invalid("metrics", "must not contain METRIC_UNSPECIFIED"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         if !self
             .core
             .storage
@@ -217,6 +227,7 @@ impl TelemetryService for TelemetryApi {
                         .readings
                         .iter()
                         .filter(|r| devices.is_empty() || devices.contains(&r.device_id))
+                        .filter(|r| metrics.is_empty() || metrics.contains(&r.metric))
                         .map(convert::reading)
                         .collect();
                     (!readings.is_empty()).then_some(WatchReadingsResponse {
@@ -235,5 +246,54 @@ impl TelemetryService for TelemetryApi {
         Ok(Response::new(Box::pin(
             stream.take_until(self.core.closing.clone().cancelled_owned()),
         )))
+    }
+
+    async fn get_series(
+        &self,
+        request: Request<GetSeriesRequest>,
+    ) -> Result<Response<GetSeriesResponse>, Status> {
+        let r = request.into_inner();
+        let device = DeviceId::parse(&r.device_id, "device_id")?;
+        let metric = convert::metric_filter(r.metric, "metric")?
+            .ok_or_else(|| invalid("metric", "must be set"))?;
+        let end = match r.end_unix_ms {
+            0 => self.core.clock.now(),
+            end => end,
+        };
+        if r.start_unix_ms <= 0 || r.start_unix_ms >= end {
+            return Err(invalid(
+                "start_unix_ms",
+                "must be set and before end_unix_ms",
+            ));
+        }
+        let max_points = match r.max_points {
+            0 => DEFAULT_POINTS,
+            n if n <= MAX_POINTS => n,
+            n => {
+                return Err(invalid(
+                    "max_points",
+                    format!("is {n}, at most {MAX_POINTS}"),
+                ))
+            }
+        };
+        if self.core.directory.lookup(&device).await?.is_none() {
+            return Err(Status::not_found(format!("device {device} not found")));
+        }
+        let plan = plan(r.start_unix_ms, end, max_points);
+        let points = self.core.storage.series(&device, metric, &plan).await?;
+        Ok(Response::new(GetSeriesResponse {
+            bucket_ms: plan.bucket_ms,
+            resolution: plan.resolution.as_str().to_owned(),
+            points: points
+                .iter()
+                .map(|p| SeriesPoint {
+                    start_unix_ms: p.start,
+                    min: p.min,
+                    avg: p.sum / p.count.max(1) as f64,
+                    max: p.max,
+                    count: p.count,
+                })
+                .collect(),
+        }))
     }
 }

@@ -22,12 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    domain::{Desired, DeviceId, HomeId},
+    domain::{Command, DeviceId, HomeId},
     metrics::Metrics,
 };
-
-/// How long a published desired state stays applicable on the device.
-pub const DESIRED_TTL_MS: i64 = 60_000;
 
 pub use ack::Ack;
 use ack::AckOrder;
@@ -62,23 +59,21 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Publishes `desired` on the device's `desired` topic (QoS 1), valid for
-    /// [`DESIRED_TTL_MS`] from `now`.
+    /// Publishes `command` on the device's `desired` topic (QoS 1).
     pub async fn desired(
         &self,
         home: &HomeId,
         device: &DeviceId,
-        desired: &Desired,
-        now: i64,
+        command: &Command,
     ) -> anyhow::Result<()> {
         let topic = self
             .topics
             .device(home.as_str(), device.as_str(), Channel::Desired)?;
         let payload = DesiredState {
-            version: desired.version,
-            on: desired.on,
-            issued_unix_ms: desired.issued_at,
-            expires_unix_ms: now + DESIRED_TTL_MS,
+            version: command.version,
+            on: command.on,
+            issued_unix_ms: command.requested_at,
+            expires_unix_ms: command.expires_at,
         };
         self.client
             .publish(topic, QoS::AtLeastOnce, false, payload.encode_to_vec())

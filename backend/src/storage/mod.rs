@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use hearth_proto::v1::Metric;
 
 use crate::domain::{
-    ActuatorState, Device, DeviceId, DeviceKind, Home, HomeId, Reading, RuleId, ThresholdRule,
-    UnixMs,
+    ActuatorState, Command, Device, DeviceId, DeviceKind, Home, HomeId, LoggedDecision, Reading,
+    Resolution, RuleId, RuleState, SeriesPlan, SeriesPoint, ThresholdRule, UnixMs,
 };
 
 pub use sql::{redact, MySqlStorage, SqliteStorage};
@@ -110,13 +110,33 @@ pub trait Storage: Send + Sync + 'static {
     async fn get_device(&self, id: &DeviceId) -> Result<Option<Device>>;
 
     /// Stores a new mode and desired state if the stored desired version is
-    /// still `expected_version` (optimistic concurrency: `Stale` otherwise).
+    /// still `expected_version` (optimistic concurrency: `Stale` otherwise),
+    /// with the `command` that carries a new desired version; older commands
+    /// still open become superseded. One transaction.
     async fn save_actuator_state(
         &self,
         id: &DeviceId,
         expected_version: u64,
         state: &ActuatorState,
+        command: Option<&Command>,
     ) -> Result<()>;
+    async fn command_published(&self, id: &DeviceId, version: u64, at: UnixMs) -> Result<()>;
+    /// Marks the command applied unless it already was; returns whether it
+    /// changed.
+    async fn command_applied(
+        &self,
+        id: &DeviceId,
+        version: u64,
+        at: UnixMs,
+        round_trip_us: u64,
+    ) -> Result<bool>;
+    /// Open commands whose time-to-live has passed become expired; returns
+    /// the devices they were for.
+    async fn expire_commands(&self, now: UnixMs) -> Result<Vec<DeviceId>>;
+    /// Newest first.
+    async fn list_commands(&self, id: &DeviceId, limit: u32) -> Result<Vec<Command>>;
+    /// Devices whose manual override ended at or before `now`.
+    async fn overrides_ended(&self, now: UnixMs) -> Result<Vec<DeviceId>>;
     /// Stores the reported part of `state` (desired is left alone).
     async fn save_reported(&self, id: &DeviceId, state: &ActuatorState) -> Result<()>;
     async fn save_presence(&self, id: &DeviceId, online: Option<bool>, seen: UnixMs) -> Result<()>;
@@ -125,11 +145,80 @@ pub trait Storage: Send + Sync + 'static {
     /// Returns how many were new.
     async fn insert_readings(&self, readings: &[Reading]) -> Result<u64>;
     async fn list_readings(&self, query: &ReadingQuery) -> Result<Vec<Reading>>;
+    /// Readings of one metric strictly after `after` = `(time, seq)` and
+    /// before `until` (if given), oldest first: what a rule evaluates next.
+    async fn readings_after(
+        &self,
+        device: &DeviceId,
+        metric: Metric,
+        after: (UnixMs, u64),
+        until: Option<UnixMs>,
+        limit: u32,
+    ) -> Result<Vec<Reading>>;
+
+    /// Recomputes the rollup `resolution` for `devices` over `[from, to)`
+    /// (bucket-aligned) from the next finer level: raw readings for minutes,
+    /// minutes for hours, hours for days. Idempotent.
+    async fn refresh_rollups(
+        &self,
+        resolution: Resolution,
+        devices: &[DeviceId],
+        from: UnixMs,
+        to: UnixMs,
+    ) -> Result<()>;
+    /// One series as `plan` says, oldest bucket first; empty buckets left out.
+    async fn series(
+        &self,
+        device: &DeviceId,
+        metric: Metric,
+        plan: &SeriesPlan,
+    ) -> Result<Vec<SeriesPoint>>;
+    /// Deletes up to `limit` readings of `device`'s `metric` older than
+    /// `before`; returns how many. Small batches keep locks short.
+    async fn delete_readings_before(
+        &self,
+        device: &DeviceId,
+        metric: Metric,
+        before: UnixMs,
+        limit: u32,
+    ) -> Result<u64>;
+    /// Deletes up to `limit` rollup rows of `resolution` older than `before`.
+    async fn delete_rollups_before(
+        &self,
+        resolution: Resolution,
+        before: UnixMs,
+        limit: u32,
+    ) -> Result<u64>;
 
     async fn create_rule(&self, rule: &ThresholdRule) -> Result<()>;
     async fn list_rules(&self, home: Option<&HomeId>) -> Result<Vec<ThresholdRule>>;
+    /// Replaces the rule's settings and forgets its state. `NotFound` if
+    /// there is no such rule.
+    async fn update_rule(&self, rule: &ThresholdRule) -> Result<()>;
     /// `NotFound` if there is no such rule.
     async fn delete_rule(&self, id: &RuleId) -> Result<()>;
+    async fn load_rule_state(&self, id: &RuleId) -> Result<Option<RuleState>>;
+    async fn save_rule_state(&self, id: &RuleId, state: &RuleState) -> Result<()>;
+    async fn record_decision(&self, decision: &LoggedDecision) -> Result<()>;
+    /// Newest first, of one home or one rule.
+    async fn list_decisions(&self, of: DecisionsOf<'_>, limit: u32) -> Result<Vec<LoggedDecision>>;
+
+    /// Takes or renews the lease `name` for `holder` until `until`, if it is
+    /// free, expired at `now`, or already held by `holder`.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: UnixMs,
+        until: UnixMs,
+    ) -> Result<bool>;
+}
+
+/// Whose decisions to list.
+#[derive(Debug, Clone, Copy)]
+pub enum DecisionsOf<'a> {
+    Home(&'a HomeId),
+    Rule(&'a RuleId),
 }
 
 /// Connects to `url` (`sqlite://…` or `mysql://…`) and runs the migrations.

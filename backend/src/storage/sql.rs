@@ -14,10 +14,11 @@ use sqlx::{
     QueryBuilder, Row,
 };
 
-use super::{kind_of, ReadingQuery, Result, Storage, StorageError};
+use super::{kind_of, DecisionsOf, ReadingQuery, Result, Storage, StorageError};
 use crate::domain::{
-    ActuatorState, Desired, Device, DeviceId, Home, HomeId, Mode, Reading, Reported, RuleId,
-    ThresholdRule,
+    Action, ActuatorState, Command, CommandState, Desired, Device, DeviceId, Home, HomeId,
+    LoggedDecision, Mode, Pending, Reading, Reported, Resolution, RuleDecision, RuleId,
+    RuleState, SeriesPlan, SeriesPoint, StaleAction, ThresholdRule, UnixMs,
 };
 
 /// Rows per multi-row INSERT. Why: MySQL allows 65,535 placeholders per
@@ -25,11 +26,22 @@ use crate::domain::{
 /// statements cached.
 const INSERT_CHUNK: usize = 1_000;
 
-const DEVICE_COLUMNS: &str =
-    "id, home_id, kind, name, mode, desired_version, desired_on, desired_at, desired_reason, \
-     reported_version, reported_on, reported_at, online, last_seen";
+/// A device with the command behind its desired state.
+const DEVICE_SELECT: &str =
+    "SELECT d.id, d.home_id, d.kind, d.name, d.mode, d.desired_version, d.desired_on, d.desired_at, \
+     d.desired_reason, d.reported_version, d.reported_on, d.reported_at, d.online, d.last_seen, \
+     d.override_until, c.version, c.on_state, c.requested_by, c.reason, c.state, c.requested_at, \
+     c.published_at, c.applied_at, c.expires_at, c.round_trip_us \
+     FROM devices d LEFT JOIN commands c ON c.device_id = d.id AND c.version = d.desired_version";
+const COMMAND_COLUMNS: &str = "device_id, version, on_state, requested_by, reason, state, requested_at, \
+     published_at, applied_at, expires_at, round_trip_us";
 const RULE_COLUMNS: &str =
-    "id, home_id, name, source_device_id, metric, target_device_id, on_above, off_below, enabled";
+    "id, home_id, name, source_device_id, metric, target_device_id, on_above, off_below, enabled, \
+     min_on_s, min_off_s, sustain_s, stale_after_s, stale_action";
+const RULE_STATE_COLUMNS: &str = "rule_id, output, switched_at, pending_on, pending_since, pending_value, \
+     last_reading_at, last_value, stale, started_at, cursor_ts, cursor_seq";
+const DECISION_COLUMNS: &str =
+    "rule_id, home_id, target_device_id, action, at, value, reason, command_version";
 
 fn decode_err(what: &str) -> StorageError {
     StorageError::Internal(sqlx::Error::Decode(
@@ -46,7 +58,14 @@ fn metric_of(code: i16) -> Result<Metric> {
 
 /// Generates a `Storage` implementation over one sqlx database.
 macro_rules! sql_storage {
-    ($storage:ident, $db:ty, insert_ignore = $insert_ignore:literal) => {
+    (
+        $storage:ident,
+        $db:ty,
+        insert_ignore = $insert_ignore:literal,
+        int_div = $int_div:literal,
+        delete_readings = $delete_readings:literal,
+        delete_rollups = $delete_rollups:literal
+    ) => {
         impl $storage {
             fn device_from_row(row: &<$db as sqlx::Database>::Row) -> Result<Device> {
                 let id: String = row.try_get("id")?;
@@ -74,8 +93,13 @@ macro_rules! sql_storage {
                     }),
                     _ => None,
                 };
+                let id = DeviceId::parse(&id, "devices.id").map_err(|_| decode_err("device id"))?;
+                let last_command = match row.try_get::<Option<i64>, _>("version")? {
+                    Some(_) => Some(Self::command_from_row(row, Some(&id))?),
+                    None => None,
+                };
                 Ok(Device {
-                    id: DeviceId::parse(&id, "devices.id").map_err(|_| decode_err("device id"))?,
+                    id,
                     home_id: HomeId::parse(&home_id, "devices.home_id").map_err(|_| decode_err("home id"))?,
                     kind: kind_of(&kind)?,
                     name: row.try_get("name")?,
@@ -83,9 +107,81 @@ macro_rules! sql_storage {
                         mode: Mode::parse(&mode).ok_or_else(|| decode_err("mode"))?,
                         desired,
                         reported,
+                        override_until: row.try_get("override_until")?,
                     },
                     online: row.try_get("online")?,
                     last_seen: row.try_get("last_seen")?,
+                    last_command,
+                })
+            }
+
+            /// `device`: known already (a joined row has no `device_id` column).
+            fn command_from_row(row: &<$db as sqlx::Database>::Row, device: Option<&DeviceId>) -> Result<Command> {
+                let device_id = match device {
+                    Some(d) => d.clone(),
+                    None => DeviceId::parse(&row.try_get::<String, _>("device_id")?, "commands.device_id")
+                        .map_err(|_| decode_err("device id"))?,
+                };
+                let state: String = row.try_get("state")?;
+                Ok(Command {
+                    device_id,
+                    version: row.try_get::<i64, _>("version")? as u64,
+                    on: row.try_get("on_state")?,
+                    requested_by: row.try_get("requested_by")?,
+                    reason: row.try_get("reason")?,
+                    state: CommandState::parse(&state).ok_or_else(|| decode_err("command state"))?,
+                    requested_at: row.try_get("requested_at")?,
+                    published_at: row.try_get("published_at")?,
+                    applied_at: row.try_get("applied_at")?,
+                    expires_at: row.try_get("expires_at")?,
+                    round_trip_us: row.try_get::<Option<i64>, _>("round_trip_us")?.map(|v| v as u64),
+                })
+            }
+
+            fn rule_state_from_row(row: &<$db as sqlx::Database>::Row) -> Result<RuleState> {
+                let pending = match (
+                    row.try_get::<Option<bool>, _>("pending_on")?,
+                    row.try_get::<Option<i64>, _>("pending_since")?,
+                ) {
+                    (Some(on), Some(since)) => Some(Pending {
+                        on,
+                        since,
+                        value: row.try_get::<Option<f64>, _>("pending_value")?.unwrap_or(f64::NAN),
+                        held: false,
+                    }),
+                    _ => None,
+                };
+                Ok(RuleState {
+                    output: row.try_get("output")?,
+                    switched_at: row.try_get("switched_at")?,
+                    pending,
+                    last_reading_at: row.try_get("last_reading_at")?,
+                    last_value: row.try_get("last_value")?,
+                    stale: row.try_get("stale")?,
+                    started_at: row.try_get("started_at")?,
+                    cursor: (row.try_get("cursor_ts")?, row.try_get::<i64, _>("cursor_seq")? as u64),
+                })
+            }
+
+            fn decision_from_row(row: &<$db as sqlx::Database>::Row) -> Result<LoggedDecision> {
+                let action: String = row.try_get("action")?;
+                let action = Action::parse(&action).ok_or_else(|| decode_err("decision action"))?;
+                Ok(LoggedDecision {
+                    rule_id: RuleId::parse(&row.try_get::<String, _>("rule_id")?, "rule_id").map_err(|_| decode_err("rule id"))?,
+                    home_id: HomeId::parse(&row.try_get::<String, _>("home_id")?, "home_id").map_err(|_| decode_err("home id"))?,
+                    target: DeviceId::parse(&row.try_get::<String, _>("target_device_id")?, "target").map_err(|_| decode_err("device id"))?,
+                    decision: RuleDecision {
+                        action,
+                        at: row.try_get("at")?,
+                        value: row.try_get("value")?,
+                        reason: row.try_get("reason")?,
+                        switch: match action {
+                            Action::SwitchOn => Some(true),
+                            Action::SwitchOff => Some(false),
+                            _ => None,
+                        },
+                    },
+                    command_version: row.try_get::<i64, _>("command_version")? as u64,
                 })
             }
 
@@ -101,6 +197,12 @@ macro_rules! sql_storage {
                     on_above: row.try_get("on_above")?,
                     off_below: row.try_get("off_below")?,
                     enabled: row.try_get("enabled")?,
+                    min_on_s: row.try_get::<i64, _>("min_on_s")? as u32,
+                    min_off_s: row.try_get::<i64, _>("min_off_s")? as u32,
+                    sustain_s: row.try_get::<i64, _>("sustain_s")? as u32,
+                    stale_after_s: row.try_get::<i64, _>("stale_after_s")? as u32,
+                    stale_action: StaleAction::parse(&row.try_get::<String, _>("stale_action")?)
+                        .ok_or_else(|| decode_err("stale action"))?,
                 })
             }
 
@@ -165,18 +267,18 @@ macro_rules! sql_storage {
             async fn list_devices(&self, home: Option<&HomeId>) -> Result<Vec<Device>> {
                 let rows = match home {
                     Some(h) => {
-                        sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE home_id = ? ORDER BY id"))
+                        sqlx::query(&format!("{DEVICE_SELECT} WHERE d.home_id = ? ORDER BY d.id"))
                             .bind(h.as_str())
                             .fetch_all(&self.pool)
                             .await?
                     }
-                    None => sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY id")).fetch_all(&self.pool).await?,
+                    None => sqlx::query(&format!("{DEVICE_SELECT} ORDER BY d.id")).fetch_all(&self.pool).await?,
                 };
                 rows.iter().map(Self::device_from_row).collect()
             }
 
             async fn get_device(&self, id: &DeviceId) -> Result<Option<Device>> {
-                sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?"))
+                sqlx::query(&format!("{DEVICE_SELECT} WHERE d.id = ?"))
                     .bind(id.as_str())
                     .fetch_optional(&self.pool)
                     .await?
@@ -185,28 +287,119 @@ macro_rules! sql_storage {
                     .transpose()
             }
 
-            async fn save_actuator_state(&self, id: &DeviceId, expected_version: u64, state: &ActuatorState) -> Result<()> {
+            async fn save_actuator_state(
+                &self,
+                id: &DeviceId,
+                expected_version: u64,
+                state: &ActuatorState,
+                command: Option<&Command>,
+            ) -> Result<()> {
                 let d = state.desired.as_ref();
+                let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
-                    "UPDATE devices SET mode = ?, desired_version = ?, desired_on = ?, desired_at = ?, desired_reason = ? \
-                     WHERE id = ? AND desired_version = ?",
+                    "UPDATE devices SET mode = ?, desired_version = ?, desired_on = ?, desired_at = ?, desired_reason = ?, \
+                     override_until = ? WHERE id = ? AND desired_version = ?",
                 )
                 .bind(state.mode.as_str())
                 .bind(d.map_or(0, |d| d.version as i64))
                 .bind(d.map(|d| d.on))
                 .bind(d.map(|d| d.issued_at))
                 .bind(d.map(|d| d.reason.as_str()))
+                .bind(state.override_until)
                 .bind(id.as_str())
                 .bind(expected_version as i64)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
-                if done.rows_affected() == 1 {
-                    Ok(())
-                } else if self.get_device(id).await?.is_none() {
-                    Err(StorageError::NotFound(format!("device {id}")))
-                } else {
-                    Err(StorageError::Stale(format!("device {id}")))
+                if done.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return if self.get_device(id).await?.is_none() {
+                        Err(StorageError::NotFound(format!("device {id}")))
+                    } else {
+                        Err(StorageError::Stale(format!("device {id}")))
+                    };
                 }
+                if let Some(c) = command {
+                    sqlx::query("UPDATE commands SET state = 'superseded' WHERE device_id = ? AND version < ? AND state IN ('requested', 'published')")
+                        .bind(id.as_str())
+                        .bind(c.version as i64)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(&format!("INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
+                        .bind(id.as_str())
+                        .bind(c.version as i64)
+                        .bind(c.on)
+                        .bind(&c.requested_by)
+                        .bind(&c.reason)
+                        .bind(c.state.as_str())
+                        .bind(c.requested_at)
+                        .bind(c.published_at)
+                        .bind(c.applied_at)
+                        .bind(c.expires_at)
+                        .bind(c.round_trip_us.map(|v| v as i64))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn command_published(&self, id: &DeviceId, version: u64, at: UnixMs) -> Result<()> {
+                sqlx::query("UPDATE commands SET state = 'published', published_at = ? WHERE device_id = ? AND version = ? AND state IN ('requested', 'published')")
+                    .bind(at)
+                    .bind(id.as_str())
+                    .bind(version as i64)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn command_applied(&self, id: &DeviceId, version: u64, at: UnixMs, round_trip_us: u64) -> Result<bool> {
+                let done = sqlx::query("UPDATE commands SET state = 'applied', applied_at = ?, round_trip_us = ? WHERE device_id = ? AND version = ? AND state <> 'applied'")
+                    .bind(at)
+                    .bind(round_trip_us as i64)
+                    .bind(id.as_str())
+                    .bind(version as i64)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn expire_commands(&self, now: UnixMs) -> Result<Vec<DeviceId>> {
+                let mut tx = self.pool.begin().await?;
+                let rows = sqlx::query("SELECT device_id FROM commands WHERE state IN ('requested', 'published') AND expires_at <= ?")
+                    .bind(now)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                if rows.is_empty() {
+                    return Ok(Vec::new());
+                }
+                sqlx::query("UPDATE commands SET state = 'expired' WHERE state IN ('requested', 'published') AND expires_at <= ?")
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                rows.iter()
+                    .map(|r| DeviceId::parse(&r.try_get::<String, _>("device_id")?, "device_id").map_err(|_| decode_err("device id")))
+                    .collect()
+            }
+
+            async fn list_commands(&self, id: &DeviceId, limit: u32) -> Result<Vec<Command>> {
+                let rows = sqlx::query(&format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE device_id = ? ORDER BY version DESC LIMIT ?"))
+                    .bind(id.as_str())
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(|r| Self::command_from_row(r, None)).collect()
+            }
+
+            async fn overrides_ended(&self, now: UnixMs) -> Result<Vec<DeviceId>> {
+                let rows = sqlx::query("SELECT id FROM devices WHERE override_until IS NOT NULL AND override_until <= ?")
+                    .bind(now)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| DeviceId::parse(&r.try_get::<String, _>("id")?, "id").map_err(|_| decode_err("device id")))
+                    .collect()
             }
 
             async fn save_reported(&self, id: &DeviceId, state: &ActuatorState) -> Result<()> {
@@ -284,8 +477,124 @@ macro_rules! sql_storage {
                     .collect()
             }
 
+            async fn readings_after(
+                &self,
+                device: &DeviceId,
+                metric: Metric,
+                after: (UnixMs, u64),
+                until: Option<UnixMs>,
+                limit: u32,
+            ) -> Result<Vec<Reading>> {
+                let mut q = QueryBuilder::<$db>::new("SELECT seq, ts, value FROM readings WHERE device_id = ");
+                q.push_bind(device.as_str());
+                q.push(" AND metric = ").push_bind(metric as i16);
+                q.push(" AND (ts > ").push_bind(after.0);
+                q.push(" OR (ts = ").push_bind(after.0);
+                q.push(" AND seq > ").push_bind(after.1 as i64).push("))");
+                if let Some(until) = until {
+                    q.push(" AND ts < ").push_bind(until);
+                }
+                q.push(" ORDER BY ts, seq LIMIT ").push_bind(i64::from(limit));
+                let rows = q.build().fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(Reading {
+                            device_id: device.clone(),
+                            metric,
+                            seq: row.try_get::<i64, _>("seq")? as u64,
+                            time: row.try_get("ts")?,
+                            value: row.try_get("value")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn refresh_rollups(&self, resolution: Resolution, devices: &[DeviceId], from: UnixMs, to: UnixMs) -> Result<()> {
+                if devices.is_empty() || from >= to {
+                    return Ok(());
+                }
+                let width = resolution.ms();
+                let mut q = QueryBuilder::<$db>::new("REPLACE INTO rollups (device_id, metric, resolution, bucket, vmin, vmax, vsum, n) ");
+                match resolution {
+                    Resolution::Raw => return Ok(()),
+                    Resolution::Minute => {
+                        q.push("SELECT device_id, metric, ").push_bind(width).push(", ").push_bind(from);
+                        q.push(concat!(" + ((ts - ")).push_bind(from).push(concat!(")", $int_div)).push_bind(width).push(") * ").push_bind(width);
+                        q.push(", MIN(value), MAX(value), SUM(value), COUNT(*) FROM readings WHERE ts >= ").push_bind(from);
+                        q.push(" AND ts < ").push_bind(to);
+                    }
+                    Resolution::Hour | Resolution::Day => {
+                        let finer = if resolution == Resolution::Hour { Resolution::Minute } else { Resolution::Hour };
+                        q.push("SELECT device_id, metric, ").push_bind(width).push(", ").push_bind(from);
+                        q.push(" + ((bucket - ").push_bind(from).push(concat!(")", $int_div)).push_bind(width).push(") * ").push_bind(width);
+                        q.push(", MIN(vmin), MAX(vmax), SUM(vsum), SUM(n) FROM rollups WHERE resolution = ").push_bind(finer.ms());
+                        q.push(" AND bucket >= ").push_bind(from).push(" AND bucket < ").push_bind(to);
+                    }
+                }
+                q.push(" AND device_id IN (");
+                let mut ids = q.separated(", ");
+                for d in devices {
+                    ids.push_bind(d.as_str());
+                }
+                q.push(") GROUP BY 1, 2, 3, 4");
+                q.build().execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn series(&self, device: &DeviceId, metric: Metric, plan: &SeriesPlan) -> Result<Vec<SeriesPoint>> {
+                let mut q = QueryBuilder::<$db>::new("SELECT ");
+                // `+ 0e0`: a floating-point sum in both databases (MySQL's SUM of integers is DECIMAL).
+                if plan.resolution == Resolution::Raw {
+                    q.push("(ts - ").push_bind(plan.start).push(concat!(")", $int_div)).push_bind(plan.bucket_ms);
+                    q.push(" AS b, MIN(value) AS vmin, MAX(value) AS vmax, SUM(value) AS vsum, COUNT(*) + 0e0 AS n FROM readings WHERE device_id = ");
+                    q.push_bind(device.as_str()).push(" AND metric = ").push_bind(metric as i16);
+                    q.push(" AND ts >= ").push_bind(plan.start).push(" AND ts < ").push_bind(plan.end);
+                } else {
+                    q.push("(bucket - ").push_bind(plan.start).push(concat!(")", $int_div)).push_bind(plan.bucket_ms);
+                    q.push(" AS b, MIN(vmin) AS vmin, MAX(vmax) AS vmax, SUM(vsum) AS vsum, SUM(n) + 0e0 AS n FROM rollups WHERE device_id = ");
+                    q.push_bind(device.as_str()).push(" AND metric = ").push_bind(metric as i16);
+                    q.push(" AND resolution = ").push_bind(plan.resolution.ms());
+                    q.push(" AND bucket >= ").push_bind(plan.start).push(" AND bucket < ").push_bind(plan.end);
+                }
+                q.push(" GROUP BY b ORDER BY b");
+                let rows = q.build().fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(|row| {
+                        let b: i64 = row.try_get("b")?;
+                        Ok(SeriesPoint {
+                            start: plan.start + b * plan.bucket_ms,
+                            min: row.try_get("vmin")?,
+                            max: row.try_get("vmax")?,
+                            sum: row.try_get("vsum")?,
+                            count: row.try_get::<f64, _>("n")? as u64,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn delete_readings_before(&self, device: &DeviceId, metric: Metric, before: UnixMs, limit: u32) -> Result<u64> {
+                let done = sqlx::query($delete_readings)
+                    .bind(device.as_str())
+                    .bind(metric as i16)
+                    .bind(before)
+                    .bind(i64::from(limit))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn delete_rollups_before(&self, resolution: Resolution, before: UnixMs, limit: u32) -> Result<u64> {
+                let done = sqlx::query($delete_rollups)
+                    .bind(resolution.ms())
+                    .bind(before)
+                    .bind(i64::from(limit))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
             async fn create_rule(&self, r: &ThresholdRule) -> Result<()> {
-                sqlx::query(&format!("INSERT INTO rules ({RULE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"))
+                sqlx::query(&format!("INSERT INTO rules ({RULE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
                     .bind(r.id.as_str())
                     .bind(r.home_id.as_str())
                     .bind(&r.name)
@@ -295,6 +604,11 @@ macro_rules! sql_storage {
                     .bind(r.on_above)
                     .bind(r.off_below)
                     .bind(r.enabled)
+                    .bind(i64::from(r.min_on_s))
+                    .bind(i64::from(r.min_off_s))
+                    .bind(i64::from(r.sustain_s))
+                    .bind(i64::from(r.stale_after_s))
+                    .bind(r.stale_action.as_str())
                     .execute(&self.pool)
                     .await
                     .map_err(|e| match StorageError::from(e) {
@@ -317,12 +631,129 @@ macro_rules! sql_storage {
                 rows.iter().map(Self::rule_from_row).collect()
             }
 
+            async fn update_rule(&self, r: &ThresholdRule) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query(
+                    "UPDATE rules SET name = ?, source_device_id = ?, metric = ?, target_device_id = ?, on_above = ?, \
+                     off_below = ?, enabled = ?, min_on_s = ?, min_off_s = ?, sustain_s = ?, stale_after_s = ?, \
+                     stale_action = ? WHERE id = ? AND home_id = ?",
+                )
+                .bind(&r.name)
+                .bind(r.source.as_str())
+                .bind(r.metric as i16)
+                .bind(r.target.as_str())
+                .bind(r.on_above)
+                .bind(r.off_below)
+                .bind(r.enabled)
+                .bind(i64::from(r.min_on_s))
+                .bind(i64::from(r.min_off_s))
+                .bind(i64::from(r.sustain_s))
+                .bind(i64::from(r.stale_after_s))
+                .bind(r.stale_action.as_str())
+                .bind(r.id.as_str())
+                .bind(r.home_id.as_str())
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StorageError::NotFound(format!("rule {} in home {}", r.id, r.home_id)));
+                }
+                sqlx::query("DELETE FROM rule_state WHERE rule_id = ?").bind(r.id.as_str()).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn delete_rule(&self, id: &RuleId) -> Result<()> {
-                let done = sqlx::query("DELETE FROM rules WHERE id = ?").bind(id.as_str()).execute(&self.pool).await?;
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query("DELETE FROM rules WHERE id = ?").bind(id.as_str()).execute(&mut *tx).await?;
                 if done.rows_affected() == 0 {
                     return Err(StorageError::NotFound(format!("rule {id}")));
                 }
+                sqlx::query("DELETE FROM rule_state WHERE rule_id = ?").bind(id.as_str()).execute(&mut *tx).await?;
+                tx.commit().await?;
                 Ok(())
+            }
+
+            async fn load_rule_state(&self, id: &RuleId) -> Result<Option<RuleState>> {
+                sqlx::query(&format!("SELECT {RULE_STATE_COLUMNS} FROM rule_state WHERE rule_id = ?"))
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .as_ref()
+                    .map(Self::rule_state_from_row)
+                    .transpose()
+            }
+
+            async fn save_rule_state(&self, id: &RuleId, st: &RuleState) -> Result<()> {
+                // Why delete + insert: one statement shape for both databases.
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("DELETE FROM rule_state WHERE rule_id = ?").bind(id.as_str()).execute(&mut *tx).await?;
+                let p = st.pending.as_ref();
+                sqlx::query(&format!("INSERT INTO rule_state ({RULE_STATE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
+                    .bind(id.as_str())
+                    .bind(st.output)
+                    .bind(st.switched_at)
+                    .bind(p.map(|p| p.on))
+                    .bind(p.map(|p| p.since))
+                    .bind(p.map(|p| p.value).filter(|v| v.is_finite()))
+                    .bind(st.last_reading_at)
+                    .bind(st.last_value)
+                    .bind(st.stale)
+                    .bind(st.started_at)
+                    .bind(st.cursor.0)
+                    .bind(st.cursor.1 as i64)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn record_decision(&self, d: &LoggedDecision) -> Result<()> {
+                sqlx::query(&format!("INSERT INTO decisions ({DECISION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"))
+                    .bind(d.rule_id.as_str())
+                    .bind(d.home_id.as_str())
+                    .bind(d.target.as_str())
+                    .bind(d.decision.action.as_str())
+                    .bind(d.decision.at)
+                    .bind(d.decision.value.filter(|v| v.is_finite()))
+                    .bind(&d.decision.reason)
+                    .bind(d.command_version as i64)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn list_decisions(&self, of: DecisionsOf<'_>, limit: u32) -> Result<Vec<LoggedDecision>> {
+                let (column, id) = match of {
+                    DecisionsOf::Home(h) => ("home_id", h.as_str()),
+                    DecisionsOf::Rule(r) => ("rule_id", r.as_str()),
+                };
+                let rows = sqlx::query(&format!("SELECT {DECISION_COLUMNS} FROM decisions WHERE {column} = ? ORDER BY id DESC LIMIT ?"))
+                    .bind(id)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(Self::decision_from_row).collect()
+            }
+
+            async fn acquire_lease(&self, name: &str, holder: &str, now: UnixMs, until: UnixMs) -> Result<bool> {
+                let taken = sqlx::query("UPDATE leases SET holder = ?, expires_at = ? WHERE name = ? AND (holder = ? OR expires_at <= ?)")
+                    .bind(holder)
+                    .bind(until)
+                    .bind(name)
+                    .bind(holder)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                if taken.rows_affected() == 1 {
+                    return Ok(true);
+                }
+                let created = sqlx::query(concat!($insert_ignore, " INTO leases (name, holder, expires_at) VALUES (?, ?, ?)"))
+                    .bind(name)
+                    .bind(holder)
+                    .bind(until)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(created.rows_affected() == 1)
             }
         }
     };
@@ -363,7 +794,12 @@ impl SqliteStorage {
 sql_storage!(
     SqliteStorage,
     sqlx::Sqlite,
-    insert_ignore = "INSERT OR IGNORE"
+    insert_ignore = "INSERT OR IGNORE",
+    int_div = " / ",
+    delete_readings = "DELETE FROM readings WHERE (device_id, metric, seq) IN (SELECT device_id, metric, seq \
+                       FROM readings WHERE device_id = ? AND metric = ? AND ts < ? LIMIT ?)",
+    delete_rollups = "DELETE FROM rollups WHERE (device_id, metric, resolution, bucket) IN \
+                      (SELECT device_id, metric, resolution, bucket FROM rollups WHERE resolution = ? AND bucket < ? LIMIT ?)"
 );
 
 /// Production: MySQL or MariaDB.
@@ -396,7 +832,14 @@ impl MySqlStorage {
     }
 }
 
-sql_storage!(MySqlStorage, sqlx::MySql, insert_ignore = "INSERT IGNORE");
+sql_storage!(
+    MySqlStorage,
+    sqlx::MySql,
+    insert_ignore = "INSERT IGNORE",
+    int_div = " DIV ",
+    delete_readings = "DELETE FROM readings WHERE device_id = ? AND metric = ? AND ts < ? ORDER BY ts LIMIT ?",
+    delete_rollups = "DELETE FROM rollups WHERE resolution = ? AND bucket < ? LIMIT ?"
+);
 
 /// `url` without its password, for error messages and logs.
 pub fn redact(url: &str) -> String {

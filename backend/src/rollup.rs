@@ -1,0 +1,213 @@
+//! Keeps the minute, hour and day rollups up to date, and enforces retention.
+//!
+//! The ingest writer notes which (minute, device) each committed batch
+//! touched; every few seconds this recomputes those minutes from raw rows,
+//! then the hours and days above them from the level below. Recomputing
+//! (instead of adding) makes it idempotent: replays, duplicates and late
+//! readings from a gateway's backlog all end up counted once. After a crash
+//! the last hour is recomputed at start.
+//!
+//! Retention deletes raw readings older than their metric's limit, and
+//! minute rollups older than theirs, in small batches so no lock is held for
+//! long; hour and day rollups are kept.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use hearth_proto::v1::Metric;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    clock::Clock,
+    domain::{DeviceId, DeviceKind, Reading, Resolution, UnixMs, DAY_MS, HOUR_MS},
+    settings::Retention,
+    storage::{Storage, StorageError},
+};
+
+/// How often touched minutes are recomputed.
+const REFRESH_EVERY: Duration = Duration::from_secs(5);
+/// How often retention runs (and first, how long after start).
+const RETENTION_EVERY: Duration = Duration::from_secs(3_600);
+const RETENTION_FIRST: Duration = Duration::from_secs(60);
+/// Rows deleted per statement.
+const DELETE_BATCH: u32 = 5_000;
+/// Devices per refresh statement (bind parameters stay far below limits).
+const DEVICES_PER_STATEMENT: usize = 500;
+
+/// Minutes touched since the last refresh, with the devices that touched them.
+#[derive(Default)]
+pub struct Rollups {
+    dirty: Mutex<BTreeMap<UnixMs, BTreeSet<DeviceId>>>,
+}
+
+impl Rollups {
+    /// Notes the minutes `readings` fall in (called after they are stored).
+    pub fn touched(&self, readings: &[Reading]) {
+        let mut dirty = self.dirty.lock().expect("rollups lock");
+        for r in readings {
+            let minute = Resolution::Minute.floor(r.time);
+            let devices = dirty.entry(minute).or_default();
+            if !devices.contains(&r.device_id) {
+                devices.insert(r.device_id.clone());
+            }
+        }
+    }
+
+    /// Marks every sensor's minutes in `[from, to)` for recomputation.
+    fn touch_range(&self, devices: &[DeviceId], from: UnixMs, to: UnixMs) {
+        let mut dirty = self.dirty.lock().expect("rollups lock");
+        let mut minute = Resolution::Minute.floor(from);
+        while minute < to {
+            dirty
+                .entry(minute)
+                .or_default()
+                .extend(devices.iter().cloned());
+            minute += Resolution::Minute.ms();
+        }
+    }
+
+    /// Recomputes what was touched: minutes, then their hours, then days.
+    pub async fn refresh(&self, storage: &dyn Storage) -> Result<(), StorageError> {
+        let dirty = std::mem::take(&mut *self.dirty.lock().expect("rollups lock"));
+        let mut coarser: BTreeMap<(Resolution, UnixMs), BTreeSet<DeviceId>> = BTreeMap::new();
+        let result = async {
+            for (minute, devices) in &dirty {
+                let devices: Vec<_> = devices.iter().cloned().collect();
+                for chunk in devices.chunks(DEVICES_PER_STATEMENT) {
+                    storage
+                        .refresh_rollups(Resolution::Minute, chunk, *minute, minute + 60_000)
+                        .await?;
+                }
+                for res in [Resolution::Hour, Resolution::Day] {
+                    coarser
+                        .entry((res, res.floor(*minute)))
+                        .or_default()
+                        .extend(devices.iter().cloned());
+                }
+            }
+            // Hours before days: a day is built from its hours.
+            for ((res, start), devices) in &coarser {
+                let devices: Vec<_> = devices.iter().cloned().collect();
+                for chunk in devices.chunks(DEVICES_PER_STATEMENT) {
+                    storage
+                        .refresh_rollups(*res, chunk, *start, start + res.ms())
+                        .await?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            // Keep the work for the next round.
+            let mut now_dirty = self.dirty.lock().expect("rollups lock");
+            for (minute, devices) in dirty {
+                now_dirty.entry(minute).or_default().extend(devices);
+            }
+        }
+        result
+    }
+
+    /// Refreshes every few seconds and enforces retention hourly, until
+    /// shutdown (with a last refresh).
+    pub async fn run(
+        self: Arc<Self>,
+        storage: Arc<dyn Storage>,
+        retention: Retention,
+        clock: Clock,
+        shutdown: CancellationToken,
+    ) {
+        match sensors(storage.as_ref()).await {
+            Ok(devices) => {
+                let now = clock.now();
+                self.touch_range(&devices, now - HOUR_MS, now + 1);
+            }
+            Err(e) => warn!(error = %e, "could not list sensors to catch up rollups"),
+        }
+        let mut next_retention = tokio::time::Instant::now() + RETENTION_FIRST;
+        loop {
+            let stop = tokio::select! {
+                _ = shutdown.cancelled() => true,
+                _ = tokio::time::sleep(REFRESH_EVERY) => false,
+            };
+            if let Err(e) = self.refresh(storage.as_ref()).await {
+                warn!(error = %e, "rollup refresh failed; retrying");
+            }
+            if stop {
+                break;
+            }
+            if tokio::time::Instant::now() >= next_retention {
+                next_retention = tokio::time::Instant::now() + RETENTION_EVERY;
+                if let Err(e) = enforce(storage.as_ref(), &retention, clock.now(), &shutdown).await
+                {
+                    warn!(error = %e, "retention failed; trying again later");
+                }
+            }
+        }
+    }
+}
+
+async fn sensors(storage: &dyn Storage) -> Result<Vec<DeviceId>, StorageError> {
+    Ok(storage
+        .list_devices(None)
+        .await?
+        .into_iter()
+        .filter(|d| d.kind == DeviceKind::Sensor)
+        .map(|d| d.id)
+        .collect())
+}
+
+/// Deletes what retention says has expired at `now`.
+pub async fn enforce(
+    storage: &dyn Storage,
+    retention: &Retention,
+    now: UnixMs,
+    shutdown: &CancellationToken,
+) -> Result<(), StorageError> {
+    let mut deleted = 0;
+    for device in sensors(storage).await? {
+        for metric in [
+            Metric::TemperatureCelsius,
+            Metric::HumidityPercent,
+            Metric::PressureHpa,
+        ] {
+            let before = now - i64::from(retention.raw_days(metric)) * DAY_MS;
+            loop {
+                if shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                let n = storage
+                    .delete_readings_before(&device, metric, before, DELETE_BATCH)
+                    .await?;
+                deleted += n;
+                if n < u64::from(DELETE_BATCH) {
+                    break;
+                }
+                // Let ingest's transactions in between batches.
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+    let before = now - i64::from(retention.minute_days) * DAY_MS;
+    let mut rollups = 0;
+    loop {
+        let n = storage
+            .delete_rollups_before(Resolution::Minute, before, DELETE_BATCH)
+            .await?;
+        rollups += n;
+        if n < u64::from(DELETE_BATCH) || shutdown.is_cancelled() {
+            break;
+        }
+    }
+    if deleted + rollups > 0 {
+        info!(
+            readings = deleted,
+            minute_rollups = rollups,
+            "retention deleted expired data"
+        );
+    }
+    Ok(())
+}
