@@ -93,8 +93,20 @@ impl App {
             .replica
             .clone()
             .unwrap_or_else(|| format!("hearth-{:08x}", rand::random::<u32>()));
-        let connection =
-            mqtt::connect(&mqtt_url, &settings.topics, mqtt_setting, subscription).await?;
+        // Why only on an external broker: the embedded one starts empty with
+        // its process, so there is no session to come back to.
+        let persistent = match subscription {
+            mqtt::Subscription::Shared => settings.replica.as_deref(),
+            mqtt::Subscription::Exclusive => None,
+        };
+        let connection = mqtt::connect(
+            &mqtt_url,
+            &settings.topics,
+            mqtt_setting,
+            subscription,
+            persistent,
+        )
+        .await?;
 
         let clock = Clock::system();
         let metrics = Arc::new(Metrics::default());

@@ -82,10 +82,14 @@ impl Automation {
         let mut lease_until: UnixMs = 0;
         let mut running: HashMap<RuleId, Running> = HashMap::new();
         let mut sources: Vec<DeviceId> = Vec::new();
+        // Why an interval and not a sleep per loop: a stream of unrelated
+        // batches would restart a sleep forever and starve the ticks.
+        let mut ticks = tokio::time::interval(TICK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(TICK) => {}
+                _ = ticks.tick() => {}
                 batch = stored.recv() => match batch {
                     Ok(batch) if batch.readings.iter().any(|r| sources.contains(&r.device_id)) => {}
                     Ok(_) | Err(RecvError::Lagged(_)) => continue,

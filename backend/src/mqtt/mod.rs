@@ -26,6 +26,9 @@ use crate::{
     metrics::Metrics,
 };
 
+/// Largest device payload accepted; a reading batch is a few dozen bytes.
+pub const MAX_PAYLOAD: usize = 64 * 1024;
+
 pub use ack::Ack;
 use ack::AckOrder;
 
@@ -92,15 +95,30 @@ pub struct Connection {
 
 /// Connects to `url` and waits for the broker to accept; `setting` names
 /// where the URL came from, for the error.
+///
+/// With `replica` (a stable name, e.g. the pod of a StatefulSet) the session
+/// is persistent: messages this replica had received but not acknowledged
+/// when it died are delivered to it again when it comes back under the same
+/// name, so a SIGKILL mid-batch loses nothing. Without one, each start is a
+/// fresh session.
 pub async fn connect(
     url: &str,
     topics: &Topics,
     setting: &str,
     how: Subscription,
+    replica: Option<&str>,
 ) -> anyhow::Result<Connection> {
-    let client_id = format!("hearth-backend-{:08x}", rand::random::<u32>());
+    let client_id = match replica {
+        Some(name) => format!("hearth-backend-{name}"),
+        None => format!("hearth-backend-{:08x}", rand::random::<u32>()),
+    };
     let mut options =
         hearth_agent::mqtt::options(url, &client_id).with_context(|| format!("{setting}={url}"))?;
+    options.set_clean_session(replica.is_none());
+    // Why above what devices may send: an oversize message must reach
+    // `parse` to be refused and acknowledged; if the client refused it, the
+    // broker would redeliver it after every reconnect.
+    options.set_max_packet_size(4 * 1024 * 1024, 256 * 1024);
     options.set_manual_acks(true);
     options.set_inflight(200);
     let (client, mut events) = AsyncClient::new(options, 1024);
@@ -246,6 +264,12 @@ fn parse(topics: &Topics, publish: &Publish) -> Result<Builder, String> {
     let home_id = HomeId::parse(home_id, "topic home").map_err(|e| e.to_string())?;
     let device_id = DeviceId::parse(device_id, "topic device").map_err(|e| e.to_string())?;
     let payload = publish.payload.as_ref();
+    if payload.len() > MAX_PAYLOAD {
+        return Err(format!(
+            "payload of {} bytes is over the {MAX_PAYLOAD}-byte limit",
+            payload.len()
+        ));
+    }
     let bad = |what: &str, e: prost::DecodeError| format!("payload is not a hearth.v1.{what}: {e}");
     Ok(match channel {
         Channel::Readings => {

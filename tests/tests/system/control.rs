@@ -24,6 +24,7 @@ async fn switching_a_fan_is_applied_and_acknowledged(backend: Backend) {
             device_id: fan.clone(),
             mode: Mode::On as i32,
             requested_by: "test".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -50,6 +51,7 @@ async fn switching_a_fan_is_applied_and_acknowledged(backend: Backend) {
             device_id: fan.clone(),
             mode: Mode::Off as i32,
             requested_by: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -73,6 +75,7 @@ async fn switching_a_fan_is_applied_and_acknowledged(backend: Backend) {
             device_id: fan.clone(),
             mode: Mode::Off as i32,
             requested_by: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -91,6 +94,7 @@ async fn a_device_that_comes_online_gets_its_current_desired_state(backend: Back
         device_id: light.clone(),
         mode: Mode::On as i32,
         requested_by: String::new(),
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -149,6 +153,7 @@ async fn in_auto_a_rule_switches_the_fan_above_25_degrees(backend: Backend) {
         device_id: fan.clone(),
         mode: Mode::Off as i32,
         requested_by: String::new(),
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -161,45 +166,65 @@ async fn in_auto_a_rule_switches_the_fan_above_25_degrees(backend: Backend) {
         device_id: fan.clone(),
         mode: Mode::Auto as i32,
         requested_by: String::new(),
+        ..Default::default()
     })
     .await
     .unwrap();
+    // Back in AUTO, the rule takes the fan to what the last reading (30 °C)
+    // asks for, without waiting for another crossing.
+    let resumed = app
+        .wait_for_device(&fan, WAIT, |d| {
+            d.reported
+                .as_ref()
+                .is_some_and(|r| r.on && r.applied_version == 2)
+        })
+        .await;
+    assert!(
+        resumed.desired_reason.contains("back in AUTO"),
+        "{}",
+        resumed.desired_reason
+    );
+    assert!(output.is_on());
+
+    // Inside the dead band nothing changes; below it the fan goes off, and
+    // above 25 on again.
     device
         .publish_readings(&app.topics, &home, &sensor, &temperature(2, 24.5))
         .await;
     device
-        .publish_readings(&app.topics, &home, &sensor, &temperature(3, 25.5))
-        .await;
-    let on = app
-        .wait_for_device(&fan, WAIT, |d| d.reported.as_ref().is_some_and(|r| r.on))
-        .await;
-    assert_eq!(on.mode, Mode::Auto as i32);
-    assert!(
-        on.desired_reason.contains("25.50 > 25"),
-        "{}",
-        on.desired_reason
-    );
-    assert!(output.is_on());
-
-    // Inside the dead band nothing changes; below it the fan goes off.
-    device
-        .publish_readings(&app.topics, &home, &sensor, &temperature(4, 24.5))
-        .await;
-    device
-        .publish_readings(&app.topics, &home, &sensor, &temperature(5, 23.0))
+        .publish_readings(&app.topics, &home, &sensor, &temperature(3, 23.0))
         .await;
     let off = app
         .wait_for_device(&fan, WAIT, |d| {
             d.reported
                 .as_ref()
-                .is_some_and(|r| !r.on && r.applied_version > 2)
+                .is_some_and(|r| !r.on && r.applied_version == 3)
         })
         .await;
-    assert_eq!(
-        off.desired.as_ref().map(|d| d.version),
-        Some(3),
-        "one version on, one off: {off:?}"
+    assert_eq!(off.mode, Mode::Auto as i32);
+    assert!(
+        off.desired_reason.contains("23.00 < 24"),
+        "{}",
+        off.desired_reason
     );
     assert!(!output.is_on());
+    device
+        .publish_readings(&app.topics, &home, &sensor, &temperature(4, 25.5))
+        .await;
+    let on = app
+        .wait_for_device(&fan, WAIT, |d| {
+            d.reported
+                .as_ref()
+                .is_some_and(|r| r.on && r.applied_version == 4)
+        })
+        .await;
+    assert!(
+        on.desired_reason.contains("25.50 > 25"),
+        "{}",
+        on.desired_reason
+    );
+    let command = on.last_command.expect("the command behind it");
+    assert!(command.requested_by.starts_with("rule:"), "{command:?}");
+    assert!(output.is_on());
 }
 both!(in_auto_a_rule_switches_the_fan_above_25_degrees);

@@ -103,6 +103,7 @@ async fn readings_over_mqtt_are_listed_newest_first_with_paging(backend: Backend
         .watch_readings(WatchReadingsRequest {
             home_id: home.clone(),
             device_ids: vec![],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -188,6 +189,7 @@ async fn malformed_device_messages_are_dropped_and_later_readings_stored(backend
         .watch_readings(WatchReadingsRequest {
             home_id: home.clone(),
             device_ids: vec![],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -198,10 +200,12 @@ async fn malformed_device_messages_are_dropped_and_later_readings_stored(backend
         .device(&home, &sensor, Channel::Readings)
         .unwrap();
 
-    // Not protobuf at all.
+    // Not protobuf at all, and far over the size limit (but within the
+    // broker's): refused by name, not a reason to drop the connection.
     device
         .publish(&readings_topic, vec![0xff, 0xff, 0xff, 0xff])
         .await;
+    device.publish(&readings_topic, vec![0; 200 * 1024]).await;
     // Protobuf, but a NaN, an unknown metric, and an empty batch.
     let mut nan = sensehat_batch(1, now_ms(), f64::NAN);
     device
@@ -265,7 +269,7 @@ async fn malformed_device_messages_are_dropped_and_later_readings_stored(backend
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_else(|| panic!("{name} in {metrics}"))
     };
-    assert!(count("hearth_mqtt_rejected_total") >= 2, "{metrics}");
+    assert!(count("hearth_mqtt_rejected_total") >= 3, "{metrics}");
     assert!(count("hearth_batches_rejected_total") >= 4, "{metrics}");
     let logs = app.logs();
     assert!(
@@ -274,6 +278,10 @@ async fn malformed_device_messages_are_dropped_and_later_readings_stored(backend
     );
     assert!(
         logs.contains("is not a finite number"),
+        "the log says why:\n{logs}"
+    );
+    assert!(
+        logs.contains("over the 65536-byte limit"),
         "the log says why:\n{logs}"
     );
 }
