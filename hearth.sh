@@ -5,9 +5,13 @@
 #                      the in-process MQTT broker, a simulated demo home and
 #                      the web app, all on http://localhost:8080
 #   ./hearth.sh test   every test: unit, storage contract, and system tests on
-#                      the embedded default and on MariaDB + Mosquitto
+#                      the embedded default and on MariaDB + Mosquitto; and
+#                      the Pi agent cross-compiled for aarch64
 #   ./hearth.sh pi     cross-compile hearth-agent for a 64-bit Raspberry Pi
 #                      (installs the aarch64 target and linker where missing)
+#   ./hearth.sh fuzz [SECONDS]
+#                      build the fuzz targets (fuzz/) and run each briefly
+#                      (installs cargo-fuzz where missing)
 #
 # Each installs what it needs and is safe to rerun.
 set -euo pipefail
@@ -45,6 +49,15 @@ ensure_services() {
     echo "MariaDB (127.0.0.1:3306) or Mosquitto (127.0.0.1:1883) did not come up" >&2
     exit 1
 }
+# Headless Chromium and its WebDriver for the browser tests (Debian's
+# packages); the tests fail rather than skip without them.
+ensure_browser() {
+    if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+        say "installing Chromium and chromedriver"
+        apt-get update -qq && apt-get install -y -qq chromium chromium-driver
+    fi
+}
+
 mysql_up() { (exec 3<>/dev/tcp/127.0.0.1/3306) 2>/dev/null; }
 mqtt_up() { (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; }
 
@@ -66,9 +79,12 @@ cmd_test() {
     say "checking formatting"
     cargo fmt --all -- --check
     ensure_services
+    ensure_browser
     build_web
     say "building every binary"
     cargo build --workspace --bins
+    say "cross-compiling hearth-agent for the Pi (aarch64-unknown-linux-gnu)"
+    bash pi-agent/cross-build.sh >/dev/null
     export HEARTH_BINARIES_BUILT=1
     say "running every test"
     if command -v cargo-nextest >/dev/null; then
@@ -83,9 +99,15 @@ cmd_pi() {
     bash pi-agent/cross-build.sh
 }
 
+cmd_fuzz() {
+    ensure_rust
+    bash fuzz/run.sh "${1:-${HEARTH_FUZZ_SECONDS:-20}}"
+}
+
 case "${1:-}" in
     run) cmd_run ;;
     test) cmd_test ;;
     pi) cmd_pi ;;
-    *) echo "usage: $0 run | test | pi" >&2; exit 2 ;;
+    fuzz) shift; cmd_fuzz "$@" ;;
+    *) echo "usage: $0 run | test | pi | fuzz [SECONDS]" >&2; exit 2 ;;
 esac

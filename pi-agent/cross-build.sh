@@ -13,17 +13,28 @@ cd "$(dirname "$0")/.."
 target=aarch64-unknown-linux-gnu
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+command -v rustup >/dev/null || { echo "rustup not found: install Rust with rustup first" >&2; exit 1; }
 if ! rustup target list --installed | grep -qx "$target"; then
     say "adding the Rust target $target"
     rustup target add "$target"
 fi
 
+# Debian's packages: the linker named in .cargo/config.toml, and the arm64 C
+# library and start files it links against.
 if ! command -v aarch64-linux-gnu-gcc >/dev/null || [ ! -e /usr/aarch64-linux-gnu/lib/libc.so ]; then
-    say "installing the aarch64 cross linker and C library"
+    command -v apt-get >/dev/null || {
+        echo "aarch64-linux-gnu-gcc is missing and there is no apt-get: install gcc-aarch64-linux-gnu and libc6-dev-arm64-cross (or your distribution's equivalent)" >&2
+        exit 1
+    }
+    say "installing the aarch64 cross linker and C library (apt-get)"
     sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo=sudo
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || { echo "not root and no sudo: run apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross as root" >&2; exit 1; }
+        sudo=sudo
+    fi
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        gcc-aarch64-linux-gnu libc6-dev-arm64-cross >/dev/null
 fi
 
 say "building hearth-agent for $target (release)"

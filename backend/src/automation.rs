@@ -11,11 +11,7 @@
 //! evaluate the same reading again, and control makes no second command
 //! because the device is already asked for that state.
 
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;

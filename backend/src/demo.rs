@@ -17,8 +17,8 @@ use tracing::info;
 use crate::{
     app::Core,
     domain::{
-        ActuatorState, Device, DeviceId, DeviceKind, Home, HomeId, Mode, RuleId, StaleAction,
-        ThresholdRule,
+        ActuatorState, Device, DeviceId, DeviceKind, Home, HomeId, Mode, RuleId, RuleState,
+        StaleAction, ThresholdRule,
     },
     storage::StorageError,
 };
@@ -89,7 +89,11 @@ pub async fn provision(core: &Core) -> anyhow::Result<()> {
         stale_after_s: 0,
         stale_action: StaleAction::Leave,
     };
-    ignore_conflict(core.storage.create_rule(&rule).await)?;
+    ignore_conflict(
+        core.storage
+            .create_rule(&rule, &RuleState::new(core.clock.now()))
+            .await,
+    )?;
     Ok(())
 }
 

@@ -353,9 +353,12 @@ async fn contract(storage: Arc<dyn Storage>) {
         stale_after_s: 300,
         stale_action: StaleAction::Off,
     };
-    storage.create_rule(&rule).await.unwrap();
+    storage
+        .create_rule(&rule, &RuleState::new(1))
+        .await
+        .unwrap();
     assert!(matches!(
-        storage.create_rule(&rule).await,
+        storage.create_rule(&rule, &RuleState::new(1)).await,
         Err(StorageError::Conflict(_))
     ));
     assert_eq!(storage.list_rules(None).await.unwrap(), vec![rule.clone()]);
@@ -373,7 +376,11 @@ async fn contract(storage: Arc<dyn Storage>) {
     st.last_reading_at = Some(170);
     st.last_value = Some(24.2);
     st.cursor = (170, 7);
-    assert_eq!(storage.load_rule_state(&rule.id).await.unwrap(), None);
+    assert_eq!(
+        storage.load_rule_state(&rule.id).await.unwrap(),
+        Some(RuleState::new(1)),
+        "created with its starting state"
+    );
     storage.save_rule_state(&rule.id, &st).await.unwrap();
     storage.save_rule_state(&rule.id, &st).await.unwrap();
     assert_eq!(storage.load_rule_state(&rule.id).await.unwrap(), Some(st));
@@ -382,18 +389,28 @@ async fn contract(storage: Arc<dyn Storage>) {
         sustain_s: 0,
         ..rule.clone()
     };
-    storage.update_rule(&edited).await.unwrap();
+    storage
+        .update_rule(&edited, &RuleState::new(2))
+        .await
+        .unwrap();
     assert_eq!(
         storage.list_rules(None).await.unwrap(),
         vec![edited.clone()]
     );
-    assert_eq!(storage.load_rule_state(&rule.id).await.unwrap(), None);
+    assert_eq!(
+        storage.load_rule_state(&rule.id).await.unwrap(),
+        Some(RuleState::new(2)),
+        "an edited rule starts afresh"
+    );
     assert!(matches!(
         storage
-            .update_rule(&ThresholdRule {
-                id: RuleId::parse("nope", "id").unwrap(),
-                ..rule.clone()
-            })
+            .update_rule(
+                &ThresholdRule {
+                    id: RuleId::parse("nope", "id").unwrap(),
+                    ..rule.clone()
+                },
+                &RuleState::new(3)
+            )
             .await,
         Err(StorageError::NotFound(_))
     ));

@@ -3,9 +3,13 @@
 //! [`ApiError`], the one error type the views show.
 
 use hearth_proto::v1::{
-    device_service_client::DeviceServiceClient, telemetry_service_client::TelemetryServiceClient,
-    Device, Home, ListDevicesRequest, ListHomesRequest, ListReadingsRequest, ListReadingsResponse,
-    Mode, SetModeRequest, StoredReading, WatchReadingsRequest, WatchReadingsResponse,
+    automation_service_client::AutomationServiceClient, device_service_client::DeviceServiceClient,
+    telemetry_service_client::TelemetryServiceClient, Command, CreateRuleRequest, Decision,
+    DeleteRuleRequest, Device, DryRunRequest, DryRunResponse, GetSeriesRequest, GetSeriesResponse,
+    Home, ListCommandsRequest, ListDecisionsRequest, ListDevicesRequest, ListHomesRequest,
+    ListReadingsRequest, ListReadingsResponse, ListRulesRequest, Metric, Mode, Rule,
+    SetModeRequest, UpdateRuleRequest, WatchDevicesRequest, WatchDevicesResponse,
+    WatchReadingsRequest, WatchReadingsResponse,
 };
 use tonic::{Code, Status, Streaming};
 use tonic_web_wasm_client::Client;
@@ -25,6 +29,9 @@ pub enum ApiError {
     /// The backend refused the request as given: change it.
     #[error("rejected: {0}")]
     InvalidArgument(String),
+    /// The backend does not offer this call (an older Hearth): upgrade it.
+    #[error("this Hearth server does not offer it yet ({0})")]
+    Unimplemented(String),
     /// The backend answered with an error of its own.
     #[error("Hearth failed: {0}")]
     Failed(String),
@@ -44,10 +51,21 @@ impl From<Status> for ApiError {
             Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
                 Self::InvalidArgument(detail)
             }
+            Code::Unimplemented => Self::Unimplemented(detail),
             _ => Self::Failed(detail),
         }
     }
 }
+
+impl ApiError {
+    /// Whether asking again later can help (the backend was away), as
+    /// opposed to an answer that will not change.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unreachable(_) | Self::Failed(_))
+    }
+}
+
+// ---- devices -------------------------------------------------------------
 
 /// Every home, for the home picker.
 pub async fn list_homes() -> Result<Vec<Home>, ApiError> {
@@ -64,52 +82,171 @@ pub async fn list_devices(home_id: &str) -> Result<Vec<Device>, ApiError> {
 }
 
 /// Switches an actuator ON or OFF, or hands it to its rules (AUTO); returns
-/// the device as the backend now has it.
-pub async fn set_mode(device_id: &str, mode: Mode) -> Result<Device, ApiError> {
+/// the device as the backend now has it. `override_seconds` (ON/OFF of a
+/// device with rules) hands it back to AUTO after that long; 0: never.
+pub async fn set_mode(
+    device_id: &str,
+    mode: Mode,
+    override_seconds: u32,
+) -> Result<Device, ApiError> {
     let request = SetModeRequest {
         device_id: device_id.to_owned(),
         mode: mode as i32,
         requested_by: REQUESTED_BY.into(),
+        override_seconds,
     };
     Ok(devices()?.set_mode(request).await?.into_inner())
 }
 
-/// One page of `device_id`'s stored readings of every metric, newest first;
+/// The newest `limit` commands sent to `device_id`, newest first.
+pub async fn list_commands(device_id: &str, limit: u32) -> Result<Vec<Command>, ApiError> {
+    let request = ListCommandsRequest {
+        device_id: device_id.to_owned(),
+        limit,
+    };
+    Ok(devices()?
+        .list_commands(request)
+        .await?
+        .into_inner()
+        .commands)
+}
+
+/// Opens the stream of `home_id`'s devices: all of them first, then each
+/// device again when it changes.
+pub async fn watch_devices(home_id: &str) -> Result<Stream<WatchDevicesResponse>, ApiError> {
+    let request = WatchDevicesRequest {
+        home_id: home_id.to_owned(),
+    };
+    Ok(Stream(
+        devices()?.watch_devices(request).await?.into_inner(),
+    ))
+}
+
+// ---- telemetry -----------------------------------------------------------
+
+/// One page of `device_id`'s stored readings, newest first: of `metric`
+/// (`Unspecified`: every metric), from `start_unix_ms` on (0: all);
 /// `page_token` "" asks for the newest page.
 pub async fn list_readings(
     device_id: &str,
+    metric: Metric,
+    start_unix_ms: i64,
     page_size: u32,
     page_token: &str,
 ) -> Result<ListReadingsResponse, ApiError> {
     let request = ListReadingsRequest {
         device_id: device_id.to_owned(),
+        metric: metric as i32,
+        start_unix_ms,
+        end_unix_ms: 0,
         page_size,
         page_token: page_token.to_owned(),
-        ..Default::default()
     };
     Ok(telemetry()?.list_readings(request).await?.into_inner())
 }
 
-/// Opens the live stream of every reading stored for `home_id`.
-pub async fn watch_readings(home_id: &str) -> Result<ReadingStream, ApiError> {
+/// `metric` of `device_id` over `[start, end)` as at most `max_points`
+/// min/avg/max buckets, oldest first.
+pub async fn get_series(
+    device_id: &str,
+    metric: Metric,
+    start_unix_ms: i64,
+    end_unix_ms: i64,
+    max_points: u32,
+) -> Result<GetSeriesResponse, ApiError> {
+    let request = GetSeriesRequest {
+        device_id: device_id.to_owned(),
+        metric: metric as i32,
+        start_unix_ms,
+        end_unix_ms,
+        max_points,
+    };
+    Ok(telemetry()?.get_series(request).await?.into_inner())
+}
+
+/// Opens the live stream of readings stored for `home_id`, of `device_ids`
+/// and `metrics` only (empty: all).
+pub async fn watch_readings(
+    home_id: &str,
+    device_ids: Vec<String>,
+    metrics: &[Metric],
+) -> Result<Stream<WatchReadingsResponse>, ApiError> {
     let request = WatchReadingsRequest {
         home_id: home_id.to_owned(),
-        device_ids: Vec::new(),
+        device_ids,
+        metrics: metrics.iter().map(|&m| m as i32).collect(),
     };
-    Ok(ReadingStream(
+    Ok(Stream(
         telemetry()?.watch_readings(request).await?.into_inner(),
     ))
 }
 
-/// An open `WatchReadings` stream.
-pub struct ReadingStream(Streaming<WatchReadingsResponse>);
+// ---- automation ----------------------------------------------------------
 
-impl ReadingStream {
-    /// The next readings as they are stored; `None` once the backend ends the
-    /// stream. Batches the backend skipped for a slow reader are not signalled:
-    /// the next message brings newer values anyway.
-    pub async fn next(&mut self) -> Result<Option<Vec<StoredReading>>, ApiError> {
-        Ok(self.0.message().await?.map(|message| message.readings))
+/// The rules of `home_id`.
+pub async fn list_rules(home_id: &str) -> Result<Vec<Rule>, ApiError> {
+    let request = ListRulesRequest {
+        home_id: home_id.to_owned(),
+    };
+    Ok(automation()?.list_rules(request).await?.into_inner().rules)
+}
+
+/// Stores a new rule (the server picks its id when `rule.id` is empty).
+pub async fn create_rule(rule: Rule) -> Result<Rule, ApiError> {
+    let request = CreateRuleRequest { rule: Some(rule) };
+    Ok(automation()?.create_rule(request).await?.into_inner())
+}
+
+/// Replaces the settings of rule `rule.id`, `enabled` included.
+pub async fn update_rule(rule: Rule) -> Result<Rule, ApiError> {
+    let request = UpdateRuleRequest { rule: Some(rule) };
+    Ok(automation()?.update_rule(request).await?.into_inner())
+}
+
+/// Deletes rule `id`.
+pub async fn delete_rule(id: &str) -> Result<(), ApiError> {
+    let request = DeleteRuleRequest { id: id.to_owned() };
+    automation()?.delete_rule(request).await?;
+    Ok(())
+}
+
+/// The newest `limit` decisions of `home_id`'s rules, newest first.
+pub async fn list_decisions(home_id: &str, limit: u32) -> Result<Vec<Decision>, ApiError> {
+    let request = ListDecisionsRequest {
+        home_id: home_id.to_owned(),
+        rule_id: String::new(),
+        limit,
+    };
+    Ok(automation()?
+        .list_decisions(request)
+        .await?
+        .into_inner()
+        .decisions)
+}
+
+/// What `rule` would have decided over the readings of `[start, end)`.
+pub async fn dry_run(
+    rule: Rule,
+    start_unix_ms: i64,
+    end_unix_ms: i64,
+) -> Result<DryRunResponse, ApiError> {
+    let request = DryRunRequest {
+        rule: Some(rule),
+        start_unix_ms,
+        end_unix_ms,
+    };
+    Ok(automation()?.dry_run(request).await?.into_inner())
+}
+
+// ---- plumbing ------------------------------------------------------------
+
+/// An open server stream.
+pub struct Stream<T>(Streaming<T>);
+
+impl<T> Stream<T> {
+    /// The next message; `None` once the backend ends the stream.
+    pub async fn next(&mut self) -> Result<Option<T>, ApiError> {
+        Ok(self.0.message().await?)
     }
 }
 
@@ -121,52 +258,14 @@ fn telemetry() -> Result<TelemetryServiceClient<Client>, ApiError> {
     Ok(TelemetryServiceClient::new(Client::new(origin()?)))
 }
 
+fn automation() -> Result<AutomationServiceClient<Client>, ApiError> {
+    Ok(AutomationServiceClient::new(Client::new(origin()?)))
+}
+
 /// The backend serves the app and the API on one port, so the API lives at
 /// the page's own origin.
 fn origin() -> Result<String, ApiError> {
     web_sys::window()
         .and_then(|window| window.location().origin().ok())
         .ok_or_else(|| ApiError::Unreachable("the page has no origin".into()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_failed_fetch_means_hearth_is_unreachable() {
-        let error = ApiError::from(Status::unknown("JS API error: TypeError: Failed to fetch"));
-        assert_eq!(
-            error.to_string(),
-            "cannot reach Hearth (JS API error: TypeError: Failed to fetch)"
-        );
-        assert!(matches!(
-            ApiError::from(Status::unavailable("")),
-            ApiError::Unreachable(_)
-        ));
-    }
-
-    #[test]
-    fn statuses_map_to_what_the_user_can_do() {
-        assert_eq!(
-            ApiError::from(Status::not_found("device x")),
-            ApiError::NotFound("device x".into())
-        );
-        assert!(matches!(
-            ApiError::from(Status::invalid_argument("mode")),
-            ApiError::InvalidArgument(_)
-        ));
-        assert!(matches!(
-            ApiError::from(Status::internal("internal")),
-            ApiError::Failed(_)
-        ));
-    }
-
-    #[test]
-    fn an_empty_status_message_is_replaced_by_its_code() {
-        assert_eq!(
-            ApiError::from(Status::internal("")),
-            ApiError::Failed("Internal error".into())
-        );
-    }
 }

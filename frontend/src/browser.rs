@@ -1,19 +1,87 @@
-//! What the app takes from the browser besides the network: the clock, local
-//! time formatting, and the home remembered in localStorage.
+//! What the app takes from the browser besides the network: the clock and
+//! local time, the URL path and history, and the home remembered in
+//! localStorage.
 
+use js_sys::{Date, Object, Reflect};
 use wasm_bindgen::JsValue;
+
+use crate::range;
 
 const HOME_KEY: &str = "hearth.home_id";
 
 /// The browser's clock, Unix milliseconds.
 pub fn now_unix_ms() -> i64 {
-    js_sys::Date::now() as i64
+    Date::now() as i64
+}
+
+/// Local time minus UTC, in ms, at `unix_ms`.
+pub fn utc_offset_ms(unix_ms: i64) -> i64 {
+    let date = Date::new(&JsValue::from_f64(unix_ms as f64));
+    -(date.get_timezone_offset() as i64) * range::MINUTE
 }
 
 /// `unix_ms` as a date and time in the user's locale and time zone.
 pub fn local_time(unix_ms: i64) -> String {
-    let date = js_sys::Date::new(&JsValue::from_f64(unix_ms as f64));
+    let date = Date::new(&JsValue::from_f64(unix_ms as f64));
     date.to_locale_string("default", &JsValue::UNDEFINED).into()
+}
+
+/// A chart's time label: `14:05` within a day's range, `28 Nov` beyond.
+pub fn tick_label(unix_ms: i64, range_ms: i64) -> String {
+    let date = Date::new(&JsValue::from_f64(unix_ms as f64));
+    if range_ms <= range::DAY {
+        format!("{:02}:{:02}", date.get_hours(), date.get_minutes())
+    } else {
+        let options = Object::new();
+        let _ = Reflect::set(&options, &"day".into(), &"numeric".into());
+        let _ = Reflect::set(&options, &"month".into(), &"short".into());
+        date.to_locale_date_string("default", &options).into()
+    }
+}
+
+/// `unix_ms` as an `<input type="datetime-local">` value, in local time.
+pub fn datetime_local(unix_ms: i64) -> String {
+    let d = Date::new(&JsValue::from_f64(unix_ms as f64));
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}",
+        d.get_full_year(),
+        d.get_month() + 1,
+        d.get_date(),
+        d.get_hours(),
+        d.get_minutes()
+    )
+}
+
+/// An `<input type="datetime-local">` value as Unix ms; `None` when empty
+/// or unreadable.
+pub fn parse_datetime_local(value: &str) -> Option<i64> {
+    if value.is_empty() {
+        return None;
+    }
+    // Why: a date-time without a zone is local time in the Date parser.
+    let ms = Date::new(&JsValue::from_str(value)).get_time();
+    ms.is_finite().then_some(ms as i64)
+}
+
+/// The URL's path.
+pub fn path() -> String {
+    web_sys::window()
+        .and_then(|w| w.location().pathname().ok())
+        .unwrap_or_else(|| "/".into())
+}
+
+/// Puts `path` in the address bar: a new history entry, or in place of the
+/// current one with `replace`.
+pub fn set_path(path: &str, replace: bool) {
+    let Some(history) = web_sys::window().and_then(|w| w.history().ok()) else {
+        return;
+    };
+    // Why ignore failure: the address bar lags, the page is right anyway.
+    let _ = if replace {
+        history.replace_state_with_url(&JsValue::NULL, "", Some(path))
+    } else {
+        history.push_state_with_url(&JsValue::NULL, "", Some(path))
+    };
 }
 
 /// The home chosen on an earlier visit, if any.

@@ -1,100 +1,266 @@
-//! Whether an actuator has carried out the latest command: the backend bumps
-//! `DesiredState.version` for each ON/OFF, and the device echoes the version
-//! it applied in `ReportedState.applied_version`.
+//! Where an actuator's latest command stands: sent and waiting for the
+//! device, acknowledged (with the measured round trip), or failed (expired or
+//! replaced). Read from `Device.last_command`; from the desired and reported
+//! versions when the backend does not send that yet.
 
-use hearth_proto::v1::Device;
+use hearth_proto::v1::{self as pb, Device};
 
-/// Where the latest desired state of an actuator stands.
+use crate::display;
+
+/// The state of `device`'s latest command, as the user sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommandState {
+pub enum Progress {
     /// Nothing has been asked of the device yet.
     NoCommand,
-    /// Version `desired` was issued; the device has not reported applying it.
-    Pending { desired: u64 },
-    /// The device reported applying version `desired`.
-    Acknowledged { desired: u64 },
+    /// Version `version` (switch to `on`) was issued; the device has not
+    /// reported applying it.
+    Pending { version: u64, on: bool },
+    /// The device applied it; `round_trip_us` from request to acknowledgement
+    /// (`None` when not measured).
+    Acknowledged {
+        version: u64,
+        on: bool,
+        round_trip_us: Option<u64>,
+    },
+    /// Its time to live passed before the device applied it.
+    Expired { version: u64, on: bool },
+    /// A newer command replaced it before the device applied it.
+    Superseded { version: u64 },
 }
 
-impl CommandState {
-    /// The state of `device`'s latest command.
-    pub fn of(device: &Device) -> Self {
+impl Progress {
+    /// The state of `device`'s latest command at `now_unix_ms`.
+    pub fn of(device: &Device, now_unix_ms: i64) -> Self {
+        match &device.last_command {
+            Some(command) if command.state() != pb::CommandState::Unspecified => {
+                Self::of_command(command, device, now_unix_ms)
+            }
+            _ => Self::of_versions(device, now_unix_ms),
+        }
+    }
+
+    fn of_command(command: &pb::Command, device: &Device, now_unix_ms: i64) -> Self {
+        let (version, on) = (command.version, command.on);
+        match command.state() {
+            pb::CommandState::Applied => Self::Acknowledged {
+                version,
+                on,
+                round_trip_us: (command.round_trip_us > 0).then_some(command.round_trip_us),
+            },
+            pb::CommandState::Expired => Self::Expired { version, on },
+            pb::CommandState::Superseded => Self::Superseded { version },
+            // Why look at `reported` too: the device stream may bring the
+            // acknowledgement before the command's own update.
+            _ if applied(device) == Some(version) => Self::Acknowledged {
+                version,
+                on,
+                round_trip_us: None,
+            },
+            _ if past(command.expires_unix_ms, now_unix_ms) => Self::Expired { version, on },
+            _ => Self::Pending { version, on },
+        }
+    }
+
+    fn of_versions(device: &Device, now_unix_ms: i64) -> Self {
         let Some(desired) = device.desired.as_ref() else {
             return Self::NoCommand;
         };
-        let applied = device.reported.as_ref().map(|r| r.applied_version);
-        if applied == Some(desired.version) {
+        let (version, on) = (desired.version, desired.on);
+        if applied(device) == Some(version) {
+            let measured = device.acknowledged_unix_ms - desired.issued_unix_ms;
+            let round_trip_us =
+                (desired.issued_unix_ms > 0 && measured >= 0).then(|| measured as u64 * 1000);
             Self::Acknowledged {
-                desired: desired.version,
+                version,
+                on,
+                round_trip_us,
             }
+        } else if past(desired.expires_unix_ms, now_unix_ms) {
+            Self::Expired { version, on }
         } else {
-            Self::Pending {
-                desired: desired.version,
-            }
+            Self::Pending { version, on }
         }
     }
 
-    /// One word for a badge: `acknowledged`, `pending`, `no command`.
-    pub fn label(self) -> &'static str {
+    pub fn is_pending(self) -> bool {
+        matches!(self, Self::Pending { .. })
+    }
+
+    pub fn is_failure(self) -> bool {
+        matches!(self, Self::Expired { .. } | Self::Superseded { .. })
+    }
+
+    /// A sentence for the status line: `ON acknowledged in 182 ms`.
+    pub fn describe(self) -> String {
+        let word = |on: bool| if on { "ON" } else { "OFF" };
         match self {
-            Self::NoCommand => "no command",
-            Self::Pending { .. } => "pending",
-            Self::Acknowledged { .. } => "acknowledged",
+            Self::NoCommand => "No command sent yet".into(),
+            Self::Pending { on, .. } => format!("{} pending — waiting for the device", word(on)),
+            Self::Acknowledged {
+                on,
+                round_trip_us: Some(us),
+                ..
+            } => format!("{} acknowledged in {}", word(on), display::round_trip(us)),
+            Self::Acknowledged { on, .. } => format!("{} acknowledged", word(on)),
+            Self::Expired { on, .. } => format!(
+                "Failed: the device did not apply {} before the command expired",
+                word(on)
+            ),
+            Self::Superseded { .. } => "Replaced by a newer command before it was applied".into(),
         }
     }
+}
+
+fn applied(device: &Device) -> Option<u64> {
+    device.reported.as_ref().map(|r| r.applied_version)
+}
+
+/// Whether expiry time `expires_unix_ms` (0: never) has passed.
+fn past(expires_unix_ms: i64, now_unix_ms: i64) -> bool {
+    expires_unix_ms != 0 && now_unix_ms >= expires_unix_ms
 }
 
 #[cfg(test)]
 mod tests {
-    use hearth_proto::v1::{DesiredState, ReportedState};
+    use hearth_proto::v1::{Command, CommandState, DesiredState, ReportedState};
 
     use super::*;
+
+    const NOW: i64 = 1_700_000_000_000;
 
     fn device(desired: Option<u64>, applied: Option<u64>) -> Device {
         Device {
             desired: desired.map(|version| DesiredState {
                 version,
                 on: true,
-                ..Default::default()
+                issued_unix_ms: NOW - 500,
+                expires_unix_ms: 0,
             }),
             reported: applied.map(|applied_version| ReportedState {
                 applied_version,
                 on: true,
                 ..Default::default()
             }),
+            acknowledged_unix_ms: NOW - 300,
             ..Default::default()
         }
     }
 
+    fn with_command(mut device: Device, state: CommandState, expires_unix_ms: i64) -> Device {
+        device.last_command = Some(Command {
+            version: 7,
+            on: false,
+            state: state as i32,
+            expires_unix_ms,
+            round_trip_us: if state == CommandState::Applied {
+                182_000
+            } else {
+                0
+            },
+            ..Default::default()
+        });
+        device
+    }
+
     #[test]
-    fn acknowledged_when_the_device_applied_the_desired_version() {
-        assert_eq!(
-            CommandState::of(&device(Some(4), Some(4))),
-            CommandState::Acknowledged { desired: 4 }
+    fn an_applied_command_shows_its_round_trip() {
+        let progress = Progress::of(
+            &with_command(device(None, None), CommandState::Applied, 0),
+            NOW,
         );
         assert_eq!(
-            CommandState::of(&device(Some(4), Some(4))).label(),
-            "acknowledged"
+            progress,
+            Progress::Acknowledged {
+                version: 7,
+                on: false,
+                round_trip_us: Some(182_000)
+            }
+        );
+        assert_eq!(progress.describe(), "OFF acknowledged in 182 ms");
+    }
+
+    #[test]
+    fn a_published_command_is_pending_until_it_expires() {
+        let published = with_command(device(None, None), CommandState::Published, NOW + 1);
+        assert_eq!(
+            Progress::of(&published, NOW),
+            Progress::Pending {
+                version: 7,
+                on: false
+            }
+        );
+        assert!(Progress::of(&published, NOW).is_pending());
+        let late = Progress::of(&published, NOW + 1);
+        assert_eq!(
+            late,
+            Progress::Expired {
+                version: 7,
+                on: false
+            }
+        );
+        assert!(late.is_failure());
+        assert!(late.describe().starts_with("Failed"));
+    }
+
+    #[test]
+    fn the_backend_saying_expired_is_a_failure_at_once() {
+        let expired = with_command(device(None, None), CommandState::Expired, 0);
+        assert_eq!(
+            Progress::of(&expired, NOW),
+            Progress::Expired {
+                version: 7,
+                on: false
+            }
+        );
+        let superseded = with_command(device(None, None), CommandState::Superseded, 0);
+        assert!(Progress::of(&superseded, NOW).is_failure());
+    }
+
+    #[test]
+    fn a_report_of_the_version_acknowledges_a_command_not_yet_updated() {
+        let reported = with_command(device(None, Some(7)), CommandState::Published, 0);
+        assert_eq!(
+            Progress::of(&reported, NOW),
+            Progress::Acknowledged {
+                version: 7,
+                on: false,
+                round_trip_us: None
+            }
         );
     }
 
     #[test]
-    fn pending_until_the_device_reports_that_version() {
+    fn without_a_command_record_the_versions_decide() {
         assert_eq!(
-            CommandState::of(&device(Some(5), Some(4))),
-            CommandState::Pending { desired: 5 }
+            Progress::of(&device(Some(4), Some(4)), NOW),
+            Progress::Acknowledged {
+                version: 4,
+                on: true,
+                round_trip_us: Some(200_000)
+            }
         );
         assert_eq!(
-            CommandState::of(&device(Some(1), None)),
-            CommandState::Pending { desired: 1 }
+            Progress::of(&device(Some(5), Some(4)), NOW),
+            Progress::Pending {
+                version: 5,
+                on: true
+            }
         );
-        assert_eq!(CommandState::of(&device(Some(1), None)).label(), "pending");
+        assert_eq!(
+            Progress::of(&device(Some(1), None), NOW),
+            Progress::Pending {
+                version: 1,
+                on: true
+            }
+        );
     }
 
     #[test]
     fn no_command_before_anything_was_desired() {
         assert_eq!(
-            CommandState::of(&device(None, Some(0))),
-            CommandState::NoCommand
+            Progress::of(&device(None, Some(0)), NOW),
+            Progress::NoCommand
         );
+        assert_eq!(Progress::NoCommand.describe(), "No command sent yet");
     }
 }

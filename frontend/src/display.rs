@@ -2,7 +2,9 @@
 //! names of kinds and modes. Plain functions of their inputs (the current time
 //! is passed in), so they are tested natively.
 
-use hearth_proto::v1::{Device, DeviceKind, Metric, Mode};
+use hearth_proto::v1::{
+    CommandState, DecisionAction, Device, DeviceKind, Metric, Mode, StaleAction,
+};
 
 /// A reading with its unit, to one decimal: `23.4 °C`, `45.0 %`, `1013.2 hPa`.
 pub fn reading(metric: Metric, value: f64) -> String {
@@ -12,7 +14,8 @@ pub fn reading(metric: Metric, value: f64) -> String {
     }
 }
 
-fn unit(metric: Metric) -> Option<&'static str> {
+/// The unit of `metric`, if it has one: `°C`.
+pub fn unit(metric: Metric) -> Option<&'static str> {
     match metric {
         Metric::TemperatureCelsius => Some("°C"),
         Metric::HumidityPercent => Some("%"),
@@ -104,6 +107,91 @@ pub fn time_ago(now_unix_ms: i64, then_unix_ms: i64) -> String {
     }
 }
 
+/// A time span given in seconds, in its largest whole unit(s): `45 s`,
+/// `5 min`, `1 h 30 min`, `2 d`; `0 s` for none.
+pub fn seconds(total: u64) -> String {
+    match total {
+        0..60 => format!("{total} s"),
+        60..3600 if total.is_multiple_of(60) => format!("{} min", total / 60),
+        60..3600 => format!("{} min {} s", total / 60, total % 60),
+        3600..86_400 if total.is_multiple_of(3600) => format!("{} h", total / 3600),
+        3600..86_400 => format!("{} h {} min", total / 3600, (total % 3600) / 60),
+        _ if total.is_multiple_of(86_400) => format!("{} d", total / 86_400),
+        _ => format!("{} d {} h", total / 86_400, (total % 86_400) / 3600),
+    }
+}
+
+/// A command's round trip, given in microseconds: `850 µs`, `182 ms`, `1.25 s`.
+pub fn round_trip(micros: u64) -> String {
+    match micros {
+        0..1000 => format!("{micros} µs"),
+        1000..1_000_000 => format!("{} ms", micros / 1000),
+        _ => format!("{:.2} s", micros as f64 / 1e6),
+    }
+}
+
+/// How long until `then_unix_ms`, coarsely: `in 12 min`; `now` once passed.
+pub fn time_until(now_unix_ms: i64, then_unix_ms: i64) -> String {
+    let seconds = (then_unix_ms - now_unix_ms).max(0) / 1000;
+    if seconds == 0 {
+        return "now".into();
+    }
+    // Why whole minutes past one: a countdown ticking every second is noise.
+    let rounded = if seconds < 60 {
+        seconds
+    } else {
+        seconds / 60 * 60
+    };
+    format!("in {}", self::seconds(rounded as u64))
+}
+
+/// Who sent a command, from its `requested_by`: `rule fan-auto`, `web app`,
+/// `override expiry`; `API` when empty.
+pub fn requested_by(requested_by: &str) -> String {
+    if let Some(rule) = requested_by.strip_prefix("rule:") {
+        return format!("rule {rule}");
+    }
+    match requested_by {
+        "" | "api" => "API".into(),
+        "web" => "web app".into(),
+        other => other.replace('-', " "),
+    }
+}
+
+/// What became of a command, for its history row.
+pub fn command_state(state: CommandState) -> &'static str {
+    match state {
+        CommandState::Requested => "requested",
+        CommandState::Published => "sent",
+        CommandState::Applied => "applied",
+        CommandState::Expired => "expired",
+        CommandState::Superseded => "superseded",
+        CommandState::Unspecified => "unknown",
+    }
+}
+
+/// What a rule decided, for the decisions log.
+pub fn decision_action(action: DecisionAction) -> &'static str {
+    match action {
+        DecisionAction::SwitchOn => "switch on",
+        DecisionAction::SwitchOff => "switch off",
+        DecisionAction::SustainStarted => "waiting (sustain)",
+        DecisionAction::SustainCancelled => "crossing did not hold",
+        DecisionAction::Held => "held (minimum time)",
+        DecisionAction::Stale => "sensor stale",
+        DecisionAction::Unspecified => "unknown",
+    }
+}
+
+/// What a rule does when its sensor goes silent.
+pub fn stale_action(action: StaleAction) -> &'static str {
+    match action {
+        StaleAction::Unspecified => "leave as is",
+        StaleAction::Off => "switch off",
+        StaleAction::On => "switch on",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +247,41 @@ mod tests {
         };
         assert_eq!(device_name(&named), "Attic fan");
         assert_eq!(device_name(&unnamed), "fan-2");
+    }
+
+    #[test]
+    fn spans_of_seconds_use_whole_units() {
+        assert_eq!(seconds(0), "0 s");
+        assert_eq!(seconds(45), "45 s");
+        assert_eq!(seconds(300), "5 min");
+        assert_eq!(seconds(90), "1 min 30 s");
+        assert_eq!(seconds(5400), "1 h 30 min");
+        assert_eq!(seconds(7200), "2 h");
+        assert_eq!(seconds(2 * 86_400), "2 d");
+        assert_eq!(seconds(86_400 + 3 * 3600), "1 d 3 h");
+    }
+
+    #[test]
+    fn round_trips_read_in_the_unit_that_fits() {
+        assert_eq!(round_trip(850), "850 µs");
+        assert_eq!(round_trip(182_400), "182 ms");
+        assert_eq!(round_trip(1_250_000), "1.25 s");
+    }
+
+    #[test]
+    fn time_until_rounds_to_minutes_and_stops_at_now() {
+        let now = 1_700_000_000_000;
+        assert_eq!(time_until(now, now + 12 * 60_000 + 30_000), "in 12 min");
+        assert_eq!(time_until(now, now + 30_000), "in 30 s");
+        assert_eq!(time_until(now, now + 90 * 60_000), "in 1 h 30 min");
+        assert_eq!(time_until(now, now - 5_000), "now");
+    }
+
+    #[test]
+    fn requesters_read_as_words() {
+        assert_eq!(requested_by("rule:fan-auto"), "rule fan-auto");
+        assert_eq!(requested_by("web"), "web app");
+        assert_eq!(requested_by(""), "API");
+        assert_eq!(requested_by("override-expiry"), "override expiry");
     }
 }

@@ -3,17 +3,25 @@
 //!
 //! - [`views`]: the components, one file per part of the page; `App` is the root.
 //! - `api`: every network call, through the generated `hearth.v1` clients.
-//! - `live`: the reconnecting stream of a home's readings.
-//! - `display`, `command`, `readings`: plain logic (formatting, command
-//!   acknowledgement, latest values and history paging), tested natively.
-//! - `browser`: the clock and localStorage; `tasks`: loops tied to a view.
+//! - `live`: server streams kept open across backend restarts, and the
+//!   connection state the banner shows.
+//! - `display`, `command`, `readings`, `range`, `chart`, `rules`, `route`:
+//!   plain logic (formatting, command progress, latest values and paging,
+//!   time ranges and buckets, chart geometry, rule drafts, paths), tested
+//!   natively.
+//! - `browser`: the clock, local time, history and localStorage; `tasks`:
+//!   loops tied to a view.
 
 mod api;
 mod browser;
+mod chart;
 mod command;
 mod display;
 mod live;
+mod range;
 mod readings;
+mod route;
+mod rules;
 mod tasks;
 pub mod views;
 

@@ -94,12 +94,22 @@ fn is_puback(event: &Result<Event, rumqttc::ConnectionError>) -> bool {
     matches!(event, Ok(Event::Incoming(Packet::PubAck(_))))
 }
 
+/// A client with Nagle's algorithm off: a desired state is one small packet,
+/// and Nagle would hold it for the broker's delayed ACK (40 ms).
+fn client(options: rumqttc::MqttOptions, capacity: usize) -> (AsyncClient, EventLoop) {
+    let (client, mut events) = AsyncClient::new(options, capacity);
+    let mut network = events.network_options();
+    network.set_tcp_nodelay(true);
+    events.set_network_options(network);
+    (client, events)
+}
+
 /// Runs the bridge until an unrecoverable error.
 pub async fn run(config: BridgeConfig) -> anyhow::Result<()> {
     let (lan, mut lan_events): (AsyncClient, EventLoop) =
-        AsyncClient::new(options(&config.lan_url, "lan")?, 256);
+        client(options(&config.lan_url, "lan")?, 256);
     let (cloud, mut cloud_events): (AsyncClient, EventLoop) =
-        AsyncClient::new(options(&config.cloud_url, "cloud")?, 256);
+        client(options(&config.cloud_url, "cloud")?, 256);
     let mut down = Direction {
         name: "cloud→lan",
         filters: vec![config.topics.all_devices(Channel::Desired)],

@@ -9,12 +9,19 @@
 //!
 //! Policy when the queue is full: new datagrams are refused, counted and
 //! logged; what is already queued is kept (it is older and already accepted).
+//!
+//! What it does is counted ([`Counters`]), logged every `stats_every`, and,
+//! with `metrics` set, served to Prometheus at `/metrics` ([`metrics`]).
+//! It runs until its `shutdown` future resolves, then fsyncs what it has
+//! appended and returns.
 
 pub mod bridge;
+pub mod metrics;
 pub mod queue;
 
 use std::{
     collections::HashMap,
+    future::Future,
     net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::{
@@ -29,7 +36,10 @@ use hearth_proto::v1::{
 };
 use prost::Message as _;
 use queue::DiskQueue;
-use tokio::{net::UdpSocket, sync::Notify};
+use tokio::{
+    net::{TcpListener, UdpSocket},
+    sync::Notify,
+};
 use tonic::transport::Channel;
 use tracing::{info, warn};
 
@@ -37,16 +47,82 @@ use tracing::{info, warn};
 const BATCHES_PER_CALL: usize = 2_000;
 /// Larger datagrams are not reading batches.
 const MAX_DATAGRAM: usize = 8 * 1024;
+/// Sources the rate limit remembers. Why a bound: source addresses are
+/// whatever a datagram claims, so an unbounded map is a memory leak on demand.
+const MAX_SOURCES: usize = 4_096;
 
-/// What the gateway has done; logged every `Config::stats_every`.
+/// What the gateway has done since it started; logged every
+/// `Config::stats_every` and served at `/metrics`.
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Datagrams received, valid or not.
     pub received: AtomicU64,
-    pub malformed: AtomicU64,
-    pub dropped_rate: AtomicU64,
-    pub dropped_full: AtomicU64,
-    pub forwarded: AtomicU64,
-    pub rejected_by_cloud: AtomicU64,
+    /// Batches (datagrams) and their readings appended to the queue.
+    pub accepted_batches: AtomicU64,
+    pub accepted_readings: AtomicU64,
+    /// Batches and readings the backend stored.
+    pub forwarded_batches: AtomicU64,
+    pub forwarded_readings: AtomicU64,
+    /// Datagrams or batches dropped, by reason.
+    pub dropped: Dropped,
+}
+
+/// Dropped datagrams or batches, one counter per [`DropReason`].
+#[derive(Debug, Default)]
+pub struct Dropped([AtomicU64; DropReason::ALL.len()]);
+
+impl Dropped {
+    pub fn add(&self, reason: DropReason) {
+        self.0[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0[reason as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// Why a datagram or a batch was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Not a protobuf `ReadingBatch`.
+    Malformed,
+    /// Larger than a reading batch can be.
+    Oversize,
+    /// A batch naming no device.
+    Unnamed,
+    /// Over its source's rate.
+    RateLimited,
+    /// The queue was at its byte bound.
+    QueueFull,
+    /// The backend refused the batch (e.g. an unknown device); it is not retried.
+    RejectedByBackend,
+    /// A queued record that no longer decodes (it decoded when received).
+    Corrupt,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 7] = [
+        DropReason::Malformed,
+        DropReason::Oversize,
+        DropReason::Unnamed,
+        DropReason::RateLimited,
+        DropReason::QueueFull,
+        DropReason::RejectedByBackend,
+        DropReason::Corrupt,
+    ];
+
+    /// The `reason` label in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::Oversize => "oversize",
+            DropReason::Unnamed => "unnamed",
+            DropReason::RateLimited => "rate_limited",
+            DropReason::QueueFull => "queue_full",
+            DropReason::RejectedByBackend => "rejected_by_backend",
+            DropReason::Corrupt => "corrupt",
+        }
+    }
 }
 
 /// Why a datagram was refused.
@@ -57,6 +133,16 @@ pub enum Refusal {
     Unnamed,
 }
 
+impl Refusal {
+    pub fn reason(&self) -> DropReason {
+        match self {
+            Refusal::Oversize(_) => DropReason::Oversize,
+            Refusal::NotABatch(_) => DropReason::Malformed,
+            Refusal::Unnamed => DropReason::Unnamed,
+        }
+    }
+}
+
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -65,6 +151,13 @@ impl std::fmt::Display for Refusal {
             Refusal::Unnamed => write!(f, "batch names no device_id"),
         }
     }
+}
+
+/// Milliseconds since the Unix epoch by the system clock.
+pub fn unix_ms_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Decodes one datagram.
@@ -80,7 +173,9 @@ pub fn decode_datagram(bytes: &[u8]) -> Result<ReadingBatch, Refusal> {
 }
 
 /// A token bucket per source address: `rate` datagrams per second, bursts
-/// of twice that.
+/// of twice that. It remembers at most `MAX_SOURCES` sources: when full it
+/// forgets those whose bucket has refilled (idle ones), and refuses new
+/// sources if none has.
 pub struct RateLimit {
     rate: f64,
     buckets: HashMap<IpAddr, (f64, Instant)>,
@@ -97,6 +192,15 @@ impl RateLimit {
     /// Whether `from` may send one more datagram at `now`.
     pub fn allow(&mut self, from: IpAddr, now: Instant) -> bool {
         let burst = self.rate * 2.0;
+        if self.buckets.len() >= MAX_SOURCES && !self.buckets.contains_key(&from) {
+            let rate = self.rate;
+            self.buckets.retain(|_, (tokens, last)| {
+                *tokens + now.duration_since(*last).as_secs_f64() * rate < burst
+            });
+            if self.buckets.len() >= MAX_SOURCES {
+                return false;
+            }
+        }
         let (tokens, last) = self.buckets.entry(from).or_insert((burst, now));
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(burst);
         *last = now;
@@ -122,11 +226,50 @@ pub struct Config {
     pub sync_every: Duration,
     /// How often the stats line is logged.
     pub stats_every: Duration,
+    /// Where to serve `/metrics` (port 0: any free port), if anywhere.
+    pub metrics: Option<SocketAddr>,
     /// The MQTT bridge between the LAN and cloud brokers, if both are set.
     pub bridge: Option<bridge::BridgeConfig>,
 }
 
-type Queue = Arc<Mutex<DiskQueue>>;
+/// The queue, and how many readings its batches hold.
+pub struct Backlog {
+    pub queue: DiskQueue,
+    /// Readings in the batches appended and not yet acknowledged.
+    pub readings: u64,
+}
+
+impl Backlog {
+    /// Wraps `queue`, counting the readings of the batches it holds.
+    pub fn new(queue: DiskQueue) -> std::io::Result<Self> {
+        let mut readings = 0u64;
+        let mut at = None;
+        loop {
+            let (records, next) = queue.read(at, 10_000)?;
+            if records.is_empty() {
+                break;
+            }
+            readings += records
+                .iter()
+                .map(|r| ReadingBatch::decode(r.as_slice()).map_or(0, |b| b.readings.len() as u64))
+                .sum::<u64>();
+            at = Some(next);
+        }
+        Ok(Self { queue, readings })
+    }
+
+    /// The time (Unix ms) of the oldest batch not yet acknowledged, if one
+    /// is accepted (fsynced).
+    pub fn oldest_unix_ms(&self) -> std::io::Result<Option<i64>> {
+        let (records, _) = self.queue.read(None, 1)?;
+        Ok(records
+            .first()
+            .and_then(|r| ReadingBatch::decode(r.as_slice()).ok())
+            .map(|b| b.time_unix_ms))
+    }
+}
+
+type Queue = Arc<Mutex<Backlog>>;
 
 /// Receives datagrams on `socket` and appends the valid ones to the queue.
 async fn receive(
@@ -141,19 +284,38 @@ async fn receive(
         let (n, from) = socket.recv_from(&mut buf).await?;
         counters.received.fetch_add(1, Ordering::Relaxed);
         if !limit.allow(from.ip(), Instant::now()) {
-            counters.dropped_rate.fetch_add(1, Ordering::Relaxed);
+            counters.dropped.add(DropReason::RateLimited);
             continue;
         }
-        if let Err(refusal) = decode_datagram(&buf[..n]) {
-            counters.malformed.fetch_add(1, Ordering::Relaxed);
-            warn!(%from, %refusal, "datagram dropped");
-            continue;
-        }
+        let batch = match decode_datagram(&buf[..n]) {
+            Ok(batch) => batch,
+            Err(refusal) => {
+                counters.dropped.add(refusal.reason());
+                warn!(%from, %refusal, "datagram dropped");
+                continue;
+            }
+        };
         // Why the raw bytes: they decoded, and forwarding re-decodes anyway.
-        let appended = queue.lock().expect("queue lock").append(&buf[..n])?;
-        if appended.is_err() {
-            counters.dropped_full.fetch_add(1, Ordering::Relaxed);
-            warn!(%from, "queue full; datagram refused");
+        let readings = batch.readings.len() as u64;
+        let appended = {
+            let mut backlog = queue.lock().expect("queue lock");
+            let appended = backlog.queue.append(&buf[..n])?;
+            if appended.is_ok() {
+                backlog.readings += readings;
+            }
+            appended
+        };
+        match appended {
+            Ok(()) => {
+                counters.accepted_batches.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .accepted_readings
+                    .fetch_add(readings, Ordering::Relaxed);
+            }
+            Err(_) => {
+                counters.dropped.add(DropReason::QueueFull);
+                warn!(%from, device = batch.device_id, "queue full; datagram refused");
+            }
         }
     }
 }
@@ -165,7 +327,8 @@ async fn sync(queue: Queue, every: Duration, wake: Arc<Notify>) -> anyhow::Resul
         tick.tick().await;
         let queue = queue.clone();
         let synced =
-            tokio::task::spawn_blocking(move || queue.lock().expect("queue lock").sync()).await??;
+            tokio::task::spawn_blocking(move || queue.lock().expect("queue lock").queue.sync())
+                .await??;
         if synced {
             wake.notify_one();
         }
@@ -191,6 +354,7 @@ async fn forward(
                 queue
                     .lock()
                     .expect("queue lock")
+                    .queue
                     .read(None, BATCHES_PER_CALL)
             })
             .await??
@@ -199,13 +363,23 @@ async fn forward(
             wake.notified().await;
             continue;
         }
-        // Each record decoded when it was received.
+        // Each record decoded when it was received and passed its checksum
+        // since; one that no longer decodes is counted and skipped.
         let batches: Vec<ReadingBatch> = records
             .iter()
-            .filter_map(|r| ReadingBatch::decode(r.as_slice()).ok())
+            .filter_map(|r| match ReadingBatch::decode(r.as_slice()) {
+                Ok(batch) => Some(batch),
+                Err(e) => {
+                    counters.dropped.add(DropReason::Corrupt);
+                    warn!(error = %e, "a queued record no longer decodes; skipped");
+                    None
+                }
+            })
             .collect();
+        let readings = |b: &ReadingBatch| b.readings.len() as u64;
+        let queued_readings: u64 = batches.iter().map(readings).sum();
         let mut attempt = 0u32;
-        loop {
+        let (forwarded_batches, forwarded_readings) = loop {
             match client
                 .ingest_batch(IngestBatchRequest {
                     batches: batches.clone(),
@@ -214,21 +388,21 @@ async fn forward(
             {
                 Ok(response) => {
                     let response = response.into_inner();
-                    counters
-                        .forwarded
-                        .fetch_add(u64::from(response.accepted), Ordering::Relaxed);
+                    let mut rejected_readings = 0;
                     for rejected in &response.rejected {
-                        counters.rejected_by_cloud.fetch_add(1, Ordering::Relaxed);
-                        let device = batches
-                            .get(rejected.index as usize)
-                            .map(|b| b.device_id.as_str())
-                            .unwrap_or_default();
+                        counters.dropped.add(DropReason::RejectedByBackend);
+                        let batch = batches.get(rejected.index as usize);
+                        rejected_readings += batch.map_or(0, readings);
+                        let device = batch.map(|b| b.device_id.as_str()).unwrap_or_default();
                         warn!(device, reason = rejected.reason, "backend rejected a batch");
                     }
                     if attempt > 0 {
                         info!(%cloud, "backend reachable again; replaying the backlog");
                     }
-                    break;
+                    break (
+                        u64::from(response.accepted),
+                        queued_readings.saturating_sub(rejected_readings),
+                    );
                 }
                 Err(status) => {
                     attempt += 1;
@@ -239,9 +413,21 @@ async fn forward(
                         .await;
                 }
             }
-        }
+        };
         let count = records.len() as u64;
-        queue.lock().expect("queue lock").acknowledge(upto, count)?;
+        {
+            let mut backlog = queue.lock().expect("queue lock");
+            backlog.queue.acknowledge(upto, count)?;
+            backlog.readings = backlog.readings.saturating_sub(queued_readings);
+        }
+        // Why after the acknowledgement: the counters and the queue's depth
+        // then never both count a batch.
+        counters
+            .forwarded_batches
+            .fetch_add(forwarded_batches, Ordering::Relaxed);
+        counters
+            .forwarded_readings
+            .fetch_add(forwarded_readings, Ordering::Relaxed);
     }
 }
 
@@ -251,38 +437,53 @@ async fn report(queue: Queue, counters: Arc<Counters>, every: Duration) -> anyho
     tick.tick().await;
     loop {
         tick.tick().await;
-        let (records, bytes) = queue.lock().expect("queue lock").depth();
+        let (records, bytes) = queue.lock().expect("queue lock").queue.depth();
         let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let d = |reason| counters.dropped.get(reason);
         info!(
             queued = records,
             queued_bytes = bytes,
             received = c(&counters.received),
-            forwarded = c(&counters.forwarded),
-            malformed = c(&counters.malformed),
-            dropped_rate = c(&counters.dropped_rate),
-            dropped_full = c(&counters.dropped_full),
-            rejected_by_cloud = c(&counters.rejected_by_cloud),
+            accepted = c(&counters.accepted_batches),
+            forwarded = c(&counters.forwarded_batches),
+            malformed = d(DropReason::Malformed) + d(DropReason::Oversize) + d(DropReason::Unnamed),
+            dropped_rate = d(DropReason::RateLimited),
+            dropped_full = d(DropReason::QueueFull),
+            rejected_by_cloud = d(DropReason::RejectedByBackend),
             "gateway stats"
         );
     }
 }
 
-/// Opens the queue, binds the UDP socket and runs until an I/O error; logs
-/// the bound address.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Opens the queue, binds the UDP socket (and the metrics listener) and
+/// runs until `shutdown` resolves or an I/O error; logs the bound addresses.
+/// On shutdown it fsyncs what was appended, so a stop loses nothing.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    let queue = DiskQueue::open(&config.data_dir, config.max_queue_bytes).with_context(|| {
-        format!(
-            "HEARTH_GATEWAY_DATA={}: cannot open the queue there",
-            config.data_dir.display()
-        )
-    })?;
-    let (backlog, _) = queue.depth();
+    let queue = DiskQueue::open(&config.data_dir, config.max_queue_bytes)
+        .and_then(Backlog::new)
+        .with_context(|| {
+            format!(
+                "HEARTH_GATEWAY_DATA={}: cannot open the queue there",
+                config.data_dir.display()
+            )
+        })?;
+    let (backlog, _) = queue.queue.depth();
     let queue = Arc::new(Mutex::new(queue));
     let socket = UdpSocket::bind(config.udp)
         .await
         .with_context(|| format!("HEARTH_GATEWAY_UDP={}: cannot listen there", config.udp))?;
     let bound = socket.local_addr()?;
+    let metrics_listener = match config.metrics {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+            format!("HEARTH_GATEWAY_METRICS_LISTEN={addr}: cannot listen there")
+        })?),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(listener) => listener.local_addr()?.to_string(),
+        None => "off".to_owned(),
+    };
     let counters = Arc::new(Counters::default());
     let wake = Arc::new(Notify::new());
     wake.notify_one();
@@ -292,14 +493,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
-    info!(udp = %bound, cloud = config.cloud, backlog, data = %config.data_dir.display(), "gateway ready");
-    tokio::select! {
+    let sources = metrics::Sources {
+        queue: queue.clone(),
+        counters: counters.clone(),
+        max_queue_bytes: config.max_queue_bytes,
+    };
+    let serve_metrics = async move {
+        match metrics_listener {
+            Some(listener) => metrics::serve(listener, sources).await,
+            None => std::future::pending().await,
+        }
+    };
+    info!(udp = %bound, metrics = %metrics_addr, cloud = config.cloud, backlog, data = %config.data_dir.display(), "gateway ready");
+    let outcome = tokio::select! {
+        () = shutdown => Ok(()),
         r = bridge => r,
+        r = serve_metrics => r,
         r = receive(socket, queue.clone(), RateLimit::new(config.rate), counters.clone()) => r,
         r = sync(queue.clone(), config.sync_every, wake.clone()) => r,
         r = forward(config.cloud, queue.clone(), wake, counters.clone()) => r,
-        r = report(queue, counters, config.stats_every) => r,
-    }
+        r = report(queue.clone(), counters, config.stats_every) => r,
+    };
+    let queued = tokio::task::spawn_blocking(move || {
+        let mut backlog = queue.lock().expect("queue lock");
+        backlog.queue.sync().map(|_| backlog.queue.depth().0)
+    })
+    .await?
+    .context("fsyncing the queue on the way out")?;
+    info!(queued, "gateway stopped; its queue is on disk");
+    outcome
 }
 
 #[cfg(test)]
@@ -324,6 +546,34 @@ mod tests {
             limit.allow(a, t0 + Duration::from_millis(100)),
             "refills at the rate"
         );
+    }
+
+    #[test]
+    fn rate_limit_remembers_a_bounded_number_of_sources() {
+        let mut limit = RateLimit::new(10);
+        let t0 = Instant::now();
+        let source = |i: usize| IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+        for i in 0..MAX_SOURCES {
+            assert!(limit.allow(source(i), t0));
+        }
+        assert!(
+            !limit.allow(source(MAX_SOURCES), t0),
+            "a new source is refused while every bucket is in use"
+        );
+        assert_eq!(limit.buckets.len(), MAX_SOURCES);
+        // Two seconds on, every bucket has refilled: idle sources are forgotten.
+        assert!(limit.allow(source(MAX_SOURCES), t0 + Duration::from_secs(2)));
+        assert_eq!(limit.buckets.len(), 1);
+    }
+
+    #[test]
+    fn refusals_name_their_drop_reason() {
+        assert_eq!(Refusal::Oversize(9000).reason(), DropReason::Oversize);
+        assert_eq!(
+            Refusal::NotABatch(String::new()).reason(),
+            DropReason::Malformed
+        );
+        assert_eq!(Refusal::Unnamed.reason(), DropReason::Unnamed);
     }
 
     #[test]

@@ -9,12 +9,16 @@
 //! HEARTH_GATEWAY_FSYNC_MS  20                      fsync interval: a datagram is accepted (survives a
 //!                                                  power cut) at most this long after it arrived
 //! HEARTH_GATEWAY_STATS_MS  10000                   how often the stats line (queue depth, counts) is logged
+//! HEARTH_GATEWAY_METRICS_LISTEN unset              ip:port of the Prometheus endpoint GET /metrics (e.g.
+//!                                                  0.0.0.0:9878; port 0: any, logged); unset: none
 //! HEARTH_GATEWAY_LAN_MQTT  unset                   the LAN broker devices use, e.g. mqtt://127.0.0.1:1883
 //! HEARTH_GATEWAY_CLOUD_MQTT unset                  the backend's broker; with both set, desired states are
 //!                                                  relayed down and reported/status up (the MQTT bridge)
 //! HEARTH_TOPIC_PREFIX      hearth                  topic prefix, the same on both brokers
 //! HEARTH_LOG               info
 //! ```
+//!
+//! SIGTERM or Ctrl-C: stop taking datagrams, fsync the queue, exit 0.
 
 use std::time::Duration;
 
@@ -54,6 +58,12 @@ async fn main() -> anyhow::Result<()> {
             .context("HEARTH_GATEWAY_RATE is too large")?,
         sync_every: Duration::from_millis(number("HEARTH_GATEWAY_FSYNC_MS", "20")?.max(1)),
         stats_every: Duration::from_millis(number("HEARTH_GATEWAY_STATS_MS", "10000")?.max(10)),
+        metrics: match var("HEARTH_GATEWAY_METRICS_LISTEN", "").as_str() {
+            "" => None,
+            addr => Some(addr.parse().with_context(|| {
+                format!("HEARTH_GATEWAY_METRICS_LISTEN={addr:?} is not an ip:port address")
+            })?),
+        },
         bridge: match (
             std::env::var("HEARTH_GATEWAY_LAN_MQTT"),
             std::env::var("HEARTH_GATEWAY_CLOUD_MQTT"),
@@ -71,5 +81,16 @@ async fn main() -> anyhow::Result<()> {
             _ => None,
         },
     };
-    hearth_gateway::run(config).await
+    hearth_gateway::run(config, shutdown_signal()).await
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (systemd, Kubernetes).
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down");
 }

@@ -1,7 +1,7 @@
 //! Starting the agent from its [`Settings`]: the hardware for its role, then
-//! the MQTT loop until shutdown; or, with `sim_sensors = N`, N simulated
-//! sensors from one process, each with its own connection, to load a broker
-//! and a backend as N devices would.
+//! its loop until shutdown; or, with `sim_sensors = N`, N simulated sensors
+//! from one process, each with its own connection (and socket), to load a
+//! broker, a gateway and a backend as N devices would.
 
 use std::{future::Future, time::Duration};
 
@@ -9,7 +9,8 @@ use tokio::{sync::watch, task::JoinSet};
 use tracing::info;
 
 use crate::{
-    mqtt::{run_actuator_with, run_sensor_with, DeviceLink, LinkOptions},
+    mqtt::{run_actuator_with, DeviceLink, LinkOptions},
+    sensor::{run_sensor_with, SensorPlan},
     settings::{ActuatorHardware, Role, SensorHardware, Settings},
     sim::{SimulatedOutput, SimulatedSensors, Waveform},
     unix_ms_now,
@@ -48,10 +49,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
                     temperature,
                     fleet: None,
                 },
-            interval,
+            plan,
         } => {
             let sensors = SimulatedSensors::new(unix_ms_now(), temperature);
-            run_sensor_with(link, &link_options, sensors, interval, shutdown).await
+            run_sensor_with(link, &link_options, sensors, &plan, shutdown).await
         }
         Role::Sensor {
             hardware:
@@ -59,7 +60,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
                     temperature,
                     fleet: Some(count),
                 },
-            interval,
+            plan,
         } => {
             run_fleet(
                 Fleet {
@@ -67,7 +68,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
                     link_options,
                     temperature,
                     count,
-                    interval,
+                    plan,
                 },
                 shutdown,
             )
@@ -76,10 +77,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         #[cfg(feature = "rpi")]
         Role::Sensor {
             hardware: SensorHardware::SenseHat,
-            interval,
+            plan,
         } => {
             let sensors = crate::rpi::open_sensehat()?;
-            run_sensor_with(link, &link_options, sensors, interval, shutdown).await
+            run_sensor_with(link, &link_options, sensors, &plan, shutdown).await
         }
         Role::Actuator {
             hardware: ActuatorHardware::Simulated,
@@ -121,7 +122,8 @@ struct Fleet {
     link_options: LinkOptions,
     temperature: Waveform,
     count: u32,
-    interval: Duration,
+    /// Every device's interval, transport and state directory.
+    plan: SensorPlan,
 }
 
 impl Fleet {
@@ -137,7 +139,9 @@ impl Fleet {
             };
             (
                 link,
-                self.interval.mul_f64(f64::from(i) / f64::from(self.count)),
+                self.plan
+                    .interval
+                    .mul_f64(f64::from(i) / f64::from(self.count)),
             )
         })
     }
@@ -153,7 +157,7 @@ async fn run_fleet(fleet: Fleet, shutdown: impl Future<Output = ()>) -> anyhow::
         // Why: each device a second further into the script, so their readings differ.
         let sensors = SimulatedSensors::new(started - i as i64 * 1_000, fleet.temperature.clone());
         let link_options = fleet.link_options.clone();
-        let interval = fleet.interval;
+        let plan = fleet.plan.clone();
         let mut stopped = stopped.clone();
         devices.spawn(async move {
             let stop = async move {
@@ -164,7 +168,7 @@ async fn run_fleet(fleet: Fleet, shutdown: impl Future<Output = ()>) -> anyhow::
                 () = &mut stop => return Ok(()),
                 () = tokio::time::sleep(delay) => {}
             }
-            run_sensor_with(link, &link_options, sensors, interval, stop).await
+            run_sensor_with(link, &link_options, sensors, &plan, stop).await
         });
     }
     info!(count = fleet.count, first = %format!("{}-0", fleet.base.device_id), "simulated sensors starting");
@@ -205,7 +209,7 @@ mod tests {
             link_options: LinkOptions::default(),
             temperature: Waveform::Steady(21.0),
             count,
-            interval: Duration::from_millis(1_000),
+            plan: SensorPlan::mqtt(Duration::from_millis(1_000)),
         }
     }
 

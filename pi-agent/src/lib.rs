@@ -15,8 +15,11 @@
 //! - `rpi` (feature `rpi`, on by default): rppal's I2C and GPIO behind those
 //!   two, for a real Pi.
 //! - [`actuator`]: the pure decision of whether to apply a desired state.
-//! - [`mqtt`]: connecting (with per-device credentials), and the sensor and
-//!   actuator loops.
+//! - [`mqtt`]: connecting (with per-device credentials, backoff and jitter),
+//!   and the actuator loop.
+//! - [`sensor`]: the sensor loop, sending batches over MQTT, as UDP
+//!   datagrams to a gateway, or both.
+//! - [`seq`]: sequence numbers that keep growing across restarts.
 //! - [`settings`]: the typed settings, from a TOML file and the environment.
 //! - [`app`]: from settings to running hardware and loops, including a fleet
 //!   of simulated sensors for load tests.
@@ -33,6 +36,8 @@ pub mod mqtt;
 #[cfg(feature = "rpi")]
 pub mod rpi;
 pub mod sensehat;
+pub mod sensor;
+pub mod seq;
 pub mod settings;
 pub mod sim;
 

@@ -18,9 +18,19 @@
 //! HEARTH_AGENT_HARDWARE             hardware            sensor: sim | sensehat; actuator: sim | gpio (default sim)
 //! HEARTH_AGENT_GPIO_PIN             gpio_pin            BCM number 0–27 of the output pin (gpio; required there)
 //! HEARTH_AGENT_INTERVAL_MS          interval_ms         2000: milliseconds between readings (sensor)
-//! HEARTH_AGENT_TEMPERATURE          temperature         sine:24:3:120 | steady:21 | ramp:20:30:120 (sim sensor)
+//! HEARTH_AGENT_TEMPERATURE          temperature         sine:24:3:120 (sim sensor): steady:V | ramp:FROM:TO:S |
+//!                                                       sine:MEAN:AMPLITUDE:S | step:FROM:TO:AFTER_S |
+//!                                                       noise:MEAN:AMPLITUDE; the first four may end in
+//!                                                       +noise:AMPLITUDE (e.g. ramp:20:30:120+noise:0.2)
 //! HEARTH_AGENT_SIM_SENSORS          sim_sensors         N simulated sensors {device}-0 … {device}-{N-1}, each
 //!                                                       with its own connection, for load tests (sim sensor)
+//! HEARTH_AGENT_TRANSPORT            transport           mqtt (sensor): how readings leave: mqtt | udp (datagrams
+//!                                                       to a gateway; no broker, so no MQTT setting applies) |
+//!                                                       mqtt+udp (both; the backend stores each batch once)
+//! HEARTH_AGENT_GATEWAY_UDP          gateway_udp         host:port of hearth-gateway's UDP socket (udp, mqtt+udp)
+//! HEARTH_AGENT_STATE_DIR            state_dir           unset (sensor): a writable directory where the sequence
+//!                                                       number bound is kept ({device}.seq), so numbers keep
+//!                                                       growing across restarts even when the clock went back
 //! HEARTH_LOG                        —                   info: log filter (tracing syntax)
 //! ```
 //!

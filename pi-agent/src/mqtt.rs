@@ -1,6 +1,7 @@
 //! The agent's MQTT side: connect with a last will, then either publish
-//! readings (sensor) or apply desired states and report them (actuator).
-//! Both reconnect with backoff and jitter, and stop when `shutdown` resolves.
+//! readings (sensor, the loop is in [`crate::sensor`]) or apply desired
+//! states and report them (actuator). Both reconnect with backoff and jitter,
+//! and stop when `shutdown` resolves.
 //!
 //! [`DeviceLink`] says which device and which broker; [`LinkOptions`] carries
 //! the rest of how to connect (today: the device's broker credentials). The
@@ -12,7 +13,7 @@ use std::{future::Future, time::Duration};
 use anyhow::Context as _;
 use hearth_proto::{
     topics::{Channel, Topics},
-    v1::{DesiredState, DeviceStatus, Reading, ReadingBatch, ReportedState},
+    v1::{DesiredState, DeviceStatus, ReportedState},
 };
 use prost::Message as _;
 use rand::Rng as _;
@@ -37,13 +38,13 @@ pub struct DeviceLink {
 }
 
 impl DeviceLink {
-    fn topic(&self, channel: Channel) -> anyhow::Result<String> {
+    pub(crate) fn topic(&self, channel: Channel) -> anyhow::Result<String> {
         self.topics
             .device(&self.home_id, &self.device_id, channel)
             .context("device topic")
     }
 
-    fn status(&self, online: bool) -> Vec<u8> {
+    pub(crate) fn status(&self, online: bool) -> Vec<u8> {
         DeviceStatus {
             online,
             time_unix_ms: unix_ms_now(),
@@ -54,7 +55,7 @@ impl DeviceLink {
 
     /// Options for this device's connection, with its offline last will and
     /// the credentials of `extra`, if any (they replace any in the URL).
-    fn options(&self, extra: &LinkOptions) -> anyhow::Result<MqttOptions> {
+    pub(crate) fn options(&self, extra: &LinkOptions) -> anyhow::Result<MqttOptions> {
         let mut options = options(
             &self.broker_url,
             &format!("hearth-agent-{}", self.device_id),
@@ -131,6 +132,17 @@ pub fn options(url: &str, client_id: &str) -> anyhow::Result<MqttOptions> {
     Ok(options)
 }
 
+/// A client and its event loop for `options`, with Nagle's algorithm off.
+/// Why: MQTT packets are small, and Nagle holding one for the peer's delayed
+/// ACK adds 40 ms per hop to a command's round trip.
+pub fn client(options: MqttOptions, capacity: usize) -> (AsyncClient, EventLoop) {
+    let (client, mut events) = AsyncClient::new(options, capacity);
+    let mut network = events.network_options();
+    network.set_tcp_nodelay(true);
+    events.set_network_options(network);
+    (client, events)
+}
+
 /// How long to wait before reconnect attempt `attempt` (0-based): 0.5 s
 /// doubling to 15 s, ±25 % jitter so that many devices do not reconnect in step.
 fn backoff(attempt: u32) -> Duration {
@@ -141,14 +153,14 @@ fn backoff(attempt: u32) -> Duration {
 
 /// The event loop of one device's connection, pausing with backoff after a
 /// connection error.
-struct Connection {
+pub(crate) struct Connection {
     events: EventLoop,
     failures: u32,
     paused_until: Option<Instant>,
 }
 
 impl Connection {
-    fn new(events: EventLoop) -> Self {
+    pub(crate) fn new(events: EventLoop) -> Self {
         Self {
             events,
             failures: 0,
@@ -162,7 +174,7 @@ impl Connection {
     /// timers, which drop it whenever a reading is due; the pause is kept in
     /// `self`, so a dropped wait resumes where it was instead of reconnecting
     /// at once (a reconnect storm at the sensor's interval).
-    async fn next(&mut self, device: &str) -> Option<Event> {
+    pub(crate) async fn next(&mut self, device: &str) -> Option<Event> {
         if let Some(until) = self.paused_until {
             tokio::time::sleep_until(until).await;
             self.paused_until = None;
@@ -189,7 +201,12 @@ impl Connection {
     ///
     /// Skipped while the link is down or the queue full: the broker then
     /// publishes the last will (offline) when it sees the connection go.
-    async fn close(mut self, client: &AsyncClient, status_topic: &str, offline: Vec<u8>) {
+    pub(crate) async fn close(
+        mut self,
+        client: &AsyncClient,
+        status_topic: &str,
+        offline: Vec<u8>,
+    ) {
         if self.paused_until.is_some()
             || client
                 .try_publish(status_topic, QoS::AtLeastOnce, false, offline)
@@ -211,78 +228,22 @@ impl Connection {
 }
 
 /// Publishes a reading batch every `interval` until `shutdown`, connecting
-/// without [`LinkOptions`].
+/// without [`LinkOptions`] and numbering batches from the clock (see
+/// [`crate::sensor`] for UDP and the other options).
 pub async fn run_sensor(
     link: DeviceLink,
     sensors: impl Sensors,
     interval: Duration,
     shutdown: impl Future,
 ) -> anyhow::Result<()> {
-    run_sensor_with(link, &LinkOptions::default(), sensors, interval, shutdown).await
-}
-
-/// Publishes a reading batch every `interval` until `shutdown`.
-///
-/// Sequence numbers start at the current Unix time in milliseconds and grow
-/// by one per batch. Why: with one batch per millisecond at most, a restarted
-/// agent starts above every number it used before, so the backend's
-/// de-duplication by `(device, seq)` holds without a file to persist.
-pub async fn run_sensor_with(
-    link: DeviceLink,
-    link_options: &LinkOptions,
-    mut sensors: impl Sensors,
-    interval: Duration,
-    shutdown: impl Future,
-) -> anyhow::Result<()> {
-    let readings_topic = link.topic(Channel::Readings)?;
-    let status_topic = link.topic(Channel::Status)?;
-    let (client, events) = AsyncClient::new(link.options(link_options)?, 64);
-    let mut connection = Connection::new(events);
-    let mut seq = unix_ms_now() as u64;
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    tokio::pin!(shutdown);
-    info!(
-        device = link.device_id,
-        topic = readings_topic,
-        "sensor agent started"
-    );
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            _ = tick.tick() => {
-                let now = unix_ms_now();
-                let sample = match sensors.sample(now) {
-                    Ok(s) => s,
-                    Err(e) => { warn!(device = link.device_id, error = %e, "reading the sensors failed"); continue; }
-                };
-                seq += 1;
-                let batch = ReadingBatch {
-                    home_id: link.home_id.clone(),
-                    device_id: link.device_id.clone(),
-                    seq,
-                    time_unix_ms: now,
-                    readings: sample.into_iter().map(|(metric, value)| Reading { metric: metric as i32, value }).collect(),
-                };
-                if let Err(e) = client.try_publish(&readings_topic, QoS::AtLeastOnce, false, batch.encode_to_vec()) {
-                    warn!(device = link.device_id, error = %e, "reading batch dropped: MQTT queue full");
-                }
-            }
-            event = connection.next(&link.device_id) => {
-                if let Some(Event::Incoming(Packet::ConnAck(_))) = event {
-                    // Why not `?`: after an outage the queue can be full of
-                    // readings; that must not stop the agent.
-                    if let Err(e) = client.try_publish(&status_topic, QoS::AtLeastOnce, false, link.status(true)) {
-                        warn!(device = link.device_id, error = %e, "online status dropped: MQTT queue full");
-                    }
-                }
-            }
-        }
-    }
-    connection
-        .close(&client, &status_topic, link.status(false))
-        .await;
-    Ok(())
+    crate::sensor::run_sensor_with(
+        link,
+        &LinkOptions::default(),
+        sensors,
+        &crate::sensor::SensorPlan::mqtt(interval),
+        shutdown,
+    )
+    .await
 }
 
 /// Applies desired states to `output` and reports them until `shutdown`,
@@ -306,7 +267,7 @@ pub async fn run_actuator_with(
     let desired_topic = link.topic(Channel::Desired)?;
     let reported_topic = link.topic(Channel::Reported)?;
     let status_topic = link.topic(Channel::Status)?;
-    let (client, events) = AsyncClient::new(link.options(link_options)?, 64);
+    let (client, events) = client(link.options(link_options)?, 64);
     let mut connection = Connection::new(events);
     let mut applied_version = 0u64;
     let report = |applied_version: u64, on: bool| {

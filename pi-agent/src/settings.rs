@@ -5,7 +5,7 @@
 //! hardware fails with the name of the setting at fault (the variable, or the
 //! key and the file). The binary's doc comment (`main.rs`) lists them all.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use hearth_proto::{
     ids::check_id,
@@ -14,6 +14,7 @@ use hearth_proto::{
 
 use crate::{
     mqtt::{self, Credentials, DeviceLink, LinkOptions},
+    sensor::{SensorPlan, Transport},
     sim::Waveform,
 };
 
@@ -43,10 +44,10 @@ pub struct Settings {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Role {
-    /// Publishes readings every `interval`.
+    /// Sends readings every `plan.interval`, over `plan.transport`.
     Sensor {
         hardware: SensorHardware,
-        interval: Duration,
+        plan: SensorPlan,
     },
     /// Applies desired states to an output.
     Actuator { hardware: ActuatorHardware },
@@ -127,8 +128,20 @@ const GPIO_PIN: Setting = Setting::new("gpio_pin", "HEARTH_AGENT_GPIO_PIN");
 const INTERVAL_MS: Setting = Setting::new("interval_ms", "HEARTH_AGENT_INTERVAL_MS");
 const TEMPERATURE: Setting = Setting::new("temperature", "HEARTH_AGENT_TEMPERATURE");
 const SIM_SENSORS: Setting = Setting::new("sim_sensors", "HEARTH_AGENT_SIM_SENSORS");
+const TRANSPORT: Setting = Setting::new("transport", "HEARTH_AGENT_TRANSPORT");
+const GATEWAY_UDP: Setting = Setting::new("gateway_udp", "HEARTH_AGENT_GATEWAY_UDP");
+const STATE_DIR: Setting = Setting::new("state_dir", "HEARTH_AGENT_STATE_DIR");
 
-const SETTINGS: [Setting; 13] = [
+/// The settings only a device talking MQTT uses.
+const MQTT_SETTINGS: [Setting; 5] = [
+    MQTT_URL,
+    MQTT_USERNAME,
+    MQTT_PASSWORD,
+    MQTT_PASSWORD_FILE,
+    TOPIC_PREFIX,
+];
+
+const SETTINGS: [Setting; 16] = [
     MQTT_URL,
     MQTT_USERNAME,
     MQTT_PASSWORD,
@@ -142,6 +155,9 @@ const SETTINGS: [Setting; 13] = [
     INTERVAL_MS,
     TEMPERATURE,
     SIM_SENSORS,
+    TRANSPORT,
+    GATEWAY_UDP,
+    STATE_DIR,
 ];
 
 impl Settings {
@@ -252,6 +268,10 @@ impl Layers {
     }
 
     fn into_settings(mut self) -> Result<Settings, SettingsError> {
+        let mqtt_setting = MQTT_SETTINGS
+            .iter()
+            .find_map(|s| self.0.get(s.key))
+            .map(|raw| raw.origin.clone());
         let broker_url = match self.take(MQTT_URL) {
             Some(raw) => raw.parse(|url| {
                 mqtt::options(url, "hearth-agent")
@@ -289,6 +309,17 @@ impl Layers {
         } else {
             self.sensor(&device_id)?
         };
+        if let (Role::Sensor { plan, .. }, Some(origin)) = (&role, mqtt_setting) {
+            if !plan.transport.uses_mqtt() {
+                return Err(invalid(
+                    &origin,
+                    format!(
+                        "does not apply to a sensor sending over UDP only ({} is udp)",
+                        TRANSPORT.env
+                    ),
+                ));
+            }
+        }
         // Whatever is left was set for another role or other hardware.
         if let Some(raw) = self.0.values().next() {
             return Err(invalid(
@@ -367,7 +398,55 @@ impl Layers {
                 }
             },
         };
-        Ok(Role::Sensor { hardware, interval })
+        let transport = self.transport()?;
+        let state_dir = self.take(STATE_DIR).map(|raw| PathBuf::from(raw.value));
+        Ok(Role::Sensor {
+            hardware,
+            plan: SensorPlan {
+                interval,
+                transport,
+                state_dir,
+            },
+        })
+    }
+
+    fn transport(&mut self) -> Result<Transport, SettingsError> {
+        // (over UDP, over MQTT too)
+        let (udp, mqtt) = match self.take(TRANSPORT) {
+            None => (false, true),
+            Some(raw) => match raw.value.as_str() {
+                "mqtt" => (false, true),
+                "udp" => (true, false),
+                "mqtt+udp" => (true, true),
+                other => {
+                    return Err(invalid(
+                        &raw.origin,
+                        format!("{other:?} is not mqtt, udp or mqtt+udp"),
+                    ))
+                }
+            },
+        };
+        if !udp {
+            if let Some(gateway) = self.take(GATEWAY_UDP) {
+                return Err(invalid(
+                    &gateway.origin,
+                    format!(
+                        "does not apply to a sensor sending over MQTT only; set {} to udp or mqtt+udp",
+                        TRANSPORT.env
+                    ),
+                ));
+            }
+            return Ok(Transport::Mqtt);
+        }
+        let gateway = self
+            .take(GATEWAY_UDP)
+            .ok_or_else(|| GATEWAY_UDP.missing("the gateway's host:port that UDP datagrams go to"))?
+            .parse(gateway_address)?;
+        Ok(if mqtt {
+            Transport::MqttAndUdp { gateway }
+        } else {
+            Transport::Udp { gateway }
+        })
     }
 
     fn simulated_sensor(&mut self, device_id: &str) -> Result<SensorHardware, SettingsError> {
@@ -421,6 +500,27 @@ impl Layers {
             },
         };
         Ok(Role::Actuator { hardware })
+    }
+}
+
+/// A gateway's `host:port` (or `ip:port`, `[ipv6]:port`), resolved when sending.
+fn gateway_address(address: &str) -> Result<String, String> {
+    let bad = || format!("{address:?} is not host:port (e.g. 192.168.1.10:7878)");
+    if let Ok(socket) = address.parse::<std::net::SocketAddr>() {
+        return if socket.port() > 0 {
+            Ok(address.to_owned())
+        } else {
+            Err(bad())
+        };
+    }
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    let valid_host = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 && valid_host => Ok(address.to_owned()),
+        _ => Err(bad()),
     }
 }
 
@@ -560,7 +660,7 @@ mod tests {
                     temperature: "sine:24:3:120".parse().unwrap(),
                     fleet: None
                 },
-                interval: Duration::from_secs(2),
+                plan: SensorPlan::mqtt(Duration::from_secs(2)),
             }
         );
     }
@@ -731,6 +831,82 @@ mod tests {
     }
 
     #[test]
+    fn a_sensor_sends_over_udp_to_a_gateway_or_both_ways() {
+        let plan = |vars: &[(&str, &str)]| match load_device(vars).unwrap().role {
+            Role::Sensor { plan, .. } => plan,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(plan(&[]).transport, Transport::Mqtt);
+        assert_eq!(
+            plan(&[
+                ("HEARTH_AGENT_TRANSPORT", "udp"),
+                ("HEARTH_AGENT_GATEWAY_UDP", "192.168.1.10:7878")
+            ])
+            .transport,
+            Transport::Udp {
+                gateway: "192.168.1.10:7878".into()
+            }
+        );
+        let file = TempFile::new(
+            "udp.toml",
+            "home = \"h\"\ndevice = \"d\"\ntransport = \"mqtt+udp\"\ngateway_udp = \"gateway.lan:7878\"\nstate_dir = \"/var/lib/hearth-agent\"\n",
+        );
+        let settings = load(&[("HEARTH_AGENT_CONFIG", file.path())]).unwrap();
+        assert_eq!(
+            settings.role,
+            Role::Sensor {
+                hardware: SensorHardware::Simulated {
+                    temperature: DEFAULT_TEMPERATURE.parse().unwrap(),
+                    fleet: None
+                },
+                plan: SensorPlan {
+                    interval: Duration::from_secs(2),
+                    transport: Transport::MqttAndUdp {
+                        gateway: "gateway.lan:7878".into()
+                    },
+                    state_dir: Some("/var/lib/hearth-agent".into()),
+                },
+            }
+        );
+    }
+
+    #[test]
+    fn udp_settings_are_checked_and_named() {
+        for (vars, message) in [
+            (
+                &[("HEARTH_AGENT_TRANSPORT", "udp")][..],
+                "HEARTH_AGENT_GATEWAY_UDP (or gateway_udp in the config file) must be set: the gateway's host:port that UDP datagrams go to",
+            ),
+            (
+                &[("HEARTH_AGENT_TRANSPORT", "coap")],
+                "HEARTH_AGENT_TRANSPORT: \"coap\" is not mqtt, udp or mqtt+udp",
+            ),
+            (
+                &[("HEARTH_AGENT_TRANSPORT", "udp"), ("HEARTH_AGENT_GATEWAY_UDP", "gateway.lan")],
+                "HEARTH_AGENT_GATEWAY_UDP: \"gateway.lan\" is not host:port (e.g. 192.168.1.10:7878)",
+            ),
+            (
+                &[("HEARTH_AGENT_TRANSPORT", "udp"), ("HEARTH_AGENT_GATEWAY_UDP", "10.0.0.1:0")],
+                "HEARTH_AGENT_GATEWAY_UDP: \"10.0.0.1:0\" is not host:port (e.g. 192.168.1.10:7878)",
+            ),
+            (
+                &[("HEARTH_AGENT_GATEWAY_UDP", "10.0.0.1:7878")],
+                "HEARTH_AGENT_GATEWAY_UDP: does not apply to a sensor sending over MQTT only; set HEARTH_AGENT_TRANSPORT to udp or mqtt+udp",
+            ),
+            (
+                &[("HEARTH_AGENT_TRANSPORT", "udp"), ("HEARTH_AGENT_GATEWAY_UDP", "10.0.0.1:7878"), ("HEARTH_AGENT_MQTT_URL", "mqtt://b:1883")],
+                "HEARTH_AGENT_MQTT_URL: does not apply to a sensor sending over UDP only (HEARTH_AGENT_TRANSPORT is udp)",
+            ),
+            (
+                &[("HEARTH_AGENT_ROLE", "actuator"), ("HEARTH_AGENT_STATE_DIR", "/var/lib/hearth-agent")],
+                "HEARTH_AGENT_STATE_DIR: does not apply to a simulated actuator",
+            ),
+        ] {
+            assert_eq!(error(vars), message, "{vars:?}");
+        }
+    }
+
+    #[test]
     fn credentials_come_from_a_username_and_a_password() {
         let settings = load_device(&[
             ("HEARTH_AGENT_MQTT_USERNAME", "sensor-1"),
@@ -821,7 +997,7 @@ mod tests {
                     temperature: Waveform::Steady(21.0),
                     fleet: Some(250)
                 },
-                interval: Duration::from_secs(2),
+                plan: SensorPlan::mqtt(Duration::from_secs(2)),
             }
         );
         let long = "d".repeat(62);
@@ -872,7 +1048,7 @@ mod tests {
             settings.role,
             Role::Sensor {
                 hardware: SensorHardware::SenseHat,
-                interval: Duration::from_millis(500)
+                plan: SensorPlan::mqtt(Duration::from_millis(500))
             }
         );
         assert_eq!(

@@ -29,6 +29,28 @@ pub enum Waveform {
         amplitude: f64,
         period_ms: i64,
     },
+    /// `from` until `at_ms`, then `to` (a door opened, a heater switched on).
+    Step {
+        from: f64,
+        to: f64,
+        at_ms: i64,
+    },
+    /// `base` with uniform noise of up to `± amplitude` added: the same at
+    /// the same time, so a run can be replayed.
+    Noisy {
+        base: Box<Waveform>,
+        amplitude: f64,
+    },
+}
+
+/// A number in `[-1, 1)` that looks random but depends only on `t`
+/// (splitmix64). Why not `rand`: the waveform stays a pure function of time.
+fn noise(t: i64) -> f64 {
+    let mut z = (t as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
 }
 
 impl Waveform {
@@ -52,16 +74,44 @@ impl Waveform {
                 let phase = elapsed_ms as f64 / period_ms.max(1) as f64 * std::f64::consts::TAU;
                 mean + amplitude * phase.sin()
             }
+            Waveform::Step { from, to, at_ms } => {
+                if elapsed_ms < at_ms {
+                    from
+                } else {
+                    to
+                }
+            }
+            Waveform::Noisy {
+                ref base,
+                amplitude,
+            } => base.at(elapsed_ms) + amplitude * noise(elapsed_ms),
         }
     }
 }
 
-/// Parses `steady:21`, `ramp:20:30:120` (from, to, seconds) or
-/// `sine:25:3:120` (mean, amplitude, seconds).
+/// The scripts [`Waveform`] parses, for error messages.
+const SCRIPTS: &str = "steady:V, ramp:FROM:TO:SECONDS, sine:MEAN:AMPLITUDE:SECONDS, step:FROM:TO:SECONDS, noise:MEAN:AMPLITUDE, or one of these followed by +noise:AMPLITUDE";
+
+/// Parses `steady:21`, `ramp:20:30:120` (from, to, seconds),
+/// `sine:25:3:120` (mean, amplitude, seconds), `step:20:30:60` (from, to,
+/// after seconds) or `noise:21:0.5` (mean, amplitude); any of the first four
+/// may end in `+noise:AMPLITUDE`, e.g. `ramp:20:30:120+noise:0.2`.
 impl FromStr for Waveform {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some((base, noise)) = s.split_once("+noise:") {
+            let amplitude = amplitude(s, noise)?;
+            if base.starts_with("noise:") {
+                return Err(format!(
+                    "{s:?} adds noise to noise; use noise:MEAN:AMPLITUDE"
+                ));
+            }
+            return Ok(Waveform::Noisy {
+                base: Box::new(base.parse()?),
+                amplitude,
+            });
+        }
         let parts: Vec<&str> = s.split(':').collect();
         let num = |i: usize| -> Result<f64, String> {
             let v: f64 = parts
@@ -95,11 +145,29 @@ impl FromStr for Waveform {
                 amplitude: num(2)?,
                 period_ms: secs(3)?,
             }),
-            _ => Err(format!(
-                "{s:?} is not steady:V, ramp:FROM:TO:SECONDS or sine:MEAN:AMPLITUDE:SECONDS"
-            )),
+            ("step", 4) => Ok(Waveform::Step {
+                from: num(1)?,
+                to: num(2)?,
+                at_ms: secs(3)?,
+            }),
+            ("noise", 3) => Ok(Waveform::Noisy {
+                base: Box::new(Waveform::Steady(num(1)?)),
+                amplitude: amplitude(s, parts[2])?,
+            }),
+            _ => Err(format!("{s:?} is not {SCRIPTS}")),
         }
     }
+}
+
+/// A noise amplitude: finite and not negative.
+fn amplitude(script: &str, value: &str) -> Result<f64, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|a| a.is_finite() && *a >= 0.0)
+        .ok_or_else(|| {
+            format!("{script:?}: the noise amplitude {value:?} is not a number of 0 or more")
+        })
 }
 
 /// A simulated SenseHat.
@@ -186,6 +254,51 @@ mod tests {
     }
 
     #[test]
+    fn a_step_holds_then_jumps_once() {
+        let step = Waveform::Step {
+            from: 20.0,
+            to: 30.0,
+            at_ms: 1000,
+        };
+        assert_eq!(
+            (step.at(0), step.at(999), step.at(1000), step.at(9000)),
+            (20.0, 20.0, 30.0, 30.0)
+        );
+    }
+
+    #[test]
+    fn noise_stays_within_its_amplitude_varies_and_replays() {
+        let noisy: Waveform = "noise:21:0.5".parse().unwrap();
+        let values: Vec<f64> = (0..1000).map(|t| noisy.at(t * 1000)).collect();
+        assert!(
+            values.iter().all(|v| (20.5..21.5).contains(v)),
+            "{values:?}"
+        );
+        let (low, high) = values
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(*v), h.max(*v)));
+        assert!(
+            low < 20.6 && high > 21.4,
+            "spread over the range: {low}..{high}"
+        );
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        assert!((mean - 21.0).abs() < 0.05, "centred on the mean: {mean}");
+        assert_eq!(noisy.at(1234), noisy.at(1234), "the same at the same time");
+    }
+
+    #[test]
+    fn noise_can_be_added_to_another_script() {
+        let noisy: Waveform = "ramp:20:30:10+noise:0.2".parse().unwrap();
+        let ramp: Waveform = "ramp:20:30:10".parse().unwrap();
+        let deviations: Vec<f64> = (0..100)
+            .map(|t| noisy.at(t * 100) - ramp.at(t * 100))
+            .collect();
+        assert!(deviations.iter().all(|d| d.abs() <= 0.2), "{deviations:?}");
+        assert!(deviations.iter().any(|d| d.abs() > 0.05), "{deviations:?}");
+        assert!((noisy.at(10_000) - 30.0).abs() <= 0.2, "follows the ramp");
+    }
+
+    #[test]
     fn parses_scripts_and_rejects_bad_ones() {
         assert_eq!("steady:21".parse(), Ok(Waveform::Steady(21.0)));
         assert_eq!(
@@ -204,8 +317,42 @@ mod tests {
                 period_ms: 500
             })
         );
+        assert_eq!(
+            "step:18:26:30".parse(),
+            Ok(Waveform::Step {
+                from: 18.0,
+                to: 26.0,
+                at_ms: 30_000
+            })
+        );
+        assert_eq!(
+            "noise:21:0.5".parse(),
+            Ok(Waveform::Noisy {
+                base: Box::new(Waveform::Steady(21.0)),
+                amplitude: 0.5
+            })
+        );
+        assert_eq!(
+            "sine:24:3:120+noise:0.1".parse(),
+            Ok(Waveform::Noisy {
+                base: Box::new(Waveform::Sine {
+                    mean: 24.0,
+                    amplitude: 3.0,
+                    period_ms: 120_000
+                }),
+                amplitude: 0.1
+            })
+        );
         for bad in [
             "",
+            "step:1:2",
+            "step:1:2:0",
+            "noise:21",
+            "noise:21:-1",
+            "noise:21:nan",
+            "steady:21+noise:x",
+            "noise:21:1+noise:1",
+            "square:1:2:3+noise:1",
             "steady",
             "steady:x",
             "ramp:1:2",

@@ -8,6 +8,9 @@
 //!   `mqtt://127.0.0.1:1883`),
 //!
 //! and gives tests gRPC clients and MQTT connections as a device.
+//! [`browser`] drives headless Chromium for the browser tests and bench-web.
+
+pub mod browser;
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -266,6 +269,32 @@ impl TestApp {
         http_get(self.http, "/metrics").await
     }
 
+    /// Every stored reading of `device` (all metrics), oldest first, through
+    /// `ListReadings` page by page.
+    pub async fn stored_readings(&self, device: &str) -> Vec<hearth_proto::v1::StoredReading> {
+        let mut api = self.telemetry().await;
+        let mut out = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = api
+                .list_readings(hearth_proto::v1::ListReadingsRequest {
+                    device_id: device.into(),
+                    page_size: 1000,
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+                .expect("ListReadings")
+                .into_inner();
+            out.extend(page.readings);
+            if page.next_page_token.is_empty() {
+                out.reverse();
+                return out;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
     /// Waits until `check` holds for the device, polling GetDevice; panics with
     /// the last state after `timeout`.
     pub async fn wait_for_device(
@@ -496,6 +525,42 @@ impl TestGateway {
         panic!("the gateway never reported {needle}:\n{}", self.logs());
     }
 
+    /// The address of its `/metrics` endpoint (started with
+    /// `HEARTH_GATEWAY_METRICS_LISTEN`), from its ready line.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let logs = self.logs.lock().expect("logs");
+        let ready = logs
+            .iter()
+            .find(|l| l.contains("gateway ready"))
+            .expect("a ready line");
+        log_field(ready, "metrics")
+            .parse()
+            .unwrap_or_else(|_| panic!("metrics= is an address in {ready:?}"))
+    }
+
+    /// The body of `GET /metrics`, after checking the status is 200.
+    pub async fn metrics(&self) -> String {
+        let response = http_get(self.metrics_addr(), "/metrics").await;
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+        body.to_owned()
+    }
+
+    /// The value of the sample `name` (with its labels, e.g.
+    /// `dropped_total{reason="oversize"}`) in a scrape of `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let body = self.metrics().await;
+        metric_value(&body, name).unwrap_or_else(|| panic!("no {name} in\n{body}"))
+    }
+
+    /// Stops the gateway with SIGTERM and returns its exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("waiting for the gateway")
+    }
+
     /// Kills the gateway with SIGKILL, as a power cut would.
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -508,6 +573,13 @@ impl Drop for TestGateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The value of sample `name` in Prometheus text `body`.
+pub fn metric_value(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// A Mosquitto of a test's own on a free port, so the test can stop it (or
@@ -591,7 +663,7 @@ pub struct DeviceConnection {
 
 impl DeviceConnection {
     async fn connect(options: MqttOptions) -> Self {
-        let (client, mut events) = AsyncClient::new(options, 64);
+        let (client, mut events) = hearth_agent::mqtt::client(options, 64);
         tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 if let Event::Incoming(Packet::ConnAck(_)) =
@@ -689,6 +761,64 @@ pub struct AgentGuard {
     pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
+/// A running `hearth-agent` process (the real binary), killed on drop.
+pub struct TestAgent {
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestAgent {
+    /// Starts `hearth-agent` with only `env` (and `PATH`) set, and waits for
+    /// its "agent started" line.
+    pub async fn spawn(env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(binary("hearth-agent", "hearth-agent"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HEARTH_LOG", "info,rumqttc=warn")
+            .envs(env.iter().copied());
+        let (child, logs, _) = spawn_until_ready(command, "agent started").await;
+        Self { child, logs }
+    }
+
+    /// The agent to run as device `device` of `home` against `app`'s broker.
+    pub fn mqtt_env<'a>(
+        app: &'a TestApp,
+        home: &'a str,
+        device: &'a str,
+    ) -> Vec<(&'a str, &'a str)> {
+        vec![
+            ("HEARTH_AGENT_MQTT_URL", app.mqtt_url.as_str()),
+            ("HEARTH_TOPIC_PREFIX", app.topics.prefix()),
+            ("HEARTH_AGENT_HOME", home),
+            ("HEARTH_AGENT_DEVICE", device),
+        ]
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().expect("logs").join("\n")
+    }
+
+    /// Stops the agent with SIGTERM and returns its exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("waiting for the agent")
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Declares a system test once per [`Backend`]: `both!(name)` expects an
 /// `async fn name(backend: Backend)` and makes `name::embedded` and
 /// `name::mariadb_mosquitto`.
@@ -707,4 +837,66 @@ macro_rules! both {
             }
         }
     };
+}
+
+impl TestApp {
+    /// A second `hearth` process on the same database and broker (External
+    /// only: the embedded broker belongs to one process), named `replica`
+    /// (`HEARTH_REPLICA`: a persistent MQTT session) or not. Its database is
+    /// left to the first one to drop.
+    pub async fn spawn_replica(&self, replica: Option<&str>) -> TestApp {
+        assert_eq!(
+            self.backend,
+            Backend::External,
+            "replicas share an external database and broker"
+        );
+        let dir = TempDir::new();
+        let mut command = Command::new(hearth_binary());
+        command
+            .current_dir(&dir.0)
+            .env_clear()
+            .envs(
+                self.command
+                    .iter()
+                    .filter(|(k, _)| k != "HEARTH_REPLICA")
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .env("HEARTH_LISTEN", "127.0.0.1:0");
+        if let Some(name) = replica {
+            command.env("HEARTH_REPLICA", name);
+        }
+        let env: Vec<(String, String)> = command
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v?.to_str()?.to_owned())))
+            .collect();
+        let (child, logs, line) = spawn_until_ready(command, "hearth ready").await;
+        TestApp {
+            child,
+            backend: self.backend,
+            http: log_field(&line, "http")
+                .parse()
+                .expect("http= is an address"),
+            mqtt_url: self.mqtt_url.clone(),
+            topics: self.topics.clone(),
+            logs,
+            database: None,
+            command: env,
+            _dir: dir,
+        }
+    }
+
+    /// Kills `hearth` with SIGKILL: no shutdown, no draining.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The value of an unlabelled metric in `/metrics` (0 if absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
 }

@@ -16,9 +16,9 @@ pub struct Reading {
 }
 
 /// How far a reading's timestamp may lie ahead of the backend's clock.
-const MAX_FUTURE_MS: i64 = 5 * 60 * 1000;
+pub const MAX_FUTURE_MS: i64 = 5 * 60 * 1000;
 /// The oldest reading accepted (a gateway may replay a long backlog).
-const MAX_PAST_MS: i64 = 365 * 24 * 60 * 60 * 1000;
+pub const MAX_PAST_MS: i64 = 365 * 24 * 60 * 60 * 1000;
 /// Readings in one batch, more than a SenseHat has metrics, far less than abuse.
 pub const MAX_READINGS_PER_BATCH: usize = 32;
 

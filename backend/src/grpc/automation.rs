@@ -12,7 +12,9 @@ use tracing::info;
 use super::{convert, status::invalid};
 use crate::{
     app::Core,
-    domain::{replay, DeviceId, DeviceKind, HomeId, LoggedDecision, RuleId, ThresholdRule},
+    domain::{
+        replay, DeviceId, DeviceKind, HomeId, LoggedDecision, RuleId, RuleState, ThresholdRule,
+    },
     storage::DecisionsOf,
 };
 
@@ -126,7 +128,8 @@ impl AutomationService for AutomationApi {
             .rule
             .ok_or_else(|| invalid("rule", "must be set"))?;
         let rule = self.rule_from_proto(r).await?;
-        self.core.storage.create_rule(&rule).await?;
+        let start = RuleState::new(self.core.clock.now());
+        self.core.storage.create_rule(&rule, &start).await?;
         info!(rule = %rule.id, home = %rule.home_id, "rule created");
         Ok(Response::new(convert::rule(&rule)))
     }
@@ -167,7 +170,8 @@ impl AutomationService for AutomationApi {
             return Err(invalid("rule.id", "must name the rule to update"));
         }
         let rule = self.rule_from_proto(r).await?;
-        self.core.storage.update_rule(&rule).await?;
+        let start = RuleState::new(self.core.clock.now());
+        self.core.storage.update_rule(&rule, &start).await?;
         info!(rule = %rule.id, enabled = rule.enabled, "rule updated");
         Ok(Response::new(convert::rule(&rule)))
     }

@@ -135,7 +135,10 @@ pub fn stale_action_from_proto(value: i32, field: &str) -> Result<StaleAction, S
         Ok(v1::StaleAction::Unspecified) => Ok(StaleAction::Leave),
         Ok(v1::StaleAction::Off) => Ok(StaleAction::Off),
         Ok(v1::StaleAction::On) => Ok(StaleAction::On),
-        Err(_) => Err(invalid(field, format!("{value} is not a known stale action"))),
+        Err(_) => Err(invalid(
+            field,
+            format!("{value} is not a known stale action"),
+        )),
     }
 }
 

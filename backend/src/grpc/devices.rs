@@ -24,8 +24,7 @@ const MAX_NAME_LEN: usize = 255;
 const MAX_COMMANDS: u32 = 200;
 const DEFAULT_COMMANDS: u32 = 20;
 
-type WatchStream =
-    Pin<Box<dyn Stream<Item = Result<v1::WatchDevicesResponse, Status>> + Send>>;
+type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::WatchDevicesResponse, Status>> + Send>>;
 
 pub struct DeviceApi {
     core: Arc<Core>,
@@ -200,7 +199,15 @@ impl DeviceService for DeviceApi {
         // Subscribe before reading the snapshot, so no change falls between.
         let changes = BroadcastStream::new(self.core.control.subscribe_changes());
         let devices = self.core.storage.list_devices(Some(&home)).await?;
-        if devices.is_empty() && !self.core.storage.list_homes().await?.iter().any(|h| h.id == home) {
+        if devices.is_empty()
+            && !self
+                .core
+                .storage
+                .list_homes()
+                .await?
+                .iter()
+                .any(|h| h.id == home)
+        {
             return Err(Status::not_found(format!("home {home} not found")));
         }
         let first = v1::WatchDevicesResponse {

@@ -121,7 +121,7 @@ pub async fn connect(
     options.set_max_packet_size(4 * 1024 * 1024, 256 * 1024);
     options.set_manual_acks(true);
     options.set_inflight(200);
-    let (client, mut events) = AsyncClient::new(options, 1024);
+    let (client, mut events) = hearth_agent::mqtt::client(options, 1024);
     // Why retry: an embedded broker may still be starting, and a broker
     // restarting under Kubernetes comes back within seconds.
     let mut last_error = None;
@@ -208,7 +208,7 @@ pub async fn run_inbox(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                acks.reset().await;
+                acks.reset();
                 if failures > 0 {
                     info!("reconnected to the MQTT broker");
                     failures = 0;
@@ -219,7 +219,7 @@ pub async fn run_inbox(
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let parsed = parse(&topics, &publish);
-                let ack = acks.take(publish).await;
+                let ack = acks.take(publish);
                 match parsed {
                     Ok(message) => {
                         let message = message(ack);
@@ -254,6 +254,24 @@ pub async fn run_inbox(
 
 type Builder = Box<dyn FnOnce(Ack) -> Inbound + Send>;
 
+/// Decodes the payload of a message on `device_id`'s `readings` topic: a
+/// `ReadingBatch` that names no other device or home than its topic. Pure,
+/// so the fuzz targets (`fuzz/`) drive exactly this.
+pub fn decode_readings(
+    home_id: &HomeId,
+    device_id: &DeviceId,
+    payload: &[u8],
+) -> Result<ReadingBatch, String> {
+    let batch = ReadingBatch::decode(payload)
+        .map_err(|e| format!("payload is not a hearth.v1.ReadingBatch: {e}"))?;
+    if (!batch.device_id.is_empty() && batch.device_id != device_id.as_str())
+        || (!batch.home_id.is_empty() && batch.home_id != home_id.as_str())
+    {
+        return Err("payload names another device than its topic".into());
+    }
+    Ok(batch)
+}
+
 /// Parses a received message, or says why it is dropped.
 fn parse(topics: &Topics, publish: &Publish) -> Result<Builder, String> {
     let DeviceTopic {
@@ -273,12 +291,7 @@ fn parse(topics: &Topics, publish: &Publish) -> Result<Builder, String> {
     let bad = |what: &str, e: prost::DecodeError| format!("payload is not a hearth.v1.{what}: {e}");
     Ok(match channel {
         Channel::Readings => {
-            let batch = ReadingBatch::decode(payload).map_err(|e| bad("ReadingBatch", e))?;
-            if (!batch.device_id.is_empty() && batch.device_id != device_id.as_str())
-                || (!batch.home_id.is_empty() && batch.home_id != home_id.as_str())
-            {
-                return Err("payload names another device than its topic".into());
-            }
+            let batch = decode_readings(&home_id, &device_id, payload)?;
             Box::new(move |ack| Inbound::Readings {
                 home_id,
                 device_id,

@@ -190,11 +190,13 @@ pub trait Storage: Send + Sync + 'static {
         limit: u32,
     ) -> Result<u64>;
 
-    async fn create_rule(&self, rule: &ThresholdRule) -> Result<()>;
+    /// Stores a new rule with its starting `state` (readings from then on
+    /// are what it evaluates).
+    async fn create_rule(&self, rule: &ThresholdRule, state: &RuleState) -> Result<()>;
     async fn list_rules(&self, home: Option<&HomeId>) -> Result<Vec<ThresholdRule>>;
-    /// Replaces the rule's settings and forgets its state. `NotFound` if
-    /// there is no such rule.
-    async fn update_rule(&self, rule: &ThresholdRule) -> Result<()>;
+    /// Replaces the rule's settings and its state with `state` (it starts
+    /// afresh). `NotFound` if there is no such rule.
+    async fn update_rule(&self, rule: &ThresholdRule, state: &RuleState) -> Result<()>;
     /// `NotFound` if there is no such rule.
     async fn delete_rule(&self, id: &RuleId) -> Result<()>;
     async fn load_rule_state(&self, id: &RuleId) -> Result<Option<RuleState>>;

@@ -17,8 +17,8 @@ use sqlx::{
 use super::{kind_of, DecisionsOf, ReadingQuery, Result, Storage, StorageError};
 use crate::domain::{
     Action, ActuatorState, Command, CommandState, Desired, Device, DeviceId, Home, HomeId,
-    LoggedDecision, Mode, Pending, Reading, Reported, Resolution, RuleDecision, RuleId,
-    RuleState, SeriesPlan, SeriesPoint, StaleAction, ThresholdRule, UnixMs,
+    LoggedDecision, Mode, Pending, Reading, Reported, Resolution, RuleDecision, RuleId, RuleState,
+    SeriesPlan, SeriesPoint, StaleAction, ThresholdRule, UnixMs,
 };
 
 /// Rows per multi-row INSERT. Why: MySQL allows 65,535 placeholders per
@@ -33,12 +33,14 @@ const DEVICE_SELECT: &str =
      d.override_until, c.version, c.on_state, c.requested_by, c.reason, c.state, c.requested_at, \
      c.published_at, c.applied_at, c.expires_at, c.round_trip_us \
      FROM devices d LEFT JOIN commands c ON c.device_id = d.id AND c.version = d.desired_version";
-const COMMAND_COLUMNS: &str = "device_id, version, on_state, requested_by, reason, state, requested_at, \
+const COMMAND_COLUMNS: &str =
+    "device_id, version, on_state, requested_by, reason, state, requested_at, \
      published_at, applied_at, expires_at, round_trip_us";
 const RULE_COLUMNS: &str =
     "id, home_id, name, source_device_id, metric, target_device_id, on_above, off_below, enabled, \
      min_on_s, min_off_s, sustain_s, stale_after_s, stale_action";
-const RULE_STATE_COLUMNS: &str = "rule_id, output, switched_at, pending_on, pending_since, pending_value, \
+const RULE_STATE_COLUMNS: &str =
+    "rule_id, output, switched_at, pending_on, pending_since, pending_value, \
      last_reading_at, last_value, stale, started_at, cursor_ts, cursor_seq";
 const DECISION_COLUMNS: &str =
     "rule_id, home_id, target_device_id, action, at, value, reason, command_version";
@@ -204,6 +206,33 @@ macro_rules! sql_storage {
                     stale_action: StaleAction::parse(&row.try_get::<String, _>("stale_action")?)
                         .ok_or_else(|| decode_err("stale action"))?,
                 })
+            }
+
+            /// Replaces a rule's state inside `tx`.
+            async fn put_rule_state(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                id: &RuleId,
+                st: &RuleState,
+            ) -> Result<()> {
+                // Why delete + insert: one statement shape for both databases.
+                sqlx::query("DELETE FROM rule_state WHERE rule_id = ?").bind(id.as_str()).execute(&mut **tx).await?;
+                let p = st.pending.as_ref();
+                sqlx::query(&format!("INSERT INTO rule_state ({RULE_STATE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
+                    .bind(id.as_str())
+                    .bind(st.output)
+                    .bind(st.switched_at)
+                    .bind(p.map(|p| p.on))
+                    .bind(p.map(|p| p.since))
+                    .bind(p.map(|p| p.value).filter(|v| v.is_finite()))
+                    .bind(st.last_reading_at)
+                    .bind(st.last_value)
+                    .bind(st.stale)
+                    .bind(st.started_at)
+                    .bind(st.cursor.0)
+                    .bind(st.cursor.1 as i64)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
             }
 
             async fn home_exists(&self, id: &HomeId) -> Result<bool> {
@@ -593,7 +622,8 @@ macro_rules! sql_storage {
                 Ok(done.rows_affected())
             }
 
-            async fn create_rule(&self, r: &ThresholdRule) -> Result<()> {
+            async fn create_rule(&self, r: &ThresholdRule, state: &RuleState) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
                 sqlx::query(&format!("INSERT INTO rules ({RULE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
                     .bind(r.id.as_str())
                     .bind(r.home_id.as_str())
@@ -609,12 +639,14 @@ macro_rules! sql_storage {
                     .bind(i64::from(r.sustain_s))
                     .bind(i64::from(r.stale_after_s))
                     .bind(r.stale_action.as_str())
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await
                     .map_err(|e| match StorageError::from(e) {
                         StorageError::Conflict(_) => StorageError::Conflict(format!("rule {}", r.id)),
                         other => other,
                     })?;
+                Self::put_rule_state(&mut tx, &r.id, state).await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -631,7 +663,7 @@ macro_rules! sql_storage {
                 rows.iter().map(Self::rule_from_row).collect()
             }
 
-            async fn update_rule(&self, r: &ThresholdRule) -> Result<()> {
+            async fn update_rule(&self, r: &ThresholdRule, state: &RuleState) -> Result<()> {
                 let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
                     "UPDATE rules SET name = ?, source_device_id = ?, metric = ?, target_device_id = ?, on_above = ?, \
@@ -657,7 +689,7 @@ macro_rules! sql_storage {
                 if done.rows_affected() == 0 {
                     return Err(StorageError::NotFound(format!("rule {} in home {}", r.id, r.home_id)));
                 }
-                sqlx::query("DELETE FROM rule_state WHERE rule_id = ?").bind(r.id.as_str()).execute(&mut *tx).await?;
+                Self::put_rule_state(&mut tx, &r.id, state).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -684,25 +716,8 @@ macro_rules! sql_storage {
             }
 
             async fn save_rule_state(&self, id: &RuleId, st: &RuleState) -> Result<()> {
-                // Why delete + insert: one statement shape for both databases.
                 let mut tx = self.pool.begin().await?;
-                sqlx::query("DELETE FROM rule_state WHERE rule_id = ?").bind(id.as_str()).execute(&mut *tx).await?;
-                let p = st.pending.as_ref();
-                sqlx::query(&format!("INSERT INTO rule_state ({RULE_STATE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
-                    .bind(id.as_str())
-                    .bind(st.output)
-                    .bind(st.switched_at)
-                    .bind(p.map(|p| p.on))
-                    .bind(p.map(|p| p.since))
-                    .bind(p.map(|p| p.value).filter(|v| v.is_finite()))
-                    .bind(st.last_reading_at)
-                    .bind(st.last_value)
-                    .bind(st.stale)
-                    .bind(st.started_at)
-                    .bind(st.cursor.0)
-                    .bind(st.cursor.1 as i64)
-                    .execute(&mut *tx)
-                    .await?;
+                Self::put_rule_state(&mut tx, id, st).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -837,7 +852,8 @@ sql_storage!(
     sqlx::MySql,
     insert_ignore = "INSERT IGNORE",
     int_div = " DIV ",
-    delete_readings = "DELETE FROM readings WHERE device_id = ? AND metric = ? AND ts < ? ORDER BY ts LIMIT ?",
+    delete_readings =
+        "DELETE FROM readings WHERE device_id = ? AND metric = ? AND ts < ? ORDER BY ts LIMIT ?",
     delete_rollups = "DELETE FROM rollups WHERE resolution = ? AND bucket < ? LIMIT ?"
 );
 

@@ -1,7 +1,7 @@
 //! A sensor's stored readings as a table, newest first, twenty to a page,
 //! with Newer / Older paging over `ListReadings` cursors.
 
-use hearth_proto::v1::{ListReadingsResponse, StoredReading};
+use hearth_proto::v1::{ListReadingsResponse, Metric, StoredReading};
 use leptos::prelude::*;
 
 use super::alert;
@@ -15,7 +15,7 @@ pub fn History(device_id: String, name: String) -> impl IntoView {
     let pager = RwSignal::new(Pager::default());
     let page = LocalResource::new(move || {
         let (device_id, token) = (device_id.clone(), pager.with(|p| p.token().to_owned()));
-        async move { api::list_readings(&device_id, PAGE_SIZE, &token).await }
+        async move { api::list_readings(&device_id, Metric::Unspecified, 0, PAGE_SIZE, &token).await }
     });
 
     let next_token = move || {

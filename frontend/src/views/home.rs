@@ -1,158 +1,266 @@
-//! One home: its devices as tiles, the live-feed indicator, and the reading
-//! history of one sensor. Device state is polled (no device-state stream
-//! exists yet); readings arrive live.
+//! One home: keeps its devices (WatchDevices) and readings (WatchReadings)
+//! live while any of its pages is on screen, and shows the page of the
+//! route: the device tiles, a device page, or automation.
 
 use std::time::Duration;
 
 use gloo_timers::future::sleep;
-use hearth_proto::v1::{Device, DeviceKind};
+use hearth_proto::v1::Device;
 use leptos::prelude::*;
 
-use super::{alert, history::History, tile::DeviceTile};
+use super::{
+    actuator_page::ActuatorPage, alert, automation::AutomationPage, sensor_page::SensorPage,
+    tile::DeviceTile,
+};
 use crate::{
     api::{self, ApiError},
-    browser, display,
-    live::{self, LiveStatus},
+    browser,
+    live::{self, Connectivity, LiveStatus},
     readings::LatestReadings,
+    route::Route,
     tasks::spawn_scoped,
 };
 
-/// How often the device list (state, presence, last seen) is refreshed.
+/// How often the device list is polled from a server without WatchDevices.
 const POLL_EVERY: Duration = Duration::from_secs(2);
-/// How often "3 s ago" texts move on.
+/// How often "3 s ago" texts and the live chart's window move on.
 const TICK_EVERY: Duration = Duration::from_secs(1);
 
-/// The state of the home on screen, shared by its tiles.
+/// The state of the home on screen, shared by its pages.
 #[derive(Clone, Copy)]
 pub struct HomeState {
-    /// `None` until the first ListDevices answer.
+    pub home_id: StoredValue<String>,
+    /// `None` until the first answer.
     pub devices: RwSignal<Option<Vec<Device>>>,
     pub latest: RwSignal<LatestReadings>,
     /// The browser's clock, Unix ms, ticking every second.
     pub now: RwSignal<i64>,
-    /// The sensor whose history the user asked for.
-    pub chosen_sensor: RwSignal<Option<String>>,
-    /// `(id, name)` of the sensor whose history is shown: the chosen one, else the first.
-    pub history_of: Memo<Option<(String, String)>>,
 }
 
 impl HomeState {
-    /// Puts a device as an RPC returned it in place of the polled copy, so a
-    /// command shows before the next poll.
+    /// Puts a device as an RPC returned it in place of the held copy, so a
+    /// command shows before the stream brings it.
     pub fn replace_device(&self, device: Device) {
-        self.devices.update(|devices| {
-            if let Some(held) = devices.iter_mut().flatten().find(|d| d.id == device.id) {
-                *held = device;
-            }
-        });
+        self.devices.update(|devices| merge(devices, vec![device]));
+    }
+
+    /// The held copy of device `id`, changing only when that device does.
+    pub fn device(&self, id: String) -> Memo<Option<Device>> {
+        let devices = self.devices;
+        Memo::new(move |_| {
+            devices.with(|devices| devices.iter().flatten().find(|d| d.id == id).cloned())
+        })
     }
 }
 
-/// The devices of `home_id`, kept up to date while on screen.
+/// Takes changed devices into the held list: replaces by id, appends new ones.
+fn merge(held: &mut Option<Vec<Device>>, changed: Vec<Device>) {
+    let held = held.get_or_insert_with(Vec::new);
+    for device in changed {
+        match held.iter_mut().find(|d| d.id == device.id) {
+            Some(slot) => *slot = device,
+            None => held.push(device),
+        }
+    }
+}
+
+/// The page of a home that a route shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Page {
+    Tiles,
+    Device(String),
+    Automation,
+}
+
+/// Home `home_id` with the page `route` shows.
 #[component]
-pub fn HomeView(home_id: String) -> impl IntoView {
-    let devices = RwSignal::new(None::<Vec<Device>>);
-    let chosen_sensor = RwSignal::new(None::<String>);
-    let history_of = Memo::new(move |_| {
-        let chosen = chosen_sensor.get();
-        devices.with(|devices| {
-            let sensors: Vec<&Device> = devices
-                .iter()
-                .flatten()
-                .filter(|d| d.kind() == DeviceKind::Sensor)
-                .collect();
-            let shown = sensors
-                .iter()
-                .find(|d| chosen.as_ref() == Some(&d.id))
-                .or(sensors.first());
-            shown.map(|d| (d.id.clone(), display::device_name(d).to_owned()))
-        })
-    });
+pub fn HomeScope(home_id: String, route: RwSignal<Route>) -> impl IntoView {
     let home = HomeState {
-        devices,
+        home_id: StoredValue::new(home_id.clone()),
+        devices: RwSignal::new(None),
         latest: RwSignal::new(LatestReadings::default()),
         now: RwSignal::new(browser::now_unix_ms()),
-        chosen_sensor,
-        history_of,
     };
+    let devices_status = RwSignal::new(LiveStatus::Connecting);
+    let readings_status = RwSignal::new(LiveStatus::Connecting);
     let poll_error = RwSignal::new(None::<ApiError>);
-    let live = RwSignal::new(LiveStatus::Connecting);
+    let connectivity = Connectivity::get();
 
-    spawn_scoped(poll_devices(home_id.clone(), devices, poll_error));
-    spawn_scoped(live::follow(home_id.clone(), home.latest, live));
+    spawn_scoped(follow_devices(
+        home,
+        devices_status,
+        poll_error,
+        connectivity,
+    ));
+    spawn_scoped({
+        let home_id = home_id.clone();
+        async move {
+            live::follow(
+                move || {
+                    let home_id = home_id.clone();
+                    async move { api::watch_readings(&home_id, Vec::new(), &[]).await }
+                },
+                move |message: hearth_proto::v1::WatchReadingsResponse, _| {
+                    home.latest.update(|held| held.apply(&message.readings));
+                },
+                readings_status,
+                connectivity,
+            )
+            .await;
+        }
+    });
     spawn_scoped(tick(home.now));
 
-    let tiles = move || devices.get().unwrap_or_default();
+    let page = Memo::new(move |_| {
+        route.with(|r| match r {
+            Route::Device { device, .. } => Page::Device(device.clone()),
+            Route::Automation(_) => Page::Automation,
+            _ => Page::Tiles,
+        })
+    });
+
     view! {
         <section class="home" aria-labelledby="home-title">
             <div class="home-head">
                 <h2 id="home-title">"Home " <code>{home_id.clone()}</code></h2>
-                <LiveIndicator status=live />
+                <LiveIndicator devices=devices_status readings=readings_status />
             </div>
             {move || poll_error.get().map(|e| alert(format!("Device state is not up to date: {e}.")))}
-            {move || match devices.with(|d| d.as_ref().map(Vec::is_empty)) {
-                None => Some(view! { <p class="hint">"Loading devices…"</p> }.into_any()),
-                Some(true) => {
-                    let message = format!("No devices are registered in home {home_id}.");
-                    Some(view! { <p class="hint">{message}</p> }.into_any())
-                }
-                Some(false) => None,
+            {move || match page.get() {
+                Page::Tiles => view! { <Tiles home /> }.into_any(),
+                Page::Automation => view! { <AutomationPage home /> }.into_any(),
+                Page::Device(id) => view! { <DevicePage home id /> }.into_any(),
             }}
-            <div class="tiles">
-                <For each=tiles key=|device| device.id.clone() let:device>
-                    <DeviceTile device=polled(devices, device) home />
-                </For>
-            </div>
-            {move || history_of.get().map(|(device_id, name)| view! { <History device_id name /> })}
         </section>
     }
 }
 
-/// The latest polled copy of `device` (the copy it was first shown with once
-/// it is gone), changing only when the device does.
-fn polled(devices: RwSignal<Option<Vec<Device>>>, device: Device) -> Memo<Device> {
-    Memo::new(move |_| {
-        devices
-            .with(|devices| {
-                devices
-                    .iter()
-                    .flatten()
-                    .find(|d| d.id == device.id)
-                    .cloned()
-            })
-            .unwrap_or_else(|| device.clone())
-    })
+/// The home's devices as tiles.
+#[component]
+fn Tiles(home: HomeState) -> impl IntoView {
+    let devices = home.devices;
+    let tiles = move || devices.get().unwrap_or_default();
+    view! {
+        {move || match devices.with(|d| d.as_ref().map(Vec::is_empty)) {
+            None => Some(view! { <p class="hint">"Loading devices…"</p> }.into_any()),
+            Some(true) => {
+                let message = format!(
+                    "No devices are registered in home {}.",
+                    home.home_id.get_value()
+                );
+                Some(view! { <p class="hint">{message}</p> }.into_any())
+            }
+            Some(false) => None,
+        }}
+        <div class="tiles">
+            <For each=tiles key=|device| device.id.clone() let:device>
+                <DeviceTile device=held(home, device) home />
+            </For>
+        </div>
+    }
 }
 
-/// Whether live readings are flowing.
+/// The held copy of `device` (the copy it was first shown with once it is
+/// gone), changing only when the device does.
+fn held(home: HomeState, device: Device) -> Memo<Device> {
+    let current = home.device(device.id.clone());
+    Memo::new(move |_| current.get().unwrap_or_else(|| device.clone()))
+}
+
+/// A sensor's or an actuator's page, by the kind of device `id`.
 #[component]
-fn LiveIndicator(status: RwSignal<LiveStatus>) -> impl IntoView {
-    let text = move || match status.get() {
-        LiveStatus::Connecting => "Connecting to live readings…".to_owned(),
-        LiveStatus::Live => "Live".to_owned(),
-        LiveStatus::Reconnecting { reason } => format!("Live readings paused: {reason}; retrying."),
-        LiveStatus::Refused { reason } => format!("No live readings: {reason}."),
+fn DevicePage(home: HomeState, id: String) -> impl IntoView {
+    let device = home.device(id.clone());
+    let kind = Memo::new(move |_| device.with(|d| d.as_ref().map(Device::kind)));
+    move || match kind.get() {
+        None if home.devices.with(Option::is_none) => {
+            view! { <p class="hint">"Loading devices…"</p> }.into_any()
+        }
+        None => alert(format!(
+            "Home {} has no device {id}.",
+            home.home_id.get_value()
+        ))
+        .into_any(),
+        Some(hearth_proto::v1::DeviceKind::Sensor) => {
+            let device = Memo::new(move |_| device.get().unwrap_or_default());
+            view! { <SensorPage device home /> }.into_any()
+        }
+        Some(_) => {
+            let device = Memo::new(move |_| device.get().unwrap_or_default());
+            view! { <ActuatorPage device home /> }.into_any()
+        }
+    }
+}
+
+/// Whether device updates and live readings are flowing.
+#[component]
+fn LiveIndicator(devices: RwSignal<LiveStatus>, readings: RwSignal<LiveStatus>) -> impl IntoView {
+    let describe = |what: &str, status: LiveStatus| match status {
+        LiveStatus::Connecting => format!("{what}: connecting…"),
+        LiveStatus::Live => format!("{what}: live"),
+        LiveStatus::Reconnecting {
+            attempt, retry_in, ..
+        } => format!(
+            "{what}: reconnecting (attempt {attempt}, next in {} s)",
+            retry_in.as_secs()
+        ),
+        LiveStatus::Refused { reason } => format!("{what}: {reason}"),
     };
+    let all_live = move || devices.get() == LiveStatus::Live && readings.get() == LiveStatus::Live;
     view! {
-        <p class="live" class:is-live=move || status.get() == LiveStatus::Live role="status">
-            {text}
+        <p class="live" class:is-live=all_live role="status">
+            <span>{move || describe("Devices", devices.get())}</span>
+            " · "
+            <span>{move || describe("Readings", readings.get())}</span>
         </p>
     }
 }
 
-async fn poll_devices(
-    home_id: String,
-    devices: RwSignal<Option<Vec<Device>>>,
-    error: RwSignal<Option<ApiError>>,
+/// Keeps `home.devices` current: the WatchDevices stream, or polling
+/// ListDevices on a server that does not offer the stream.
+async fn follow_devices(
+    home: HomeState,
+    status: RwSignal<LiveStatus>,
+    poll_error: RwSignal<Option<ApiError>>,
+    connectivity: Connectivity,
 ) {
+    let home_id = home.home_id.get_value();
+    let refused = live::follow(
+        {
+            let home_id = home_id.clone();
+            move || {
+                let home_id = home_id.clone();
+                async move { api::watch_devices(&home_id).await }
+            }
+        },
+        move |message: hearth_proto::v1::WatchDevicesResponse, first| {
+            home.devices.update(|held| {
+                // Why: the first message after a (re)connect is every device,
+                // so devices removed meanwhile go too.
+                if first {
+                    *held = Some(Vec::new());
+                }
+                merge(held, message.devices);
+            });
+        },
+        status,
+        connectivity,
+    )
+    .await;
+    if !matches!(refused, ApiError::Unimplemented(_)) {
+        return;
+    }
+    status.set(LiveStatus::Refused {
+        reason: format!("polled every {} s", POLL_EVERY.as_secs()),
+    });
     loop {
         match api::list_devices(&home_id).await {
             Ok(list) => {
-                devices.set(Some(list));
-                error.set(None);
+                home.devices.set(Some(list));
+                poll_error.set(None);
             }
             // Why keep the old list: stale tiles under an error say more than none.
-            Err(e) => error.set(Some(e)),
+            Err(e) => poll_error.set(Some(e)),
         }
         sleep(POLL_EVERY).await;
     }
@@ -162,5 +270,27 @@ async fn tick(now: RwSignal<i64>) {
     loop {
         sleep(TICK_EVERY).await;
         now.set(browser::now_unix_ms());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(id: &str, online: bool) -> Device {
+        Device {
+            id: id.into(),
+            online,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn changed_devices_replace_held_ones_and_new_ones_join() {
+        let mut held = Some(vec![device("a", true), device("b", true)]);
+        merge(&mut held, vec![device("b", false), device("c", true)]);
+        let held = held.expect("some");
+        let state: Vec<(&str, bool)> = held.iter().map(|d| (d.id.as_str(), d.online)).collect();
+        assert_eq!(state, [("a", true), ("b", false), ("c", true)]);
     }
 }

@@ -5,21 +5,27 @@ use hearth_proto::ids::check_id;
 use leptos::prelude::*;
 
 use super::alert;
-use crate::{api, browser};
+use crate::api;
 
-/// Sets `chosen` to the home the user asks for; with nothing chosen yet, to
-/// the first home the backend lists.
+/// Calls `choose` with the home the user asks for; with none on screen yet,
+/// with the first home the backend lists.
 #[component]
-pub fn HomePicker(chosen: RwSignal<Option<String>>) -> impl IntoView {
+pub fn HomePicker(
+    chosen: Signal<Option<String>>,
+    choose: impl Fn(String) + Copy + 'static,
+) -> impl IntoView {
     let draft = RwSignal::new(chosen.get_untracked().unwrap_or_default());
     let problem = RwSignal::new(None::<String>);
+    Effect::new(move |_| {
+        if let Some(home) = chosen.get() {
+            draft.set(home);
+        }
+    });
 
-    let choose = move |home_id: String| match check_id(&home_id) {
+    let submit = move |home_id: String| match check_id(&home_id) {
         Ok(()) => {
-            browser::remember_home(&home_id);
-            draft.set(home_id.clone());
             problem.set(None);
-            chosen.set(Some(home_id));
+            choose(home_id);
         }
         Err(why) => problem.set(Some(format!("A home ID {why}."))),
     };
@@ -28,7 +34,7 @@ pub fn HomePicker(chosen: RwSignal<Option<String>>) -> impl IntoView {
         let homes = api::list_homes().await;
         if let (Ok(homes), None) = (&homes, chosen.get_untracked()) {
             if let Some(first) = homes.first() {
-                choose(first.id.clone());
+                submit(first.id.clone());
             }
         }
         homes
@@ -39,7 +45,7 @@ pub fn HomePicker(chosen: RwSignal<Option<String>>) -> impl IntoView {
             class="home-picker"
             on:submit=move |ev| {
                 ev.prevent_default();
-                choose(draft.get_untracked().trim().to_owned());
+                submit(draft.get_untracked().trim().to_owned());
             }
         >
             <label for="home-id">"Home"</label>
@@ -49,6 +55,7 @@ pub fn HomePicker(chosen: RwSignal<Option<String>>) -> impl IntoView {
                 autocomplete="off"
                 spellcheck="false"
                 placeholder="home id"
+                aria-label="Home ID"
                 prop:value=move || draft.get()
                 on:input=move |ev| draft.set(event_target_value(&ev))
             />

@@ -1,7 +1,7 @@
 //! A sensor tile's body: the latest value of each metric, live from the
-//! home's reading stream, and the button that shows its history.
+//! home's reading stream.
 
-use hearth_proto::v1::Device;
+use hearth_proto::v1::{Device, Metric};
 use leptos::prelude::*;
 
 use super::home::HomeState;
@@ -18,12 +18,19 @@ pub fn SensorReadings(device: Memo<Device>, home: HomeState) -> impl IntoView {
 
     // Why: the stream only brings readings stored from now on; without this
     // an idle or offline sensor would show no values at all. A failure here
-    // is not shown: the device poll reports an unreachable backend already.
+    // is not shown: the device stream reports an unreachable backend already.
     spawn_scoped({
         let device_id = device_id.clone();
         async move {
-            if let Ok(page) = api::list_readings(&device_id, SENSOR_METRICS.len() as u32, "").await
-            {
+            let page = api::list_readings(
+                &device_id,
+                Metric::Unspecified,
+                0,
+                SENSOR_METRICS.len() as u32,
+                "",
+            )
+            .await;
+            if let Ok(page) = page {
                 home.latest.update(|latest| latest.apply(&page.readings));
             }
         }
@@ -42,7 +49,7 @@ pub fn SensorReadings(device: Memo<Device>, home: HomeState) -> impl IntoView {
                     )
             };
             view! {
-                <div class="metric">
+                <div class="metric" data-metric=metric.short_name()>
                     <dt>{display::metric_name(metric)}</dt>
                     <dd>{value}</dd>
                 </div>
@@ -50,39 +57,22 @@ pub fn SensorReadings(device: Memo<Device>, home: HomeState) -> impl IntoView {
         })
         .collect_view();
 
-    let updated = {
-        let device_id = device_id.clone();
-        move || {
-            let newest = home.latest.with(|latest| {
-                SENSOR_METRICS
-                    .into_iter()
-                    .filter_map(|m| latest.get(&device_id, m))
-                    .map(|l| l.time_unix_ms)
-                    .max()
-            });
-            newest.map(|time| format!("Reading taken {}", display::time_ago(home.now.get(), time)))
+    let updated = move || {
+        let newest = home.latest.with(|latest| {
+            SENSOR_METRICS
+                .into_iter()
+                .filter_map(|m| latest.get(&device_id, m))
+                .map(|l| l.time_unix_ms)
+                .max()
+        });
+        match newest {
+            Some(time) => format!("Reading taken {}", display::time_ago(home.now.get(), time)),
+            None => "No readings yet".to_owned(),
         }
     };
-    let shown = {
-        let device_id = device_id.clone();
-        move || {
-            home.history_of
-                .with(|shown| shown.as_ref().is_some_and(|(id, _)| *id == device_id))
-        }
-    };
-    let label =
-        move || device.with(|d| format!("Show the reading history of {}", display::device_name(d)));
 
     view! {
         <dl class="metrics">{metrics}</dl>
         <p class="seen">{updated}</p>
-        <button
-            class="history-button"
-            aria-label=label
-            aria-pressed=move || shown().to_string()
-            on:click=move |_| home.chosen_sensor.set(Some(device_id.clone()))
-        >
-            "History"
-        </button>
     }
 }

@@ -74,6 +74,7 @@ async fn bad_requests_name_the_field_and_unknown_devices_are_not_found(backend: 
                 device_id: String::new(),
                 mode: Mode::On as i32,
                 requested_by: String::new(),
+                ..Default::default()
             })
             .await,
         "device_id",
@@ -84,6 +85,7 @@ async fn bad_requests_name_the_field_and_unknown_devices_are_not_found(backend: 
                 device_id: fan.clone(),
                 mode: 0,
                 requested_by: String::new(),
+                ..Default::default()
             })
             .await,
         "mode",
@@ -94,6 +96,7 @@ async fn bad_requests_name_the_field_and_unknown_devices_are_not_found(backend: 
                 device_id: fan.clone(),
                 mode: 42,
                 requested_by: String::new(),
+                ..Default::default()
             })
             .await,
         "mode",
@@ -104,6 +107,7 @@ async fn bad_requests_name_the_field_and_unknown_devices_are_not_found(backend: 
                 device_id: sensor.clone(),
                 mode: Mode::On as i32,
                 requested_by: String::new(),
+                ..Default::default()
             })
             .await,
         "device_id",
@@ -113,6 +117,7 @@ async fn bad_requests_name_the_field_and_unknown_devices_are_not_found(backend: 
             device_id: unique("ghost"),
             mode: Mode::On as i32,
             requested_by: String::new(),
+            ..Default::default()
         })
         .await;
     assert_eq!(unknown.unwrap_err().code(), Code::NotFound);
@@ -258,6 +263,7 @@ async fn grpc_web_over_http1_lists_and_switches_devices() {
             device_id: fan.clone(),
             mode: Mode::On as i32,
             requested_by: "browser".into(),
+            ..Default::default()
         })
         .await
         .expect("SetMode over gRPC-web")

@@ -2,7 +2,9 @@
 //! MariaDB + Mosquitto. See `hearth_tests` (tests/src/lib.rs) for the harness.
 
 mod api;
+mod automation;
 mod control;
+mod edge;
 mod gateway;
 mod resilience;
 mod startup;

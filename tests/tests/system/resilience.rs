@@ -130,9 +130,10 @@ async fn a_replica_killed_mid_stream_loses_and_doubles_nothing() {
     let home = a.home_with(&[(&sensor, DeviceKind::Sensor)]).await;
     let mut device = b.connect_as_device(&sensor).await;
     const TOTAL: u64 = 2_000;
+    let base = hearth_agent::unix_ms_now() - 10_000;
     let batch = |seq: u64| ReadingBatch {
         seq,
-        time_unix_ms: 1_700_000_000_000 + seq as i64,
+        time_unix_ms: base + seq as i64,
         readings: vec![Reading {
             metric: Metric::TemperatureCelsius as i32,
             value: seq as f64,

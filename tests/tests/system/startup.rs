@@ -83,6 +83,7 @@ async fn the_embedded_default_runs_a_live_demo_home() {
         .watch_readings(WatchReadingsRequest {
             home_id: "demo".into(),
             device_ids: vec![],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -164,6 +165,7 @@ async fn sigterm_ends_open_live_streams() {
         .watch_readings(WatchReadingsRequest {
             home_id: home,
             device_ids: vec![],
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -348,3 +348,79 @@ async fn the_gateway_path_ingests_batches_and_rejects_bad_ones_by_index(backend:
     assert_eq!(err.code(), Code::NotFound);
 }
 both!(the_gateway_path_ingests_batches_and_rejects_bad_ones_by_index);
+
+/// Readings spread over the last 90 minutes: a 1-hour chart reads raw rows,
+/// a 24-hour chart the minute rollups, and both agree with what was stored.
+async fn chart_series_come_from_raw_rows_and_from_rollups(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let sensor = unique("sensor");
+    let home = app.home_with(&[(&sensor, DeviceKind::Sensor)]).await;
+    let mut api = app.telemetry().await;
+    let now = now_ms();
+    // One batch a minute, the temperature equal to the minute's index.
+    let batches: Vec<_> = (0..90u64)
+        .map(|i| ReadingBatch {
+            home_id: home.clone(),
+            device_id: sensor.clone(),
+            ..sensehat_batch(i + 1, now - (90 - i as i64) * 60_000, i as f64)
+        })
+        .collect();
+    api.ingest_batch(IngestBatchRequest { batches })
+        .await
+        .expect("IngestBatch");
+
+    let series = |start: i64, max_points: u32| hearth_proto::v1::GetSeriesRequest {
+        device_id: sensor.clone(),
+        metric: Metric::TemperatureCelsius as i32,
+        start_unix_ms: start,
+        end_unix_ms: now,
+        max_points,
+    };
+    let hour = api
+        .get_series(series(now - 3_600_000, 12))
+        .await
+        .expect("GetSeries")
+        .into_inner();
+    assert_eq!(hour.resolution, "raw");
+    assert_eq!(hour.bucket_ms, 300_000);
+    let count: u64 = hour.points.iter().map(|p| p.count).sum();
+    assert_eq!(count, 60, "the last hour's 60 readings: {hour:?}");
+    assert!(hour.points.iter().all(|p| p.min <= p.avg && p.avg <= p.max));
+    assert_eq!(hour.points.last().unwrap().max, 89.0);
+
+    // The rollups follow a few seconds after the readings are stored.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let day = loop {
+        let day = api
+            .get_series(series(now - 86_400_000, 300))
+            .await
+            .expect("GetSeries")
+            .into_inner();
+        if day.points.iter().map(|p| p.count).sum::<u64>() == 90 {
+            break day;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rollups never caught up: {day:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(
+        (day.resolution.as_str(), day.bucket_ms),
+        ("minute", 300_000)
+    );
+    let min = day.points.iter().map(|p| p.min).fold(f64::MAX, f64::min);
+    let max = day.points.iter().map(|p| p.max).fold(f64::MIN, f64::max);
+    assert_eq!((min, max), (0.0, 89.0));
+
+    let bad = api
+        .get_series(hearth_proto::v1::GetSeriesRequest {
+            metric: Metric::Unspecified as i32,
+            ..series(now - 1_000, 0)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("metric"), "{}", bad.message());
+}
+both!(chart_series_come_from_raw_rows_and_from_rollups);

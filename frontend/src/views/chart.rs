@@ -1,0 +1,132 @@
+//! An SVG chart of one metric: min–max band and avg line (a downsampled
+//! series) or a live line, with value and time labels, threshold levels, and
+//! shaded spans and markers (a dry run's switches). The geometry comes from
+//! `crate::chart`; the SVG stretches to its box, the labels are HTML laid
+//! over it, so text stays crisp and readable at any width.
+
+use leptos::prelude::*;
+
+use crate::{
+    browser,
+    chart::{Geometry, HEIGHT, WIDTH},
+    range::Window,
+};
+
+/// A moment marked on a chart: a switch on (`true`) or off.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Mark {
+    pub time_unix_ms: i64,
+    pub on: bool,
+}
+
+/// Extras drawn over the data.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overlay {
+    /// `[from, to)` stretches to shade, Unix ms.
+    pub spans: Vec<(i64, i64)>,
+    pub marks: Vec<Mark>,
+}
+
+/// A chart of `geometry` over `window`; `label` names it for screen readers.
+#[component]
+pub fn Chart(
+    geometry: Signal<Geometry>,
+    window: Signal<Window>,
+    #[prop(into)] label: Signal<String>,
+    #[prop(optional, into)] overlay: Signal<Overlay>,
+    /// The number format of value labels, e.g. one decimal.
+    #[prop(default = 1)]
+    decimals: usize,
+) -> impl IntoView {
+    let view_box = format!("0 0 {WIDTH} {HEIGHT}");
+    let grid = move || {
+        geometry.with(|g| {
+            g.value_ticks
+                .iter()
+                .map(|t| {
+                    let y = t.percent * HEIGHT / 100.0;
+                    view! { <line class="grid" x1="0" x2=WIDTH y1=y y2=y vector-effect="non-scaling-stroke" /> }
+                })
+                .collect_view()
+        })
+    };
+    let spans = move || {
+        let g = geometry.get();
+        overlay.with(|o| {
+            o.spans
+                .iter()
+                .map(|&(from, to)| {
+                    let (x0, x1) = (g.x(from).max(0.0), g.x(to).min(WIDTH));
+                    view! { <rect class="span-on" x=x0 y="0" width=(x1 - x0).max(0.0) height=HEIGHT /> }
+                })
+                .collect_view()
+        })
+    };
+    let marks = move || {
+        let g = geometry.get();
+        overlay.with(|o| {
+            o.marks
+                .iter()
+                .map(|m| {
+                    let x = g.x(m.time_unix_ms);
+                    let class = if m.on { "mark on" } else { "mark off" };
+                    view! { <line class=class x1=x x2=x y1="0" y2=HEIGHT vector-effect="non-scaling-stroke" /> }
+                })
+                .collect_view()
+        })
+    };
+    let levels = move || {
+        geometry.with(|g| {
+            g.levels
+                .iter()
+                .map(|&y| {
+                    view! { <line class="level" x1="0" x2=WIDTH y1=y y2=y vector-effect="non-scaling-stroke" /> }
+                })
+                .collect_view()
+        })
+    };
+    let value_labels = move || {
+        geometry.with(|g| {
+            g.value_ticks
+                .iter()
+                .map(|t| {
+                    let style = format!("top:{:.2}%", t.percent);
+                    view! { <span class="y-label" style=style>{format!("{:.*}", decimals, t.value)}</span> }
+                })
+                .collect_view()
+        })
+    };
+    let time_labels = move || {
+        let range = window.with(|w| w.duration_ms());
+        geometry.with(|g| {
+            g.time_ticks
+                .iter()
+                .map(|t| {
+                    let style = format!("left:{:.2}%", t.percent);
+                    let text = browser::tick_label(t.value as i64, range);
+                    view! { <span class="x-label" style=style>{text}</span> }
+                })
+                .collect_view()
+        })
+    };
+
+    view! {
+        <figure class="chart" role="img" aria-label=move || label.get()>
+            <div class="plot-area">
+                <div class="y-axis" aria-hidden="true">{value_labels}</div>
+                <div class="plot">
+                    <svg viewBox=view_box preserveAspectRatio="none" aria-hidden="true">
+                        {grid}
+                        {spans}
+                        <path class="band" d=move || geometry.with(|g| g.band.clone()) />
+                        {levels}
+                        <path class="line" d=move || geometry.with(|g| g.line.clone()) vector-effect="non-scaling-stroke" />
+                        {marks}
+                    </svg>
+                    {move || geometry.with(|g| g.empty).then(|| view! { <p class="chart-empty">"No readings in this range"</p> })}
+                </div>
+            </div>
+            <div class="x-axis" aria-hidden="true">{time_labels}</div>
+        </figure>
+    }
+}

@@ -1,0 +1,230 @@
+//! Sequence numbers of a sensor's reading batches. The backend stores a
+//! reading once per `(device, metric, seq)`, so a number used twice loses the
+//! second reading: the numbers must keep growing across restarts of the agent.
+//!
+//! They start at the Unix time in milliseconds (at most one batch per
+//! millisecond, so a restart starts above every number used before) and, with
+//! a state file, at least at the bound recorded there. Why the file: a Pi has
+//! no real-time clock, and after a power cut it boots with the time
+//! fake-hwclock saved, up to an hour behind, until NTP answers; the clock
+//! alone would then reuse numbers. The file holds a bound below which every
+//! number used lies; it is raised a block at a time (written to a temporary
+//! file, fsynced and renamed), so an SD card sees one write per
+//! [`BLOCK`] batches, and a restart skips what is left of the block.
+
+use std::{
+    fs::{self, File},
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+};
+
+use tracing::{info, warn};
+
+/// Numbers reserved per write of the state file: with a reading every 2 s,
+/// one write every 5.5 hours.
+pub const BLOCK: u64 = 10_000;
+
+/// The numbers one sensor gives its batches.
+#[derive(Debug)]
+pub struct Sequence {
+    /// The last number given.
+    last: u64,
+    /// Every number below this may be given without writing the file.
+    reserved: u64,
+    file: Option<PathBuf>,
+    /// Whether the last write of the file failed (logged once until it works).
+    failing: bool,
+}
+
+impl Sequence {
+    /// Numbers from the clock alone (`now_ms`, Unix ms).
+    pub fn from_clock(now_ms: i64) -> Self {
+        Self {
+            last: now_ms.max(0) as u64,
+            reserved: u64::MAX,
+            file: None,
+            failing: false,
+        }
+    }
+
+    /// The path of `device`'s state file in `dir`.
+    pub fn file_in(dir: &Path, device: &str) -> PathBuf {
+        dir.join(format!("{device}.seq"))
+    }
+
+    /// Numbers above `now_ms` and above the bound in `file`, reserving the
+    /// first block at once, so an unwritable state directory fails here,
+    /// at start-up. A file that cannot be parsed is logged and replaced.
+    pub fn with_file(now_ms: i64, file: PathBuf) -> io::Result<Self> {
+        let recorded = match fs::read_to_string(&file) {
+            Ok(text) => match text.trim().parse::<u64>() {
+                Ok(bound) => Some(bound),
+                Err(_) => {
+                    warn!(file = %file.display(), contents = text.trim(), "sequence state file is corrupt; starting from the clock");
+                    None
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let clock = now_ms.max(0) as u64;
+        let last = recorded.map_or(clock, |bound| bound.max(clock));
+        if recorded.is_some_and(|bound| bound > clock) {
+            info!(file = %file.display(), bound = recorded, clock, "clock behind the recorded sequence; continuing from the file");
+        }
+        let mut sequence = Self {
+            last,
+            reserved: last,
+            file: Some(file),
+            failing: false,
+        };
+        sequence.reserve()?;
+        Ok(sequence)
+    }
+
+    /// The next number. Past the reserved block it first records a new
+    /// bound; if that write fails the number is still given (a reading now
+    /// is worth more than a guard against a clock that may not go back), the
+    /// failure is logged and the write retried with the next number.
+    pub fn next_seq(&mut self) -> u64 {
+        self.last += 1;
+        if self.last >= self.reserved {
+            match self.reserve() {
+                Ok(()) if self.failing => {
+                    self.failing = false;
+                    info!("sequence state file written again");
+                }
+                Ok(()) => {}
+                Err(e) if !self.failing => {
+                    self.failing = true;
+                    let file = self
+                        .file
+                        .as_ref()
+                        .map(|f| f.display().to_string())
+                        .unwrap_or_default();
+                    warn!(file, error = %e, "cannot record the sequence bound; a restart with the clock behind may reuse numbers");
+                }
+                Err(_) => {}
+            }
+        }
+        self.last
+    }
+
+    fn reserve(&mut self) -> io::Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let bound = self.last + BLOCK;
+        write_atomically(file, &format!("{bound}\n"))?;
+        self.reserved = bound;
+        Ok(())
+    }
+}
+
+/// Writes `contents` to a temporary file, fsyncs it and renames it over
+/// `path`, so a crash leaves the old or the new contents, never a mix.
+fn write_atomically(path: &Path, contents: &str) -> io::Result<()> {
+    let tmp = path.with_extension("seq.tmp");
+    let mut file = File::create(&tmp)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("hearth-seq-{}-{name}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn without_a_file_numbers_start_at_the_clock_and_grow_by_one() {
+        let mut seq = Sequence::from_clock(1_000);
+        assert_eq!((seq.next_seq(), seq.next_seq()), (1_001, 1_002));
+    }
+
+    #[test]
+    fn a_restart_with_the_clock_gone_back_continues_above_every_number_used() {
+        let dir = TempDir::new("restart");
+        let file = Sequence::file_in(&dir.0, "s1");
+        let mut first = Sequence::with_file(1_000_000, file.clone()).unwrap();
+        let used: Vec<u64> = (0..25_000).map(|_| first.next_seq()).collect();
+        drop(first);
+        // A power cut: the Pi boots with the clock an hour behind.
+        let mut second = Sequence::with_file(1_000_000 - 3_600_000, file).unwrap();
+        let after = second.next_seq();
+        assert!(
+            after > *used.last().unwrap(),
+            "{after} after {}",
+            used.last().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_restart_with_the_clock_ahead_follows_the_clock() {
+        let dir = TempDir::new("ahead");
+        let file = Sequence::file_in(&dir.0, "s1");
+        let mut first = Sequence::with_file(1_000, file.clone()).unwrap();
+        first.next_seq();
+        let mut second = Sequence::with_file(5_000_000, file).unwrap();
+        assert_eq!(second.next_seq(), 5_000_001);
+    }
+
+    #[test]
+    fn the_file_is_written_once_per_block() {
+        let dir = TempDir::new("block");
+        let file = Sequence::file_in(&dir.0, "s1");
+        let mut seq = Sequence::with_file(0, file.clone()).unwrap();
+        let bound = || {
+            fs::read_to_string(&file)
+                .unwrap()
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        };
+        assert_eq!(bound(), BLOCK, "the first block is reserved at start");
+        for _ in 0..BLOCK - 1 {
+            seq.next_seq();
+        }
+        assert_eq!(bound(), BLOCK);
+        assert_eq!(seq.next_seq(), BLOCK);
+        assert_eq!(bound(), 2 * BLOCK, "the next block before its first number");
+    }
+
+    #[test]
+    fn a_corrupt_file_is_replaced_and_the_clock_used() {
+        let dir = TempDir::new("corrupt");
+        let file = Sequence::file_in(&dir.0, "s1");
+        fs::write(&file, "not a number").unwrap();
+        let mut seq = Sequence::with_file(7_000, file.clone()).unwrap();
+        assert_eq!(seq.next_seq(), 7_001);
+        assert_eq!(
+            fs::read_to_string(&file).unwrap(),
+            format!("{}\n", 7_000 + BLOCK)
+        );
+    }
+
+    #[test]
+    fn an_unwritable_state_directory_fails_at_start() {
+        let file = PathBuf::from("/nonexistent/hearth/s1.seq");
+        assert!(Sequence::with_file(0, file).is_err());
+    }
+}

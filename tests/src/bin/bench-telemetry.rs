@@ -1,0 +1,2014 @@
+//! Benchmark of issue 3: Hearth's telemetry path against this machine's own
+//! limits, on running MariaDB + Mosquitto.
+//!
+//! ```sh
+//! cargo run --release -p hearth-tests --bin bench-telemetry               # full run (≈ 6 min)
+//! cargo run --release -p hearth-tests --bin bench-telemetry -- --quick    # smoke run (≈ 1 min)
+//! cargo run --release -p hearth-tests --bin bench-telemetry -- --help     # every knob
+//! ```
+//!
+//! In one run it measures, with progress lines on stderr:
+//!
+//! 1. raw limits, no Hearth in the path: Mosquitto QoS 1 publish → subscribe
+//!    (one publisher, one subscriber, ReadingBatch-sized payloads) and
+//!    MariaDB multi-row inserts into a copy of Hearth's `readings` table;
+//! 2. Hearth end to end: the release `hearth` on MariaDB + Mosquitto, 1,000
+//!    registered sensors publishing QoS 1 `ReadingBatch`es over a few MQTT
+//!    connections at a fixed offered rate; rows committed per second, lost
+//!    and duplicated readings (every PUBACKed key checked against the rows),
+//!    publish → commit latency (seen on a `WatchReadings` stream, which fires
+//!    after commit) and `hearth`'s peak RSS;
+//! 3. the ratio of (2) to the smaller raw limit;
+//! 4. 1,000 concurrent `WatchReadings` streams at 10 readings/s each;
+//! 5. history among 10 million rows: `ListReadings` newest 100 and a 24-hour
+//!    `GetSeries` chart.
+//!
+//! It prints the figures next to issue 3's targets and writes them as JSON
+//! (`--json PATH`, or `HEARTH_BENCH_JSON`, default `target/bench-telemetry.json`).
+//! MariaDB and Mosquitto come from `HEARTH_TEST_MYSQL_URL` and
+//! `HEARTH_TEST_MQTT_URL` (defaults `mysql://root@127.0.0.1:3306`,
+//! `mqtt://127.0.0.1:1883`); it makes its own database and drops it at the end.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    path::PathBuf,
+    process::{Child, Command},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{bail, ensure, Context as _};
+use futures::{StreamExt as _, TryStreamExt as _};
+use hearth_proto::{
+    topics::{Channel, Topics},
+    v1::{
+        device_service_client::DeviceServiceClient,
+        telemetry_service_client::TelemetryServiceClient, CreateHomeRequest, DeviceKind,
+        GetSeriesRequest, IngestBatchRequest, ListReadingsRequest, Metric, Reading, ReadingBatch,
+        RegisterDeviceRequest, WatchReadingsRequest,
+    },
+};
+use hearth_tests::{
+    external_mqtt_url, log_field, mysql_url, spawn_until_ready, unique, workspace_dir, TempDir,
+};
+use prost::Message as _;
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
+use serde_json::{json, Value};
+use sqlx::{Connection as _, MySqlConnection, QueryBuilder};
+use tonic::transport::Channel as GrpcChannel;
+
+const HOME: &str = "bench";
+/// The device whose history phase 5 reads.
+const HISTORY_DEVICE: &str = "history";
+/// Rows per multi-row INSERT, as Hearth's storage uses.
+const INSERT_ROWS: usize = 1_000;
+/// The metrics a batch carries, in order (a SenseHat's three).
+const METRICS: [Metric; 3] = [
+    Metric::TemperatureCelsius,
+    Metric::HumidityPercent,
+    Metric::PressureHpa,
+];
+/// Linux reports process CPU time in ticks of 1/100 s.
+const CLOCK_TICKS: f64 = 100.0;
+
+const USAGE: &str = "\
+bench-telemetry: issue 3's benchmark against running MariaDB + Mosquitto
+
+options (defaults of a full run; --quick changes the ones marked *):
+  --quick                  smoke run: 10 s end to end, 100,000 history rows
+  --phases LIST            comma list of raw,e2e,live,history (default all)
+  --raw-secs N        *    each raw-limit measurement (10; quick 3)
+  --secs N            *    end-to-end publishing (60; quick 10)
+  --devices N              simulated sensors (1000)
+  --connections N          MQTT connections the sensors share (10)
+  --rate N            *    offered ReadingBatch messages/s in total (20000; quick 10000)
+  --readings-per-batch N   1..3 metrics per ReadingBatch (3)
+  --sample-devices N       devices watched for publish→commit latency (100)
+  --live-streams N         concurrent WatchReadings streams (1000)
+  --live-rate N            readings/s per live stream (10)
+  --live-secs N       *    live phase (30; quick 10)
+  --history-rows N    *    rows in the readings table for phase 5 (10000000; quick 100000)
+  --queries N         *    timed calls per history query (1000; quick 200)
+  --json PATH              summary (HEARTH_BENCH_JSON; target/bench-telemetry.json)
+  --hearth PATH            the hearth binary (default: release build in the target dir)
+  --no-build               do not run cargo build first
+  --broker-config PATH     start a Mosquitto of its own with this configuration
+                           (e.g. deploy/mosquitto.conf) instead of HEARTH_TEST_MQTT_URL
+  --keep-db                keep the database afterwards (for EXPLAIN and profiling)
+";
+
+/// Every knob of a run.
+#[derive(Debug, Clone)]
+struct Options {
+    quick: bool,
+    phases: Vec<String>,
+    raw_secs: u64,
+    secs: u64,
+    devices: usize,
+    connections: usize,
+    rate: u64,
+    readings_per_batch: usize,
+    sample_devices: usize,
+    live_streams: usize,
+    live_rate: u64,
+    live_secs: u64,
+    history_rows: u64,
+    queries: usize,
+    json: PathBuf,
+    hearth: Option<PathBuf>,
+    build: bool,
+    broker_config: Option<PathBuf>,
+    keep_db: bool,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> anyhow::Result<Self> {
+        let quick = args.iter().any(|a| a == "--quick")
+            || std::env::var("HEARTH_BENCH_QUICK").is_ok_and(|v| v == "1");
+        let mut o = Options {
+            quick,
+            phases: ["raw", "e2e", "live", "history"].map(String::from).to_vec(),
+            raw_secs: if quick { 3 } else { 10 },
+            secs: if quick { 10 } else { 60 },
+            devices: 1_000,
+            connections: 10,
+            rate: if quick { 10_000 } else { 20_000 },
+            readings_per_batch: 3,
+            sample_devices: 100,
+            live_streams: 1_000,
+            live_rate: 10,
+            live_secs: if quick { 10 } else { 30 },
+            history_rows: if quick { 100_000 } else { 10_000_000 },
+            queries: if quick { 200 } else { 1_000 },
+            json: std::env::var_os("HEARTH_BENCH_JSON").map_or_else(
+                || workspace_dir().join("target/bench-telemetry.json"),
+                PathBuf::from,
+            ),
+            hearth: None,
+            build: true,
+            broker_config: None,
+            keep_db: false,
+        };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) => (f, Some(v.to_owned())),
+                None => (arg.as_str(), None),
+            };
+            let mut value = || -> anyhow::Result<String> {
+                inline
+                    .clone()
+                    .or_else(|| it.next().cloned())
+                    .with_context(|| format!("{flag} needs a value"))
+            };
+            fn num<T: std::str::FromStr>(flag: &str, v: String) -> anyhow::Result<T> {
+                v.parse()
+                    .map_err(|_| anyhow::anyhow!("{flag} {v:?} is not a number"))
+            }
+            match flag {
+                "--quick" => {}
+                "--no-build" => o.build = false,
+                "--keep-db" => o.keep_db = true,
+                "--broker-config" => o.broker_config = Some(value()?.into()),
+                "--help" | "-h" => {
+                    print!("{USAGE}");
+                    std::process::exit(0);
+                }
+                "--phases" => o.phases = value()?.split(',').map(str::to_owned).collect(),
+                "--raw-secs" => o.raw_secs = num(flag, value()?)?,
+                "--secs" => o.secs = num(flag, value()?)?,
+                "--devices" => o.devices = num(flag, value()?)?,
+                "--connections" => o.connections = num(flag, value()?)?,
+                "--rate" => o.rate = num(flag, value()?)?,
+                "--readings-per-batch" => o.readings_per_batch = num(flag, value()?)?,
+                "--sample-devices" => o.sample_devices = num(flag, value()?)?,
+                "--live-streams" => o.live_streams = num(flag, value()?)?,
+                "--live-rate" => o.live_rate = num(flag, value()?)?,
+                "--live-secs" => o.live_secs = num(flag, value()?)?,
+                "--history-rows" => o.history_rows = num(flag, value()?)?,
+                "--queries" => o.queries = num(flag, value()?)?,
+                "--json" => o.json = value()?.into(),
+                "--hearth" => o.hearth = Some(value()?.into()),
+                other => bail!("unknown option {other:?}\n\n{USAGE}"),
+            }
+        }
+        ensure!(
+            (1..=METRICS.len()).contains(&o.readings_per_batch),
+            "--readings-per-batch must be 1..=3 (a batch holds each metric once)"
+        );
+        ensure!(
+            o.devices >= 1 && o.connections >= 1,
+            "--devices and --connections must be >= 1"
+        );
+        for p in &o.phases {
+            ensure!(
+                ["raw", "e2e", "live", "history"].contains(&p.as_str()),
+                "--phases: unknown phase {p:?}"
+            );
+        }
+        o.connections = o.connections.min(o.devices);
+        o.sample_devices = o.sample_devices.clamp(1, o.devices);
+        Ok(o)
+    }
+
+    fn runs(&self, phase: &str) -> bool {
+        self.phases.iter().any(|p| p == phase)
+    }
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn now_ms_f64() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// p50/p99/max of a set of latencies in milliseconds.
+#[derive(Debug, Clone, Copy, Default)]
+struct Latency {
+    samples: usize,
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Latency {
+    fn of(mut values: Vec<f64>) -> Self {
+        if values.is_empty() {
+            return Latency {
+                samples: 0,
+                p50: f64::NAN,
+                p99: f64::NAN,
+                max: f64::NAN,
+            };
+        }
+        values.sort_by(f64::total_cmp);
+        let at = |p: f64| {
+            let rank = (p / 100.0 * values.len() as f64).ceil() as usize;
+            values[rank.clamp(1, values.len()) - 1]
+        };
+        Latency {
+            samples: values.len(),
+            p50: at(50.0),
+            p99: at(99.0),
+            max: values[values.len() - 1],
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({"samples": self.samples, "p50_ms": round3(self.p50), "p99_ms": round3(self.p99), "max_ms": round3(self.max)})
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// A value of `/proc/<pid>/status` in kB (`VmHWM`: peak RSS).
+fn proc_status_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// User + system CPU ticks of a process.
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Why after ')': the command name may contain spaces.
+            let rest = &s[s.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+/// Pids of every process whose command name is `name`.
+fn pids_named(name: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.filter_map(|e| {
+                let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+                (comm.trim() == name).then_some(pid)
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// (busy, total) jiffies of the whole machine.
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().next() else {
+        return (0, 0);
+    };
+    let v: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// CPU used by Hearth, the broker, the database and this program over a
+/// phase, in cores (1.0 = one core busy all the time).
+struct CpuMeter {
+    started: Instant,
+    hearth: (u32, u64),
+    mosquitto: Vec<(u32, u64)>,
+    mariadb: Vec<(u32, u64)>,
+    me: u64,
+    machine: (u64, u64),
+}
+
+impl CpuMeter {
+    fn start(hearth_pid: u32, broker_pid: Option<u32>) -> Self {
+        let snap = |name| {
+            pids_named(name)
+                .into_iter()
+                .map(|p| (p, cpu_ticks(p)))
+                .collect()
+        };
+        CpuMeter {
+            started: Instant::now(),
+            hearth: (hearth_pid, cpu_ticks(hearth_pid)),
+            mosquitto: match broker_pid {
+                Some(p) => vec![(p, cpu_ticks(p))],
+                None => snap("mosquitto"),
+            },
+            mariadb: snap("mariadbd"),
+            me: cpu_ticks(std::process::id()),
+            machine: machine_ticks(),
+        }
+    }
+
+    fn stop(&self) -> Value {
+        let wall = self.started.elapsed().as_secs_f64();
+        let cores = |ticks: u64| round3(ticks as f64 / CLOCK_TICKS / wall);
+        let sum = |v: &[(u32, u64)]| -> u64 {
+            v.iter().map(|&(p, t)| cpu_ticks(p).saturating_sub(t)).sum()
+        };
+        let (busy, total) = machine_ticks();
+        let machine_busy = (busy - self.machine.0) as f64 / (total - self.machine.1).max(1) as f64;
+        json!({
+            "hearth_cores": cores(cpu_ticks(self.hearth.0).saturating_sub(self.hearth.1)),
+            "mosquitto_cores": cores(sum(&self.mosquitto)),
+            "mariadbd_cores": cores(sum(&self.mariadb)),
+            "bench_cores": cores(cpu_ticks(std::process::id()).saturating_sub(self.me)),
+            "machine_busy_fraction": round3(machine_busy),
+        })
+    }
+}
+
+fn cpu_line(cpu: &Value) -> String {
+    format!(
+        "cpu (cores): hearth {} · mosquitto {} · mariadbd {} · this bench {} · machine {:.0}% busy",
+        cpu["hearth_cores"],
+        cpu["mosquitto_cores"],
+        cpu["mariadbd_cores"],
+        cpu["bench_cores"],
+        cpu["machine_busy_fraction"].as_f64().unwrap_or(0.0) * 100.0
+    )
+}
+
+/// A ReadingBatch as a SenseHat would send it (ids come from the topic).
+fn reading_batch(seq: u64, time_unix_ms: i64, metrics: usize) -> ReadingBatch {
+    ReadingBatch {
+        home_id: String::new(),
+        device_id: String::new(),
+        seq,
+        time_unix_ms,
+        readings: METRICS[..metrics]
+            .iter()
+            .map(|&m| Reading {
+                metric: m as i32,
+                value: match m {
+                    Metric::TemperatureCelsius => 20.0 + (seq % 100) as f64 / 10.0,
+                    Metric::HumidityPercent => 40.0 + (seq % 20) as f64,
+                    _ => 1013.25,
+                },
+            })
+            .collect(),
+    }
+}
+
+fn mqtt_options(url: &str, name: &str, inflight: u16) -> anyhow::Result<MqttOptions> {
+    let mut options = hearth_agent::mqtt::options(url, &unique(name))?;
+    options.set_inflight(inflight);
+    options.set_request_channel_capacity(4_096);
+    Ok(options)
+}
+
+/// Polls `events` until the broker's CONNACK (and SUBACK, if `subscribed`).
+async fn wait_connected(events: &mut EventLoop, subscribed: bool) -> anyhow::Result<()> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut connected = false;
+        loop {
+            match events.poll().await.context("connecting to the broker")? {
+                Event::Incoming(Packet::ConnAck(_)) if !subscribed => return Ok(()),
+                Event::Incoming(Packet::ConnAck(_)) => connected = true,
+                Event::Incoming(Packet::SubAck(_)) if connected => return Ok(()),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .context("the broker did not answer within 10 s")?
+}
+
+/// Watches Mosquitto's broker-wide `$SYS/broker/publish/messages/dropped`
+/// (messages it discarded because a session's queue was full); updated by
+/// the broker every `sys_interval` (10 s by default).
+struct BrokerDropped {
+    latest: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BrokerDropped {
+    async fn start(url: &str) -> anyhow::Result<Self> {
+        let (client, mut events) = AsyncClient::new(mqtt_options(url, "bench-sys", 10)?, 16);
+        client
+            .subscribe("$SYS/broker/publish/messages/dropped", QoS::AtMostOnce)
+            .await?;
+        wait_connected(&mut events, true).await?;
+        let latest = Arc::new(AtomicU64::new(u64::MAX));
+        let seen = latest.clone();
+        let task = tokio::spawn(async move {
+            let _client = client;
+            while let Ok(event) = events.poll().await {
+                if let Event::Incoming(Packet::Publish(p)) = event {
+                    if let Some(n) = std::str::from_utf8(&p.payload)
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok())
+                    {
+                        seen.store(n, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        Ok(Self { latest, task })
+    }
+
+    /// Waits up to `limit` for the broker's first report.
+    async fn ready(&self, limit: Duration) -> bool {
+        let start = Instant::now();
+        while self.get().is_none() && start.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.get().is_some()
+    }
+
+    fn get(&self) -> Option<u64> {
+        Some(self.latest.load(Ordering::Relaxed)).filter(|&n| n != u64::MAX)
+    }
+}
+
+impl Drop for BrokerDropped {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------- phase 1
+
+/// Mosquitto QoS 1, one publisher → one subscriber, no Hearth. The
+/// publisher keeps at most `WINDOW` messages between itself and the
+/// subscriber, so the figure is what the broker relays without dropping
+/// (stock Mosquitto drops past 1,000 queued per session).
+async fn raw_mqtt(url: &str, secs: u64, payload: Vec<u8>) -> anyhow::Result<Value> {
+    const WINDOW: u64 = 500;
+    let topics = Topics::new(&unique("bench-raw"))?;
+    let topic = topics.device("raw", "raw", Channel::Readings)?;
+
+    let (sub, mut sub_events) = AsyncClient::new(mqtt_options(url, "bench-sub", 100)?, 16);
+    sub.subscribe(&topic, QoS::AtLeastOnce).await?;
+    wait_connected(&mut sub_events, true).await?;
+    let received = Arc::new(AtomicU64::new(0));
+    let space = Arc::new(tokio::sync::Notify::new());
+    let sub_task = {
+        let (received, space) = (received.clone(), space.clone());
+        tokio::spawn(async move {
+            let _sub = sub;
+            while let Ok(event) = sub_events.poll().await {
+                if let Event::Incoming(Packet::Publish(_)) = event {
+                    received.fetch_add(1, Ordering::Relaxed);
+                    space.notify_one();
+                }
+            }
+        })
+    };
+
+    let (publisher, mut pub_events) =
+        AsyncClient::new(mqtt_options(url, "bench-pub", 1_000)?, 4_096);
+    wait_connected(&mut pub_events, false).await?;
+    let acked = Arc::new(AtomicU64::new(0));
+    let pub_task = {
+        let acked = acked.clone();
+        tokio::spawn(async move {
+            while let Ok(event) = pub_events.poll().await {
+                if let Event::Incoming(Packet::PubAck(_)) = event {
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+
+    let started = Instant::now();
+    let warmup = Duration::from_secs(1);
+    let end = started + warmup + Duration::from_secs(secs);
+    let mut published = 0u64;
+    let mut window_start = None;
+    let mut last_progress = Instant::now();
+    while Instant::now() < end {
+        if window_start.is_none() && started.elapsed() >= warmup {
+            window_start = Some((Instant::now(), received.load(Ordering::Relaxed)));
+        }
+        if published - received.load(Ordering::Relaxed) >= WINDOW {
+            let _ = tokio::time::timeout(Duration::from_millis(50), space.notified()).await;
+            continue;
+        }
+        publisher
+            .publish(&topic, QoS::AtLeastOnce, false, payload.clone())
+            .await?;
+        published += 1;
+        if last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            eprintln!(
+                "  mqtt {:>5.1} s  published {published:>9}  received {:>9}",
+                started.elapsed().as_secs_f64(),
+                received.load(Ordering::Relaxed)
+            );
+        }
+    }
+    let (t0, r0) = window_start.context("the raw MQTT run was shorter than its warm-up")?;
+    let rate = (received.load(Ordering::Relaxed) - r0) as f64 / t0.elapsed().as_secs_f64();
+    let drain = Instant::now();
+    while (received.load(Ordering::Relaxed) < published
+        || acked.load(Ordering::Relaxed) < published)
+        && drain.elapsed() < Duration::from_secs(5)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (received, acked) = (
+        received.load(Ordering::Relaxed),
+        acked.load(Ordering::Relaxed),
+    );
+    let _ = publisher.disconnect().await;
+    pub_task.abort();
+    sub_task.abort();
+    Ok(json!({
+        "msgs_per_s": rate.round(),
+        "payload_bytes": payload.len(),
+        "published": published,
+        "acked": acked,
+        "received": received,
+        "lost": acked.saturating_sub(received),
+    }))
+}
+
+/// Multi-row inserts into a copy of Hearth's `readings` table from one
+/// connection (Hearth's single writer): `INSERT_ROWS` rows per statement,
+/// five statements per transaction, as Hearth commits up to 5,000 rows.
+async fn raw_db(db_url: &str, secs: u64, devices: usize) -> anyhow::Result<Value> {
+    let mut db = MySqlConnection::connect(db_url).await?;
+    sqlx::query("CREATE TABLE bench_raw_readings LIKE readings")
+        .execute(&mut db)
+        .await
+        .context("copying the shape of Hearth's readings table")?;
+    let ids: Vec<String> = (0..devices).map(|d| format!("d{d}")).collect();
+    let started = Instant::now();
+    let end = started + Duration::from_secs(secs);
+    let mut rows = 0u64;
+    let mut last_progress = Instant::now();
+    let mut next = 0u64;
+    while Instant::now() < end {
+        let mut tx = sqlx::Connection::begin(&mut db).await?;
+        for _ in 0..5 {
+            let mut q = QueryBuilder::<sqlx::MySql>::new(
+                "INSERT IGNORE INTO bench_raw_readings (device_id, metric, seq, ts, value) ",
+            );
+            let base = next;
+            q.push_values(0..INSERT_ROWS as u64, |mut row, i| {
+                let k = base + i;
+                let d = (k % devices as u64) as usize;
+                let j = k / devices as u64;
+                row.push_bind(ids[d].as_str())
+                    .push_bind((1 + j % 3) as i16)
+                    .push_bind((j / 3 + 1) as i64)
+                    .push_bind(1_800_000_000_000 + j as i64)
+                    .push_bind(21.5f64);
+            });
+            next += INSERT_ROWS as u64;
+            rows += q.build().execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        if last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            eprintln!(
+                "  db   {:>5.1} s  {rows:>9} rows  ({:.0}/s)",
+                started.elapsed().as_secs_f64(),
+                rows as f64 / started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let rate = rows as f64 / started.elapsed().as_secs_f64();
+    sqlx::query("DROP TABLE bench_raw_readings")
+        .execute(&mut db)
+        .await?;
+    Ok(
+        json!({"rows_per_s": rate.round(), "rows": rows, "rows_per_statement": INSERT_ROWS, "rows_per_commit": 5 * INSERT_ROWS}),
+    )
+}
+
+// ---------------------------------------------------------------- the fleet
+
+/// What was published per device: for seq `s`, entry `s - 1` holds the
+/// number of readings in that batch, with `ACKED` set once the broker
+/// acknowledged it.
+#[derive(Default)]
+struct Ledger {
+    batches: Vec<Vec<u8>>,
+}
+
+const ACKED: u8 = 0x80;
+
+/// Simulated sensors spread over a few MQTT connections; each connection
+/// records which (device, seq) the broker acknowledged.
+struct Fleet {
+    conns: Vec<FleetConn>,
+    ledger: Arc<Mutex<Ledger>>,
+    topics: Vec<String>,
+    errors: Arc<AtomicU64>,
+}
+
+struct FleetConn {
+    client: AsyncClient,
+    /// (device, seq) in the order publishes were handed to the event loop,
+    /// waiting for their packet id.
+    order: Arc<Mutex<VecDeque<(u32, u64)>>>,
+    devices: Vec<u32>,
+    in_flight: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Fleet {
+    async fn connect(
+        url: &str,
+        topics: &Topics,
+        devices: usize,
+        connections: usize,
+    ) -> anyhow::Result<Self> {
+        let ledger = Arc::new(Mutex::new(Ledger {
+            batches: vec![Vec::new(); devices],
+        }));
+        let errors = Arc::new(AtomicU64::new(0));
+        let mut conns = Vec::new();
+        for c in 0..connections {
+            let (client, mut events) =
+                AsyncClient::new(mqtt_options(url, "bench-fleet", 1_000)?, 4_096);
+            wait_connected(&mut events, false).await?;
+            let order = Arc::new(Mutex::new(VecDeque::<(u32, u64)>::new()));
+            let in_flight = Arc::new(AtomicU64::new(0));
+            let task = {
+                let (order, ledger, errors, in_flight) = (
+                    order.clone(),
+                    ledger.clone(),
+                    errors.clone(),
+                    in_flight.clone(),
+                );
+                tokio::spawn(async move {
+                    let mut by_pkid: HashMap<u16, (u32, u64)> = HashMap::new();
+                    loop {
+                        match events.poll().await {
+                            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                                if let Some(key) = order.lock().expect("order").pop_front() {
+                                    by_pkid.insert(pkid, key);
+                                }
+                            }
+                            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                                if let Some((d, s)) = by_pkid.remove(&ack.pkid) {
+                                    let mut l = ledger.lock().expect("ledger");
+                                    l.batches[d as usize][s as usize - 1] |= ACKED;
+                                    in_flight.fetch_sub(1, Ordering::Relaxed);
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                                    eprintln!("  ! fleet connection error: {e}");
+                                }
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                        }
+                    }
+                })
+            };
+            conns.push(FleetConn {
+                client,
+                order,
+                devices: (c..devices)
+                    .step_by(connections)
+                    .map(|d| d as u32)
+                    .collect(),
+                in_flight,
+                task,
+            });
+        }
+        let topics = (0..devices)
+            .map(|d| topics.device(HOME, &device_id(d), Channel::Readings))
+            .collect::<Result<_, _>>()?;
+        Ok(Fleet {
+            conns,
+            ledger,
+            topics,
+            errors,
+        })
+    }
+
+    /// Publishes `rate` batches/s in total, round-robin over `devices` (each
+    /// connection its share), for `secs`; returns the batches published.
+    /// Progress lines come from `progress`, called every second.
+    async fn publish(
+        &self,
+        rate: u64,
+        metrics: usize,
+        only: Option<usize>,
+        secs: u64,
+        published: Arc<AtomicU64>,
+    ) -> anyhow::Result<()> {
+        let end = Instant::now() + Duration::from_secs(secs);
+        let conns = self.conns.len();
+        let mut tasks = Vec::new();
+        for conn in &self.conns {
+            let devices: Vec<u32> = conn
+                .devices
+                .iter()
+                .copied()
+                .filter(|&d| only.is_none_or(|n| (d as usize) < n))
+                .collect();
+            if devices.is_empty() {
+                continue;
+            }
+            let share = match only {
+                Some(n) => rate as f64 * devices.len() as f64 / n as f64,
+                None => rate as f64 / conns as f64,
+            };
+            let client = conn.client.clone();
+            let order = conn.order.clone();
+            let in_flight = conn.in_flight.clone();
+            let ledger = self.ledger.clone();
+            let topics: Vec<String> = devices
+                .iter()
+                .map(|&d| self.topics[d as usize].clone())
+                .collect();
+            let published = published.clone();
+            tasks.push(tokio::spawn(async move {
+                let started = Instant::now();
+                let mut sent = 0u64;
+                let mut next = 0usize;
+                while Instant::now() < end {
+                    let due = (started.elapsed().as_secs_f64() * share) as u64;
+                    if sent >= due {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        continue;
+                    }
+                    while sent < due && Instant::now() < end {
+                        let d = devices[next];
+                        let topic = &topics[next];
+                        next = (next + 1) % devices.len();
+                        let seq = {
+                            let mut l = ledger.lock().expect("ledger");
+                            let b = &mut l.batches[d as usize];
+                            b.push(metrics as u8);
+                            b.len() as u64
+                        };
+                        let payload = reading_batch(seq, hearth_agent::unix_ms_now(), metrics)
+                            .encode_to_vec();
+                        order.lock().expect("order").push_back((d, seq));
+                        in_flight.fetch_add(1, Ordering::Relaxed);
+                        client
+                            .publish(topic, QoS::AtLeastOnce, false, payload)
+                            .await
+                            .context("queueing a publish")?;
+                        sent += 1;
+                        published.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        Ok(())
+    }
+
+    fn in_flight(&self) -> u64 {
+        self.conns
+            .iter()
+            .map(|c| c.in_flight.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Waits up to `limit` for the broker to acknowledge everything.
+    async fn wait_acked(&self, limit: Duration) {
+        let start = Instant::now();
+        while self.in_flight() > 0 && start.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// (batches, readings) published and acknowledged so far.
+    fn totals(&self) -> (u64, u64, u64, u64) {
+        let l = self.ledger.lock().expect("ledger");
+        let (mut pb, mut pr, mut ab, mut ar) = (0, 0, 0, 0);
+        for b in l.batches.iter().flatten() {
+            let n = u64::from(b & !ACKED);
+            pb += 1;
+            pr += n;
+            if b & ACKED != 0 {
+                ab += 1;
+                ar += n;
+            }
+        }
+        (pb, pr, ab, ar)
+    }
+
+    async fn close(self) {
+        // Why no DISCONNECT: the event loops are stopped first so that the
+        // closing sockets are not reported as connection errors.
+        for c in self.conns {
+            c.task.abort();
+        }
+    }
+}
+
+fn device_id(d: usize) -> String {
+    format!("d{d}")
+}
+
+// ---------------------------------------------------------------- hearth
+
+fn release_binary(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_dir().join("target"), PathBuf::from);
+    target.join("release").join(name)
+}
+
+/// A `hearth` on the bench database, stopped (SIGTERM) by [`Hearth::stop`].
+struct Hearth {
+    child: Child,
+    grpc: String,
+    http: String,
+    _logs: Arc<Mutex<Vec<String>>>,
+    _dir: TempDir,
+}
+
+impl Hearth {
+    async fn start(binary: &PathBuf, db_url: &str, mqtt_url: &str, prefix: &str) -> Self {
+        let dir = TempDir::new();
+        let mut command = Command::new(binary);
+        command
+            .current_dir(&dir.0)
+            .env("HEARTH_LISTEN", "127.0.0.1:0")
+            .env("HEARTH_DATABASE_URL", db_url)
+            .env("HEARTH_MQTT_URL", mqtt_url)
+            .env("HEARTH_TOPIC_PREFIX", prefix)
+            .env("HEARTH_DEMO", "false")
+            .env(
+                "HEARTH_LOG",
+                std::env::var("HEARTH_BENCH_LOG")
+                    .unwrap_or_else(|_| "warn,hearth_backend::app=info".into()),
+            );
+        let (child, logs, ready) = spawn_until_ready(command, "hearth ready").await;
+        let http = log_field(&ready, "http");
+        Hearth {
+            child,
+            grpc: format!("http://{http}"),
+            http,
+            _logs: logs,
+            _dir: dir,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Readings stored so far, from `/metrics`.
+    async fn stored(&self) -> Option<u64> {
+        let body = self.metrics_text().await?;
+        metric_value(&body, "hearth_readings_stored_total")
+    }
+
+    /// Every `hearth_*` sample of `/metrics` but histogram buckets.
+    async fn metric_values(&self) -> serde_json::Map<String, Value> {
+        let mut out = serde_json::Map::new();
+        let Some(body) = self.metrics_text().await else {
+            return out;
+        };
+        for line in body
+            .lines()
+            .filter(|l| l.starts_with("hearth_") && !l.contains("_bucket"))
+        {
+            if let Some((name, v)) = line.rsplit_once(' ') {
+                if let Ok(v) = v.trim().parse::<f64>() {
+                    out.insert(name.to_owned(), json!(v));
+                }
+            }
+        }
+        out
+    }
+
+    /// The text of `/metrics`; `None` if `hearth` does not answer.
+    async fn metrics_text(&self) -> Option<String> {
+        let addr = self.http.parse().ok()?;
+        // Why a task: `http_get` panics when the connection fails.
+        tokio::spawn(hearth_tests::http_get(addr, "/metrics"))
+            .await
+            .ok()
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `after - before` of every sample that changed.
+fn delta(
+    before: &serde_json::Map<String, Value>,
+    after: &serde_json::Map<String, Value>,
+) -> serde_json::Map<String, Value> {
+    after
+        .iter()
+        .filter_map(|(k, v)| {
+            let d = v.as_f64()? - before.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+            (d != 0.0).then(|| (k.clone(), json!(round3(d))))
+        })
+        .collect()
+}
+
+fn metric_value(body: &str, name: &str) -> Option<u64> {
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+async fn grpc_channel(url: &str) -> anyhow::Result<GrpcChannel> {
+    // Why a timeout: a stuck `hearth` should fail the run, not hang it
+    // (it bounds the wait for a response's headers, not a stream's length).
+    Ok(GrpcChannel::from_shared(url.to_owned())?
+        .timeout(Duration::from_secs(30))
+        .connect()
+        .await?)
+}
+
+/// Creates the bench home with `devices` sensors and the history device.
+async fn register(grpc: &str, devices: usize) -> anyhow::Result<()> {
+    let mut api = DeviceServiceClient::new(grpc_channel(grpc).await?);
+    api.create_home(CreateHomeRequest {
+        id: HOME.into(),
+        name: "Benchmark".into(),
+    })
+    .await?;
+    let ids: Vec<String> = (0..devices)
+        .map(device_id)
+        .chain([HISTORY_DEVICE.to_owned()])
+        .collect();
+    futures::stream::iter(ids)
+        .map(|id| {
+            let mut api = api.clone();
+            async move {
+                api.register_device(RegisterDeviceRequest {
+                    home_id: HOME.into(),
+                    id,
+                    kind: DeviceKind::Sensor as i32,
+                    name: String::new(),
+                })
+                .await
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- phase 2
+
+/// Publish → commit latency: a WatchReadings stream on the sampled devices
+/// (it fires after commit); one sample per batch (its first metric).
+struct CommitWatch {
+    latencies: Arc<Mutex<Vec<f64>>>,
+    redelivered: Arc<AtomicU64>,
+    skipped: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl CommitWatch {
+    async fn start(grpc: &str, devices: usize) -> anyhow::Result<Self> {
+        let mut api = TelemetryServiceClient::new(grpc_channel(grpc).await?);
+        let mut stream = api
+            .watch_readings(WatchReadingsRequest {
+                home_id: HOME.into(),
+                device_ids: (0..devices).map(device_id).collect(),
+                metrics: vec![],
+            })
+            .await?
+            .into_inner();
+        let latencies = Arc::new(Mutex::new(Vec::new()));
+        let redelivered = Arc::new(AtomicU64::new(0));
+        let skipped = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = {
+            let (latencies, redelivered, skipped, stop) = (
+                latencies.clone(),
+                redelivered.clone(),
+                skipped.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                let mut seen = HashSet::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(message) =
+                        tokio::time::timeout(Duration::from_millis(200), stream.message()).await
+                    else {
+                        continue;
+                    };
+                    let Some(message) = message? else { break };
+                    let now = now_ms_f64();
+                    skipped.fetch_add(message.skipped, Ordering::Relaxed);
+                    let mut l = latencies.lock().expect("latencies");
+                    for r in message
+                        .readings
+                        .iter()
+                        .filter(|r| r.metric == METRICS[0] as i32)
+                    {
+                        if seen.insert((r.device_id.clone(), r.seq)) {
+                            l.push(now - r.time_unix_ms as f64);
+                        } else {
+                            redelivered.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Ok(())
+            })
+        };
+        Ok(Self {
+            latencies,
+            redelivered,
+            skipped,
+            stop,
+            task,
+        })
+    }
+
+    async fn finish(self) -> anyhow::Result<(Latency, u64, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await??;
+        let l = std::mem::take(&mut *self.latencies.lock().expect("latencies"));
+        Ok((
+            Latency::of(l),
+            self.redelivered.load(Ordering::Relaxed),
+            self.skipped.load(Ordering::Relaxed),
+        ))
+    }
+}
+
+/// Compares every stored reading with the ledger: (lost, duplicated,
+/// unexpected, unacked-but-stored, unacked-and-missing).
+async fn check_rows(db: &mut MySqlConnection, fleet: &Fleet) -> anyhow::Result<Value> {
+    let ledger = fleet.ledger.lock().expect("ledger").batches.clone();
+    let mut seen: Vec<Vec<u8>> = ledger.iter().map(|b| vec![0u8; b.len() * 3]).collect();
+    let mut unexpected = 0u64;
+    let mut rows = 0u64;
+    let mut stream =
+        sqlx::query_as::<_, (String, i16, i64)>("SELECT device_id, metric, seq FROM readings")
+            .fetch(&mut *db);
+    while let Some((device, metric, seq)) = stream.try_next().await? {
+        rows += 1;
+        let slot = device
+            .strip_prefix('d')
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|&d| d < ledger.len())
+            .and_then(|d| {
+                let s = usize::try_from(seq).ok()?.checked_sub(1)?;
+                let n = usize::from(*ledger[d].get(s)? & !ACKED);
+                let m = usize::try_from(metric).ok()?.checked_sub(1)?;
+                (m < n).then_some((d, s * 3 + m))
+            });
+        match slot {
+            Some((d, i)) => seen[d][i] = seen[d][i].saturating_add(1),
+            None => unexpected += 1,
+        }
+    }
+    let (mut lost, mut duplicated, mut unacked_stored, mut unacked_missing) =
+        (0u64, 0u64, 0u64, 0u64);
+    for (d, batches) in ledger.iter().enumerate() {
+        for (s, &b) in batches.iter().enumerate() {
+            for m in 0..usize::from(b & !ACKED) {
+                let count = seen[d][s * 3 + m];
+                duplicated += u64::from(count.saturating_sub(1));
+                match (b & ACKED != 0, count) {
+                    (true, 0) => lost += 1,
+                    (false, 0) => unacked_missing += 1,
+                    (false, _) => unacked_stored += 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(json!({
+        "rows": rows,
+        "lost": lost,
+        "duplicated": duplicated,
+        "unexpected_rows": unexpected,
+        "unacked_but_stored": unacked_stored,
+        "unacked_and_missing": unacked_missing,
+    }))
+}
+
+async fn end_to_end(
+    o: &Options,
+    hearth: &Hearth,
+    fleet: &Fleet,
+    db: &mut MySqlConnection,
+    broker: Option<&BrokerDropped>,
+    broker_pid: Option<u32>,
+) -> anyhow::Result<Value> {
+    let watch = CommitWatch::start(&hearth.grpc, o.sample_devices).await?;
+    let dropped_before = broker.and_then(BrokerDropped::get);
+    let stored_before = hearth.stored().await.unwrap_or(0);
+    let cpu = CpuMeter::start(hearth.pid(), broker_pid);
+    let metrics_before = hearth.metric_values().await;
+    let published = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let load = {
+        let published = published.clone();
+        fleet.publish(o.rate, o.readings_per_batch, None, o.secs, published)
+    };
+    let progress = async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let stored = hearth
+                .stored()
+                .await
+                .unwrap_or(0)
+                .saturating_sub(stored_before);
+            let t = started.elapsed().as_secs_f64();
+            eprintln!(
+                "  e2e  {t:>5.1} s  published {:>8} batches ({:.0}/s)  in flight {:>5}  stored {stored:>9} readings ({:.0}/s)  hearth RSS {} MB",
+                published.load(Ordering::Relaxed),
+                published.load(Ordering::Relaxed) as f64 / t,
+                fleet.in_flight(),
+                stored as f64 / t,
+                proc_status_kb(hearth.pid(), "VmRSS:") / 1024
+            );
+        }
+    };
+    tokio::select! {
+        r = load => r?,
+        _ = progress => unreachable!(),
+    }
+    let window = started.elapsed().as_secs_f64();
+    let stored_in_window = hearth
+        .stored()
+        .await
+        .unwrap_or(0)
+        .saturating_sub(stored_before);
+    fleet.wait_acked(Duration::from_secs(30)).await;
+    let (pub_batches, pub_readings, acked_batches, acked_readings) = fleet.totals();
+
+    eprintln!("  e2e  publishing stopped; waiting for hearth to store the rest…");
+    let mut last = (stored_in_window, Instant::now());
+    for tick in 1u64.. {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let stored = hearth
+            .stored()
+            .await
+            .unwrap_or(0)
+            .saturating_sub(stored_before);
+        if stored != last.0 {
+            last = (stored, Instant::now());
+        }
+        if stored >= acked_readings || last.1.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        if tick % 4 == 0 {
+            eprintln!("  e2e  draining: {stored} of {acked_readings} readings stored");
+        }
+    }
+    let busy = (last.1 - started).as_secs_f64().max(window);
+    let cpu = cpu.stop();
+    let metrics_delta = delta(&metrics_before, &hearth.metric_values().await);
+    let peak_rss_kb = proc_status_kb(hearth.pid(), "VmHWM:");
+    let (latency, redelivered, skipped) = watch.finish().await?;
+    // Why wait: Mosquitto refreshes $SYS counters every sys_interval (10 s).
+    let dropped_after = match broker {
+        Some(b) => {
+            tokio::time::sleep(Duration::from_secs(11)).await;
+            b.get()
+        }
+        None => None,
+    };
+    eprintln!("  e2e  checking every stored row against what was acknowledged…");
+    let rows = check_rows(db, fleet).await?;
+    let committed = rows["rows"].as_u64().unwrap_or(0);
+    Ok(json!({
+        "devices": o.devices,
+        "connections": o.connections,
+        "readings_per_batch": o.readings_per_batch,
+        "secs": o.secs,
+        "offered_batches_per_s": o.rate,
+        "published_batches": pub_batches,
+        "published_batches_per_s": (pub_batches as f64 / window).round(),
+        "acked_batches": acked_batches,
+        "published_readings": pub_readings,
+        "acked_readings": acked_readings,
+        "readings_per_s": (committed as f64 / busy).round(),
+        "readings_per_s_while_publishing": (stored_in_window as f64 / window).round(),
+        "store_finished_after_s": round3(busy),
+        "check": rows,
+        "publish_to_commit": latency.json(),
+        "live_redelivered": redelivered,
+        "live_skipped": skipped,
+        "hearth_peak_rss_mb": round3(peak_rss_kb as f64 / 1024.0),
+        "broker_dropped_during_run": match (dropped_before, dropped_after) {
+            (Some(a), Some(b)) => json!(b.saturating_sub(a)),
+            _ => Value::Null,
+        },
+        "mqtt_connection_errors": fleet.errors.load(Ordering::Relaxed),
+        "cpu": cpu,
+        "hearth_metrics_delta": metrics_delta,
+    }))
+}
+
+// ---------------------------------------------------------------- phase 4
+
+async fn live(
+    o: &Options,
+    hearth: &Hearth,
+    fleet: &Fleet,
+    broker_pid: Option<u32>,
+) -> anyhow::Result<Value> {
+    const STREAMS_PER_CONNECTION: usize = 100;
+    let mut channels = Vec::new();
+    for _ in 0..o.live_streams.div_ceil(STREAMS_PER_CONNECTION) {
+        channels.push(grpc_channel(&hearth.grpc).await?);
+    }
+    let watched = o.live_streams.min(o.devices);
+    eprintln!(
+        "  live opening {} WatchReadings streams over {} connections…",
+        o.live_streams,
+        channels.len()
+    );
+    let end = Arc::new(Mutex::new(None::<tokio::time::Instant>));
+    let mut streams = Vec::new();
+    for i in 0..o.live_streams {
+        let mut api = TelemetryServiceClient::new(channels[i / STREAMS_PER_CONNECTION].clone());
+        let stream = api
+            .watch_readings(WatchReadingsRequest {
+                home_id: HOME.into(),
+                device_ids: vec![device_id(i % watched)],
+                metrics: vec![],
+            })
+            .await
+            .with_context(|| format!("opening live stream {i}"))?
+            .into_inner();
+        streams.push(stream);
+    }
+    let tasks: Vec<_> = streams
+        .into_iter()
+        .map(|mut stream| {
+            let end = end.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut skipped = 0u64;
+                loop {
+                    let deadline = *end.lock().expect("end");
+                    let next = match deadline {
+                        Some(d) => match tokio::time::timeout_at(d, stream.message()).await {
+                            Ok(m) => m,
+                            Err(_) => break,
+                        },
+                        None => {
+                            match tokio::time::timeout(Duration::from_millis(200), stream.message())
+                                .await
+                            {
+                                Ok(m) => m,
+                                Err(_) => continue,
+                            }
+                        }
+                    };
+                    let Some(message) = next? else { break };
+                    let now = now_ms_f64();
+                    skipped += message.skipped;
+                    latencies.extend(message.readings.iter().map(|r| now - r.time_unix_ms as f64));
+                }
+                anyhow::Ok((latencies, skipped))
+            })
+        })
+        .collect();
+    let cpu = CpuMeter::start(hearth.pid(), broker_pid);
+    let metrics_before = hearth.metric_values().await;
+    let published = Arc::new(AtomicU64::new(0));
+    let (pb0, _, ab0, _) = fleet.totals();
+    let rate = o.live_rate * watched as u64;
+    eprintln!(
+        "  live {watched} devices publishing {} readings/s each ({rate}/s in total) for {} s…",
+        o.live_rate, o.live_secs
+    );
+    fleet
+        .publish(rate, 1, Some(watched), o.live_secs, published)
+        .await?;
+    fleet.wait_acked(Duration::from_secs(10)).await;
+    *end.lock().expect("end") = Some(tokio::time::Instant::now() + Duration::from_secs(3));
+    let cpu = cpu.stop();
+    let metrics_delta = delta(&metrics_before, &hearth.metric_values().await);
+    let mut all = Vec::new();
+    let mut skipped = 0;
+    for t in tasks {
+        let (l, s) = t.await??;
+        all.extend(l);
+        skipped += s;
+    }
+    let (pb1, _, ab1, _) = fleet.totals();
+    // Each acknowledged reading of a watched device goes to every stream on it.
+    let expected = (ab1 - ab0) * (o.live_streams as u64) / watched as u64;
+    let delivered = all.len() as u64;
+    let latency = Latency::of(all);
+    Ok(json!({
+        "streams": o.live_streams,
+        "readings_per_s_per_stream": o.live_rate,
+        "secs": o.live_secs,
+        "published": pb1 - pb0,
+        "acked": ab1 - ab0,
+        "stored": metrics_delta.get("hearth_readings_stored_total"),
+        "expected_deliveries": expected,
+        "delivered": delivered,
+        "skipped_batches": skipped,
+        "delivery": latency.json(),
+        "cpu": cpu,
+        "hearth_metrics_delta": metrics_delta,
+    }))
+}
+
+// ---------------------------------------------------------------- phase 5
+
+/// Loads the readings table up to `rows` rows: the history device's last 24
+/// hours through `IngestBatch` (so whatever Hearth keeps beside raw rows,
+/// such as rollups, is kept), then filler rows of the other devices straight
+/// into MariaDB; then times ListReadings newest-100 and a 24-hour GetSeries.
+async fn history(o: &Options, hearth: &Hearth, db_url: &str) -> anyhow::Result<Value> {
+    const INTERVAL_MS: i64 = 2_000;
+    const BATCHES_PER_CALL: usize = 1_000;
+    let mut api = TelemetryServiceClient::new(grpc_channel(&hearth.grpc).await?);
+    let now = hearth_agent::unix_ms_now();
+    let day = 24 * 3_600_000;
+    let count = (day / INTERVAL_MS) as u64;
+    eprintln!("  hist ingesting 24 h of {HISTORY_DEVICE} ({count} batches × 3 readings) through IngestBatch…");
+    let started = Instant::now();
+    let mut accepted = 0u64;
+    let mut first_rejection = None;
+    let mut seq = 1u64;
+    while seq <= count {
+        let batches: Vec<ReadingBatch> = (seq..(seq + BATCHES_PER_CALL as u64).min(count + 1))
+            .map(|s| {
+                let mut b = reading_batch(s, now - day + s as i64 * INTERVAL_MS - 1_000, 3);
+                b.home_id = HOME.into();
+                b.device_id = HISTORY_DEVICE.into();
+                b
+            })
+            .collect();
+        seq += batches.len() as u64;
+        let r = api
+            .ingest_batch(IngestBatchRequest { batches })
+            .await?
+            .into_inner();
+        accepted += u64::from(r.accepted);
+        if first_rejection.is_none() {
+            first_rejection = r.rejected.first().map(|r| r.reason.clone());
+        }
+    }
+    let ingest_secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "  hist {accepted} batches accepted in {ingest_secs:.1} s ({:.0} readings/s){}",
+        accepted as f64 * 3.0 / ingest_secs,
+        first_rejection
+            .as_deref()
+            .map(|r| format!("; first rejection: {r}"))
+            .unwrap_or_default()
+    );
+
+    let mut db = MySqlConnection::connect(db_url).await?;
+    let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM readings")
+        .fetch_one(&mut db)
+        .await?;
+    let filler = o.history_rows.saturating_sub(existing as u64);
+    eprintln!(
+        "  hist bulk-loading {filler} filler rows straight into MariaDB (table has {existing})…"
+    );
+    let load_started = Instant::now();
+    let loaded = Arc::new(AtomicU64::new(0));
+    let loaders = 2u64;
+    let mut tasks = Vec::new();
+    for w in 0..loaders {
+        let (db_url, loaded, devices) = (db_url.to_owned(), loaded.clone(), o.devices as u64);
+        let (from, to) = (filler * w / loaders, filler * (w + 1) / loaders);
+        tasks.push(tokio::spawn(async move {
+            let mut db = MySqlConnection::connect(&db_url).await?;
+            let ids: Vec<String> = (0..devices as usize).map(device_id).collect();
+            let week = 7 * day;
+            let mut k = from;
+            while k < to {
+                let mut tx = sqlx::Connection::begin(&mut db).await?;
+                for _ in 0..20 {
+                    if k >= to {
+                        break;
+                    }
+                    let n = (to - k).min(INSERT_ROWS as u64);
+                    let mut q = QueryBuilder::<sqlx::MySql>::new(
+                        "INSERT IGNORE INTO readings (device_id, metric, seq, ts, value) ",
+                    );
+                    q.push_values(k..k + n, |mut row, k| {
+                        let d = (k % devices) as usize;
+                        let j = k / devices;
+                        // Why such seqs: far above anything the fleet published.
+                        row.push_bind(ids[d].as_str())
+                            .push_bind((1 + j % 3) as i16)
+                            .push_bind(1_000_000_000_000 + (j / 3) as i64)
+                            .push_bind(now - week + (k as i64 * 7 % week))
+                            .push_bind(20.0 + (k % 100) as f64 / 10.0);
+                    });
+                    q.build().execute(&mut *tx).await?;
+                    k += n;
+                    loaded.fetch_add(n, Ordering::Relaxed);
+                }
+                tx.commit().await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let progress = async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let n = loaded.load(Ordering::Relaxed);
+            eprintln!(
+                "  hist {n:>9} of {filler} rows loaded ({:.0} rows/s)",
+                n as f64 / load_started.elapsed().as_secs_f64()
+            );
+        }
+    };
+    let load = async {
+        for t in tasks {
+            t.await??;
+        }
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        r = load => r?,
+        _ = progress => unreachable!(),
+    }
+    let load_secs = load_started.elapsed().as_secs_f64();
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM readings")
+        .fetch_one(&mut db)
+        .await?;
+    eprintln!(
+        "  hist readings table has {total} rows; timing {} calls of each query…",
+        o.queries
+    );
+
+    let newest = ListReadingsRequest {
+        device_id: HISTORY_DEVICE.into(),
+        page_size: 100,
+        ..Default::default()
+    };
+    let mut list_times = Vec::new();
+    let mut list_rows = 0;
+    for i in 0..o.queries + 20 {
+        let t = Instant::now();
+        let r = api.list_readings(newest.clone()).await?.into_inner();
+        if i >= 20 {
+            list_times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        list_rows = r.readings.len();
+    }
+    let newest_100 = Latency::of(list_times);
+
+    let series_request = GetSeriesRequest {
+        device_id: HISTORY_DEVICE.into(),
+        metric: Metric::TemperatureCelsius as i32,
+        start_unix_ms: hearth_agent::unix_ms_now() - day,
+        end_unix_ms: 0,
+        max_points: 0,
+    };
+    let series = match api.get_series(series_request.clone()).await {
+        Err(status) => {
+            json!({"unavailable": format!("{:?}: {}", status.code(), status.message())})
+        }
+        Ok(first) => {
+            let first = first.into_inner();
+            let mut times = Vec::new();
+            for i in 0..o.queries + 20 {
+                let t = Instant::now();
+                api.get_series(series_request.clone()).await?;
+                if i >= 20 {
+                    times.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+            let mut v = Latency::of(times).json();
+            v["points"] = json!(first.points.len());
+            v["resolution"] = json!(first.resolution);
+            v["bucket_ms"] = json!(first.bucket_ms);
+            v
+        }
+    };
+    Ok(json!({
+        "table_rows": total,
+        "history_device_readings": accepted * 3,
+        "ingest_batch_readings_per_s": (accepted as f64 * 3.0 / ingest_secs).round(),
+        "ingest_first_rejection": first_rejection,
+        "filler_rows": filler,
+        "filler_rows_per_s": (filler as f64 / load_secs).round(),
+        "newest_100": { "rows": list_rows, "latency": newest_100.json() },
+        "series_24h": series,
+    }))
+}
+
+// ---------------------------------------------------------------- report
+
+fn ms(v: &Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "n/a".into(), |x| format!("{x:.1} ms"))
+}
+
+/// One report line: figure, target, verdict.
+fn line(label: &str, figure: String, target: &str, ok: Option<bool>) {
+    let verdict = match ok {
+        Some(true) => "ok",
+        Some(false) => "MISSED",
+        None => "",
+    };
+    println!("  {label:<34} {figure:>22}   {target:<14} {verdict}");
+}
+
+fn report(summary: &Value) {
+    let raw = &summary["raw"];
+    let e2e = &summary["e2e"];
+    let live = &summary["live"];
+    let hist = &summary["history"];
+    println!();
+    println!(
+        "Hearth telemetry benchmark{} — load average {} at start, {} at end",
+        if summary["quick"] == json!(true) {
+            " (QUICK smoke run: not the figures of record)"
+        } else {
+            ""
+        },
+        summary["loadavg_start"].as_str().unwrap_or(""),
+        summary["loadavg_end"].as_str().unwrap_or("")
+    );
+    println!("  {:<34} {:>22}   {:<14}", "", "measured", "target");
+    if !raw.is_null() {
+        println!("1. raw limits (no Hearth)");
+        let m = &raw["mqtt"];
+        line(
+            "Mosquitto QoS 1 pub→sub",
+            format!("{} msg/s", m["msgs_per_s"]),
+            "",
+            None,
+        );
+        line(
+            "  = readings/s at this batch size",
+            format!("{}", raw["mqtt_readings_per_s"]),
+            "",
+            None,
+        );
+        line("  lost by the broker", format!("{}", m["lost"]), "", None);
+        line(
+            "MariaDB multi-row INSERT",
+            format!("{} rows/s", raw["db"]["rows_per_s"]),
+            "",
+            None,
+        );
+    }
+    if !e2e.is_null() {
+        println!("2. Hearth end to end (MQTT QoS 1 → MariaDB)");
+        let rate = e2e["readings_per_s"].as_f64().unwrap_or(0.0);
+        line(
+            "readings/s committed",
+            format!("{rate:.0}"),
+            ">= 50000",
+            Some(rate >= 50_000.0),
+        );
+        line(
+            "  while publishing",
+            format!("{}", e2e["readings_per_s_while_publishing"]),
+            "",
+            None,
+        );
+        line(
+            "  offered / published batches/s",
+            format!(
+                "{} / {}",
+                e2e["offered_batches_per_s"], e2e["published_batches_per_s"]
+            ),
+            "",
+            None,
+        );
+        let check = &e2e["check"];
+        line(
+            "lost (PUBACKed, not stored)",
+            format!("{}", check["lost"]),
+            "0",
+            Some(check["lost"] == json!(0)),
+        );
+        line(
+            "duplicated",
+            format!("{}", check["duplicated"]),
+            "0",
+            Some(check["duplicated"] == json!(0)),
+        );
+        let p = &e2e["publish_to_commit"];
+        line("publish→commit p50", ms(&p["p50_ms"]), "", None);
+        line(
+            "publish→commit p99",
+            ms(&p["p99_ms"]),
+            "<= 1000 ms",
+            p["p99_ms"].as_f64().map(|x| x <= 1000.0),
+        );
+        let rss = e2e["hearth_peak_rss_mb"].as_f64().unwrap_or(0.0);
+        line(
+            "hearth peak RSS",
+            format!("{rss:.1} MB"),
+            "<= 150 MB",
+            Some(rss <= 150.0),
+        );
+        line(
+            "broker dropped (all clients)",
+            format!("{}", e2e["broker_dropped_during_run"]),
+            "",
+            None,
+        );
+        let d = &e2e["hearth_metrics_delta"];
+        if let Some(commits) = d["hearth_ingest_commits_total"].as_f64() {
+            let rows = check["rows"].as_f64().unwrap_or(0.0);
+            line(
+                "ingest commits",
+                format!("{commits} × {:.0} rows", rows / commits.max(1.0)),
+                "",
+                None,
+            );
+        }
+        if let (Some(sum), Some(n)) = (
+            d["hearth_ingest_commit_seconds_sum"].as_f64(),
+            d["hearth_ingest_commit_seconds_count"].as_f64(),
+        ) {
+            line(
+                "mean commit",
+                format!("{:.1} ms", sum / n * 1000.0),
+                "",
+                None,
+            );
+        }
+        println!("     {}", cpu_line(&e2e["cpu"]));
+        let dropped = e2e["broker_dropped_during_run"].as_u64().unwrap_or(0);
+        if check["lost"].as_u64().unwrap_or(0) > 0 && dropped > 0 {
+            println!(
+                "     ! the broker dropped {dropped} messages during the run: a subscriber session's queue \
+                 overflowed (stock Mosquitto keeps 1,000); see README \"Brokers\", or rerun with \
+                 --broker-config deploy/mosquitto.conf"
+            );
+        }
+    }
+    if let Some(ratio) = summary["ratio"].as_f64() {
+        println!("3. ratio to the smaller raw limit");
+        line(
+            "end to end / min(raw)",
+            format!("{ratio:.2}"),
+            ">= 0.5",
+            Some(ratio >= 0.5),
+        );
+    }
+    if !live.is_null() {
+        println!("4. live streams");
+        line(
+            "streams × readings/s",
+            format!(
+                "{} × {}",
+                live["streams"], live["readings_per_s_per_stream"]
+            ),
+            "",
+            None,
+        );
+        line(
+            "readings acked / stored",
+            format!("{} / {}", live["acked"], live["stored"]),
+            "",
+            None,
+        );
+        line(
+            "delivered / expected",
+            format!("{} / {}", live["delivered"], live["expected_deliveries"]),
+            "",
+            None,
+        );
+        line("delivery p50", ms(&live["delivery"]["p50_ms"]), "", None);
+        line(
+            "delivery p99",
+            ms(&live["delivery"]["p99_ms"]),
+            "<= 100 ms",
+            live["delivery"]["p99_ms"].as_f64().map(|x| x <= 100.0),
+        );
+        println!("     {}", cpu_line(&live["cpu"]));
+    }
+    if !hist.is_null() {
+        println!("5. history ({} rows in readings)", hist["table_rows"]);
+        let l = &hist["newest_100"]["latency"];
+        line("ListReadings newest 100 p50", ms(&l["p50_ms"]), "", None);
+        line(
+            "ListReadings newest 100 p99",
+            ms(&l["p99_ms"]),
+            "<= 5 ms",
+            l["p99_ms"].as_f64().map(|x| x <= 5.0),
+        );
+        let s = &hist["series_24h"];
+        if let Some(why) = s["unavailable"].as_str() {
+            println!(
+                "  {:<34} unavailable: {why}   (target <= 20 ms p99)",
+                "GetSeries 24 h"
+            );
+        } else {
+            line("GetSeries 24 h p50", ms(&s["p50_ms"]), "", None);
+            line(
+                "GetSeries 24 h p99",
+                ms(&s["p99_ms"]),
+                "<= 20 ms",
+                s["p99_ms"].as_f64().map(|x| x <= 20.0),
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------- main
+
+/// A Mosquitto of the benchmark's own, started from a configuration file
+/// (`--broker-config`) with its listener moved to a free port and its
+/// persistence to a temporary directory. Killed on drop.
+struct OwnBroker {
+    child: Child,
+    url: String,
+    _dir: TempDir,
+}
+
+impl OwnBroker {
+    async fn start(config: &std::path::Path) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir = TempDir::new();
+        let text = std::fs::read_to_string(config)
+            .with_context(|| format!("reading {}", config.display()))?;
+        let conf: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("listener ") {
+                    format!("listener {port} 127.0.0.1")
+                } else if l.starts_with("persistence_location ") {
+                    format!("persistence_location {}/", dir.0.display())
+                } else {
+                    l.to_owned()
+                }
+            })
+            .map(|l| l + "\n")
+            .collect();
+        let path = dir.0.join("mosquitto.conf");
+        std::fs::write(&path, conf)?;
+        let mut child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("starting mosquitto")?;
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Ok(Self {
+                    child,
+                    url: format!("mqtt://127.0.0.1:{port}"),
+                    _dir: dir,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("mosquitto -c {} did not listen on {port}", path.display())
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let o = Options::parse(&args)?;
+    let binary = o.hearth.clone().unwrap_or_else(|| release_binary("hearth"));
+    if o.build && o.hearth.is_none() {
+        eprintln!("building the release hearth…");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "-p",
+                "hearth-backend",
+                "--bin",
+                "hearth",
+            ])
+            .current_dir(workspace_dir())
+            .status()?;
+        ensure!(status.success(), "cargo build failed");
+    }
+    ensure!(binary.exists(), "no hearth binary at {}", binary.display());
+
+    let broker = match &o.broker_config {
+        Some(config) => Some(OwnBroker::start(config).await?),
+        None => None,
+    };
+    let mqtt_url = broker
+        .as_ref()
+        .map_or_else(external_mqtt_url, |b| b.url.clone());
+    let broker_pid = broker.as_ref().map(|b| b.child.id());
+
+    let db_name = format!("hearth_bench_{}", std::process::id());
+    let db_url = format!("{}/{db_name}", mysql_url());
+    let mut admin = MySqlConnection::connect(&mysql_url())
+        .await
+        .context("MariaDB at HEARTH_TEST_MYSQL_URL")?;
+    sqlx::query(&format!("CREATE DATABASE {db_name}"))
+        .execute(&mut admin)
+        .await?;
+    let prefix = format!("{}/hearth", unique("bench"));
+    eprintln!(
+        "database {db_name}, broker {mqtt_url}, topic prefix {prefix}, load average {}",
+        loadavg()
+    );
+    let hearth = Hearth::start(&binary, &db_url, &mqtt_url, &prefix).await;
+    let result = run(&o, &hearth, &db_url, &mqtt_url, broker_pid, &prefix).await;
+    hearth.stop();
+    drop(broker);
+    if o.keep_db {
+        eprintln!("kept database {db_name} (--keep-db)");
+    } else {
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name}"))
+            .execute(&mut admin)
+            .await?;
+    }
+    let summary = result?;
+    report(&summary);
+    if let Some(dir) = o.json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&o.json, serde_json::to_string_pretty(&summary)? + "\n")?;
+    println!("\nsummary written to {}", o.json.display());
+    Ok(())
+}
+
+async fn run(
+    o: &Options,
+    hearth: &Hearth,
+    db_url: &str,
+    mqtt_url: &str,
+    broker_pid: Option<u32>,
+    prefix: &str,
+) -> anyhow::Result<Value> {
+    let mut summary = json!({
+        "quick": o.quick,
+        "loadavg_start": loadavg(),
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "mqtt_url": mqtt_url,
+        "broker_config": o.broker_config.as_ref().map(|p| p.display().to_string()),
+        "options": format!("{o:?}"),
+    });
+    let payload =
+        reading_batch(1, hearth_agent::unix_ms_now(), o.readings_per_batch).encode_to_vec();
+    // Why this early: Mosquitto reports $SYS counters only every sys_interval (10 s).
+    let dropped = match BrokerDropped::start(mqtt_url).await {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("  ! cannot watch the broker's dropped-message counter: {e:#}");
+            None
+        }
+    };
+    let mut smallest_limit = None;
+    if o.runs("raw") {
+        eprintln!(
+            "1/5 raw limits: Mosquitto QoS 1 publish→subscribe, {} s…",
+            o.raw_secs
+        );
+        let mqtt = raw_mqtt(mqtt_url, o.raw_secs, payload).await?;
+        eprintln!(
+            "1/5 raw limits: MariaDB multi-row INSERT, {} s…",
+            o.raw_secs
+        );
+        let db = raw_db(db_url, o.raw_secs, o.devices).await?;
+        let mqtt_readings =
+            mqtt["msgs_per_s"].as_f64().unwrap_or(0.0) * o.readings_per_batch as f64;
+        let db_rows = db["rows_per_s"].as_f64().unwrap_or(0.0);
+        smallest_limit = Some(mqtt_readings.min(db_rows));
+        summary["raw"] = json!({
+            "mqtt": mqtt,
+            "mqtt_readings_per_s": mqtt_readings.round(),
+            "db": db,
+            "smaller_limit_readings_per_s": mqtt_readings.min(db_rows).round(),
+        });
+    }
+
+    let needs_fleet = o.runs("e2e") || o.runs("live");
+    let needs_devices = needs_fleet || o.runs("history");
+    if needs_devices {
+        eprintln!("registering {} sensors…", o.devices);
+        register(&hearth.grpc, o.devices).await?;
+    }
+    if needs_fleet {
+        let topics = Topics::new(prefix)?;
+        let fleet = Fleet::connect(mqtt_url, &topics, o.devices, o.connections).await?;
+        if o.runs("e2e") {
+            eprintln!(
+                "2/5 end to end: {} devices on {} connections, {} batches/s × {} readings offered, {} s…",
+                o.devices, o.connections, o.rate, o.readings_per_batch, o.secs
+            );
+            let dropped = match &dropped {
+                Some(d) if d.ready(Duration::from_secs(12)).await => Some(d),
+                _ => {
+                    eprintln!("  ! no $SYS/broker/publish/messages/dropped from the broker");
+                    None
+                }
+            };
+            let mut db = MySqlConnection::connect(db_url).await?;
+            let e2e = end_to_end(o, hearth, &fleet, &mut db, dropped, broker_pid).await?;
+            if let Some(limit) = smallest_limit {
+                let rate = e2e["readings_per_s"].as_f64().unwrap_or(0.0);
+                summary["ratio"] = json!(round3(rate / limit));
+            }
+            summary["e2e"] = e2e;
+        }
+        if o.runs("live") {
+            eprintln!(
+                "4/5 live: {} WatchReadings streams at {} readings/s each…",
+                o.live_streams, o.live_rate
+            );
+            summary["live"] = live(o, hearth, &fleet, broker_pid).await?;
+        }
+        fleet.close().await;
+    }
+    if o.runs("history") {
+        eprintln!("5/5 history among {} rows…", o.history_rows);
+        summary["history"] = history(o, hearth, db_url).await?;
+    }
+    summary["hearth_metrics"] = Value::Object(hearth.metric_values().await);
+    summary["hearth_peak_rss_mb_whole_run"] = json!(round3(
+        proc_status_kb(hearth.pid(), "VmHWM:") as f64 / 1024.0
+    ));
+    summary["loadavg_end"] = json!(loadavg());
+    Ok(summary)
+}
