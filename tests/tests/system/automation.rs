@@ -126,14 +126,18 @@ async fn a_device_offline_while_three_commands_were_issued_gets_only_the_latest(
     );
 
     let (output, _agent) = spawn_actuator(&app, &home, &light);
+    // The report is stored just before its command is closed: wait for both.
     let device = app
         .wait_for_device(&light, WAIT, |d| {
             d.reported.as_ref().is_some_and(|r| r.applied_version == 3)
+                && d.last_command
+                    .as_ref()
+                    .is_some_and(|c| c.state() == CommandState::Applied)
         })
         .await;
     assert!(output.is_on());
     let applied = device.last_command.expect("its command");
-    assert_eq!(applied.state(), CommandState::Applied);
+    assert_eq!(applied.version, 3);
     assert!(applied.published_unix_ms >= applied.requested_unix_ms);
     assert!(applied.applied_unix_ms >= applied.published_unix_ms);
     assert!(applied.round_trip_us > 0);
