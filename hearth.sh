@@ -4,9 +4,10 @@
 #   ./hearth.sh run    build and run Hearth on its embedded default: SQLite,
 #                      the in-process MQTT broker, a simulated demo home and
 #                      the web app, all on http://localhost:8080
-#   ./hearth.sh test   every test: unit, storage contract, and system tests on
-#                      the embedded default and on MariaDB + Mosquitto; and
-#                      the Pi agent cross-compiled for aarch64
+#   ./hearth.sh test   every test: unit, storage contract, system tests on
+#                      the embedded default and on MariaDB + Mosquitto, the
+#                      browser tests; the Pi agent cross-compiled for
+#                      aarch64; and each fuzz target run briefly
 #   ./hearth.sh pi     cross-compile hearth-agent for a 64-bit Raspberry Pi
 #                      (installs the aarch64 target and linker where missing)
 #   ./hearth.sh fuzz [SECONDS]
@@ -34,12 +35,12 @@ build_web() {
 ensure_services() {
     if ! mysql_up; then
         say "starting MariaDB"
-        command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || { apt-get update -qq && apt-get install -y -qq mariadb-server; }
+        command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || apt_install mariadb-server
         start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
     fi
     if ! mqtt_up; then
         say "starting Mosquitto"
-        command -v mosquitto >/dev/null || { apt-get update -qq && apt-get install -y -qq mosquitto mosquitto-clients; }
+        command -v mosquitto >/dev/null || apt_install mosquitto mosquitto-clients
         mosquitto -d -c /etc/mosquitto/mosquitto.conf
     fi
     for _ in $(seq 1 60); do
@@ -54,8 +55,21 @@ ensure_services() {
 ensure_browser() {
     if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
         say "installing Chromium and chromedriver"
-        apt-get update -qq && apt-get install -y -qq chromium chromium-driver
+        apt_install chromium chromium-driver
     fi
+}
+
+# Installs Debian packages, printing apt's output only if it fails.
+apt_install() {
+    local log
+    log="$(mktemp)"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"; } >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        echo "installing $* failed" >&2
+        exit 1
+    fi
+    rm -f "$log"
 }
 
 mysql_up() { (exec 3<>/dev/tcp/127.0.0.1/3306) 2>/dev/null; }
@@ -92,6 +106,8 @@ cmd_test() {
     else
         cargo test --workspace --no-fail-fast
     fi
+    say "fuzzing the topic parser and the readings decoder briefly (fuzz/)"
+    bash fuzz/run.sh "${HEARTH_FUZZ_SECONDS:-15}"
 }
 
 cmd_pi() {

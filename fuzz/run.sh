@@ -8,8 +8,8 @@
 # Works on a stable toolchain: cargo-fuzz is installed if missing and the
 # targets are built without a sanitizer (-s none: cargo-fuzz 0.13 then passes
 # only stable -C flags). RUSTC_BOOTSTRAP=1 is set anyway, for cargo-fuzz
-# versions or options that add -Z flags. The build instruments the whole
-# backend, so the first one is slow (tens of minutes on 2 busy cores).
+# versions or options that add -Z flags. The targets depend on hearth-proto
+# and hearth-domain only, so the instrumented build takes minutes.
 # A crash stops the script with a non-zero status; the input that caused it is
 # in fuzz/artifacts/<target>/ (replay: cargo fuzz run -s none <target> <file>).
 set -euo pipefail
@@ -18,9 +18,10 @@ cd "$(dirname "$0")"
 secs="${1:-${FUZZ_SECONDS:-20}}"
 shift || true
 
-if ! command -v cargo-fuzz >/dev/null; then
-    echo "==> installing cargo-fuzz" >&2
-    cargo install cargo-fuzz --locked
+CARGO_FUZZ_VERSION=0.13.2
+if [[ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
+    echo "==> installing cargo-fuzz $CARGO_FUZZ_VERSION" >&2
+    env -u CARGO_TARGET_DIR cargo install --quiet --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
 fi
 export RUSTC_BOOTSTRAP=1
 

@@ -20,10 +20,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{service::Routes, transport::Server};
 use tower::Layer as _;
-use tower_http::{
-    cors::{Any, CorsLayer},
-    services::{ServeDir, ServeFile},
-};
+use tower_http::cors::{Any, CorsLayer};
 use tracing::{info, warn};
 
 use crate::{
@@ -40,6 +37,7 @@ use crate::{
     rollup::Rollups,
     settings::{MqttBroker, Settings},
     storage::{self, Storage},
+    web,
 };
 
 /// Stored batches buffered per live subscriber before it starts skipping.
@@ -68,7 +66,8 @@ pub struct App {
     mqtt_url: String,
     settings: Settings,
     core: Arc<Core>,
-    connection: mqtt::Connection,
+    /// The readings lane and the control lane (see [`mqtt::Lane`]).
+    lanes: [mqtt::Connection; 2],
     ingest_rx: tokio::sync::mpsc::Receiver<IngestItem>,
 }
 
@@ -99,14 +98,18 @@ impl App {
             mqtt::Subscription::Shared => settings.replica.as_deref(),
             mqtt::Subscription::Exclusive => None,
         };
-        let connection = mqtt::connect(
-            &mqtt_url,
-            &settings.topics,
-            mqtt_setting,
-            subscription,
-            persistent,
-        )
-        .await?;
+        let connect = |lane| {
+            mqtt::connect(
+                &mqtt_url,
+                &settings.topics,
+                mqtt_setting,
+                subscription,
+                lane,
+                persistent,
+            )
+        };
+        let readings_lane = connect(mqtt::Lane::Readings).await?;
+        let control_lane = connect(mqtt::Lane::Control).await?;
 
         let clock = Clock::system();
         let metrics = Arc::new(Metrics::default());
@@ -116,7 +119,7 @@ impl App {
         let control = Arc::new(Control::new(
             storage.clone(),
             directory.clone(),
-            connection.publisher.clone(),
+            control_lane.publisher.clone(),
             metrics.clone(),
             clock.clone(),
             settings.command_ttl_ms,
@@ -151,7 +154,7 @@ impl App {
             mqtt_url,
             settings,
             core,
-            connection,
+            lanes: [readings_lane, control_lane],
             ingest_rx,
         })
     }
@@ -181,7 +184,7 @@ impl App {
             mqtt_url,
             settings,
             core,
-            connection,
+            lanes,
             ingest_rx,
         } = self;
         let stop = CancellationToken::new();
@@ -203,13 +206,6 @@ impl App {
             core.clock.clone(),
             rollups_stop.clone(),
         ));
-        let (inbox_tx, inbox_rx) = tokio::sync::mpsc::channel(INBOX_CAPACITY);
-        let inbox = tokio::spawn(mqtt::run_inbox(
-            connection,
-            inbox_tx,
-            core.metrics.clone(),
-            stop.clone(),
-        ));
         let intake = Intake {
             directory: core.directory.clone(),
             ingest: core.ingest.clone(),
@@ -217,7 +213,18 @@ impl App {
             metrics: core.metrics.clone(),
             clock: core.clock.clone(),
         };
-        let intake = tokio::spawn(intake.run(inbox_rx));
+        // Each lane (readings; control) has its own connection, inbox and
+        // intake task, so neither waits for the other.
+        let lanes = lanes.map(|connection| {
+            let (inbox_tx, inbox_rx) = tokio::sync::mpsc::channel(INBOX_CAPACITY);
+            let inbox = tokio::spawn(mqtt::run_inbox(
+                connection,
+                inbox_tx,
+                core.metrics.clone(),
+                stop.clone(),
+            ));
+            (inbox, tokio::spawn(intake.clone().run(inbox_rx)))
+        });
         let automation = tokio::spawn(
             core.automation
                 .clone()
@@ -255,8 +262,10 @@ impl App {
 
         info!("shutting down: stopping intake and draining the ingest queue");
         stop.cancel();
-        let _ = inbox.await;
-        let _ = intake.await;
+        for (inbox, intake) in lanes {
+            let _ = inbox.await;
+            let _ = intake.await;
+        }
         if let Some(demo) = demo {
             let _ = demo.await;
         }
@@ -371,24 +380,7 @@ async fn routes(core: &Arc<Core>, web_dir: &Path) -> anyhow::Result<Routes> {
             }
         }),
     );
-    let index = web_dir.join("index.html");
-    let router = if index.is_file() {
-        info!(dir = %web_dir.display(), "serving the web app");
-        // Unknown paths get index.html so client-side routes survive a reload.
-        router.fallback_service(
-            ServeDir::new(web_dir)
-                .precompressed_gzip()
-                .fallback(ServeFile::new(index)),
-        )
-    } else {
-        warn!(dir = %web_dir.display(), "no web app built there (HEARTH_WEB_DIR); serving the API only");
-        router.fallback(|| async {
-            (
-                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                "<!doctype html><title>Hearth</title><h1>Hearth</h1><p>The web app is not built. \
-                 Run <code>./hearth.sh run</code> from the repository, or use the gRPC API on this port.</p>",
-            )
-        })
-    };
+    // Every path the API does not answer belongs to the web app.
+    let router = router.fallback_service(web::app(web_dir));
     Ok(Routes::from(router))
 }

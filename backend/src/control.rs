@@ -11,7 +11,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use tokio::sync::broadcast;
@@ -23,7 +23,7 @@ use crate::{
     domain::{ActuatorState, Command, CommandState, Device, DeviceId, Mode, Transition, UnixMs},
     metrics::Metrics,
     mqtt::Publisher,
-    storage::{Storage, StorageError},
+    storage::{Applied, Storage, StorageError},
 };
 
 /// Attempts at a compare-and-set before giving up under contention.
@@ -107,6 +107,8 @@ impl Control {
         requested_by: &str,
         change: impl Fn(&ActuatorState, UnixMs) -> Option<Transition>,
     ) -> Result<(Device, Option<u64>), ControlError> {
+        // The round trip is timed from here: the call, not its commit.
+        let started = Instant::now();
         for _ in 0..CAS_ATTEMPTS {
             let mut device = self.actuator(id).await?;
             let now = self.clock.now();
@@ -132,10 +134,16 @@ impl Control {
             device.state = state;
             let made = command.as_ref().map(|c| c.version);
             if let Some(command) = command {
-                self.requested
-                    .lock()
-                    .expect("requested lock")
-                    .insert((id.clone(), command.version), Instant::now());
+                {
+                    let mut requested = self.requested.lock().expect("requested lock");
+                    // Commands never acknowledged (expired, superseded) leave
+                    // their start behind; past their time-to-live it is useless.
+                    if requested.len() >= 1_024 {
+                        let ttl = Duration::from_millis(self.ttl_ms.max(0) as u64);
+                        requested.retain(|_, at| at.elapsed() < ttl);
+                    }
+                    requested.insert((id.clone(), command.version), started);
+                }
                 info!(device = %id, version = command.version, on = command.on, requested_by, reason = command.reason, "desired state changed");
                 device.last_command = Some(command);
                 if device.online {
@@ -236,7 +244,8 @@ impl Control {
         Ok(version)
     }
 
-    /// The device reports what it applied.
+    /// The device reports what it applied: stored, with the command it
+    /// applied closed, in one transaction.
     pub async fn reported(
         &self,
         id: &DeviceId,
@@ -246,31 +255,44 @@ impl Control {
         let mut device = self.actuator(id).await?;
         let now = self.clock.now();
         self.directory.seen(id, now);
-        match device.state.report(applied_version, on, now) {
-            Ok(state) => {
-                self.storage.save_reported(id, &state).await?;
-                if applied_version > 0 {
-                    self.applied(&mut device, applied_version, now).await?;
-                }
-                device.state = state;
-                let _ = self.changes.send(device);
-                Ok(())
-            }
+        let state = match device.state.report(applied_version, on, now) {
+            Ok(state) => state,
             Err(e) => {
                 self.metrics.reports_rejected.inc();
                 warn!(device = %id, error = %e, "reported state ignored");
-                Ok(())
+                return Ok(());
+            }
+        };
+        let applied = (applied_version > 0).then(|| Applied {
+            version: applied_version,
+            at: now,
+            round_trip_us: self.round_trip_us(&device, applied_version, now),
+        });
+        let closed = self.storage.save_reported(id, &state, applied).await?;
+        if let (true, Some(applied)) = (closed, applied) {
+            self.metrics.commands_acknowledged.inc();
+            self.metrics
+                .command_round_trip
+                .observe_us(applied.round_trip_us);
+            info!(device = %id, version = applied.version, rtt_us = applied.round_trip_us, "device applied the command");
+            if let Some(c) = device
+                .last_command
+                .as_mut()
+                .filter(|c| c.version == applied.version)
+            {
+                c.state = CommandState::Applied;
+                c.applied_at = Some(now);
+                c.round_trip_us = Some(applied.round_trip_us);
             }
         }
+        device.state = state;
+        let _ = self.changes.send(device);
+        Ok(())
     }
 
-    /// Closes the command `version` as applied, with its round-trip time.
-    async fn applied(
-        &self,
-        device: &mut Device,
-        version: u64,
-        now: UnixMs,
-    ) -> Result<(), ControlError> {
+    /// Microseconds from the request of command `version` to now: measured
+    /// here if this replica sent it, else from the stored request time.
+    fn round_trip_us(&self, device: &Device, version: u64, now: UnixMs) -> u64 {
         let started = self
             .requested
             .lock()
@@ -281,31 +303,11 @@ impl Control {
             .as_ref()
             .filter(|c| c.version == version)
             .map(|c| c.requested_at);
-        // Another replica stored it: its millisecond timestamps are what we have.
-        let rtt_us = match (started, requested_at) {
+        match (started, requested_at) {
             (Some(at), _) => at.elapsed().as_micros() as u64,
             (None, Some(at)) => (now - at).max(0) as u64 * 1000,
             (None, None) => 0,
-        };
-        if self
-            .storage
-            .command_applied(&device.id, version, now, rtt_us)
-            .await?
-        {
-            self.metrics.commands_acknowledged.inc();
-            self.metrics.command_round_trip.observe_us(rtt_us);
-            info!(device = %device.id, version, rtt_us, "device applied the command");
-            if let Some(c) = device
-                .last_command
-                .as_mut()
-                .filter(|c| c.version == version)
-            {
-                c.state = CommandState::Applied;
-                c.applied_at = Some(now);
-                c.round_trip_us = Some(rtt_us);
-            }
         }
-        Ok(())
     }
 
     /// The device says it is online or offline. A device coming online is

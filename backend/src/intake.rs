@@ -18,6 +18,7 @@ use crate::{
     mqtt::{Ack, Inbound},
 };
 
+#[derive(Clone)]
 pub struct Intake {
     pub directory: Arc<Directory>,
     pub ingest: Ingest,

@@ -5,7 +5,8 @@
 //! - [`settings`]: `HEARTH_*` environment variables, typed.
 //! - [`app`]: start-up ([`app::App::build`]) and the run loop with graceful
 //!   shutdown; serves gRPC, gRPC-web, reflection, health, `/metrics` and the
-//!   web app on one port.
+//!   web app on one port ([`web`]: the built app, precompressed, with cache
+//!   headers).
 //! - [`mqtt`]: the embedded broker, the broker connection, topic routing.
 //! - [`intake`]: what devices publish → validated readings for [`ingest`],
 //!   reports and status for [`control`].
@@ -16,8 +17,9 @@
 //!   publishing, acknowledgements.
 //! - [`grpc`]: the three hearth.v1 services, conversions and statuses.
 //! - [`storage`]: the `Storage` trait, SQLite and MySQL, all the SQL.
-//! - [`domain`]: ids, the device state machine, reading validation, rules;
-//!   pure logic, no I/O.
+//! - [`domain`] (the `hearth-domain` crate, `backend/domain/`): ids, the
+//!   device state machine, reading decoding and validation, rules; pure
+//!   logic, no I/O.
 //! - [`demo`]: the simulated demo home of the embedded run.
 
 pub mod app;
@@ -26,7 +28,6 @@ pub mod clock;
 pub mod control;
 pub mod demo;
 pub mod directory;
-pub mod domain;
 pub mod grpc;
 pub mod ingest;
 pub mod intake;
@@ -36,3 +37,6 @@ pub mod rollup;
 pub mod settings;
 pub mod storage;
 pub mod telemetry;
+pub mod web;
+
+pub use hearth_domain as domain;

@@ -9,7 +9,7 @@ use hearth_backend::{
         LoggedDecision, Mode, Pending, Reading, Resolution, RuleDecision, RuleId, RuleState,
         SeriesPlan, SeriesPoint, StaleAction, ThresholdRule, HOUR_MS, MINUTE_MS,
     },
-    storage::{connect, DecisionsOf, ReadingCursor, ReadingQuery, Storage, StorageError},
+    storage::{connect, Applied, DecisionsOf, ReadingCursor, ReadingQuery, Storage, StorageError},
 };
 use hearth_proto::v1::Metric;
 use sqlx::Connection as _;
@@ -101,7 +101,10 @@ async fn contract(storage: Arc<dyn Storage>) {
         "a second writer loses"
     );
     let acked = on.report(1, true, 11).unwrap();
-    storage.save_reported(&fan, &acked).await.unwrap();
+    assert!(
+        !storage.save_reported(&fan, &acked, None).await.unwrap(),
+        "no command closed without one applied"
+    );
     storage.save_presence(&fan, Some(true), 12).await.unwrap();
     let stored = storage.get_device(&fan).await.unwrap().unwrap();
     assert_eq!(stored.state, acked);
@@ -121,9 +124,22 @@ async fn contract(storage: Arc<dyn Storage>) {
 
     // Commands: published, applied once, a newer one supersedes, expiry.
     storage.command_published(&fan, 1, 13).await.unwrap();
-    assert!(storage.command_applied(&fan, 1, 14, 900).await.unwrap());
+    let applied = |at, round_trip_us| {
+        Some(Applied {
+            version: 1,
+            at,
+            round_trip_us,
+        })
+    };
+    assert!(storage
+        .save_reported(&fan, &acked, applied(14, 900))
+        .await
+        .unwrap());
     assert!(
-        !storage.command_applied(&fan, 1, 15, 1).await.unwrap(),
+        !storage
+            .save_reported(&fan, &acked, applied(15, 1))
+            .await
+            .unwrap(),
         "once"
     );
     let mut state = acked.clone();

@@ -4,9 +4,12 @@
 //! view (`views::chart`) only renders what this computes. Pure, tested
 //! natively.
 
-use std::{collections::VecDeque, fmt::Write as _};
+use std::collections::VecDeque;
 
-use crate::range::{self, Window};
+use crate::{
+    number,
+    range::{self, Window},
+};
 
 /// The SVG's own coordinate space; the element stretches it to its box.
 pub const WIDTH: f64 = 1000.0;
@@ -237,8 +240,10 @@ pub fn time_ticks(window: Window, utc_offset_ms: i64) -> Vec<i64> {
 
 fn polyline(out: &mut String, points: impl Iterator<Item = (f64, f64)>) {
     for (i, (x, y)) in points.enumerate() {
-        let command = if i == 0 { 'M' } else { 'L' };
-        let _ = write!(out, "{command}{x:.1} {y:.1}");
+        out.push(if i == 0 { 'M' } else { 'L' });
+        number::push_fixed(out, x, 1);
+        out.push(' ');
+        number::push_fixed(out, y, 1);
     }
 }
 

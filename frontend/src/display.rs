@@ -6,11 +6,14 @@ use hearth_proto::v1::{
     CommandState, DecisionAction, Device, DeviceKind, Metric, Mode, StaleAction,
 };
 
+use crate::number;
+
 /// A reading with its unit, to one decimal: `23.4 °C`, `45.0 %`, `1013.2 hPa`.
 pub fn reading(metric: Metric, value: f64) -> String {
+    let value = number::fixed(value, 1);
     match unit(metric) {
-        Some(unit) => format!("{value:.1} {unit}"),
-        None => format!("{value:.1}"),
+        Some(unit) => format!("{value} {unit}"),
+        None => value,
     }
 }
 
@@ -126,7 +129,7 @@ pub fn round_trip(micros: u64) -> String {
     match micros {
         0..1000 => format!("{micros} µs"),
         1000..1_000_000 => format!("{} ms", micros / 1000),
-        _ => format!("{:.2} s", micros as f64 / 1e6),
+        _ => format!("{} s", number::fixed(micros as f64 / 1e6, 2)),
     }
 }
 

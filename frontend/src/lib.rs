@@ -5,10 +5,10 @@
 //! - `api`: every network call, through the generated `hearth.v1` clients.
 //! - `live`: server streams kept open across backend restarts, and the
 //!   connection state the banner shows.
-//! - `display`, `command`, `readings`, `range`, `chart`, `rules`, `route`:
-//!   plain logic (formatting, command progress, latest values and paging,
-//!   time ranges and buckets, chart geometry, rule drafts, paths), tested
-//!   natively.
+//! - `display`, `number`, `command`, `readings`, `range`, `chart`, `rules`,
+//!   `route`: plain logic (formatting, numbers as text, command progress,
+//!   latest values and paging, time ranges and buckets, chart geometry, rule
+//!   drafts, paths), tested natively.
 //! - `browser`: the clock, local time, history and localStorage; `tasks`:
 //!   loops tied to a view.
 
@@ -18,6 +18,7 @@ mod chart;
 mod command;
 mod display;
 mod live;
+mod number;
 mod range;
 mod readings;
 mod route;

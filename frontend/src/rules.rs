@@ -53,8 +53,8 @@ impl From<&Rule> for RuleDraft {
             source_device_id: rule.source_device_id.clone(),
             metric: rule.metric(),
             target_device_id: rule.target_device_id.clone(),
-            on_above: rule.on_above.to_string(),
-            off_below: rule.off_below.to_string(),
+            on_above: crate::number::trimmed(rule.on_above),
+            off_below: crate::number::trimmed(rule.off_below),
             min_on_seconds: rule.min_on_seconds.to_string(),
             min_off_seconds: rule.min_off_seconds.to_string(),
             sustain_seconds: rule.sustain_seconds.to_string(),
@@ -85,7 +85,8 @@ impl RuleDraft {
         let off_below = number("Off below", &self.off_below)?;
         if off_below > on_above {
             return Err(format!(
-                "Off below: must not be above \"on above\" ({on_above}), or the device would flap."
+                "Off below: must not be above \"on above\" ({}), or the device would flap.",
+                crate::number::trimmed(on_above)
             ));
         }
         Ok(Rule {

@@ -5,7 +5,7 @@
 //! agreement, [`validate_batch`] — and asserts what must hold of whatever it
 //! accepts.
 
-use hearth_backend::domain::{
+use hearth_domain::{
     reading::{MAX_FUTURE_MS, MAX_PAST_MS, MAX_READINGS_PER_BATCH},
     validate_batch, DeviceId, HomeId, Reading,
 };
@@ -30,7 +30,7 @@ pub fn decode_readings(
     }
     let home_id = HomeId::parse(parsed.home_id, "topic home").map_err(|e| e.to_string())?;
     let device_id = DeviceId::parse(parsed.device_id, "topic device").map_err(|e| e.to_string())?;
-    let batch = hearth_backend::mqtt::decode_readings(&home_id, &device_id, payload)?;
+    let batch = hearth_domain::decode_readings(&home_id, &device_id, payload)?;
     Ok((home_id, device_id, batch))
 }
 

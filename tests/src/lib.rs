@@ -636,22 +636,33 @@ impl Drop for PrivateBroker {
 
 /// A plain HTTP/1.1 GET on loopback, returning the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    http_get_with(addr, path, &[]).await
+}
+
+/// [`http_get`] with extra request headers; a binary body comes back lossily
+/// as text (the tests read the head).
+pub async fn http_get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connecting");
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     stream
         .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n")
+                .as_bytes(),
         )
         .await
         .expect("writing the request");
-    let mut response = String::new();
+    let mut response = Vec::new();
     stream
-        .read_to_string(&mut response)
+        .read_to_end(&mut response)
         .await
         .expect("reading the response");
-    response
+    String::from_utf8_lossy(&response).into_owned()
 }
 
 /// An MQTT connection acting as a device: publishes with QoS 1 and waits for

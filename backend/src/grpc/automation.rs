@@ -9,7 +9,10 @@ use hearth_proto::v1::{
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use super::{convert, status::invalid};
+use super::{
+    convert,
+    status::{invalid, invalid_id},
+};
 use crate::{
     app::Core,
     domain::{
@@ -36,7 +39,7 @@ impl AutomationApi {
         home: &HomeId,
         sensor: bool,
     ) -> Result<DeviceId, Status> {
-        let id = DeviceId::parse(id, field)?;
+        let id = DeviceId::parse(id, field).map_err(invalid_id)?;
         let known = self
             .core
             .directory
@@ -66,10 +69,11 @@ impl AutomationApi {
     /// `id` empty: a new id (for CreateRule and DryRun).
     async fn rule_from_proto(&self, r: v1::Rule) -> Result<ThresholdRule, Status> {
         let id = match r.id.as_str() {
-            "" => RuleId::parse(&format!("rule-{:08x}", rand::random::<u32>()), "rule.id")?,
-            id => RuleId::parse(id, "rule.id")?,
+            "" => RuleId::parse(&format!("rule-{:08x}", rand::random::<u32>()), "rule.id")
+                .map_err(invalid_id)?,
+            id => RuleId::parse(id, "rule.id").map_err(invalid_id)?,
         };
-        let home_id = HomeId::parse(&r.home_id, "rule.home_id")?;
+        let home_id = HomeId::parse(&r.home_id, "rule.home_id").map_err(invalid_id)?;
         let metric = convert::metric_filter(r.metric, "rule.metric")?
             .ok_or_else(|| invalid("rule.metric", "must be set"))?;
         let stale_action = convert::stale_action_from_proto(r.stale_action, "rule.stale_action")?;
@@ -140,7 +144,7 @@ impl AutomationService for AutomationApi {
     ) -> Result<Response<ListRulesResponse>, Status> {
         let home = match request.into_inner().home_id.as_str() {
             "" => None,
-            id => Some(HomeId::parse(id, "home_id")?),
+            id => Some(HomeId::parse(id, "home_id").map_err(invalid_id)?),
         };
         let rules = self.core.storage.list_rules(home.as_ref()).await?;
         Ok(Response::new(ListRulesResponse {
@@ -152,7 +156,7 @@ impl AutomationService for AutomationApi {
         &self,
         request: Request<DeleteRuleRequest>,
     ) -> Result<Response<DeleteRuleResponse>, Status> {
-        let id = RuleId::parse(&request.into_inner().id, "id")?;
+        let id = RuleId::parse(&request.into_inner().id, "id").map_err(invalid_id)?;
         self.core.storage.delete_rule(&id).await?;
         info!(rule = %id, "rule deleted");
         Ok(Response::new(DeleteRuleResponse {}))
@@ -189,14 +193,14 @@ impl AutomationService for AutomationApi {
         let decisions = match (r.home_id.as_str(), r.rule_id.as_str()) {
             ("", "") => return Err(invalid("home_id", "or rule_id must be set")),
             (home, "") => {
-                let home = HomeId::parse(home, "home_id")?;
+                let home = HomeId::parse(home, "home_id").map_err(invalid_id)?;
                 self.core
                     .storage
                     .list_decisions(DecisionsOf::Home(&home), limit)
                     .await?
             }
             ("", rule) => {
-                let rule = RuleId::parse(rule, "rule_id")?;
+                let rule = RuleId::parse(rule, "rule_id").map_err(invalid_id)?;
                 self.core
                     .storage
                     .list_decisions(DecisionsOf::Rule(&rule), limit)

@@ -12,7 +12,10 @@ use hearth_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{convert, status::invalid};
+use super::{
+    convert,
+    status::{invalid, invalid_id},
+};
 use crate::{
     app::Core,
     domain::{rule::MAX_DURATION_S, ActuatorState, Device, DeviceId, Home, HomeId, Mode},
@@ -62,7 +65,7 @@ impl DeviceService for DeviceApi {
         request: Request<CreateHomeRequest>,
     ) -> Result<Response<v1::Home>, Status> {
         let r = request.into_inner();
-        let id = HomeId::parse(&r.id, "id")?;
+        let id = HomeId::parse(&r.id, "id").map_err(invalid_id)?;
         let home = Home {
             name: display_name(&r.name, id.as_str(), "name")?,
             id,
@@ -87,8 +90,8 @@ impl DeviceService for DeviceApi {
         request: Request<RegisterDeviceRequest>,
     ) -> Result<Response<v1::Device>, Status> {
         let r = request.into_inner();
-        let home_id = HomeId::parse(&r.home_id, "home_id")?;
-        let id = DeviceId::parse(&r.id, "id")?;
+        let home_id = HomeId::parse(&r.home_id, "home_id").map_err(invalid_id)?;
+        let id = DeviceId::parse(&r.id, "id").map_err(invalid_id)?;
         let kind = convert::kind_from_proto(r.kind, "kind")?;
         let device = Device {
             name: display_name(&r.name, id.as_str(), "name")?,
@@ -112,7 +115,7 @@ impl DeviceService for DeviceApi {
         let r = request.into_inner();
         let home = match r.home_id.as_str() {
             "" => None,
-            id => Some(HomeId::parse(id, "home_id")?),
+            id => Some(HomeId::parse(id, "home_id").map_err(invalid_id)?),
         };
         let devices = self.core.storage.list_devices(home.as_ref()).await?;
         Ok(Response::new(ListDevicesResponse {
@@ -124,7 +127,7 @@ impl DeviceService for DeviceApi {
         &self,
         request: Request<GetDeviceRequest>,
     ) -> Result<Response<v1::Device>, Status> {
-        let id = DeviceId::parse(&request.into_inner().id, "id")?;
+        let id = DeviceId::parse(&request.into_inner().id, "id").map_err(invalid_id)?;
         let device = self
             .core
             .storage
@@ -139,7 +142,7 @@ impl DeviceService for DeviceApi {
         request: Request<SetModeRequest>,
     ) -> Result<Response<v1::Device>, Status> {
         let r = request.into_inner();
-        let id = DeviceId::parse(&r.device_id, "device_id")?;
+        let id = DeviceId::parse(&r.device_id, "device_id").map_err(invalid_id)?;
         let mode = convert::mode_from_proto(r.mode, "mode")?;
         let requested_by = display_name(&r.requested_by, "api", "requested_by")?;
         let override_until = match (r.override_seconds, mode) {
@@ -174,7 +177,7 @@ impl DeviceService for DeviceApi {
         request: Request<v1::ListCommandsRequest>,
     ) -> Result<Response<v1::ListCommandsResponse>, Status> {
         let r = request.into_inner();
-        let id = DeviceId::parse(&r.device_id, "device_id")?;
+        let id = DeviceId::parse(&r.device_id, "device_id").map_err(invalid_id)?;
         let limit = match r.limit {
             0 => DEFAULT_COMMANDS,
             n if n <= MAX_COMMANDS => n,
@@ -195,7 +198,7 @@ impl DeviceService for DeviceApi {
         &self,
         request: Request<v1::WatchDevicesRequest>,
     ) -> Result<Response<Self::WatchDevicesStream>, Status> {
-        let home = HomeId::parse(&request.into_inner().home_id, "home_id")?;
+        let home = HomeId::parse(&request.into_inner().home_id, "home_id").map_err(invalid_id)?;
         // Subscribe before reading the snapshot, so no change falls between.
         let changes = BroadcastStream::new(self.core.control.subscribe_changes());
         let devices = self.core.storage.list_devices(Some(&home)).await?;

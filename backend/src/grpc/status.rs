@@ -39,10 +39,9 @@ impl From<ControlError> for Status {
     }
 }
 
-impl From<InvalidId> for Status {
-    fn from(e: InvalidId) -> Self {
-        Status::invalid_argument(e.to_string())
-    }
+/// `INVALID_ARGUMENT` for an id that does not parse (it names its field).
+pub fn invalid_id(e: InvalidId) -> Status {
+    Status::invalid_argument(e.to_string())
 }
 
 /// `INVALID_ARGUMENT` naming `field`.

@@ -12,7 +12,10 @@ use tokio::sync::oneshot;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 use tonic::{Request, Response, Status};
 
-use super::{convert, status::invalid};
+use super::{
+    convert,
+    status::{invalid, invalid_id},
+};
 use crate::{
     app::Core,
     domain::{series::plan, validate_batch, DeviceId, DeviceKind, HomeId},
@@ -132,7 +135,7 @@ impl TelemetryService for TelemetryApi {
         request: Request<ListReadingsRequest>,
     ) -> Result<Response<ListReadingsResponse>, Status> {
         let r = request.into_inner();
-        let device_id = DeviceId::parse(&r.device_id, "device_id")?;
+        let device_id = DeviceId::parse(&r.device_id, "device_id").map_err(invalid_id)?;
         let metric = convert::metric_filter(r.metric, "metric")?;
         let limit = match r.page_size {
             0 => DEFAULT_PAGE_SIZE,
@@ -194,12 +197,13 @@ impl TelemetryService for TelemetryApi {
         request: Request<WatchReadingsRequest>,
     ) -> Result<Response<Self::WatchReadingsStream>, Status> {
         let r = request.into_inner();
-        let home_id = HomeId::parse(&r.home_id, "home_id")?;
+        let home_id = HomeId::parse(&r.home_id, "home_id").map_err(invalid_id)?;
         let devices = r
             .device_ids
             .iter()
             .map(|d| DeviceId::parse(d, "device_ids"))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid_id)?;
         let metrics = r
             .metrics
             .iter()
@@ -253,7 +257,7 @@ impl TelemetryService for TelemetryApi {
         request: Request<GetSeriesRequest>,
     ) -> Result<Response<GetSeriesResponse>, Status> {
         let r = request.into_inner();
-        let device = DeviceId::parse(&r.device_id, "device_id")?;
+        let device = DeviceId::parse(&r.device_id, "device_id").map_err(invalid_id)?;
         let metric = convert::metric_filter(r.metric, "metric")?
             .ok_or_else(|| invalid("metric", "must be set"))?;
         let end = match r.end_unix_ms {

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    domain::{Command, DeviceId, HomeId},
+    domain::{self, Command, DeviceId, HomeId},
     metrics::Metrics,
 };
 
@@ -91,6 +91,35 @@ pub struct Connection {
     pub publisher: Publisher,
     events: EventLoop,
     how: Subscription,
+    lane: Lane,
+}
+
+/// What a connection carries. Why two: a device's acknowledgement of a
+/// command must not wait behind thousands of readings, in the broker's queue
+/// for the session, in the socket, or in the inbox; on a connection of its
+/// own it never does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// `readings` of every device.
+    Readings,
+    /// `reported` and `status` in, `desired` out.
+    Control,
+}
+
+impl Lane {
+    fn channels(self) -> &'static [Channel] {
+        match self {
+            Lane::Readings => &[Channel::Readings],
+            Lane::Control => &[Channel::Reported, Channel::Status],
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Lane::Readings => "readings",
+            Lane::Control => "control",
+        }
+    }
 }
 
 /// Connects to `url` and waits for the broker to accept; `setting` names
@@ -106,11 +135,16 @@ pub async fn connect(
     topics: &Topics,
     setting: &str,
     how: Subscription,
+    lane: Lane,
     replica: Option<&str>,
 ) -> anyhow::Result<Connection> {
     let client_id = match replica {
-        Some(name) => format!("hearth-backend-{name}"),
-        None => format!("hearth-backend-{:08x}", rand::random::<u32>()),
+        Some(name) => format!("hearth-backend-{name}-{}", lane.name()),
+        None => format!(
+            "hearth-backend-{:08x}-{}",
+            rand::random::<u32>(),
+            lane.name()
+        ),
     };
     let mut options =
         hearth_agent::mqtt::options(url, &client_id).with_context(|| format!("{setting}={url}"))?;
@@ -142,7 +176,7 @@ pub async fn connect(
         let why = last_error.map_or_else(|| "no answer".to_owned(), |e| e.to_string());
         bail!("cannot reach the MQTT broker at {url} ({setting}) within 5 s: {why}");
     }
-    subscribe(&client, topics, how).await?;
+    subscribe(&client, topics, how, lane).await?;
     info!(url, client_id, "connected to the MQTT broker");
     Ok(Connection {
         publisher: Publisher {
@@ -151,6 +185,7 @@ pub async fn connect(
         },
         events,
         how,
+        lane,
     })
 }
 
@@ -169,8 +204,13 @@ pub enum Subscription {
     Shared,
 }
 
-async fn subscribe(client: &AsyncClient, topics: &Topics, how: Subscription) -> anyhow::Result<()> {
-    for channel in [Channel::Readings, Channel::Reported, Channel::Status] {
+async fn subscribe(
+    client: &AsyncClient,
+    topics: &Topics,
+    how: Subscription,
+    lane: Lane,
+) -> anyhow::Result<()> {
+    for &channel in lane.channels() {
         let filter = match how {
             Subscription::Exclusive => topics.all_devices(channel),
             Subscription::Shared => topics.all_devices_shared(SUBSCRIPTION_GROUP, channel),
@@ -197,6 +237,7 @@ pub async fn run_inbox(
         publisher,
         mut events,
         how,
+        lane,
     } = connection;
     let Publisher { client, topics } = publisher;
     let acks = AckOrder::new(client.clone());
@@ -210,10 +251,10 @@ pub async fn run_inbox(
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 acks.reset();
                 if failures > 0 {
-                    info!("reconnected to the MQTT broker");
+                    info!(lane = lane.name(), "reconnected to the MQTT broker");
                     failures = 0;
-                    if let Err(e) = subscribe(&client, &topics, how).await {
-                        warn!(error = %e, "resubscribing failed");
+                    if let Err(e) = subscribe(&client, &topics, how, lane).await {
+                        warn!(lane = lane.name(), error = %e, "resubscribing failed");
                     }
                 }
             }
@@ -239,7 +280,7 @@ pub async fn run_inbox(
             Ok(_) => {}
             Err(e) => {
                 if failures == 0 {
-                    warn!(error = %e, "lost the MQTT broker; reconnecting");
+                    warn!(lane = lane.name(), error = %e, "lost the MQTT broker; reconnecting");
                 }
                 failures += 1;
                 tokio::select! {
@@ -253,24 +294,6 @@ pub async fn run_inbox(
 }
 
 type Builder = Box<dyn FnOnce(Ack) -> Inbound + Send>;
-
-/// Decodes the payload of a message on `device_id`'s `readings` topic: a
-/// `ReadingBatch` that names no other device or home than its topic. Pure,
-/// so the fuzz targets (`fuzz/`) drive exactly this.
-pub fn decode_readings(
-    home_id: &HomeId,
-    device_id: &DeviceId,
-    payload: &[u8],
-) -> Result<ReadingBatch, String> {
-    let batch = ReadingBatch::decode(payload)
-        .map_err(|e| format!("payload is not a hearth.v1.ReadingBatch: {e}"))?;
-    if (!batch.device_id.is_empty() && batch.device_id != device_id.as_str())
-        || (!batch.home_id.is_empty() && batch.home_id != home_id.as_str())
-    {
-        return Err("payload names another device than its topic".into());
-    }
-    Ok(batch)
-}
 
 /// Parses a received message, or says why it is dropped.
 fn parse(topics: &Topics, publish: &Publish) -> Result<Builder, String> {
@@ -291,7 +314,7 @@ fn parse(topics: &Topics, publish: &Publish) -> Result<Builder, String> {
     let bad = |what: &str, e: prost::DecodeError| format!("payload is not a hearth.v1.{what}: {e}");
     Ok(match channel {
         Channel::Readings => {
-            let batch = decode_readings(&home_id, &device_id, payload)?;
+            let batch = domain::decode_readings(&home_id, &device_id, payload)?;
             Box::new(move |ack| Inbound::Readings {
                 home_id,
                 device_id,

@@ -97,6 +97,14 @@ impl ReadingCursor {
     }
 }
 
+/// A command a device reports it applied, with its measured round trip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub version: u64,
+    pub at: UnixMs,
+    pub round_trip_us: u64,
+}
+
 /// Persistence of homes, devices, readings and rules.
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
@@ -121,15 +129,6 @@ pub trait Storage: Send + Sync + 'static {
         command: Option<&Command>,
     ) -> Result<()>;
     async fn command_published(&self, id: &DeviceId, version: u64, at: UnixMs) -> Result<()>;
-    /// Marks the command applied unless it already was; returns whether it
-    /// changed.
-    async fn command_applied(
-        &self,
-        id: &DeviceId,
-        version: u64,
-        at: UnixMs,
-        round_trip_us: u64,
-    ) -> Result<bool>;
     /// Open commands whose time-to-live has passed become expired; returns
     /// the devices they were for.
     async fn expire_commands(&self, now: UnixMs) -> Result<Vec<DeviceId>>;
@@ -137,8 +136,16 @@ pub trait Storage: Send + Sync + 'static {
     async fn list_commands(&self, id: &DeviceId, limit: u32) -> Result<Vec<Command>>;
     /// Devices whose manual override ended at or before `now`.
     async fn overrides_ended(&self, now: UnixMs) -> Result<Vec<DeviceId>>;
-    /// Stores the reported part of `state` (desired is left alone).
-    async fn save_reported(&self, id: &DeviceId, state: &ActuatorState) -> Result<()>;
+    /// Stores the reported part of `state` (desired is left alone) and, with
+    /// `applied`, marks that command applied unless it already was: one
+    /// transaction, so one commit on a device's acknowledgement path.
+    /// Returns whether a command changed.
+    async fn save_reported(
+        &self,
+        id: &DeviceId,
+        state: &ActuatorState,
+        applied: Option<Applied>,
+    ) -> Result<bool>;
     async fn save_presence(&self, id: &DeviceId, online: Option<bool>, seen: UnixMs) -> Result<()>;
 
     /// Inserts readings, ignoring any whose idempotency key is already stored.

@@ -14,7 +14,7 @@ use sqlx::{
     QueryBuilder, Row,
 };
 
-use super::{kind_of, DecisionsOf, ReadingQuery, Result, Storage, StorageError};
+use super::{kind_of, Applied, DecisionsOf, ReadingQuery, Result, Storage, StorageError};
 use crate::domain::{
     Action, ActuatorState, Command, CommandState, Desired, Device, DeviceId, Home, HomeId,
     LoggedDecision, Mode, Pending, Reading, Reported, Resolution, RuleDecision, RuleId, RuleState,
@@ -382,17 +382,6 @@ macro_rules! sql_storage {
                 Ok(())
             }
 
-            async fn command_applied(&self, id: &DeviceId, version: u64, at: UnixMs, round_trip_us: u64) -> Result<bool> {
-                let done = sqlx::query("UPDATE commands SET state = 'applied', applied_at = ?, round_trip_us = ? WHERE device_id = ? AND version = ? AND state <> 'applied'")
-                    .bind(at)
-                    .bind(round_trip_us as i64)
-                    .bind(id.as_str())
-                    .bind(version as i64)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected() == 1)
-            }
-
             async fn expire_commands(&self, now: UnixMs) -> Result<Vec<DeviceId>> {
                 let mut tx = self.pool.begin().await?;
                 let rows = sqlx::query("SELECT device_id FROM commands WHERE state IN ('requested', 'published') AND expires_at <= ?")
@@ -431,16 +420,29 @@ macro_rules! sql_storage {
                     .collect()
             }
 
-            async fn save_reported(&self, id: &DeviceId, state: &ActuatorState) -> Result<()> {
+            async fn save_reported(&self, id: &DeviceId, state: &ActuatorState, applied: Option<Applied>) -> Result<bool> {
                 let r = state.reported.as_ref();
+                let mut tx = self.pool.begin().await?;
                 sqlx::query("UPDATE devices SET reported_version = ?, reported_on = ?, reported_at = ? WHERE id = ?")
                     .bind(r.map(|r| r.applied_version as i64))
                     .bind(r.map(|r| r.on))
                     .bind(r.map(|r| r.recorded_at))
                     .bind(id.as_str())
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
-                Ok(())
+                let mut closed = false;
+                if let Some(Applied { version, at, round_trip_us }) = applied {
+                    let done = sqlx::query("UPDATE commands SET state = 'applied', applied_at = ?, round_trip_us = ? WHERE device_id = ? AND version = ? AND state <> 'applied'")
+                        .bind(at)
+                        .bind(round_trip_us as i64)
+                        .bind(id.as_str())
+                        .bind(version as i64)
+                        .execute(&mut *tx)
+                        .await?;
+                    closed = done.rows_affected() == 1;
+                }
+                tx.commit().await?;
+                Ok(closed)
             }
 
             async fn save_presence(&self, id: &DeviceId, online: Option<bool>, seen: i64) -> Result<()> {

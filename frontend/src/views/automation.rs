@@ -21,6 +21,7 @@ use crate::{
     browser,
     chart::{Bucket, Geometry, Plot},
     display::{self, SENSOR_METRICS},
+    number,
     range::{self, Range, Window},
     rules::{on_spans, RuleDraft},
     tasks::spawn_scoped,
@@ -70,10 +71,10 @@ pub fn AutomationPage(home: HomeState) -> impl IntoView {
     };
 
     view! {
-        <section class="panel" aria-labelledby="rules-title">
+        <section id="rules" class="panel" aria-labelledby="rules-title">
             <div class="panel-head">
                 <h3 id="rules-title">"Rules"</h3>
-                <button aria-label="Create a new rule" on:click=new_rule>"New rule"</button>
+                <button id="new-rule" aria-label="Create a new rule" on:click=new_rule>"New rule"</button>
             </div>
             {move || failure.get().map(alert)}
             <Transition fallback=|| view! { <p class="hint">"Loading rules…"</p> }>
@@ -143,9 +144,9 @@ fn RuleCard(rule: Rule, home: HomeState, actions: RuleActions) -> impl IntoView 
     let summary = format!(
         "When the {metric} of {} rises above {} {unit}, switch {} on; below {} {unit}, off.",
         device_label(home, &rule.source_device_id),
-        rule.on_above,
+        number::trimmed(rule.on_above),
         device_label(home, &rule.target_device_id),
-        rule.off_below,
+        number::trimmed(rule.off_below),
     );
     let mut details = Vec::new();
     if rule.min_on_seconds > 0 {
@@ -219,12 +220,12 @@ fn RuleCard(rule: Rule, home: HomeState, actions: RuleActions) -> impl IntoView 
             <p>{summary}</p>
             {(!details.is_empty()).then(|| view! { <p class="hint">{details.join(" · ")}</p> })}
             <div class="rule-buttons">
-                <button aria-pressed=enabled.to_string() aria-label=format!("Rule {name} enabled") on:click=toggle>
+                <button data-action="toggle" aria-pressed=enabled.to_string() aria-label=format!("Rule {name} enabled") on:click=toggle>
                     {if enabled { "Enabled" } else { "Disabled" }}
                 </button>
-                <button aria-label=format!("Edit rule {name}") on:click=edit>"Edit"</button>
-                <button aria-label=format!("Dry run rule {name}") on:click=dry>"Dry run"</button>
-                <button aria-label=format!("Delete rule {name}") on:click=delete>"Delete"</button>
+                <button data-action="edit" aria-label=format!("Edit rule {name}") on:click=edit>"Edit"</button>
+                <button data-action="dry-run" aria-label=format!("Dry run rule {name}") on:click=dry>"Dry run"</button>
+                <button data-action="delete" aria-label=format!("Delete rule {name}") on:click=delete>"Delete"</button>
             </div>
         </article>
     }
@@ -312,7 +313,7 @@ fn RuleForm(home: HomeState, actions: RuleActions) -> impl IntoView {
         .collect_view();
 
     view! {
-        <section class="panel" aria-labelledby="rule-form-title">
+        <section id="rule-form" class="panel" aria-labelledby="rule-form-title">
             <h3 id="rule-form-title">{if is_new { "New rule" } else { "Edit rule" }}</h3>
             <form class="rule-form" on:submit=save>
                 {text_field(draft, "Name", "text", |d| &d.name, |d, v| d.name = v)}
@@ -402,7 +403,7 @@ fn DryRunPanel(rule: RwSignal<Option<Rule>>, home: HomeState) -> impl IntoView {
         .map(|(preset, label)| {
             let pressed = move || range.with(|r| *r == preset).to_string();
             view! {
-                <button aria-pressed=pressed aria-label=format!("Dry run over the last {label}") on:click=move |_| {
+                <button aria-pressed=pressed aria-label=format!("Dry run over the last {label}") data-range=label on:click=move |_| {
                     fixed.set(preset.window(browser::now_unix_ms()));
                     range.set(preset);
                 }>
@@ -432,7 +433,7 @@ fn DryRunPanel(rule: RwSignal<Option<Rule>>, home: HomeState) -> impl IntoView {
         Some(dry_run_view(home, rule, window, run, series))
     };
     view! {
-        <section class="panel" aria-labelledby="dry-run-title">
+        <section id="dry-run" class="panel" aria-labelledby="dry-run-title">
             <h3 id="dry-run-title">"Dry run"</h3>
             {move || match rule.get() {
                 None => view! { <p class="hint">"Choose “Dry run” on a rule or a draft to see when it would have switched."</p> }.into_any(),
@@ -522,7 +523,7 @@ fn dry_run_view(
             );
             view! {
                 <Chart geometry=Signal::stored(geometry) window=Signal::stored(window) label overlay=Signal::stored(overlay) />
-                <p class="caption">"Shaded: the device would be on. Dashed: on above " {rule.on_above} ", off below " {rule.off_below} "."</p>
+                <p class="caption">"Shaded: the device would be on. Dashed: on above " {number::trimmed(rule.on_above)} ", off below " {number::trimmed(rule.off_below)} "."</p>
             }
             .into_any()
         }
@@ -553,7 +554,7 @@ fn Decisions(home: HomeState) -> impl IntoView {
         async move { api::list_decisions(&home_id, DECISIONS).await }
     });
     view! {
-        <section class="panel" aria-labelledby="decisions-title">
+        <section id="decisions" class="panel" aria-labelledby="decisions-title">
             <h3 id="decisions-title">"Decisions"</h3>
             <Transition fallback=|| view! { <p class="hint">"Loading decisions…"</p> }>
                 {move || Suspend::new(async move {
@@ -576,7 +577,7 @@ fn decision_table(decisions: Vec<Decision>) -> AnyView {
         .into_iter()
         .map(|d| {
             let value = if d.value.is_finite() {
-                format!("{:.1}", d.value)
+                number::fixed(d.value, 1)
             } else {
                 "—".into()
             };

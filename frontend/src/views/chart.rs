@@ -9,8 +9,14 @@ use leptos::prelude::*;
 use crate::{
     browser,
     chart::{Geometry, HEIGHT, WIDTH},
+    number::fixed,
     range::Window,
 };
+
+/// An SVG coordinate as an attribute: one decimal is finer than a pixel.
+fn coordinate(value: f64) -> String {
+    fixed(value, 1)
+}
 
 /// A moment marked on a chart: a switch on (`true`) or off.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,16 +42,16 @@ pub fn Chart(
     #[prop(optional, into)] overlay: Signal<Overlay>,
     /// The number format of value labels, e.g. one decimal.
     #[prop(default = 1)]
-    decimals: usize,
+    decimals: u32,
 ) -> impl IntoView {
-    let view_box = format!("0 0 {WIDTH} {HEIGHT}");
+    let view_box = format!("0 0 {} {}", fixed(WIDTH, 0), fixed(HEIGHT, 0));
     let grid = move || {
         geometry.with(|g| {
             g.value_ticks
                 .iter()
                 .map(|t| {
-                    let y = t.percent * HEIGHT / 100.0;
-                    view! { <line class="grid" x1="0" x2=WIDTH y1=y y2=y vector-effect="non-scaling-stroke" /> }
+                    let y = coordinate(t.percent * HEIGHT / 100.0);
+                    view! { <line class="grid" x1="0" x2=coordinate(WIDTH) y1=y.clone() y2=y vector-effect="non-scaling-stroke" /> }
                 })
                 .collect_view()
         })
@@ -57,7 +63,7 @@ pub fn Chart(
                 .iter()
                 .map(|&(from, to)| {
                     let (x0, x1) = (g.x(from).max(0.0), g.x(to).min(WIDTH));
-                    view! { <rect class="span-on" x=x0 y="0" width=(x1 - x0).max(0.0) height=HEIGHT /> }
+                    view! { <rect class="span-on" x=coordinate(x0) y="0" width=coordinate((x1 - x0).max(0.0)) height=coordinate(HEIGHT) /> }
                 })
                 .collect_view()
         })
@@ -68,9 +74,9 @@ pub fn Chart(
             o.marks
                 .iter()
                 .map(|m| {
-                    let x = g.x(m.time_unix_ms);
+                    let x = coordinate(g.x(m.time_unix_ms));
                     let class = if m.on { "mark on" } else { "mark off" };
-                    view! { <line class=class x1=x x2=x y1="0" y2=HEIGHT vector-effect="non-scaling-stroke" /> }
+                    view! { <line class=class x1=x.clone() x2=x y1="0" y2=coordinate(HEIGHT) vector-effect="non-scaling-stroke" /> }
                 })
                 .collect_view()
         })
@@ -80,7 +86,8 @@ pub fn Chart(
             g.levels
                 .iter()
                 .map(|&y| {
-                    view! { <line class="level" x1="0" x2=WIDTH y1=y y2=y vector-effect="non-scaling-stroke" /> }
+                    let y = coordinate(y);
+                    view! { <line class="level" x1="0" x2=coordinate(WIDTH) y1=y.clone() y2=y vector-effect="non-scaling-stroke" /> }
                 })
                 .collect_view()
         })
@@ -90,8 +97,8 @@ pub fn Chart(
             g.value_ticks
                 .iter()
                 .map(|t| {
-                    let style = format!("top:{:.2}%", t.percent);
-                    view! { <span class="y-label" style=style>{format!("{:.*}", decimals, t.value)}</span> }
+                    let style = format!("top:{}%", fixed(t.percent, 2));
+                    view! { <span class="y-label" style=style>{fixed(t.value, decimals)}</span> }
                 })
                 .collect_view()
         })
@@ -102,7 +109,7 @@ pub fn Chart(
             g.time_ticks
                 .iter()
                 .map(|t| {
-                    let style = format!("left:{:.2}%", t.percent);
+                    let style = format!("left:{}%", fixed(t.percent, 2));
                     let text = browser::tick_label(t.value as i64, range);
                     view! { <span class="x-label" style=style>{text}</span> }
                 })

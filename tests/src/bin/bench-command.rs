@@ -1,20 +1,28 @@
 //! Benchmark: command round trip over MQTT on loopback — a `SetMode` call,
 //! the simulated agent applying it, the acknowledgement stored — against a
-//! release `hearth` on MariaDB + Mosquitto.
+//! release `hearth`, on MariaDB + Mosquitto or (`--embedded`) on SQLite and
+//! the in-process broker.
 //!
 //! ```sh
-//! cargo run --release -p hearth-tests --bin bench-command [-- COMMANDS LOAD_PER_S]
+//! cargo run --release -p hearth-tests --bin bench-command [-- [--embedded] [COMMANDS [LOAD_PER_S]]]
 //! ```
 //!
-//! Measures COMMANDS (default 500) round trips with no load, then again while
-//! 1,000 simulated sensors publish LOAD_PER_S readings/s in total (default
-//! 25,000, as batches of three: half the telemetry benchmark's target).
-//! `HEARTH_TEST_MQTT_URL` picks the broker (default the one on :1883); give it
-//! one with `set_tcp_nodelay true`, as `deploy/mosquitto.conf` has, or every
-//! broker→client hop can wait 40 ms for a delayed ACK. Two figures per command:
-//! the server's (stored with the command: requested → applied) and the
+//! First measures the floors no Hearth is in: one durable single-row commit
+//! on the database, and an MQTT QoS 1 round trip (publish → a peer that
+//! answers → its answer back) on the broker. A command's round trip holds
+//! two commits (the new desired state with its command; the report with the
+//! command closed) and one such MQTT round trip, so their sum is what
+//! Hearth's figure is compared with. Then COMMANDS (default 500) round trips
+//! with no load, and again while 1,000 simulated sensors publish LOAD_PER_S
+//! readings/s in total (default 25,000, as batches of three: half the
+//! telemetry benchmark's target). `HEARTH_TEST_MQTT_URL` picks the broker
+//! (default the one on :1883); give it one with `set_tcp_nodelay true`, as
+//! `deploy/mosquitto.conf` has, or every broker→client hop can wait 40 ms for
+//! a delayed ACK. Two figures per command: the server's (stored with the
+//! command: the desired state committed → the report received) and the
 //! client's (SetMode sent → the acknowledgement seen on a WatchDevices
-//! stream). Prints p50/p99 and writes `target/bench/command.json`.
+//! stream: the issue's definition). Prints p50/p99 and writes
+//! `target/bench/command.json`.
 
 use std::{
     path::PathBuf,
@@ -225,11 +233,113 @@ fn start_load(
     Ok(sent)
 }
 
+/// p50 and p99 of `samples` (milliseconds), sorted in place.
+fn p50_p99(samples: &mut [f64]) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    (percentile(samples, 0.5), percentile(samples, 0.99))
+}
+
+/// Timed rounds of each floor probe.
+const FLOOR_ROUNDS: usize = 300;
+
+/// One durable commit on MariaDB: an autocommit single-row UPDATE, as the
+/// command path's writes are (p50, p99 in ms).
+async fn commit_floor(db_url: &str) -> anyhow::Result<(f64, f64)> {
+    use sqlx::Connection as _;
+    let mut db = sqlx::MySqlConnection::connect(db_url).await?;
+    sqlx::query("CREATE TABLE bench_floor (id INT PRIMARY KEY, v BIGINT NOT NULL)")
+        .execute(&mut db)
+        .await?;
+    sqlx::query("INSERT INTO bench_floor VALUES (1, 0)")
+        .execute(&mut db)
+        .await?;
+    let mut ms = Vec::with_capacity(FLOOR_ROUNDS);
+    for i in 0..FLOOR_ROUNDS as i64 {
+        let started = Instant::now();
+        sqlx::query("UPDATE bench_floor SET v = ? WHERE id = 1")
+            .bind(i)
+            .execute(&mut db)
+            .await?;
+        ms.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    sqlx::query("DROP TABLE bench_floor")
+        .execute(&mut db)
+        .await?;
+    Ok(p50_p99(&mut ms))
+}
+
+/// An MQTT QoS 1 round trip on the broker at `url`: a publish to a peer
+/// that answers on another topic, as a device answers a desired state with
+/// its report (p50, p99 in ms).
+async fn mqtt_floor(url: &str, prefix: &str) -> anyhow::Result<(f64, f64)> {
+    use rumqttc::{Event, Packet};
+    let (ping, pong) = (
+        format!("{prefix}/floor/ping"),
+        format!("{prefix}/floor/pong"),
+    );
+    let connect = |name: &str| -> anyhow::Result<_> {
+        let options = hearth_agent::mqtt::options(url, &unique(name))?;
+        Ok(hearth_agent::mqtt::client(options, 64))
+    };
+    let (peer, mut peer_events) = connect("bench-floor-peer")?;
+    let (me, mut my_events) = connect("bench-floor")?;
+    peer.subscribe(&ping, QoS::AtLeastOnce).await?;
+    me.subscribe(&pong, QoS::AtLeastOnce).await?;
+    let answer = pong.clone();
+    let peer_task = tokio::spawn(async move {
+        while let Ok(event) = peer_events.poll().await {
+            if let Event::Incoming(Packet::Publish(p)) = event {
+                let _ = peer
+                    .publish(&answer, QoS::AtLeastOnce, false, p.payload.to_vec())
+                    .await;
+            }
+        }
+    });
+    let (answers_tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    let my_task = tokio::spawn(async move {
+        while let Ok(event) = my_events.poll().await {
+            match event {
+                Event::Incoming(Packet::Publish(p)) => {
+                    let _ = answers_tx.send(p.payload);
+                }
+                Event::Incoming(Packet::SubAck(_)) => {
+                    let _ = answers_tx.send(Default::default());
+                }
+                _ => {}
+            }
+        }
+    });
+    answers.recv().await; // subscribed
+    tokio::time::sleep(Duration::from_millis(200)).await; // the peer too
+    let mut ms = Vec::with_capacity(FLOOR_ROUNDS);
+    for i in 0..FLOOR_ROUNDS + 20 {
+        let started = Instant::now();
+        me.publish(&ping, QoS::AtLeastOnce, false, i.to_string().into_bytes())
+            .await?;
+        loop {
+            let payload = tokio::time::timeout(Duration::from_secs(5), answers.recv())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("the MQTT probe lost its connection"))?;
+            if payload.as_ref() == i.to_string().as_bytes() {
+                break;
+            }
+        }
+        if i >= 20 {
+            ms.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    peer_task.abort();
+    my_task.abort();
+    Ok(p50_p99(&mut ms))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let commands: usize = args.next().map_or(Ok(500), |a| a.parse())?;
-    let load_per_s: u64 = args.next().map_or(Ok(25_000), |a| a.parse())?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let embedded = args.iter().any(|a| a == "--embedded");
+    let mut numbers = args.iter().filter(|a| !a.starts_with("--"));
+    let commands: usize = numbers.next().map_or(Ok(500), |a| a.parse())?;
+    let load_per_s: u64 = numbers.next().map_or(Ok(25_000), |a| a.parse())?;
     eprintln!("building release binaries…");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args([
@@ -244,7 +354,6 @@ async fn main() -> anyhow::Result<()> {
         .status()?;
     anyhow::ensure!(status.success(), "cargo build failed");
 
-    let (db_name, db_url) = fresh_mysql_database().await;
     let dir = TempDir::new();
     let prefix = unique("bench");
     let topics = Topics::new(&prefix)?;
@@ -252,13 +361,48 @@ async fn main() -> anyhow::Result<()> {
     hearth
         .current_dir(&dir.0)
         .env("HEARTH_LISTEN", "127.0.0.1:0")
-        .env("HEARTH_DATABASE_URL", &db_url)
-        .env("HEARTH_MQTT_URL", external_mqtt_url())
         .env("HEARTH_TOPIC_PREFIX", &prefix)
         .env("HEARTH_DEMO", "false")
         .env("HEARTH_LOG", "warn,hearth_backend::app=info");
+    let mysql = if embedded {
+        hearth
+            .env("HEARTH_DATABASE_URL", "sqlite://bench.db")
+            .env("HEARTH_MQTT_LISTEN", "127.0.0.1:0");
+        None
+    } else {
+        let (db_name, db_url) = fresh_mysql_database().await;
+        hearth
+            .env("HEARTH_DATABASE_URL", &db_url)
+            .env("HEARTH_MQTT_URL", external_mqtt_url());
+        Some((db_name, db_url))
+    };
     let (mut hearth, _logs, ready) = spawn_until_ready(hearth, "hearth ready").await;
     let grpc = format!("http://{}", log_field(&ready, "http"));
+    let broker = if embedded {
+        log_field(&ready, "mqtt")
+    } else {
+        external_mqtt_url()
+    };
+
+    eprintln!("measuring the floors (no Hearth in the path)…");
+    let commit = match &mysql {
+        Some((_, db_url)) => Some(commit_floor(db_url).await?),
+        None => None,
+    };
+    let mqtt = mqtt_floor(&broker, &prefix).await?;
+    if let Some((p50, p99)) = commit {
+        println!("     floor: one durable commit on MariaDB p50 {p50:.3} ms, p99 {p99:.3} ms");
+    }
+    println!(
+        "     floor: MQTT QoS 1 round trip on the broker p50 {:.3} ms, p99 {:.3} ms",
+        mqtt.0, mqtt.1
+    );
+    let floor_p50 = commit.map_or(0.0, |c| 2.0 * c.0) + mqtt.0;
+    if commit.is_some() {
+        println!(
+            "     floor: a command's round trip (2 commits + 1 MQTT round trip) p50 {floor_p50:.3} ms"
+        );
+    }
     let mut devices = DeviceServiceClient::connect(grpc).await?;
     devices
         .create_home(CreateHomeRequest {
@@ -284,7 +428,7 @@ async fn main() -> anyhow::Result<()> {
 
     let output = hearth_agent::sim::SimulatedOutput::default();
     let link = hearth_agent::mqtt::DeviceLink {
-        broker_url: external_mqtt_url(),
+        broker_url: broker.clone(),
         topics: topics.clone(),
         home_id: HOME.into(),
         device_id: FAN.into(),
@@ -317,7 +461,7 @@ async fn main() -> anyhow::Result<()> {
 
     eprintln!("{commands} round trips while {SENSORS} sensors publish {load_per_s} readings/s…");
     let stop = Arc::new(AtomicBool::new(false));
-    let sent = start_load(&external_mqtt_url(), &topics, load_per_s, stop.clone())?;
+    let sent = start_load(&broker, &topics, load_per_s, stop.clone())?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let load_started = (Instant::now(), sent.load(Ordering::Relaxed));
     let mut loaded = round_trips(&mut devices, commands).await?;
@@ -330,27 +474,37 @@ async fn main() -> anyhow::Result<()> {
 
     let out = workspace_dir().join("target/bench");
     std::fs::create_dir_all(&out)?;
+    let file = if embedded {
+        "command-embedded.json"
+    } else {
+        "command.json"
+    };
     let json = serde_json::json!({
+        "backend": if embedded { "sqlite + embedded broker" } else { "mariadb + mosquitto" },
+        "floor": {
+            "commit_p50_ms": commit.map(|c| c.0), "commit_p99_ms": commit.map(|c| c.1),
+            "mqtt_round_trip_p50_ms": mqtt.0, "mqtt_round_trip_p99_ms": mqtt.1,
+            "command_p50_ms": floor_p50,
+        },
         "idle": idle,
         "loaded": loaded,
         "load_readings_per_s": load_rate,
     });
-    std::fs::write(
-        out.join("command.json"),
-        serde_json::to_string_pretty(&json)?,
-    )?;
-    println!("wrote {}", out.join("command.json").display());
+    std::fs::write(out.join(file), serde_json::to_string_pretty(&json)?)?;
+    println!("wrote {}", out.join(file).display());
 
     let _ = stop_agent.send(());
     let _ = agent.await;
     let _ = hearth.kill();
     let _ = hearth.wait();
-    let mut admin = {
-        use sqlx::Connection as _;
-        sqlx::MySqlConnection::connect(&hearth_tests::mysql_url()).await?
-    };
-    sqlx::query(&format!("DROP DATABASE {db_name}"))
-        .execute(&mut admin)
-        .await?;
+    if let Some((db_name, _)) = mysql {
+        let mut admin = {
+            use sqlx::Connection as _;
+            sqlx::MySqlConnection::connect(&hearth_tests::mysql_url()).await?
+        };
+        sqlx::query(&format!("DROP DATABASE {db_name}"))
+            .execute(&mut admin)
+            .await?;
+    }
     Ok(())
 }

@@ -1,10 +1,15 @@
 //! The web app in headless Chromium against a real `hearth`: the flows of
 //! issue 6 on a desktop window and on a 360-pixel-wide phone, with a
-//! screenshot of each step in `target/browser-artifacts/`.
+//! screenshot of each step in `target/browser-artifacts/`; the automation
+//! page (`automation`) and a sensor's range buttons (`sensor_charts`) on a
+//! desktop window.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`./hearth.sh test`
 //! installs them) and the built web app in `frontend/dist`; fails without
 //! them. Tests take turns with the browser, so they do not starve each other.
+
+mod automation;
+mod sensor_charts;
 
 use std::time::Duration;
 
@@ -63,6 +68,15 @@ async fn click(client: &Client, css: &str) {
         .click()
         .await
         .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+}
+
+/// How many elements `css` finds now.
+async fn count(client: &Client, css: &str) -> usize {
+    client
+        .find_all(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("looking for {css}: {e}"))
+        .len()
 }
 
 /// On a phone the page must fit its width: nothing scrolls sideways.

@@ -582,7 +582,7 @@ async fn watch_devices_streams_every_change_of_a_home() {
 async fn two_replicas_one_killed_every_crossing_switches_exactly_once() {
     // Why no replica names: a named replica's persistent session would hold
     // its share of messages while it is dead, and this one does not return.
-    let mut a = TestApp::spawn(Backend::External).await;
+    let a = TestApp::spawn(Backend::External).await;
     let (home, sensor, fan, rule) = auto_fan(&a, Rule::default()).await;
     let b = a.spawn_replica(None).await;
     let (_output, _agent) = spawn_actuator(&b, &home, &fan);

@@ -139,12 +139,47 @@ async fn the_web_app_is_served_next_to_the_api() {
         ],
     )
     .await;
-    for path in ["/", "/home/demo"] {
+    for path in ["/", "/homes/demo", "/homes/demo/devices/demo-fan"] {
         let response = hearth_tests::http_get(app.http, path).await;
         assert!(response.starts_with("HTTP/1.1 200"), "{path}: {response}");
         assert!(
             response.contains(".wasm"),
             "{path} serves the app's index.html: {response}"
+        );
+        let head = response
+            .split("\r\n\r\n")
+            .next()
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(
+            head.contains("cache-control: no-cache"),
+            "{path}: the page is revalidated on every load: {head}"
+        );
+    }
+    // The build's assets, named after their content hash: gzip when the
+    // browser takes it, cached for good.
+    let index = std::fs::read_to_string(dist.join("index.html")).unwrap();
+    let assets: Vec<&str> = index
+        .split(['"', '\''])
+        .filter(|s| s.starts_with('/') && (s.ends_with(".wasm") || s.ends_with(".js")))
+        .collect();
+    assert!(
+        assets.len() >= 2,
+        "index.html names its wasm and JS: {index}"
+    );
+    for asset in assets {
+        let response =
+            hearth_tests::http_get_with(app.http, asset, &[("Accept-Encoding", "gzip")]).await;
+        let head = response
+            .split("\r\n\r\n")
+            .next()
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{asset}: {head}");
+        assert!(head.contains("content-encoding: gzip"), "{asset}: {head}");
+        assert!(
+            head.contains("cache-control: public, max-age=31536000, immutable"),
+            "{asset}: {head}"
         );
     }
     let metrics = app.metrics().await;

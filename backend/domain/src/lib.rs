@@ -1,6 +1,7 @@
 //! Hearth's domain: ids, devices and their desired/reported state machine,
-//! reading validation and threshold rules. Nothing here does I/O or knows
-//! about tonic, sqlx or rumqttc; time comes in as arguments.
+//! reading decoding and validation, threshold rules and series plans.
+//! Nothing here does I/O or knows about tonic, sqlx or rumqttc; time comes
+//! in as arguments. The backend re-exports it as `hearth_backend::domain`.
 
 pub mod device;
 pub mod ids;
@@ -13,7 +14,7 @@ pub use device::{
     Reported, Transition,
 };
 pub use ids::{DeviceId, HomeId, InvalidId, RuleId};
-pub use reading::{validate_batch, Reading, RejectReason};
+pub use reading::{decode_readings, validate_batch, Reading, RejectReason};
 pub use rule::{
     replay, Action, LoggedDecision, Pending, RuleDecision, RuleError, RuleState, StaleAction,
     ThresholdRule,

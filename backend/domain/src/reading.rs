@@ -2,8 +2,9 @@
 //! gateway becomes a list of [`Reading`]s or a reason it was rejected.
 
 use hearth_proto::v1::{self, Metric};
+use prost::Message as _;
 
-use super::{DeviceId, UnixMs};
+use super::{DeviceId, HomeId, UnixMs};
 
 /// One stored reading. `(device_id, metric, seq)` is its idempotency key.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +38,24 @@ pub enum RejectReason {
     TimeOutOfRange(UnixMs),
     #[error("readings[{0}] repeats a metric already in the batch")]
     DuplicateMetric(usize),
+}
+
+/// Decodes the payload of a message on `device_id`'s `readings` topic: a
+/// `ReadingBatch` that names no other device or home than its topic. The
+/// backend runs exactly this, and the fuzz targets (`fuzz/`) drive it.
+pub fn decode_readings(
+    home_id: &HomeId,
+    device_id: &DeviceId,
+    payload: &[u8],
+) -> Result<v1::ReadingBatch, String> {
+    let batch = v1::ReadingBatch::decode(payload)
+        .map_err(|e| format!("payload is not a hearth.v1.ReadingBatch: {e}"))?;
+    if (!batch.device_id.is_empty() && batch.device_id != device_id.as_str())
+        || (!batch.home_id.is_empty() && batch.home_id != home_id.as_str())
+    {
+        return Err("payload names another device than its topic".into());
+    }
+    Ok(batch)
 }
 
 /// Validates a batch from `device_id`. `time_unix_ms` 0 means "now" (for

@@ -1,0 +1,123 @@
+//! Numbers as text with a fixed count of decimals, by integer arithmetic.
+//!
+//! Why not `format!("{:.1}")`: core's float formatting (Grisu with a
+//! Dragon4 fallback over big integers) is one of the largest pieces of the
+//! wasm module, and every number the app shows has a known precision.
+//! Rounds like `format!`: to nearest, ties to even, on the scaled value.
+
+use std::fmt::Write as _;
+
+/// Beyond this magnitude the scaled value leaves `i128`; no reading, rule
+/// threshold or chart coordinate comes near it.
+const LARGEST: f64 = 1e36;
+
+/// `value` with `decimals` digits after the point: `fixed(23.449, 1)` is
+/// `23.4`, `fixed(-3.06, 1)` is `-3.1`, `fixed(7.0, 0)` is `7`.
+pub fn fixed(value: f64, decimals: u32) -> String {
+    let mut out = String::new();
+    push_fixed(&mut out, value, decimals);
+    out
+}
+
+/// [`fixed`], appended to `out` (no allocation of its own: chart paths are
+/// written point by point).
+pub fn push_fixed(out: &mut String, value: f64, decimals: u32) {
+    if !value.is_finite() {
+        out.push_str(if value.is_nan() {
+            "NaN"
+        } else if value > 0.0 {
+            "inf"
+        } else {
+            "-inf"
+        });
+        return;
+    }
+    let scale = 10i128.pow(decimals);
+    let scaled = (value.clamp(-LARGEST, LARGEST) * scale as f64).round_ties_even();
+    let digits = (scaled as i128).unsigned_abs();
+    if value.is_sign_negative() {
+        out.push('-');
+    }
+    let scale = scale.unsigned_abs();
+    let _ = write!(out, "{}", digits / scale);
+    if decimals > 0 {
+        let fraction = (digits % scale).to_string();
+        out.push('.');
+        for _ in fraction.len()..decimals as usize {
+            out.push('0');
+        }
+        out.push_str(&fraction);
+    }
+}
+
+/// `value` with as few decimals as it needs, up to six: `25`, `24.5`,
+/// `0.125`; what a form field shows for a stored threshold.
+pub fn trimmed(value: f64) -> String {
+    let mut text = fixed(value, 6);
+    if text.contains('.') {
+        let kept = text.trim_end_matches('0').trim_end_matches('.').len();
+        text.truncate(kept);
+    }
+    if text == "-0" {
+        text.remove(0);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_rounds_to_the_nearest_and_ties_to_even_like_format() {
+        for (value, decimals) in [
+            (23.449, 1),
+            (45.0, 1),
+            (1013.25, 1),
+            (-3.06, 1),
+            (7.0, 0),
+            (0.05, 1),
+            (1.25, 2),
+            (999.96, 1),
+            (-0.04, 1),
+            (123_456.789, 2),
+            (0.0, 2),
+        ] {
+            assert_eq!(
+                fixed(value, decimals),
+                format!("{value:.*}", decimals as usize),
+                "{value} to {decimals} decimals"
+            );
+        }
+    }
+
+    #[test]
+    fn fixed_names_what_is_not_a_number() {
+        assert_eq!(fixed(f64::NAN, 1), "NaN");
+        assert_eq!(fixed(f64::INFINITY, 1), "inf");
+        assert_eq!(fixed(f64::NEG_INFINITY, 1), "-inf");
+    }
+
+    #[test]
+    fn push_fixed_appends() {
+        let mut path = String::from("M");
+        push_fixed(&mut path, 12.34, 1);
+        path.push(' ');
+        push_fixed(&mut path, 0.0, 1);
+        assert_eq!(path, "M12.3 0.0");
+    }
+
+    #[test]
+    fn trimmed_drops_the_zeros_a_value_does_not_need() {
+        assert_eq!(trimmed(25.0), "25");
+        assert_eq!(trimmed(24.5), "24.5");
+        assert_eq!(trimmed(0.125), "0.125");
+        assert_eq!(trimmed(-2.75), "-2.75");
+        assert_eq!(trimmed(1013.2), "1013.2");
+        assert_eq!(trimmed(-0.0), "0");
+        // What the rule form reads back is the value stored.
+        for value in [25.0, 24.5, 0.1, 1013.25, -12.3] {
+            assert_eq!(trimmed(value).parse::<f64>(), Ok(value));
+        }
+    }
+}
