@@ -138,6 +138,14 @@ impl Automation {
                 warn!(error = %e, "could not end manual overrides");
             }
         }
+        // Why release: on a rolling update the next leader takes over now,
+        // not when the lease would have run out.
+        if lease_until > self.clock.now() {
+            match self.storage.release_lease(LEASE_NAME, &self.holder).await {
+                Ok(()) => info!(holder = self.holder, "released the automation lease"),
+                Err(e) => warn!(error = %e, "could not release the automation lease"),
+            }
+        }
         self.metrics.automation_leader.set(0);
     }
 

@@ -142,6 +142,7 @@ async fn contract(storage: Arc<dyn Storage>) {
             .unwrap(),
         "once"
     );
+    storage.command_published(&fan, 1, 16).await.unwrap();
     let mut state = acked.clone();
     for version in [2u64, 3] {
         let t = state.set_mode(
@@ -157,6 +158,9 @@ async fn contract(storage: Arc<dyn Storage>) {
             .unwrap();
         state = t.state;
     }
+    // Published after it was closed (the report overtook it): the time is
+    // kept, the outcome is not undone.
+    storage.command_published(&fan, 2, 21).await.unwrap();
     assert_eq!(
         storage.expire_commands(1_019).await.unwrap(),
         Vec::<DeviceId>::new()
@@ -177,7 +181,8 @@ async fn contract(storage: Arc<dyn Storage>) {
             (1, CommandState::Applied, Some(900)),
         ]
     );
-    assert_eq!(commands[2].published_at, Some(13));
+    assert_eq!(commands[2].published_at, Some(13), "the first time is kept");
+    assert_eq!(commands[1].published_at, Some(21));
     assert_eq!(commands[2].applied_at, Some(14));
     assert_eq!(storage.list_commands(&fan, 1).await.unwrap().len(), 1);
     assert!(storage
@@ -489,6 +494,16 @@ async fn contract(storage: Arc<dyn Storage>) {
     assert!(
         storage.acquire_lease("auto", "b", 160, 260).await.unwrap(),
         "takeover"
+    );
+    storage.release_lease("auto", "a").await.unwrap();
+    assert!(
+        !storage.acquire_lease("auto", "a", 170, 270).await.unwrap(),
+        "only its holder releases a lease"
+    );
+    storage.release_lease("auto", "b").await.unwrap();
+    assert!(
+        storage.acquire_lease("auto", "a", 171, 271).await.unwrap(),
+        "a released lease is free at once"
     );
 
     storage.delete_rule(&rule.id).await.unwrap();

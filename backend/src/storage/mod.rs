@@ -221,6 +221,9 @@ pub trait Storage: Send + Sync + 'static {
         now: UnixMs,
         until: UnixMs,
     ) -> Result<bool>;
+    /// Ends `holder`'s lease `name` now, if it holds it (a clean shutdown,
+    /// so another replica need not wait for it to expire).
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
 }
 
 /// Whose decisions to list.

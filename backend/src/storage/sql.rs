@@ -373,7 +373,10 @@ macro_rules! sql_storage {
             }
 
             async fn command_published(&self, id: &DeviceId, version: u64, at: UnixMs) -> Result<()> {
-                sqlx::query("UPDATE commands SET state = 'published', published_at = ? WHERE device_id = ? AND version = ? AND state IN ('requested', 'published')")
+                // Why also when already closed: on loopback the device's
+                // report can be stored before this, and the lifecycle should
+                // still show when the command went out.
+                sqlx::query("UPDATE commands SET published_at = COALESCE(published_at, ?), state = CASE WHEN state = 'requested' THEN 'published' ELSE state END WHERE device_id = ? AND version = ?")
                     .bind(at)
                     .bind(id.as_str())
                     .bind(version as i64)
@@ -771,6 +774,15 @@ macro_rules! sql_storage {
                     .execute(&self.pool)
                     .await?;
                 Ok(created.rows_affected() == 1)
+            }
+
+            async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+                sqlx::query("UPDATE leases SET expires_at = 0 WHERE name = ? AND holder = ?")
+                    .bind(name)
+                    .bind(holder)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
             }
         }
     };

@@ -106,6 +106,14 @@ async fn the_embedded_default_runs_a_live_demo_home() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_hearth_cleanly() {
     let mut app = TestApp::spawn(Backend::Embedded).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while app.metric("hearth_automation_leader").await != 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never took the automation lease"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let status = tokio::task::spawn_blocking(move || {
         let status = app.terminate();
         (status, app.logs())
@@ -119,6 +127,11 @@ async fn sigterm_stops_hearth_cleanly() {
         status.1
     );
     assert!(status.1.contains("stopped"), "{}", status.1);
+    assert!(
+        status.1.contains("released the automation lease"),
+        "a clean stop hands the rules on at once: {}",
+        status.1
+    );
 }
 
 /// The built web app (`./hearth.sh test` builds it first) is served at `/`,
