@@ -225,6 +225,9 @@ impl App {
             ));
             (inbox, tokio::spawn(intake.clone().run(inbox_rx)))
         });
+        // Why drop it now: it holds a sender of the ingest queue, and the
+        // writer only stops (on shutdown) once every sender is gone.
+        drop(intake);
         let automation = tokio::spawn(
             core.automation
                 .clone()

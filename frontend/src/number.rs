@@ -33,7 +33,7 @@ pub fn push_fixed(out: &mut String, value: f64, decimals: u32) {
         return;
     }
     let scale = 10i128.pow(decimals);
-    let scaled = (value.clamp(-LARGEST, LARGEST) * scale as f64).round_ties_even();
+    let scaled = round(value.clamp(-LARGEST, LARGEST), scale as f64);
     let digits = (scaled as i128).unsigned_abs();
     if value.is_sign_negative() {
         out.push('-');
@@ -48,6 +48,37 @@ pub fn push_fixed(out: &mut String, value: f64, decimals: u32) {
         }
         out.push_str(&fraction);
     }
+}
+
+/// `value × scale` rounded to the nearest integer, ties to even, as if the
+/// product were exact: `0.05 × 10` rounds to 1 (0.05 is a hair above it),
+/// `1013.25 × 10` to 10132 (a true tie).
+fn round(value: f64, scale: f64) -> f64 {
+    let product = value * scale;
+    if (product - product.trunc()).abs() != 0.5 {
+        // Rounding the product cannot have crossed a half: it stops on one.
+        return product.round_ties_even();
+    }
+    // The product landed on a half; what it lost on the way says which side
+    // the exact one is on.
+    let lost = product_error(value, scale, product);
+    if lost == 0.0 {
+        product.round_ties_even()
+    } else {
+        product + 0.5f64.copysign(lost)
+    }
+}
+
+/// `a × b − product`, exactly (Dekker's two-product with Veltkamp's split),
+/// where `product` is `a × b` rounded.
+fn product_error(a: f64, b: f64, product: f64) -> f64 {
+    fn split(x: f64) -> (f64, f64) {
+        let c = 134_217_729.0 * x; // 2^27 + 1
+        let high = c - (c - x);
+        (high, x - high)
+    }
+    let ((ah, al), (bh, bl)) = (split(a), split(b));
+    ((ah * bh - product) + ah * bl + al * bh) + al * bl
 }
 
 /// `value` with as few decimals as it needs, up to six: `25`, `24.5`,
@@ -77,6 +108,11 @@ mod tests {
             (-3.06, 1),
             (7.0, 0),
             (0.05, 1),
+            (0.15, 1),
+            (2.5, 0),
+            (-2.5, 0),
+            (0.125, 2),
+            (-0.35, 1),
             (1.25, 2),
             (999.96, 1),
             (-0.04, 1),

@@ -384,7 +384,10 @@ fn text_field(
                 type=kind
                 step=(kind == "number").then_some("any")
                 aria-label=label
-                prop:value=move || draft.with(|d| get(d).clone())
+                // Why not reactive: writing the draft back while the user
+                // types would replace "19." (a number field reads it as "")
+                // and lose the point; a new form is built per rule edited.
+                prop:value=draft.with_untracked(|d| get(d).clone())
                 on:input=move |ev| draft.update(|d| set(d, event_target_value(&ev)))
             />
         </label>
