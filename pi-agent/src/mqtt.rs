@@ -405,7 +405,7 @@ mod tests {
         // A broker that hangs up on every connection, counting them.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("mqtt://{}", listener.local_addr().unwrap());
-        let (counted, mut connections) = tokio::sync::watch::channel(0u32);
+        let (counted, connections) = tokio::sync::watch::channel(0u32);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 drop(stream);
@@ -414,17 +414,19 @@ mod tests {
         });
         let sensors = crate::sim::SimulatedSensors::new(0, crate::sim::Waveform::Steady(20.0));
         let window = Duration::from_millis(1_500);
-        run_sensor(
-            link(&url),
-            sensors,
-            Duration::from_millis(10),
-            tokio::time::sleep(window),
-        )
+        // Counted when the window closes, not when the sensor has stopped:
+        // on a loaded machine stopping can take long enough for one more.
+        let (at_close, counted_at_close) = tokio::sync::oneshot::channel();
+        let closing = connections.clone();
+        run_sensor(link(&url), sensors, Duration::from_millis(10), async move {
+            tokio::time::sleep(window).await;
+            let _ = at_close.send(*closing.borrow());
+        })
         .await
         .unwrap();
         // Pauses of 0.5 s then 1 s (±25 %) allow 3 attempts in 1.5 s; a
         // reading due every 10 ms must not cut them short (150 attempts).
-        let attempts = *connections.borrow_and_update();
+        let attempts = counted_at_close.await.unwrap();
         assert!(
             (1..=3).contains(&attempts),
             "{attempts} connection attempts in {window:?}"
