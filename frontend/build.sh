@@ -50,6 +50,9 @@ fi
 if ! rustup component list --installed | grep -qx rust-src; then
     quietly rustup component add rust-src
 fi
+# Why: the offline build below compiles std, whose own dependencies (its
+# Cargo.lock, not ours) the `cargo fetch` above does not download.
+RUSTC_BOOTSTRAP=1 quietly cargo fetch --manifest-path "$(rustc --print sysroot)/lib/rustlib/src/rust/library/Cargo.toml"
 if [[ "$(trunk --version 2>/dev/null)" != "trunk $TRUNK_VERSION" ]]; then
     install_crate --locked trunk --version "$TRUNK_VERSION"
 fi
