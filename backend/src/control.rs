@@ -146,7 +146,8 @@ impl Control {
                 }
                 info!(device = %id, version = command.version, on = command.on, requested_by, reason = command.reason, "desired state changed");
                 device.last_command = Some(command);
-                if device.online {
+                if device.online || self.came_online(id).await? {
+                    device.online = true;
                     self.publish(&mut device).await;
                 } else {
                     info!(device = %id, "device offline: the command waits until it is back");
@@ -156,6 +157,17 @@ impl Control {
             return Ok((device, made));
         }
         Err(ControlError::Contended(id.clone()))
+    }
+
+    /// Whether device `id` is online now, read again after its command was
+    /// stored. Why: `status` stores the device's presence and then reads its
+    /// command, and this stores the command and then reads the presence, so
+    /// of two that overlap at least one sees the other's write. Reading the
+    /// presence only before the command was stored lost the command of a
+    /// device that came online meanwhile: it waited until the device next
+    /// reconnected.
+    async fn came_online(&self, id: &DeviceId) -> Result<bool, ControlError> {
+        Ok(self.storage.get_device(id).await?.is_some_and(|d| d.online))
     }
 
     /// Publishes the device's current command and records that it was.
@@ -318,7 +330,9 @@ impl Control {
     pub async fn status(&self, id: &DeviceId, online: bool) -> Result<(), ControlError> {
         let now = self.clock.now();
         self.directory.seen(id, now);
+        // Stored before the command is read: see `came_online`.
         self.storage.save_presence(id, Some(online), now).await?;
+        info!(device = %id, online, "device status");
         let Some(mut device) = self.storage.get_device(id).await? else {
             return Err(ControlError::NotFound(id.clone()));
         };

@@ -111,6 +111,34 @@ impl Progress {
     }
 }
 
+/// Whether `held` is further along than `incoming`, another copy of the same
+/// device: a newer desired version, a newer command, the same command further
+/// in its lifecycle, or a later report. Why: copies come by two roads, an
+/// RPC's answer and the device stream, and the answer to SetMode can land
+/// after the stream brought the device's acknowledgement; taking it then
+/// would show the command as pending again, for good.
+pub fn is_ahead(held: &Device, incoming: &Device) -> bool {
+    lifecycle_position(held) > lifecycle_position(incoming)
+}
+
+/// Where a copy of a device stands; every field only grows over time.
+fn lifecycle_position(device: &Device) -> (u64, u64, u8, u64, i64) {
+    let command = device.last_command.as_ref();
+    let stage = command.map_or(0, |c| match c.state() {
+        pb::CommandState::Unspecified => 0,
+        pb::CommandState::Requested => 1,
+        pb::CommandState::Published => 2,
+        pb::CommandState::Applied | pb::CommandState::Expired | pb::CommandState::Superseded => 3,
+    });
+    (
+        device.desired.as_ref().map_or(0, |d| d.version),
+        command.map_or(0, |c| c.version),
+        stage,
+        applied(device).unwrap_or(0),
+        device.reported.as_ref().map_or(0, |r| r.time_unix_ms),
+    )
+}
+
 fn applied(device: &Device) -> Option<u64> {
     device.reported.as_ref().map(|r| r.applied_version)
 }
@@ -144,6 +172,48 @@ mod tests {
             acknowledged_unix_ms: NOW - 300,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_late_answer_does_not_undo_a_streamed_acknowledgement() {
+        // The SetMode answer: command 7 published, not yet reported.
+        let answer = with_command(
+            device(Some(7), Some(6)),
+            CommandState::Published,
+            NOW + 5_000,
+        );
+        // The stream, first: the device applied it.
+        let mut acknowledged =
+            with_command(device(Some(7), Some(7)), CommandState::Applied, NOW + 5_000);
+        acknowledged
+            .reported
+            .as_mut()
+            .expect("reported")
+            .time_unix_ms = NOW;
+        assert!(is_ahead(&acknowledged, &answer));
+        assert!(
+            !is_ahead(&answer, &acknowledged),
+            "the acknowledgement replaces the answer"
+        );
+        assert!(
+            !is_ahead(&answer, &answer),
+            "an equal copy replaces the held one"
+        );
+    }
+
+    #[test]
+    fn a_newer_command_or_report_is_never_held_back() {
+        let old = with_command(device(Some(7), Some(7)), CommandState::Applied, NOW);
+        let mut newer = with_command(device(Some(8), Some(7)), CommandState::Requested, NOW);
+        newer.last_command.as_mut().expect("command").version = 8;
+        assert!(!is_ahead(&old, &newer), "a newer desired version wins");
+        let mut reported_later = old.clone();
+        reported_later
+            .reported
+            .as_mut()
+            .expect("reported")
+            .time_unix_ms = NOW + 1;
+        assert!(!is_ahead(&old, &reported_later), "a later report wins");
     }
 
     fn with_command(mut device: Device, state: CommandState, expires_unix_ms: i64) -> Device {

@@ -315,7 +315,7 @@ impl TestApp {
                 return device;
             }
             if tokio::time::Instant::now() > deadline {
-                panic!("device {id} did not reach the expected state; last: {device:?}\nhearth output:\n{}", self.logs());
+                panic!("device {id} did not reach the expected state; last: {device:?}");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -359,6 +359,12 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Why: a failed test's own message rarely says what hearth was doing;
+        // its log does, and it is gone once the process is.
+        if std::thread::panicking() {
+            let logs = self.logs.lock().map(|l| l.join("\n")).unwrap_or_default();
+            eprintln!("---- hearth output ----\n{logs}\n---- end of hearth output ----");
+        }
         if let Some(name) = self.database.take() {
             // Why a thread: Drop cannot await, and the test's runtime may be gone.
             let _ = std::thread::spawn(move || {

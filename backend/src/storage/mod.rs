@@ -43,6 +43,11 @@ impl From<sqlx::Error> for StorageError {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 StorageError::Conflict(db.message().to_owned())
             }
+            // A deadlock victim (SQLSTATE 40001): its transaction was rolled
+            // back whole, so retrying it is safe.
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("40001") => {
+                StorageError::Stale(db.message().to_owned())
+            }
             _ => StorageError::Internal(e),
         }
     }

@@ -845,6 +845,20 @@ impl MySqlStorage {
         let pool = MySqlPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(std::time::Duration::from_secs(5))
+            // Why READ COMMITTED: under InnoDB's default REPEATABLE READ, the
+            // range update that supersedes a device's open commands also
+            // locks the index gap up to the next device's commands, so two
+            // SetMode calls on different devices deadlocked (seen with
+            // twenty at once). Every write here is a compare-and-set on the
+            // row it changes, which needs no gap locks.
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Executor as _;
+                    conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                        .await?;
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await
             .with_context(|| {

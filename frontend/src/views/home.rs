@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     api::{self, ApiError},
-    browser,
+    browser, command,
     live::{self, Connectivity, LiveStatus},
     readings::LatestReadings,
     route::Route,
@@ -39,7 +39,8 @@ pub struct HomeState {
 
 impl HomeState {
     /// Puts a device as an RPC returned it in place of the held copy, so a
-    /// command shows before the stream brings it.
+    /// command shows before the stream brings it (unless the stream already
+    /// brought a copy further along).
     pub fn replace_device(&self, device: Device) {
         self.devices.update(|devices| merge(devices, vec![device]));
     }
@@ -53,11 +54,13 @@ impl HomeState {
     }
 }
 
-/// Takes changed devices into the held list: replaces by id, appends new ones.
+/// Takes changed devices into the held list: replaces by id unless the held
+/// copy is further along (a late answer), appends new ones.
 fn merge(held: &mut Option<Vec<Device>>, changed: Vec<Device>) {
     let held = held.get_or_insert_with(Vec::new);
     for device in changed {
         match held.iter_mut().find(|d| d.id == device.id) {
+            Some(slot) if command::is_ahead(slot, &device) => {}
             Some(slot) => *slot = device,
             None => held.push(device),
         }
@@ -139,7 +142,21 @@ pub fn HomeScope(home_id: String, route: RwSignal<Route>) -> impl IntoView {
 #[component]
 fn Tiles(home: HomeState) -> impl IntoView {
     let devices = home.devices;
-    let tiles = move || devices.get().unwrap_or_default();
+    let ids = Memo::new(move |_| {
+        devices.with(|d| d.iter().flatten().map(|d| d.id.clone()).collect::<Vec<_>>())
+    });
+    // Why not `<For>`: tiles come and go only when a device does, and each
+    // tile follows its own device, so rebuilding them all then is cheap,
+    // while `For`'s keyed diffing is a sizeable part of the wasm module.
+    let tiles = move || {
+        ids.track();
+        devices
+            .get_untracked()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|device| view! { <DeviceTile device=held(home, device) home /> })
+            .collect_view()
+    };
     view! {
         {move || match devices.with(|d| d.as_ref().map(Vec::is_empty)) {
             None => Some(view! { <p class="hint">"Loading devices…"</p> }.into_any()),
@@ -152,11 +169,7 @@ fn Tiles(home: HomeState) -> impl IntoView {
             }
             Some(false) => None,
         }}
-        <div class="tiles">
-            <For each=tiles key=|device| device.id.clone() let:device>
-                <DeviceTile device=held(home, device) home />
-            </For>
-        </div>
+        <div class="tiles">{tiles}</div>
     }
 }
 
@@ -292,5 +305,24 @@ mod tests {
         let held = held.expect("some");
         let state: Vec<(&str, bool)> = held.iter().map(|d| (d.id.as_str(), d.online)).collect();
         assert_eq!(state, [("a", true), ("b", false), ("c", true)]);
+    }
+
+    #[test]
+    fn a_copy_behind_the_held_one_is_ignored() {
+        let mut acknowledged = device("fan", true);
+        acknowledged.reported = Some(hearth_proto::v1::ReportedState {
+            applied_version: 3,
+            on: true,
+            time_unix_ms: 1,
+        });
+        let mut late = device("fan", true);
+        late.reported = Some(hearth_proto::v1::ReportedState {
+            applied_version: 2,
+            on: false,
+            time_unix_ms: 0,
+        });
+        let mut held = Some(vec![acknowledged.clone()]);
+        merge(&mut held, vec![late]);
+        assert_eq!(held, Some(vec![acknowledged]));
     }
 }

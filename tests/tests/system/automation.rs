@@ -149,6 +149,38 @@ async fn a_device_offline_while_three_commands_were_issued_gets_only_the_latest(
 }
 both!(a_device_offline_while_three_commands_were_issued_gets_only_the_latest);
 
+/// A command sent while its device is coming online reaches it: the device's
+/// "online" and the command race, twenty times at once. Before the command's
+/// path read the presence again after storing the command, a device whose
+/// "online" was handled between the two saw no command and got none until
+/// it next reconnected.
+async fn a_command_sent_as_its_device_comes_online_reaches_it(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let fans: Vec<String> = (0..20).map(|_| unique("fan")).collect();
+    let kinds: Vec<(&str, DeviceKind)> =
+        fans.iter().map(|f| (f.as_str(), DeviceKind::Fan)).collect();
+    let home = app.home_with(&kinds).await;
+    let mut agents = Vec::new();
+    let mut calls = Vec::new();
+    for fan in &fans {
+        agents.push(spawn_actuator(&app, &home, fan));
+        let mut api = app.devices().await;
+        let request = set(fan, Mode::On);
+        calls.push(tokio::spawn(async move { api.set_mode(request).await }));
+    }
+    for call in calls {
+        call.await.expect("the call's task").expect("SetMode");
+    }
+    for (fan, (output, _agent)) in fans.iter().zip(&agents) {
+        app.wait_for_device(fan, WAIT, |d| {
+            d.reported.as_ref().is_some_and(|r| r.applied_version == 1)
+        })
+        .await;
+        assert!(output.is_on(), "{fan} is on");
+    }
+}
+both!(a_command_sent_as_its_device_comes_online_reaches_it);
+
 async fn an_expired_command_is_not_applied_and_a_returning_device_gets_a_fresh_one(
     backend: Backend,
 ) {
