@@ -142,21 +142,7 @@ pub fn HomeScope(home_id: String, route: RwSignal<Route>) -> impl IntoView {
 #[component]
 fn Tiles(home: HomeState) -> impl IntoView {
     let devices = home.devices;
-    let ids = Memo::new(move |_| {
-        devices.with(|d| d.iter().flatten().map(|d| d.id.clone()).collect::<Vec<_>>())
-    });
-    // Why not `<For>`: tiles come and go only when a device does, and each
-    // tile follows its own device, so rebuilding them all then is cheap,
-    // while `For`'s keyed diffing is a sizeable part of the wasm module.
-    let tiles = move || {
-        ids.track();
-        devices
-            .get_untracked()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|device| view! { <DeviceTile device=held(home, device) home /> })
-            .collect_view()
-    };
+    let tiles = move || devices.get().unwrap_or_default();
     view! {
         {move || match devices.with(|d| d.as_ref().map(Vec::is_empty)) {
             None => Some(view! { <p class="hint">"Loading devices…"</p> }.into_any()),
@@ -169,7 +155,11 @@ fn Tiles(home: HomeState) -> impl IntoView {
             }
             Some(false) => None,
         }}
-        <div class="tiles">{tiles}</div>
+        <div class="tiles">
+            <For each=tiles key=|device| device.id.clone() let:device>
+                <DeviceTile device=held(home, device) home />
+            </For>
+        </div>
     }
 }
 
