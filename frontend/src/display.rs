@@ -37,6 +37,17 @@ pub fn metric_name(metric: Metric) -> &'static str {
     }
 }
 
+/// What a metric measures, in running text: `temperature`.
+// Why not `metric_name(..).to_lowercase()`: that links Unicode case tables.
+pub fn metric_noun(metric: Metric) -> &'static str {
+    match metric {
+        Metric::TemperatureCelsius => "temperature",
+        Metric::HumidityPercent => "humidity",
+        Metric::PressureHpa => "pressure",
+        Metric::Unspecified => "unknown",
+    }
+}
+
 /// The metrics a sensor tile shows, in the order it shows them.
 pub const SENSOR_METRICS: [Metric; 3] = [
     Metric::TemperatureCelsius,
@@ -231,6 +242,7 @@ mod tests {
         assert_eq!(mode(Mode::Auto), "AUTO");
         assert_eq!(mode(Mode::Unspecified), "none");
         assert_eq!(metric_name(Metric::PressureHpa), "Pressure");
+        assert_eq!(metric_noun(Metric::HumidityPercent), "humidity");
         assert_eq!(
             mode_action(Mode::Auto, "Demo fan"),
             "Let the rules switch Demo fan"

@@ -1,4 +1,5 @@
-//! Numbers as text with a fixed count of decimals, by integer arithmetic.
+//! Numbers as text with a fixed count of decimals, by integer arithmetic,
+//! and text typed as a number.
 //!
 //! Why not `format!("{:.1}")`: core's float formatting (Grisu with a
 //! Dragon4 fallback over big integers) is one of the largest pieces of the
@@ -95,6 +96,54 @@ pub fn trimmed(value: f64) -> String {
     text
 }
 
+/// A decimal number as a user types it (`25`, `-3.5`, `.5`, `1e3`), or
+/// `None`. Exact (the nearest `f64`) for up to 15 significant digits and
+/// exponents within ±22, which covers anything typed into a form; beyond
+/// that within a few units in the last place.
+// Why not `str::parse::<f64>`: its algorithm, exact for any input, brings a
+// 10 KB table of powers of five into the wasm module.
+pub fn parse(text: &str) -> Option<f64> {
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (digits, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((digits, exponent)) => (digits, exponent.parse::<i32>().ok()?),
+        None => (unsigned, 0),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    if whole.is_empty() && fraction.is_empty() {
+        return None;
+    }
+    let mut mantissa = 0u64;
+    let mut scale = exponent;
+    for (i, byte) in whole.bytes().chain(fraction.bytes()).enumerate() {
+        if !byte.is_ascii_digit() {
+            return None;
+        }
+        let in_fraction = i >= whole.len();
+        // Why stop taking digits at 10^18: the mantissa would overflow, and
+        // an f64 holds fewer digits anyway.
+        if mantissa < 1_000_000_000_000_000_000 {
+            mantissa = mantissa * 10 + u64::from(byte - b'0');
+            scale = scale.checked_sub(i32::from(in_fraction))?;
+        } else if !in_fraction {
+            scale = scale.checked_add(1)?;
+        }
+    }
+    // Why one multiplication or division by an exact power of ten: each
+    // rounds once, so the result is the nearest f64 while both are exact.
+    let power = 10f64.powi(scale.unsigned_abs().min(400) as i32);
+    let magnitude = if mantissa == 0 {
+        0.0
+    } else if scale >= 0 {
+        mantissa as f64 * power
+    } else {
+        mantissa as f64 / power
+    };
+    Some(if negative { -magnitude } else { magnitude })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +204,50 @@ mod tests {
         for value in [25.0, 24.5, 0.1, 1013.25, -12.3] {
             assert_eq!(trimmed(value).parse::<f64>(), Ok(value));
         }
+    }
+
+    #[test]
+    fn parse_reads_what_std_reads() {
+        for text in [
+            "25",
+            "24.5",
+            "-3.06",
+            "+7",
+            ".5",
+            "5.",
+            "0",
+            "-0",
+            "0.1",
+            "0.3",
+            "1013.25",
+            "1e3",
+            "2.5E-3",
+            "-1e-7",
+            "123456789012345",
+            "0.000123",
+            "19.",
+            "99.99",
+            "1e22",
+            "1e-22",
+            "12345678901234567890123",
+        ] {
+            assert_eq!(parse(text), text.parse::<f64>().ok(), "{text}");
+        }
+    }
+
+    #[test]
+    fn parse_refuses_what_is_not_a_number() {
+        for text in [
+            "", "-", ".", "+.", "e5", "1e", "1.2.3", "12a", " 1", "1 ", "--1", "0x10", "inf",
+        ] {
+            assert_eq!(parse(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn parse_overflows_to_infinity_and_underflows_to_zero() {
+        assert_eq!(parse("1e400"), Some(f64::INFINITY));
+        assert_eq!(parse("1e-400"), Some(0.0));
+        assert_eq!(parse("0e400"), Some(0.0));
     }
 }

@@ -2,8 +2,6 @@
 //! each sensor metric (fed by the live stream) and the cursor position in a
 //! paged history. No I/O here, so both are tested natively.
 
-use std::collections::HashMap;
-
 use hearth_proto::v1::{Metric, StoredReading};
 
 /// One metric's newest value.
@@ -14,8 +12,10 @@ pub struct Latest {
 }
 
 /// The newest value of each (device, metric) seen so far.
+// Why a list, not a map: a home has a few dozen at most, and a hash map
+// would add its own code to the wasm module for no gain at that size.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct LatestReadings(HashMap<(String, Metric), Latest>);
+pub struct LatestReadings(Vec<(String, Metric, Latest)>);
 
 impl LatestReadings {
     /// Takes in `readings`, keeping per metric whichever is newest: a page of
@@ -26,20 +26,23 @@ impl LatestReadings {
                 value: r.value,
                 time_unix_ms: r.time_unix_ms,
             };
-            self.0
-                .entry((r.device_id.clone(), r.metric()))
-                .and_modify(|held| {
-                    if latest.time_unix_ms >= held.time_unix_ms {
-                        *held = latest;
-                    }
-                })
-                .or_insert(latest);
+            match self.find(&r.device_id, r.metric()) {
+                Some(i) if latest.time_unix_ms >= self.0[i].2.time_unix_ms => self.0[i].2 = latest,
+                Some(_) => {}
+                None => self.0.push((r.device_id.clone(), r.metric(), latest)),
+            }
         }
     }
 
     /// The newest value of `metric` from `device_id`, if any arrived.
     pub fn get(&self, device_id: &str, metric: Metric) -> Option<Latest> {
-        self.0.get(&(device_id.to_owned(), metric)).copied()
+        self.find(device_id, metric).map(|i| self.0[i].2)
+    }
+
+    fn find(&self, device_id: &str, metric: Metric) -> Option<usize> {
+        self.0
+            .iter()
+            .position(|(d, m, _)| d == device_id && *m == metric)
     }
 }
 

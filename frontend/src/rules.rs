@@ -109,9 +109,7 @@ impl RuleDraft {
 }
 
 fn number(field: &str, text: &str) -> Result<f64, String> {
-    text.trim()
-        .parse::<f64>()
-        .ok()
+    crate::number::parse(text.trim())
         .filter(|v| v.is_finite())
         .ok_or_else(|| format!("{field}: enter a number, e.g. 25 or 24.5."))
 }

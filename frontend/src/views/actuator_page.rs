@@ -5,7 +5,11 @@
 use hearth_proto::v1::{Command, Device};
 use leptos::prelude::*;
 
-use super::{actuator::ActuatorControls, alert, home::HomeState};
+use super::{
+    actuator::ActuatorControls,
+    home::HomeState,
+    loaded::{table, Column, Loaded, Loader, Shown},
+};
 use crate::{api, browser, display};
 
 /// Commands listed.
@@ -27,73 +31,56 @@ pub fn ActuatorPage(device: Memo<Device>, home: HomeState) -> impl IntoView {
             (command, versions)
         })
     });
-    let commands = LocalResource::new(move || {
+    let commands = Loader::new(move || {
         latest_command.track();
         let device_id = device.with_untracked(|d| d.id.clone());
-        async move { api::list_commands(&device_id, COMMANDS).await }
+        async move {
+            let answer = api::list_commands(&device_id, COMMANDS).await;
+            Shown::of("the commands", answer, |list| command_table(list))
+        }
     });
 
     view! {
-        <article class="device-page">
-            <h2 class="page-title">{name} " " <span class="kind">{move || display::kind(device.with(|d| d.kind()))}</span></h2>
-            <div class="panel">
-                <ActuatorControls device home override_choice=true />
-            </div>
-            <section class="panel" aria-labelledby="commands-title">
-                <h3 id="commands-title">"Recent commands"</h3>
-                <Transition fallback=|| view! { <p class="hint">"Loading commands…"</p> }>
-                    {move || Suspend::new(async move {
-                        match commands.await {
-                            Ok(list) => command_table(list).into_any(),
-                            Err(e) => alert(format!("Cannot load the commands: {e}.")).into_any(),
-                        }
-                    })}
-                </Transition>
-            </section>
-        </article>
-    }
+            <article class="device-page">
+                <h2 class="page-title">{name} " " <span class="kind">{move || display::kind(device.with(|d| d.kind()))}</span></h2>
+                <div class="panel">
+                    <ActuatorControls device home override_choice=true />
+                </div>
+                <section class="panel" aria-labelledby="commands-title">
+                    <h3 id="commands-title">"Recent commands"</h3>
+    <Loaded loader=commands loading="Loading commands…" />
+                </section>
+            </article>
+        }
 }
 
-fn command_table(commands: Vec<Command>) -> impl IntoView {
-    if commands.is_empty() {
-        return view! { <p class="hint">"No commands sent yet."</p> }.into_any();
-    }
+const COLUMNS: &[Column] = &[
+    Column("Sent", ""),
+    Column("State", ""),
+    Column("By", ""),
+    Column("Why", "wrap"),
+    Column("Outcome", ""),
+    Column("Round trip", "value"),
+];
+
+fn command_table(commands: &[Command]) -> AnyView {
     let rows = commands
-        .into_iter()
+        .iter()
         .map(|c| {
             let round_trip = if c.round_trip_us > 0 {
                 display::round_trip(c.round_trip_us)
             } else {
                 String::new()
             };
-            view! {
-                <tr>
-                    <td>{browser::local_time(c.requested_unix_ms)}</td>
-                    <td>{display::on_off(c.on).to_uppercase()}</td>
-                    <td>{display::requested_by(&c.requested_by)}</td>
-                    <td class="wrap">{c.reason.clone()}</td>
-                    <td>{display::command_state(c.state())}</td>
-                    <td class="value">{round_trip}</td>
-                </tr>
-            }
+            vec![
+                browser::local_time(c.requested_unix_ms),
+                display::on_off(c.on).to_ascii_uppercase(),
+                display::requested_by(&c.requested_by),
+                c.reason.clone(),
+                display::command_state(c.state()).to_owned(),
+                round_trip,
+            ]
         })
-        .collect_view();
-    view! {
-        <div class="table-wrap">
-            <table class="readings commands">
-                <thead>
-                    <tr>
-                        <th scope="col">"Sent"</th>
-                        <th scope="col">"State"</th>
-                        <th scope="col">"By"</th>
-                        <th scope="col">"Why"</th>
-                        <th scope="col">"Outcome"</th>
-                        <th scope="col" class="value">"Round trip"</th>
-                    </tr>
-                </thead>
-                <tbody>{rows}</tbody>
-            </table>
-        </div>
-    }
-    .into_any()
+        .collect();
+    table("readings commands", COLUMNS, rows, "No commands sent yet.")
 }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use futures::future::LocalBoxFuture;
 use gloo_timers::future::sleep;
 use hearth_proto::v1::{
     Decision, DecisionAction, Device, DeviceKind, GetSeriesResponse, Metric, Rule, StaleAction,
@@ -14,6 +15,7 @@ use super::{
     alert,
     chart::{Chart, Mark, Overlay},
     home::HomeState,
+    loaded::{table, Column, Loaded, Loader, Shown},
     sensor_page::CustomRange,
 };
 use crate::{
@@ -36,14 +38,6 @@ const DECISIONS_EVERY: Duration = Duration::from_secs(5);
 pub fn AutomationPage(home: HomeState) -> impl IntoView {
     let home_id = home.home_id.get_value();
     let changed = RwSignal::new(0u32);
-    let rules = LocalResource::new({
-        let home_id = home_id.clone();
-        move || {
-            changed.track();
-            let home_id = home_id.clone();
-            async move { api::list_rules(&home_id).await }
-        }
-    });
     let editing = RwSignal::new(None::<RuleDraft>);
     let dry_rule = RwSignal::new(None::<Rule>);
     let failure = RwSignal::new(None::<String>);
@@ -69,6 +63,22 @@ pub fn AutomationPage(home: HomeState) -> impl IntoView {
         dry_rule,
         failure,
     };
+    let rules = Loader::new(move || {
+        changed.track();
+        let home_id = home_id.clone();
+        async move {
+            let answer = api::list_rules(&home_id).await;
+            Shown::of("the rules", answer, move |list: &Vec<Rule>| {
+                if list.is_empty() {
+                    return view! { <p class="hint">"No rules yet."</p> }.into_any();
+                }
+                list.iter()
+                    .map(|rule| view! { <RuleCard rule=rule.clone() home actions /> })
+                    .collect_view()
+                    .into_any()
+            })
+        }
+    });
 
     view! {
         <section id="rules" class="panel" aria-labelledby="rules-title">
@@ -77,19 +87,7 @@ pub fn AutomationPage(home: HomeState) -> impl IntoView {
                 <button id="new-rule" aria-label="Create a new rule" on:click=new_rule>"New rule"</button>
             </div>
             {move || failure.get().map(alert)}
-            <Transition fallback=|| view! { <p class="hint">"Loading rules…"</p> }>
-                {move || Suspend::new(async move {
-                    match rules.await {
-                        Ok(list) if list.is_empty() => view! { <p class="hint">"No rules yet."</p> }.into_any(),
-                        Ok(list) => list
-                            .into_iter()
-                            .map(|rule| view! { <RuleCard rule home actions /> })
-                            .collect_view()
-                            .into_any(),
-                        Err(e) => alert(format!("Cannot load the rules: {e}.")).into_any(),
-                    }
-                })}
-            </Transition>
+            <Loaded loader=rules loading="Loading rules…" />
         </section>
         {move || editing.get().is_some().then(|| view! { <RuleForm home actions /> })}
         <DryRunPanel rule=dry_rule home />
@@ -114,6 +112,11 @@ impl RuleActions {
         what: &'static str,
         call: impl std::future::Future<Output = Result<(), ApiError>> + 'static,
     ) {
+        self.run_boxed(what, Box::pin(call));
+    }
+
+    // Why boxed: one copy of this for every kind of call.
+    fn run_boxed(self, what: &'static str, call: LocalBoxFuture<'static, Result<(), ApiError>>) {
         spawn_local(async move {
             match call.await {
                 Ok(()) => {
@@ -139,7 +142,7 @@ fn device_label(home: HomeState, id: &str) -> String {
 /// One rule with its switches.
 #[component]
 fn RuleCard(rule: Rule, home: HomeState, actions: RuleActions) -> impl IntoView {
-    let metric = display::metric_name(rule.metric()).to_lowercase();
+    let metric = display::metric_noun(rule.metric());
     let unit = display::unit(rule.metric()).unwrap_or("");
     let summary = format!(
         "When the {metric} of {} rises above {} {unit}, switch {} on; below {} {unit}, off.",
@@ -415,10 +418,12 @@ fn DryRunPanel(rule: RwSignal<Option<Rule>>, home: HomeState) -> impl IntoView {
             }
         })
         .collect_view();
-    let outcome = LocalResource::new(move || {
+    let outcome = StoredValue::new_local(Loader::new(move || {
         let (rule, window) = (rule.get(), fixed.get());
         async move {
-            let rule = rule?;
+            let Some(rule) = rule else {
+                return Shown::nothing();
+            };
             let run = api::dry_run(rule.clone(), window.start_unix_ms, window.end_unix_ms);
             let series = api::get_series(
                 &rule.source_device_id,
@@ -428,13 +433,12 @@ fn DryRunPanel(rule: RwSignal<Option<Rule>>, home: HomeState) -> impl IntoView {
                 range::MAX_POINTS,
             );
             let (run, series) = futures::join!(run, series);
-            Some((rule, window, run, series))
+            Shown::new(move || dry_run_view(home, &rule, window, &run, &series))
         }
-    });
-    let body = move || {
-        let (rule, window, run, series) = outcome.get().flatten()?;
-        Some(dry_run_view(home, rule, window, run, series))
-    };
+    }));
+    // Why only with a rule chosen: "Running…" would otherwise flash up on
+    // every visit.
+    let chosen = Memo::new(move |_| rule.with(Option::is_some));
     view! {
         <section id="dry-run" class="panel" aria-labelledby="dry-run-title">
             <h3 id="dry-run-title">"Dry run"</h3>
@@ -446,17 +450,21 @@ fn DryRunPanel(rule: RwSignal<Option<Rule>>, home: HomeState) -> impl IntoView {
                 <div class="ranges" role="group" aria-label="Dry run range">{presets}</div>
                 <CustomRange range fixed />
             </div>
-            {body}
+            {move || {
+                chosen
+                    .get()
+                    .then(|| view! { <Loaded loader=outcome.get_value() loading="Running the dry run…" /> })
+            }}
         </section>
     }
 }
 
 fn dry_run_view(
     home: HomeState,
-    rule: Rule,
+    rule: &Rule,
     window: Window,
-    run: Result<hearth_proto::v1::DryRunResponse, ApiError>,
-    series: Result<GetSeriesResponse, ApiError>,
+    run: &Result<hearth_proto::v1::DryRunResponse, ApiError>,
+    series: &Result<GetSeriesResponse, ApiError>,
 ) -> AnyView {
     let run = match run {
         Ok(run) => run,
@@ -521,7 +529,7 @@ fn dry_run_view(
             let label = format!(
                 "Dry run of {} on the {} of {}: {summary}",
                 rule.name,
-                display::metric_name(rule.metric()).to_lowercase(),
+                display::metric_noun(rule.metric()),
                 device_label(home, &rule.source_device_id)
             );
             view! {
@@ -532,7 +540,8 @@ fn dry_run_view(
         }
         Err(e) => alert(format!("Cannot load the sensor's series: {e}.")).into_any(),
     };
-    let decisions = decision_table(run.decisions.into_iter().rev().take(20).collect());
+    let newest: Vec<Decision> = run.decisions.iter().rev().take(20).cloned().collect();
+    let decisions = decision_table(&newest);
     view! {
         <p class="dry-summary" role="status">{summary}</p>
         {chart}
@@ -551,33 +560,35 @@ fn Decisions(home: HomeState) -> impl IntoView {
             refresh.update(|n| *n += 1);
         }
     });
-    let decisions = LocalResource::new(move || {
+    let decisions = Loader::new(move || {
         refresh.track();
         let home_id = home.home_id.get_value();
-        async move { api::list_decisions(&home_id, DECISIONS).await }
+        async move {
+            let answer = api::list_decisions(&home_id, DECISIONS).await;
+            Shown::of("the decisions", answer, |list| decision_table(list))
+        }
     });
     view! {
         <section id="decisions" class="panel" aria-labelledby="decisions-title">
             <h3 id="decisions-title">"Decisions"</h3>
-            <Transition fallback=|| view! { <p class="hint">"Loading decisions…"</p> }>
-                {move || Suspend::new(async move {
-                    match decisions.await {
-                        Ok(list) => decision_table(list).into_any(),
-                        Err(e) => alert(format!("Cannot load the decisions: {e}.")).into_any(),
-                    }
-                })}
-            </Transition>
+            <Loaded loader=decisions loading="Loading decisions…" />
         </section>
     }
 }
 
+const DECISION_COLUMNS: &[Column] = &[
+    Column("Time", ""),
+    Column("Rule", ""),
+    Column("Decision", ""),
+    Column("Value", "value"),
+    Column("Why", "wrap"),
+    Column("Command", ""),
+];
+
 /// Decisions newest first as given.
-fn decision_table(decisions: Vec<Decision>) -> AnyView {
-    if decisions.is_empty() {
-        return view! { <p class="hint">"No decisions."</p> }.into_any();
-    }
+fn decision_table(decisions: &[Decision]) -> AnyView {
     let rows = decisions
-        .into_iter()
+        .iter()
         .map(|d| {
             let value = if d.value.is_finite() {
                 number::fixed(d.value, 1)
@@ -589,34 +600,20 @@ fn decision_table(decisions: Vec<Decision>) -> AnyView {
             } else {
                 String::new()
             };
-            view! {
-                <tr>
-                    <td>{browser::local_time(d.time_unix_ms)}</td>
-                    <td>{d.rule_id.clone()}</td>
-                    <td>{display::decision_action(d.action())}</td>
-                    <td class="value">{value}</td>
-                    <td class="wrap">{d.reason.clone()}</td>
-                    <td>{command}</td>
-                </tr>
-            }
+            vec![
+                browser::local_time(d.time_unix_ms),
+                d.rule_id.clone(),
+                display::decision_action(d.action()).to_owned(),
+                value,
+                d.reason.clone(),
+                command,
+            ]
         })
-        .collect_view();
-    view! {
-        <div class="table-wrap">
-            <table class="readings decisions">
-                <thead>
-                    <tr>
-                        <th scope="col">"Time"</th>
-                        <th scope="col">"Rule"</th>
-                        <th scope="col">"Decision"</th>
-                        <th scope="col" class="value">"Value"</th>
-                        <th scope="col">"Why"</th>
-                        <th scope="col">"Command"</th>
-                    </tr>
-                </thead>
-                <tbody>{rows}</tbody>
-            </table>
-        </div>
-    }
-    .into_any()
+        .collect();
+    table(
+        "readings decisions",
+        DECISION_COLUMNS,
+        rows,
+        "No decisions.",
+    )
 }

@@ -1,11 +1,11 @@
 //! The Home ID field: type an id or pick one of the homes the backend lists;
 //! the choice is remembered for the next visit.
 
-use hearth_proto::ids::check_id;
+use hearth_proto::{ids::check_id, v1::Home};
 use leptos::prelude::*;
 
 use super::alert;
-use crate::api;
+use crate::{api, tasks::spawn_scoped};
 
 /// Calls `choose` with the home the user asks for; with none on screen yet,
 /// with the first home the backend lists.
@@ -30,14 +30,18 @@ pub fn HomePicker(
         Err(why) => problem.set(Some(format!("A home ID {why}."))),
     };
 
-    let homes = LocalResource::new(move || async move {
-        let homes = api::list_homes().await;
-        if let (Ok(homes), None) = (&homes, chosen.get_untracked()) {
-            if let Some(first) = homes.first() {
-                submit(first.id.clone());
+    let homes = RwSignal::new(Vec::<Home>::new());
+    let failure = RwSignal::new(None::<String>);
+    spawn_scoped(async move {
+        match api::list_homes().await {
+            Ok(list) => {
+                if let (Some(first), None) = (list.first(), chosen.get_untracked()) {
+                    submit(first.id.clone());
+                }
+                homes.set(list);
             }
+            Err(e) => failure.set(Some(format!("Cannot list homes: {e}."))),
         }
-        homes
     });
 
     view! {
@@ -63,8 +67,6 @@ pub fn HomePicker(
                 {move || {
                     homes
                         .get()
-                        .and_then(Result::ok)
-                        .unwrap_or_default()
                         .into_iter()
                         .map(|home| view! { <option value=home.id>{home.name}</option> })
                         .collect_view()
@@ -73,6 +75,6 @@ pub fn HomePicker(
             <button type="submit" aria-label="Show this home">"Show"</button>
         </form>
         {move || problem.get().map(alert)}
-        {move || homes.get().and_then(Result::err).map(|e| alert(format!("Cannot list homes: {e}.")))}
+        {move || failure.get().map(alert)}
     }
 }

@@ -3,7 +3,8 @@
 //! device [`tile`]s hold [`sensor`] readings or [`actuator`] controls, a
 //! device page is a [`sensor_page`] (charts, [`history`]) or an
 //! [`actuator_page`] (controls, commands), and [`automation`] edits rules.
-//! [`chart`] draws SVG charts for all of them.
+//! [`chart`] draws SVG charts for all of them; [`loaded`] shows what they
+//! load from the backend.
 
 pub mod actuator;
 pub mod actuator_page;
@@ -13,6 +14,7 @@ pub mod chart;
 pub mod history;
 pub mod home;
 pub mod home_picker;
+pub mod loaded;
 pub mod sensor;
 pub mod sensor_page;
 pub mod tile;

@@ -2,12 +2,17 @@
 //! the last hour / 24 hours / 7 days / a custom range from the downsampled
 //! series), and its history table.
 
-use std::collections::HashMap;
-
-use hearth_proto::v1::{Device, Metric, WatchReadingsResponse};
+use hearth_proto::v1::{Device, GetSeriesResponse, Metric, WatchReadingsResponse};
 use leptos::prelude::*;
 
-use super::{alert, chart::Chart, history::History, home::HomeState, sensor::SensorReadings};
+use super::{
+    alert,
+    chart::Chart,
+    history::History,
+    home::HomeState,
+    loaded::{Loaded, Loader, Shown},
+    sensor::SensorReadings,
+};
 use crate::{
     api, browser,
     chart::{Bucket, Geometry, LivePoints, Plot, Point},
@@ -20,7 +25,32 @@ use crate::{
 /// Live points kept per metric: ten minutes at one reading a second.
 const LIVE_CAPACITY: usize = 600;
 
-type LiveMap = HashMap<Metric, LivePoints>;
+/// The live points of each charted metric.
+// Why a list, not a map: there are three metrics at most, and a hash map
+// would add its own code to the wasm module.
+#[derive(Default)]
+struct LiveMap(Vec<(Metric, LivePoints)>);
+
+impl LiveMap {
+    fn get(&self, metric: Metric) -> Option<&LivePoints> {
+        self.0
+            .iter()
+            .find(|(m, _)| *m == metric)
+            .map(|(_, points)| points)
+    }
+
+    /// The points of `metric`, new and empty if it has none yet.
+    fn points(&mut self, metric: Metric) -> &mut LivePoints {
+        let i = match self.0.iter().position(|(m, _)| *m == metric) {
+            Some(i) => i,
+            None => {
+                self.0.push((metric, LivePoints::new(LIVE_CAPACITY)));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i].1
+    }
+}
 
 /// The page of sensor `device`.
 #[component]
@@ -31,7 +61,7 @@ pub fn SensorPage(device: Memo<Device>, home: HomeState) -> impl IntoView {
     // The window of a chosen preset or custom range, fixed when chosen.
     let fixed = RwSignal::new(Range::Live.window(browser::now_unix_ms()));
     let metrics = RwSignal::new(vec![Metric::TemperatureCelsius]);
-    let live = RwSignal::new(LiveMap::new());
+    let live = RwSignal::new(LiveMap::default());
 
     let choose = move |chosen: Range| {
         fixed.set(chosen.window(browser::now_unix_ms()));
@@ -70,7 +100,7 @@ pub fn SensorPage(device: Memo<Device>, home: HomeState) -> impl IntoView {
             };
             view! {
                 <label class="check">
-                    <input type="checkbox" prop:checked=checked on:change=toggle aria-label=format!("Chart {}", display::metric_name(metric).to_lowercase()) />
+                    <input type="checkbox" prop:checked=checked on:change=toggle aria-label=format!("Chart {}", display::metric_noun(metric)) />
                     {display::metric_name(metric)}
                 </label>
             }
@@ -181,9 +211,7 @@ fn LiveFeed(
                 api::list_readings(&device_id, metric, start, LIVE_CAPACITY as u32, "").await
             {
                 live.update(|map| {
-                    let points = map
-                        .entry(metric)
-                        .or_insert_with(|| LivePoints::new(LIVE_CAPACITY));
+                    let points = map.points(metric);
                     for r in page.readings {
                         points.push(Point {
                             time_unix_ms: r.time_unix_ms,
@@ -211,9 +239,7 @@ fn LiveFeed(
                             for r in message.readings.iter().filter(|r| {
                                 r.device_id == device_id && metrics.contains(&r.metric())
                             }) {
-                                let points = map
-                                    .entry(r.metric())
-                                    .or_insert_with(|| LivePoints::new(LIVE_CAPACITY));
+                                let points = map.points(r.metric());
                                 points.push(Point {
                                     time_unix_ms: r.time_unix_ms,
                                     value: r.value,
@@ -239,7 +265,7 @@ fn LiveFeed(
 #[component]
 fn LiveChart(metric: Metric, live: RwSignal<LiveMap>, window: Signal<Window>) -> impl IntoView {
     let geometry = Signal::derive(move || {
-        let points = live.with(|map| map.get(&metric).map(LivePoints::to_vec).unwrap_or_default());
+        let points = live.with(|map| map.get(metric).map(LivePoints::to_vec).unwrap_or_default());
         let window = window.get();
         let plot = Plot {
             points: &points,
@@ -249,13 +275,13 @@ fn LiveChart(metric: Metric, live: RwSignal<LiveMap>, window: Signal<Window>) ->
         Geometry::of(&plot, window, browser::utc_offset_ms(window.end_unix_ms))
     });
     let latest = move || {
-        live.with(|map| map.get(&metric).and_then(LivePoints::latest))
+        live.with(|map| map.get(metric).and_then(LivePoints::latest))
             .map(|p| display::reading(metric, p.value))
             .unwrap_or_else(|| "—".into())
     };
     let label = format!(
         "Live {} chart, last 10 minutes",
-        display::metric_name(metric).to_lowercase()
+        display::metric_noun(metric)
     );
     view! {
         <div class="chart-block" data-chart=metric.short_name()>
@@ -271,62 +297,55 @@ fn LiveChart(metric: Metric, live: RwSignal<LiveMap>, window: Signal<Window>) ->
 /// `metric` over `window` from the downsampled series.
 #[component]
 fn SeriesChart(device_id: String, metric: Metric, window: RwSignal<Window>) -> impl IntoView {
-    let series = LocalResource::new(move || {
+    let series = Loader::new(move || {
         let (device_id, w) = (device_id.clone(), window.get());
         async move {
-            api::get_series(
+            let answer = api::get_series(
                 &device_id,
                 metric,
                 w.start_unix_ms,
                 w.end_unix_ms,
                 range::MAX_POINTS,
             )
-            .await
+            .await;
+            let what = format!("the {} series", display::metric_noun(metric));
+            Shown::of(&what, answer, move |series| series_chart(metric, w, series))
         }
     });
-    let body = move || {
-        series.get().map(|answer| match answer {
-            Ok(series) => {
-                let buckets: Vec<Bucket> = series
-                    .points
-                    .iter()
-                    .map(|p| Bucket {
-                        time_unix_ms: p.start_unix_ms,
-                        min: p.min,
-                        avg: p.avg,
-                        max: p.max,
-                    })
-                    .collect();
-                let w = window.get_untracked();
-                let plot = Plot {
-                    buckets: &buckets,
-                    gap_ms: range::series_gap(series.bucket_ms),
-                    ..Default::default()
-                };
-                let geometry = Geometry::of(&plot, w, browser::utc_offset_ms(w.end_unix_ms));
-                let caption = format!(
-                    "avg line, min–max band; {} buckets of {}",
-                    buckets.len(),
-                    display::seconds((series.bucket_ms / 1000) as u64)
-                );
-                let label = format!("{} chart, {caption}", display::metric_name(metric));
-                view! {
-                    <Chart geometry=Signal::stored(geometry) window=Signal::stored(w) label />
-                    <p class="caption">{caption}</p>
-                }
-                .into_any()
-            }
-            Err(e) => alert(format!(
-                "Cannot load the {} series: {e}.",
-                display::metric_name(metric).to_lowercase()
-            ))
-            .into_any(),
-        })
-    };
     view! {
         <div class="chart-block" data-chart=metric.short_name()>
             <p class="chart-title"><span>{display::metric_name(metric)}</span></p>
-            {move || body().unwrap_or_else(|| view! { <p class="hint chart-loading">"Loading…"</p> }.into_any())}
+            <Loaded loader=series loading="Loading…" loading_class="hint chart-loading" />
         </div>
     }
+}
+
+fn series_chart(metric: Metric, window: Window, series: &GetSeriesResponse) -> AnyView {
+    let buckets: Vec<Bucket> = series
+        .points
+        .iter()
+        .map(|p| Bucket {
+            time_unix_ms: p.start_unix_ms,
+            min: p.min,
+            avg: p.avg,
+            max: p.max,
+        })
+        .collect();
+    let plot = Plot {
+        buckets: &buckets,
+        gap_ms: range::series_gap(series.bucket_ms),
+        ..Default::default()
+    };
+    let geometry = Geometry::of(&plot, window, browser::utc_offset_ms(window.end_unix_ms));
+    let caption = format!(
+        "avg line, min–max band; {} buckets of {}",
+        buckets.len(),
+        display::seconds((series.bucket_ms / 1000) as u64)
+    );
+    let label = format!("{} chart, {caption}", display::metric_name(metric));
+    view! {
+        <Chart geometry=Signal::stored(geometry) window=Signal::stored(window) label />
+        <p class="caption">{caption}</p>
+    }
+    .into_any()
 }
