@@ -30,7 +30,7 @@ use crate::{
     demo,
     directory::Directory,
     grpc::{AutomationApi, DeviceApi, TelemetryApi},
-    ingest::{self, Ingest, IngestItem, StoredBatch},
+    ingest::{self, Ingest, IngestItem, StoredCommit},
     intake::Intake,
     metrics::Metrics,
     mqtt,
@@ -40,7 +40,7 @@ use crate::{
     web,
 };
 
-/// Stored batches buffered per live subscriber before it starts skipping.
+/// Commits buffered per live subscriber before it starts skipping.
 const LIVE_BUFFER: usize = 1_024;
 /// Inbound MQTT messages buffered between the connection and intake.
 const INBOX_CAPACITY: usize = 1_024;
@@ -52,7 +52,7 @@ pub struct Core {
     pub ingest: Ingest,
     pub control: Arc<Control>,
     pub automation: Arc<Automation>,
-    pub stored: broadcast::Sender<Arc<StoredBatch>>,
+    pub stored: broadcast::Sender<Arc<StoredCommit>>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
     /// Cancelled when shutdown starts, so long-lived streams end and the

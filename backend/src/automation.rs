@@ -21,7 +21,7 @@ use crate::{
     clock::Clock,
     control::Control,
     domain::{DeviceId, LoggedDecision, RuleId, RuleState, ThresholdRule, UnixMs},
-    ingest::StoredBatch,
+    ingest::StoredCommit,
     metrics::Metrics,
     storage::{Storage, StorageError},
 };
@@ -72,7 +72,7 @@ impl Automation {
     /// A stored batch from one of a rule's sources wakes it at once.
     pub async fn run(
         self: Arc<Self>,
-        mut stored: broadcast::Receiver<Arc<StoredBatch>>,
+        mut stored: broadcast::Receiver<Arc<StoredCommit>>,
         shutdown: CancellationToken,
     ) {
         let mut lease_until: UnixMs = 0;
@@ -86,8 +86,8 @@ impl Automation {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = ticks.tick() => {}
-                batch = stored.recv() => match batch {
-                    Ok(batch) if batch.readings.iter().any(|r| sources.contains(&r.device_id)) => {}
+                commit = stored.recv() => match commit {
+                    Ok(commit) if commit.iter().flat_map(|b| &b.readings).any(|r| sources.contains(&r.device_id)) => {}
                     Ok(_) | Err(RecvError::Lagged(_)) => continue,
                     Err(RecvError::Closed) => break,
                 },

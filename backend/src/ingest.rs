@@ -46,6 +46,12 @@ pub struct StoredBatch {
     pub readings: Vec<Reading>,
 }
 
+/// Every batch of one commit, published to live streams and automation as
+/// one message. Why not a message per batch: each subscriber wakes for every
+/// message and most of them want none of it (a stream follows one home or
+/// one device); with a thousand streams, waking them per batch took a core.
+pub type StoredCommit = Vec<StoredBatch>;
+
 /// The sending side of the ingest queue.
 #[derive(Clone)]
 pub struct Ingest {
@@ -72,7 +78,7 @@ impl Ingest {
 pub async fn run_writer(
     mut rx: mpsc::Receiver<IngestItem>,
     storage: Arc<dyn Storage>,
-    stored: broadcast::Sender<Arc<StoredBatch>>,
+    stored: broadcast::Sender<Arc<StoredCommit>>,
     metrics: Arc<Metrics>,
     rollups: Arc<Rollups>,
 ) {
@@ -99,6 +105,7 @@ pub async fn run_writer(
         for item in &items {
             rollups.touched(&item.readings);
         }
+        let mut committed = Vec::with_capacity(items.len());
         for item in items.drain(..) {
             let IngestItem {
                 home_id,
@@ -111,9 +118,10 @@ pub async fn run_writer(
                     let _ = tx.send(Ok(readings.len() as u64));
                 }
             }
-            // No receivers is fine: nobody is watching.
-            let _ = stored.send(Arc::new(StoredBatch { home_id, readings }));
+            committed.push(StoredBatch { home_id, readings });
         }
+        // No receivers is fine: nobody is watching.
+        let _ = stored.send(Arc::new(committed));
     }
     info!("ingest writer drained and stopped");
 }

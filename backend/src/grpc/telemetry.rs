@@ -226,10 +226,11 @@ impl TelemetryService for TelemetryApi {
         // subscriber only loses its own messages (reported as `skipped`).
         let stream = BroadcastStream::new(self.core.stored.subscribe()).filter_map(move |item| {
             let message = match item {
-                Ok(batch) if batch.home_id == home_id => {
-                    let readings: Vec<_> = batch
-                        .readings
+                Ok(commit) => {
+                    let readings: Vec<_> = commit
                         .iter()
+                        .filter(|b| b.home_id == home_id)
+                        .flat_map(|b| &b.readings)
                         .filter(|r| devices.is_empty() || devices.contains(&r.device_id))
                         .filter(|r| metrics.is_empty() || metrics.contains(&r.metric))
                         .map(convert::reading)
@@ -239,7 +240,6 @@ impl TelemetryService for TelemetryApi {
                         skipped: 0,
                     })
                 }
-                Ok(_) => None,
                 Err(BroadcastStreamRecvError::Lagged(n)) => Some(WatchReadingsResponse {
                     readings: vec![],
                     skipped: n,
