@@ -84,7 +84,7 @@ options (defaults of a full run; --quick changes the ones marked *):
   --secs N            *    end-to-end publishing (60; quick 10)
   --devices N              simulated sensors (1000)
   --connections N          MQTT connections the sensors share (10)
-  --rate N            *    offered ReadingBatch messages/s in total (20000; quick 10000)
+  --rate N            *    offered ReadingBatch messages/s in total (25000; quick 10000)
   --readings-per-batch N   1..3 metrics per ReadingBatch (3)
   --sample-devices N       devices watched for publish→commit latency (100)
   --live-streams N         concurrent WatchReadings streams (1000)
@@ -135,7 +135,7 @@ impl Options {
             secs: if quick { 10 } else { 60 },
             devices: 1_000,
             connections: 10,
-            rate: if quick { 10_000 } else { 20_000 },
+            rate: if quick { 10_000 } else { 25_000 },
             readings_per_batch: 3,
             sample_devices: 100,
             live_streams: 1_000,
