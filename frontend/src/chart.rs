@@ -24,6 +24,22 @@ pub struct Bucket {
     pub max: f64,
 }
 
+impl Bucket {
+    /// The buckets of a `GetSeries` answer, in its order.
+    pub fn of_series(series: &hearth_proto::v1::GetSeriesResponse) -> Vec<Self> {
+        series
+            .points
+            .iter()
+            .map(|p| Self {
+                time_unix_ms: p.start_unix_ms,
+                min: p.min,
+                avg: p.avg,
+                max: p.max,
+            })
+            .collect()
+    }
+}
+
 /// One point of a line.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Point {

@@ -41,17 +41,17 @@ pub fn ActuatorPage(device: Memo<Device>, home: HomeState) -> impl IntoView {
     });
 
     view! {
-            <article class="device-page">
-                <h2 class="page-title">{name} " " <span class="kind">{move || display::kind(device.with(|d| d.kind()))}</span></h2>
-                <div class="panel">
-                    <ActuatorControls device home override_choice=true />
-                </div>
-                <section class="panel" aria-labelledby="commands-title">
-                    <h3 id="commands-title">"Recent commands"</h3>
-    <Loaded loader=commands loading="Loading commands…" />
-                </section>
-            </article>
-        }
+        <article class="device-page">
+            <h2 class="page-title">{name} " " <span class="kind">{move || display::kind(device.with(|d| d.kind()))}</span></h2>
+            <div class="panel">
+                <ActuatorControls device home override_choice=true />
+            </div>
+            <section class="panel" aria-labelledby="commands-title">
+                <h3 id="commands-title">"Recent commands"</h3>
+                <Loaded loader=commands loading="Loading commands…" />
+            </section>
+        </article>
+    }
 }
 
 const COLUMNS: &[Column] = &[

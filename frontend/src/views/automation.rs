@@ -508,16 +508,7 @@ fn dry_run_view(
     };
     let chart = match series {
         Ok(series) => {
-            let buckets: Vec<Bucket> = series
-                .points
-                .iter()
-                .map(|p| Bucket {
-                    time_unix_ms: p.start_unix_ms,
-                    min: p.min,
-                    avg: p.avg,
-                    max: p.max,
-                })
-                .collect();
+            let buckets = Bucket::of_series(&series);
             let levels = [rule.on_above, rule.off_below];
             let plot = Plot {
                 buckets: &buckets,

@@ -46,27 +46,27 @@ pub fn History(device_id: String, name: String) -> impl IntoView {
     };
 
     view! {
-            <section class="history" aria-labelledby="history-title">
-                <div class="history-head">
-                    <h2 id="history-title">"History of " {name}</h2>
-                    <nav class="pager" aria-label="History pages">
-                        <button aria-label="Newest readings" on:click=newest>"Newest"</button>
-                        <button
-                            aria-label="Newer readings"
-                            disabled=move || !pager.with(Pager::has_newer)
-                            on:click=move |_| pager.update(Pager::newer)
-                        >
-                            "‹ Newer"
-                        </button>
-                        <span class="page-number">"Page " {move || pager.with(Pager::page_number)}</span>
-                        <button aria-label="Older readings" disabled=move || next_token.with(String::is_empty) on:click=older>
-                            "Older ›"
-                        </button>
-                    </nav>
-                </div>
-    <Loaded loader=page loading="Loading readings…" />
-            </section>
-        }
+        <section class="history" aria-labelledby="history-title">
+            <div class="history-head">
+                <h2 id="history-title">"History of " {name}</h2>
+                <nav class="pager" aria-label="History pages">
+                    <button aria-label="Newest readings" on:click=newest>"Newest"</button>
+                    <button
+                        aria-label="Newer readings"
+                        disabled=move || !pager.with(Pager::has_newer)
+                        on:click=move |_| pager.update(Pager::newer)
+                    >
+                        "‹ Newer"
+                    </button>
+                    <span class="page-number">"Page " {move || pager.with(Pager::page_number)}</span>
+                    <button aria-label="Older readings" disabled=move || next_token.with(String::is_empty) on:click=older>
+                        "Older ›"
+                    </button>
+                </nav>
+            </div>
+            <Loaded loader=page loading="Loading readings…" />
+        </section>
+    }
 }
 
 const COLUMNS: &[Column] = &[

@@ -321,16 +321,7 @@ fn SeriesChart(device_id: String, metric: Metric, window: RwSignal<Window>) -> i
 }
 
 fn series_chart(metric: Metric, window: Window, series: &GetSeriesResponse) -> AnyView {
-    let buckets: Vec<Bucket> = series
-        .points
-        .iter()
-        .map(|p| Bucket {
-            time_unix_ms: p.start_unix_ms,
-            min: p.min,
-            avg: p.avg,
-            max: p.max,
-        })
-        .collect();
+    let buckets = Bucket::of_series(series);
     let plot = Plot {
         buckets: &buckets,
         gap_ms: range::series_gap(series.bucket_ms),
