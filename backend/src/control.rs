@@ -30,6 +30,25 @@ use crate::{
 const CAS_ATTEMPTS: usize = 8;
 /// Devices buffered per live view before it starts skipping.
 const CHANGES_BUFFER: usize = 1_024;
+/// How long a command's publish time waits to be stored with its
+/// acknowledgement before it is stored on its own.
+const PUBLISHED_WRITE_DELAY: Duration = Duration::from_millis(100);
+/// Open commands tracked before those past their time-to-live are dropped.
+const TRACKED_COMMANDS: usize = 1_024;
+
+/// A command this replica made or published, until it is acknowledged.
+#[derive(Debug, Clone, Copy)]
+struct Tracked {
+    /// Since when it is tracked here.
+    since: Instant,
+    /// When it was asked for here, for a round-trip time finer than the
+    /// clock's milliseconds.
+    requested: Option<Instant>,
+    /// When this replica handed it to the broker.
+    published_at: Option<UnixMs>,
+}
+
+type TrackedCommands = Arc<Mutex<HashMap<(DeviceId, u64), Tracked>>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -51,9 +70,8 @@ pub struct Control {
     clock: Clock,
     /// How long a command stays applicable.
     ttl_ms: i64,
-    /// When this replica stored each open command, for a round-trip time
-    /// finer than the clock's milliseconds.
-    requested: Mutex<HashMap<(DeviceId, u64), Instant>>,
+    /// Open commands this replica made or published.
+    tracked: TrackedCommands,
     /// Every device change, for live views.
     changes: broadcast::Sender<Device>,
 }
@@ -75,7 +93,7 @@ impl Control {
             metrics,
             clock,
             ttl_ms,
-            requested: Mutex::default(),
+            tracked: TrackedCommands::default(),
             changes,
         }
     }
@@ -134,16 +152,7 @@ impl Control {
             device.state = state;
             let made = command.as_ref().map(|c| c.version);
             if let Some(command) = command {
-                {
-                    let mut requested = self.requested.lock().expect("requested lock");
-                    // Commands never acknowledged (expired, superseded) leave
-                    // their start behind; past their time-to-live it is useless.
-                    if requested.len() >= 1_024 {
-                        let ttl = Duration::from_millis(self.ttl_ms.max(0) as u64);
-                        requested.retain(|_, at| at.elapsed() < ttl);
-                    }
-                    requested.insert((id.clone(), command.version), started);
-                }
+                self.track(id, command.version, |t| t.requested = Some(started));
                 info!(device = %id, version = command.version, on = command.on, requested_by, reason = command.reason, "desired state changed");
                 device.last_command = Some(command);
                 if device.online || self.came_online(id).await? {
@@ -170,7 +179,30 @@ impl Control {
         Ok(self.storage.get_device(id).await?.is_some_and(|d| d.online))
     }
 
+    /// Updates the tracked command `version` of `id`, tracking it if new.
+    fn track(&self, id: &DeviceId, version: u64, update: impl FnOnce(&mut Tracked)) {
+        let mut tracked = self.tracked.lock().expect("tracked commands lock");
+        // Commands never acknowledged (expired, superseded) stay behind;
+        // past their time-to-live they are useless.
+        if tracked.len() >= TRACKED_COMMANDS {
+            let ttl = Duration::from_millis(self.ttl_ms.max(0) as u64);
+            tracked.retain(|_, t| t.since.elapsed() < ttl);
+        }
+        let entry = tracked.entry((id.clone(), version)).or_insert(Tracked {
+            since: Instant::now(),
+            requested: None,
+            published_at: None,
+        });
+        update(entry);
+    }
+
     /// Publishes the device's current command and records that it was.
+    ///
+    /// Why the publish time is not written at once: that write would hold
+    /// the command's row while the device answers, and the acknowledgement
+    /// would wait for it (and for its disk flush) on every round trip. So it
+    /// travels with the acknowledgement if that comes here within
+    /// `PUBLISHED_WRITE_DELAY`, and is written on its own only if not.
     async fn publish(&self, device: &mut Device) {
         let Some(command) = device.last_command.as_mut() else {
             return;
@@ -187,13 +219,22 @@ impl Control {
                     command.state = CommandState::Published;
                     command.published_at = Some(now);
                 }
-                if let Err(e) = self
-                    .storage
-                    .command_published(&device.id, command.version, now)
-                    .await
-                {
-                    warn!(device = %device.id, error = %e, "could not record a command as published");
-                }
+                self.track(&device.id, command.version, |t| t.published_at = Some(now));
+                let (storage, tracked) = (self.storage.clone(), self.tracked.clone());
+                let key = (device.id.clone(), command.version);
+                tokio::spawn(async move {
+                    tokio::time::sleep(PUBLISHED_WRITE_DELAY).await;
+                    let unrecorded = tracked
+                        .lock()
+                        .expect("tracked commands lock")
+                        .get(&key)
+                        .is_some_and(|t| t.published_at == Some(now));
+                    if unrecorded {
+                        if let Err(e) = storage.command_published(&key.0, key.1, now).await {
+                            warn!(device = %key.0, error = %e, "could not record a command as published");
+                        }
+                    }
+                });
             }
             // Why not fail the call: the command is stored, and the device
             // gets it when it next says it is online.
@@ -275,18 +316,33 @@ impl Control {
                 return Ok(());
             }
         };
-        let applied = (applied_version > 0).then(|| Applied {
-            version: applied_version,
-            at: now,
-            round_trip_us: self.round_trip_us(&device, applied_version, now),
+        let mut started = None;
+        let applied = (applied_version > 0).then(|| {
+            let tracked = self
+                .tracked
+                .lock()
+                .expect("tracked commands lock")
+                .remove(&(id.clone(), applied_version));
+            started = tracked.and_then(|t| t.requested);
+            Applied {
+                version: applied_version,
+                at: now,
+                round_trip_us: round_trip_us(&device, applied_version, started, now),
+                published_at: tracked.and_then(|t| t.published_at),
+            }
         });
         let closed = self.storage.save_reported(id, &state, applied).await?;
         if let (true, Some(applied)) = (closed, applied) {
             self.metrics.commands_acknowledged.inc();
+            // Two figures: `rtt_us` (stored with the command) ends when the
+            // report reached Hearth; `stored_us` when it was committed, which
+            // is the round trip as a user sees it and what the metric counts.
+            // Only the replica that made the command can time the second.
+            let stored_us = started.map(|at| at.elapsed().as_micros() as u64);
             self.metrics
                 .command_round_trip
-                .observe_us(applied.round_trip_us);
-            info!(device = %id, version = applied.version, rtt_us = applied.round_trip_us, "device applied the command");
+                .observe_us(stored_us.unwrap_or(applied.round_trip_us));
+            info!(device = %id, version = applied.version, rtt_us = applied.round_trip_us, stored_us, "device applied the command");
             if let Some(c) = device
                 .last_command
                 .as_mut()
@@ -300,26 +356,6 @@ impl Control {
         device.state = state;
         let _ = self.changes.send(device);
         Ok(())
-    }
-
-    /// Microseconds from the request of command `version` to now: measured
-    /// here if this replica sent it, else from the stored request time.
-    fn round_trip_us(&self, device: &Device, version: u64, now: UnixMs) -> u64 {
-        let started = self
-            .requested
-            .lock()
-            .expect("requested lock")
-            .remove(&(device.id.clone(), version));
-        let requested_at = device
-            .last_command
-            .as_ref()
-            .filter(|c| c.version == version)
-            .map(|c| c.requested_at);
-        match (started, requested_at) {
-            (Some(at), _) => at.elapsed().as_micros() as u64,
-            (None, Some(at)) => (now - at).max(0) as u64 * 1000,
-            (None, None) => 0,
-        }
     }
 
     /// The device says it is online or offline. A device coming online is
@@ -375,5 +411,21 @@ impl Control {
             }
         }
         Ok(())
+    }
+}
+
+/// Microseconds from the request of command `version` to `now`: measured
+/// here if this replica made it (`started`), else from the stored request
+/// time.
+fn round_trip_us(device: &Device, version: u64, started: Option<Instant>, now: UnixMs) -> u64 {
+    let requested_at = device
+        .last_command
+        .as_ref()
+        .filter(|c| c.version == version)
+        .map(|c| c.requested_at);
+    match (started, requested_at) {
+        (Some(at), _) => at.elapsed().as_micros() as u64,
+        (None, Some(at)) => (now - at).max(0) as u64 * 1000,
+        (None, None) => 0,
     }
 }

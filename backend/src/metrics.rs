@@ -126,7 +126,7 @@ pub struct Metrics {
     pub rule_actions: Counter,
     /// Commands whose time-to-live passed before the device applied them.
     pub commands_expired: Counter,
-    /// SetMode or rule decision to the device's acknowledgement.
+    /// SetMode or rule decision to the device's acknowledgement stored.
     pub command_round_trip: Histogram,
     /// Time to commit one ingest transaction, and its size.
     pub ingest_commit_seconds: Histogram,
@@ -248,7 +248,7 @@ impl Metrics {
         self.command_round_trip.render(
             &mut out,
             "hearth_command_round_trip_seconds",
-            "Command requested to applied",
+            "Command requested to its acknowledgement stored",
         );
         self.ingest_commit_seconds.render(
             &mut out,

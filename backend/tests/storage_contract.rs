@@ -129,6 +129,7 @@ async fn contract(storage: Arc<dyn Storage>) {
             version: 1,
             at,
             round_trip_us,
+            published_at: Some(12_345),
         })
     };
     assert!(storage
@@ -185,6 +186,42 @@ async fn contract(storage: Arc<dyn Storage>) {
     assert_eq!(commands[1].published_at, Some(21));
     assert_eq!(commands[2].applied_at, Some(14));
     assert_eq!(storage.list_commands(&fan, 1).await.unwrap().len(), 1);
+    // A publish time not stored yet travels with the acknowledgement.
+    let t = state.set_mode(Mode::Off, None, "user", 30);
+    let c = Command::for_desired(&fan, t.publish.as_ref().unwrap(), "user", 1_000);
+    storage
+        .save_actuator_state(&fan, 3, &t.state, Some(&c))
+        .await
+        .unwrap();
+    let report = t.state.report(4, false, 32).unwrap();
+    let applied = Applied {
+        version: 4,
+        at: 32,
+        round_trip_us: 700,
+        published_at: Some(31),
+    };
+    assert!(storage
+        .save_reported(&fan, &report, Some(applied))
+        .await
+        .unwrap());
+    let newest = &storage.list_commands(&fan, 1).await.unwrap()[0];
+    assert_eq!(
+        (
+            newest.version,
+            newest.state,
+            newest.published_at,
+            newest.applied_at,
+            newest.round_trip_us
+        ),
+        (4, CommandState::Applied, Some(31), Some(32), Some(700))
+    );
+    let unknown = DeviceId::parse("f404", "id").unwrap();
+    assert!(matches!(
+        storage
+            .save_actuator_state(&unknown, 0, &on, Some(&command))
+            .await,
+        Err(StorageError::NotFound(_))
+    ));
     assert!(storage
         .get_device(&DeviceId::parse("nope", "id").unwrap())
         .await

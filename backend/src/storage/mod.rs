@@ -108,6 +108,9 @@ pub struct Applied {
     pub version: u64,
     pub at: UnixMs,
     pub round_trip_us: u64,
+    /// When this replica published it, if it did and has not stored that
+    /// yet: stored with the report unless a publish time already is.
+    pub published_at: Option<UnixMs>,
 }
 
 /// Persistence of homes, devices, readings and rules.
@@ -125,7 +128,8 @@ pub trait Storage: Send + Sync + 'static {
     /// Stores a new mode and desired state if the stored desired version is
     /// still `expected_version` (optimistic concurrency: `Stale` otherwise),
     /// with the `command` that carries a new desired version; older commands
-    /// still open become superseded. One transaction.
+    /// still open become superseded. One transaction (on MySQL one round
+    /// trip).
     async fn save_actuator_state(
         &self,
         id: &DeviceId,
@@ -143,7 +147,8 @@ pub trait Storage: Send + Sync + 'static {
     async fn overrides_ended(&self, now: UnixMs) -> Result<Vec<DeviceId>>;
     /// Stores the reported part of `state` (desired is left alone) and, with
     /// `applied`, marks that command applied unless it already was: one
-    /// transaction, so one commit on a device's acknowledgement path.
+    /// transaction, so one commit on a device's acknowledgement path (and on
+    /// MySQL one round trip).
     /// Returns whether a command changed.
     async fn save_reported(
         &self,

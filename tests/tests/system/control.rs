@@ -4,10 +4,15 @@
 use std::time::Duration;
 
 use hearth_agent::hardware::Output as _;
-use hearth_proto::v1::{
-    CreateRuleRequest, DeviceKind, Metric, Mode, Reading, ReadingBatch, Rule, SetModeRequest,
+use hearth_proto::{
+    topics::Channel,
+    v1::{
+        CommandState, CreateRuleRequest, DeviceKind, DeviceStatus, ListCommandsRequest, Metric,
+        Mode, Reading, ReadingBatch, Rule, SetModeRequest,
+    },
 };
 use hearth_tests::{both, spawn_actuator, unique, Backend};
+use prost::Message as _;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -81,8 +86,88 @@ async fn switching_a_fan_is_applied_and_acknowledged(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(again.desired.map(|d| d.version), Some(2));
+
+    // Each command's lifecycle, with its times in order and its round trip.
+    let commands = api
+        .list_commands(ListCommandsRequest {
+            device_id: fan.clone(),
+            limit: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .commands;
+    assert_eq!(commands.len(), 2);
+    for c in &commands {
+        assert_eq!(c.state(), CommandState::Applied, "{c:?}");
+        assert!(
+            c.requested_unix_ms <= c.published_unix_ms && c.published_unix_ms <= c.applied_unix_ms,
+            "requested ≤ published ≤ applied: {c:?}"
+        );
+        assert!(c.round_trip_us > 0, "{c:?}");
+    }
 }
 both!(switching_a_fan_is_applied_and_acknowledged);
+
+/// A command its device never answers still shows when it went out: the
+/// publish time, which otherwise travels with the acknowledgement, is
+/// stored on its own.
+async fn an_unanswered_command_is_recorded_as_published(backend: Backend) {
+    let app = hearth_tests::TestApp::spawn(backend).await;
+    let fan = unique("fan");
+    let home = app.home_with(&[(&fan, DeviceKind::Fan)]).await;
+    // A device that says it is online and then never reports.
+    let mut silent = app.connect_as_device(&fan).await;
+    let status = app
+        .topics
+        .device(&home, &fan, Channel::Status)
+        .expect("topic");
+    let online = DeviceStatus {
+        online: true,
+        time_unix_ms: hearth_agent::unix_ms_now(),
+        agent: "test".into(),
+    };
+    silent.publish(&status, online.encode_to_vec()).await;
+    app.wait_for_device(&fan, WAIT, |d| d.online).await;
+
+    let mut api = app.devices().await;
+    let on = api
+        .set_mode(SetModeRequest {
+            device_id: fan.clone(),
+            mode: Mode::On as i32,
+            requested_by: "test".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let sent = on.last_command.expect("the command");
+    assert_eq!(sent.state(), CommandState::Published);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let stored = api
+            .list_commands(ListCommandsRequest {
+                device_id: fan.clone(),
+                limit: 1,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .commands;
+        if stored[0].state() == CommandState::Published {
+            assert_eq!(stored[0].published_unix_ms, sent.published_unix_ms);
+            assert_eq!(stored[0].round_trip_us, 0);
+            break;
+        }
+        assert_eq!(stored[0].state(), CommandState::Requested);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never stored as published"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+both!(an_unanswered_command_is_recorded_as_published);
 
 async fn a_device_that_comes_online_gets_its_current_desired_state(backend: Backend) {
     let app = hearth_tests::TestApp::spawn(backend).await;
