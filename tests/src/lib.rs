@@ -66,6 +66,27 @@ pub fn workspace_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where a release build of binary `name` is (for the benchmarks).
+pub fn release_binary(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_dir().join("target"), PathBuf::from);
+    target.join("release").join(name)
+}
+
+/// `cargo build --release --quiet` with `args` (which packages and
+/// binaries), for a benchmark that runs release binaries.
+pub fn build_release(args: &[&str]) -> anyhow::Result<()> {
+    eprintln!("building release binaries…");
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "--quiet"])
+            .args(args)
+            .current_dir(workspace_dir())
+            .status()?;
+    anyhow::ensure!(status.success(), "cargo build --release failed");
+    Ok(())
+}
+
 /// The path of `bin` (of `package`), after building every binary of the
 /// workspace once per test run (a no-op when up to date).
 pub fn binary(package: &str, bin: &str) -> PathBuf {

@@ -47,8 +47,8 @@ use hearth_proto::{
     },
 };
 use hearth_tests::{
-    external_mqtt_url, fresh_mysql_database, log_field, spawn_until_ready, unique, workspace_dir,
-    TempDir,
+    build_release, external_mqtt_url, fresh_mysql_database, log_field, release_binary,
+    spawn_until_ready, unique, workspace_dir, TempDir,
 };
 use prost::Message as _;
 use rumqttc::{AsyncClient, QoS};
@@ -58,12 +58,6 @@ const FAN: &str = "bench-fan";
 const SENSORS: usize = 1_000;
 /// MQTT connections the load is spread over.
 const LOAD_CONNECTIONS: usize = 10;
-
-fn release_binary(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace_dir().join("target"), PathBuf::from);
-    target.join("release").join(name)
-}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -376,19 +370,7 @@ async fn main() -> anyhow::Result<()> {
     let binary = match std::env::var_os("HEARTH_BENCH_BINARY") {
         Some(path) => PathBuf::from(path),
         None => {
-            eprintln!("building release binaries…");
-            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args([
-                    "build",
-                    "--release",
-                    "--quiet",
-                    "-p",
-                    "hearth-backend",
-                    "--bins",
-                ])
-                .current_dir(workspace_dir())
-                .status()?;
-            anyhow::ensure!(status.success(), "cargo build failed");
+            build_release(&["-p", "hearth-backend", "--bins"])?;
             release_binary("hearth")
         }
     };

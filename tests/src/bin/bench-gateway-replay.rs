@@ -10,7 +10,6 @@
 //! `target/bench/gateway-replay.json`.
 
 use std::{
-    path::PathBuf,
     process::Command,
     time::{Duration, Instant},
 };
@@ -21,18 +20,13 @@ use hearth_proto::v1::{
     ReadingBatch, RegisterDeviceRequest,
 };
 use hearth_tests::{
-    external_mqtt_url, fresh_mysql_database, log_field, spawn_until_ready, workspace_dir, TempDir,
+    build_release, external_mqtt_url, fresh_mysql_database, log_field, release_binary,
+    spawn_until_ready, workspace_dir, TempDir,
 };
 use prost::Message as _;
 use sqlx::Connection as _;
 
 const SENSORS: u64 = 100;
-
-fn release_binary(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace_dir().join("target"), PathBuf::from);
-    target.join("release").join(name)
-}
 
 fn peak_rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -50,21 +44,7 @@ async fn main() -> anyhow::Result<()> {
     let total: u64 = std::env::args()
         .nth(1)
         .map_or(Ok(1_000_000), |a| a.parse())?;
-    eprintln!("building release binaries…");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "hearth-backend",
-            "-p",
-            "hearth-gateway",
-            "--bins",
-        ])
-        .current_dir(workspace_dir())
-        .status()?;
-    anyhow::ensure!(status.success(), "cargo build failed");
+    build_release(&["-p", "hearth-backend", "-p", "hearth-gateway", "--bins"])?;
 
     let (db_name, db_url) = fresh_mysql_database().await;
     let dir = TempDir::new();

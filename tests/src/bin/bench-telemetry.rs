@@ -52,7 +52,8 @@ use hearth_proto::{
     },
 };
 use hearth_tests::{
-    external_mqtt_url, log_field, mysql_url, spawn_until_ready, unique, workspace_dir, TempDir,
+    build_release, external_mqtt_url, log_field, mysql_url, release_binary, spawn_until_ready,
+    unique, workspace_dir, TempDir,
 };
 use prost::Message as _;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
@@ -867,12 +868,6 @@ fn device_id(d: usize) -> String {
 }
 
 // ---------------------------------------------------------------- hearth
-
-fn release_binary(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace_dir().join("target"), PathBuf::from);
-    target.join("release").join(name)
-}
 
 /// A `hearth` on the bench database, stopped (SIGTERM) by [`Hearth::stop`].
 struct Hearth {
@@ -1853,20 +1848,7 @@ async fn main() -> anyhow::Result<()> {
     let o = Options::parse(&args)?;
     let binary = o.hearth.clone().unwrap_or_else(|| release_binary("hearth"));
     if o.build && o.hearth.is_none() {
-        eprintln!("building the release hearth…");
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "build",
-                "--release",
-                "--quiet",
-                "-p",
-                "hearth-backend",
-                "--bin",
-                "hearth",
-            ])
-            .current_dir(workspace_dir())
-            .status()?;
-        ensure!(status.success(), "cargo build failed");
+        build_release(&["-p", "hearth-backend", "--bin", "hearth"])?;
     }
     ensure!(binary.exists(), "no hearth binary at {}", binary.display());
 
