@@ -1,6 +1,9 @@
 //! The SQL of Hearth, for SQLite and MySQL. Both speak `?` placeholders and
 //! the same queries except where noted, so one macro writes both
-//! implementations and each statement exists once.
+//! implementations and each statement exists once. The exception: the two
+//! writes of a command's round trip, which MySQL runs as stored procedures
+//! (one round trip each; migrations/mysql/0004) and SQLite as transactions
+//! (`write_actuator_state`, `write_reported` below).
 
 use std::str::FromStr;
 
