@@ -151,45 +151,64 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((base as f64 * jitter) as u64)
 }
 
-/// The event loop of one device's connection, pausing with backoff after a
-/// connection error.
+/// The event loop of one device's connection, pausing with backoff between
+/// connection attempts.
 pub(crate) struct Connection {
     events: EventLoop,
-    failures: u32,
-    paused_until: Option<Instant>,
+    /// Whether the broker accepted the session (CONNACK) and it still holds.
+    connected: bool,
+    /// Connection attempts since the last accepted one.
+    attempts: u32,
+    /// No connection attempt before this.
+    next_attempt: Option<Instant>,
 }
 
 impl Connection {
     pub(crate) fn new(events: EventLoop) -> Self {
         Self {
             events,
-            failures: 0,
-            paused_until: None,
+            connected: false,
+            attempts: 0,
+            next_attempt: None,
         }
     }
 
     /// The next event, or `None` after a connection error.
     ///
     /// Cancel-safe. Why it matters: the loops `select!` this against their
-    /// timers, which drop it whenever a reading is due; the pause is kept in
-    /// `self`, so a dropped wait resumes where it was instead of reconnecting
-    /// at once (a reconnect storm at the sensor's interval).
+    /// timers, which drop it whenever a reading is due, in a pause or in the
+    /// middle of a connection attempt. The time of the next attempt is kept
+    /// in `self` and set when an attempt *starts*, so neither a dropped wait
+    /// nor a dropped attempt reconnects at once (a reconnect storm at the
+    /// sensor's interval, seen when a connection attempt on a loaded machine
+    /// took longer than the interval).
     pub(crate) async fn next(&mut self, device: &str) -> Option<Event> {
-        if let Some(until) = self.paused_until {
-            tokio::time::sleep_until(until).await;
-            self.paused_until = None;
+        if !self.connected {
+            if let Some(until) = self.next_attempt {
+                tokio::time::sleep_until(until).await;
+            }
+            // This poll connects first.
+            self.next_attempt = Some(Instant::now() + backoff(self.attempts));
+            self.attempts = self.attempts.saturating_add(1);
         }
         match self.events.poll().await {
             Ok(event) => {
                 if matches!(event, Event::Incoming(Packet::ConnAck(_))) {
-                    self.failures = 0;
+                    self.connected = true;
+                    self.attempts = 0;
+                    self.next_attempt = None;
                 }
                 Some(event)
             }
             Err(e) => {
                 warn!(device, error = %e, "MQTT connection lost; reconnecting");
-                self.paused_until = Some(Instant::now() + backoff(self.failures));
-                self.failures = self.failures.saturating_add(1);
+                if self.connected {
+                    // An accepted session ended: the first pause before
+                    // trying again.
+                    self.connected = false;
+                    self.next_attempt = Some(Instant::now() + backoff(0));
+                    self.attempts = 1;
+                }
                 None
             }
         }
@@ -207,7 +226,7 @@ impl Connection {
         status_topic: &str,
         offline: Vec<u8>,
     ) {
-        if self.paused_until.is_some()
+        if !self.connected
             || client
                 .try_publish(status_topic, QoS::AtLeastOnce, false, offline)
                 .is_err()
