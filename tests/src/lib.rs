@@ -242,6 +242,20 @@ impl TestApp {
         DeviceServiceClient::new(self.channel().await)
     }
 
+    /// The newest 50 commands of `device`, newest first (`ListCommands`).
+    pub async fn commands(&self, device: &str) -> Vec<hearth_proto::v1::Command> {
+        self.devices()
+            .await
+            .list_commands(hearth_proto::v1::ListCommandsRequest {
+                device_id: device.into(),
+                limit: 50,
+            })
+            .await
+            .expect("ListCommands")
+            .into_inner()
+            .commands
+    }
+
     pub async fn telemetry(&self) -> TelemetryServiceClient<GrpcChannel> {
         TelemetryServiceClient::new(self.channel().await)
     }

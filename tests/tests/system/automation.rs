@@ -9,8 +9,8 @@ use hearth_proto::{
     topics::Channel,
     v1::{
         CommandState, CreateRuleRequest, DecisionAction, DesiredState, DeviceKind, DryRunRequest,
-        ListCommandsRequest, ListDecisionsRequest, Metric, Mode, Reading, ReadingBatch, Rule,
-        SetModeRequest, StaleAction, UpdateRuleRequest, WatchDevicesRequest,
+        ListDecisionsRequest, Metric, Mode, Reading, ReadingBatch, Rule, SetModeRequest,
+        StaleAction, UpdateRuleRequest, WatchDevicesRequest,
     },
 };
 use hearth_tests::{both, spawn_actuator, unique, Backend, DeviceConnection, TestApp};
@@ -76,19 +76,6 @@ async fn auto_fan(app: &TestApp, rule: Rule) -> (String, String, String, String)
     (home, sensor, fan, created.id)
 }
 
-async fn commands(app: &TestApp, device: &str) -> Vec<hearth_proto::v1::Command> {
-    app.devices()
-        .await
-        .list_commands(ListCommandsRequest {
-            device_id: device.into(),
-            limit: 50,
-        })
-        .await
-        .expect("ListCommands")
-        .into_inner()
-        .commands
-}
-
 async fn decisions(app: &TestApp, rule: &str) -> Vec<hearth_proto::v1::Decision> {
     app.automation()
         .await
@@ -111,7 +98,7 @@ async fn a_device_offline_while_three_commands_were_issued_gets_only_the_latest(
     for mode in [Mode::On, Mode::Off, Mode::On] {
         api.set_mode(set(&light, mode)).await.unwrap();
     }
-    let waiting = commands(&app, &light).await;
+    let waiting = app.commands(&light).await;
     assert_eq!(
         waiting
             .iter()
@@ -141,7 +128,7 @@ async fn a_device_offline_while_three_commands_were_issued_gets_only_the_latest(
     assert!(applied.published_unix_ms >= applied.requested_unix_ms);
     assert!(applied.applied_unix_ms >= applied.published_unix_ms);
     assert!(applied.round_trip_us > 0);
-    let history = commands(&app, &light).await;
+    let history = app.commands(&light).await;
     assert!(
         history[1..].iter().all(|c| c.published_unix_ms == 0),
         "the superseded commands were never sent: {history:?}"
@@ -195,7 +182,7 @@ async fn an_expired_command_is_not_applied_and_a_returning_device_gets_a_fresh_o
     api.set_mode(set(&fan, Mode::On)).await.unwrap();
     // The engine sweeps expired commands on its tick.
     let deadline = tokio::time::Instant::now() + WAIT;
-    while commands(&app, &fan).await[0].state() != CommandState::Expired {
+    while app.commands(&fan).await[0].state() != CommandState::Expired {
         assert!(tokio::time::Instant::now() < deadline, "v1 never expired");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -210,7 +197,7 @@ async fn an_expired_command_is_not_applied_and_a_returning_device_gets_a_fresh_o
     let fresh = back.last_command.expect("the reissued command");
     assert_eq!(fresh.requested_by, "resend");
     assert!(fresh.reason.contains("v1 expired"), "{}", fresh.reason);
-    assert_eq!(commands(&app, &fan).await[1].state(), CommandState::Expired);
+    assert_eq!(app.commands(&fan).await[1].state(), CommandState::Expired);
 
     // A stale message that sat in a queue: newer version, but past its
     // time-to-live. The agent must drop it; if it applied it, it would also
@@ -292,7 +279,7 @@ async fn a_restart_in_the_middle_of_a_sustain_window_acts_once_at_the_right_time
         .collect();
     assert_eq!(switches.len(), 1, "{switches:?}");
     assert_eq!(switches[0].command_version, 1);
-    assert_eq!(commands(&app, &fan).await.len(), 1);
+    assert_eq!(app.commands(&fan).await.len(), 1);
 }
 both!(a_restart_in_the_middle_of_a_sustain_window_acts_once_at_the_right_time);
 
@@ -453,7 +440,7 @@ async fn rules_are_edited_dry_run_and_checked_field_by_field() {
     );
     assert!(dry.decisions.iter().all(|d| d.command_version == 0));
     assert_eq!(
-        commands(&app, &fan).await.len(),
+        app.commands(&fan).await.len(),
         2,
         "a dry run switches nothing"
     );
@@ -657,7 +644,8 @@ async fn two_replicas_one_killed_every_crossing_switches_exactly_once() {
     }
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     // Exactly one command per crossing, all from the rule, in order.
-    let sent: Vec<_> = commands(&survivor, &fan)
+    let sent: Vec<_> = survivor
+        .commands(&fan)
         .await
         .into_iter()
         .rev()

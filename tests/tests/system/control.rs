@@ -7,8 +7,8 @@ use hearth_agent::hardware::Output as _;
 use hearth_proto::{
     topics::Channel,
     v1::{
-        CommandState, CreateRuleRequest, DeviceKind, DeviceStatus, ListCommandsRequest, Metric,
-        Mode, Reading, ReadingBatch, Rule, SetModeRequest,
+        CommandState, CreateRuleRequest, DeviceKind, DeviceStatus, Metric, Mode, Reading,
+        ReadingBatch, Rule, SetModeRequest,
     },
 };
 use hearth_tests::{both, spawn_actuator, unique, Backend};
@@ -88,15 +88,7 @@ async fn switching_a_fan_is_applied_and_acknowledged(backend: Backend) {
     assert_eq!(again.desired.map(|d| d.version), Some(2));
 
     // Each command's lifecycle, with its times in order and its round trip.
-    let commands = api
-        .list_commands(ListCommandsRequest {
-            device_id: fan.clone(),
-            limit: 10,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .commands;
+    let commands = app.commands(&fan).await;
     assert_eq!(commands.len(), 2);
     for c in &commands {
         assert_eq!(c.state(), CommandState::Applied, "{c:?}");
@@ -130,8 +122,9 @@ async fn an_unanswered_command_is_recorded_as_published(backend: Backend) {
     silent.publish(&status, online.encode_to_vec()).await;
     app.wait_for_device(&fan, WAIT, |d| d.online).await;
 
-    let mut api = app.devices().await;
-    let on = api
+    let on = app
+        .devices()
+        .await
         .set_mode(SetModeRequest {
             device_id: fan.clone(),
             mode: Mode::On as i32,
@@ -145,15 +138,7 @@ async fn an_unanswered_command_is_recorded_as_published(backend: Backend) {
     assert_eq!(sent.state(), CommandState::Published);
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let stored = api
-            .list_commands(ListCommandsRequest {
-                device_id: fan.clone(),
-                limit: 1,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .commands;
+        let stored = app.commands(&fan).await;
         if stored[0].state() == CommandState::Published {
             assert_eq!(stored[0].published_unix_ms, sent.published_unix_ms);
             assert_eq!(stored[0].round_trip_us, 0);
