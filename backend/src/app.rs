@@ -23,9 +23,10 @@ use tower::Layer as _;
 use tower_http::cors::{Any, CorsLayer};
 use tracing::{info, warn};
 
+use hearth_runtime::Clock;
+
 use crate::{
     automation::Automation,
-    clock::Clock,
     control::Control,
     demo,
     directory::Directory,
@@ -299,25 +300,6 @@ fn incoming(
     })
 }
 
-/// Resolves on Ctrl-C or SIGTERM (how Kubernetes stops a pod).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-}
-
 /// Browsers on other origins (a dev server, a phone on the LAN) may call the
 /// gRPC-web API; they need to read the grpc-* trailers-in-headers.
 fn cors() -> CorsLayer {
@@ -377,7 +359,7 @@ async fn routes(core: &Arc<Core>, web_dir: &Path) -> anyhow::Result<Routes> {
             let metrics = metrics.clone();
             async move {
                 (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    [(header::CONTENT_TYPE, hearth_runtime::metrics::CONTENT_TYPE)],
                     metrics.render(),
                 )
             }

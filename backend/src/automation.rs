@@ -17,8 +17,9 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use hearth_runtime::Clock;
+
 use crate::{
-    clock::Clock,
     control::Control,
     domain::{DeviceId, LoggedDecision, RuleId, RuleState, ThresholdRule, UnixMs},
     ingest::StoredCommit,

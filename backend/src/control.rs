@@ -17,8 +17,9 @@ use std::{
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
+use hearth_runtime::Clock;
+
 use crate::{
-    clock::Clock,
     directory::Directory,
     domain::{ActuatorState, Command, CommandState, Device, DeviceId, Mode, Transition, UnixMs},
     metrics::Metrics,
@@ -341,7 +342,7 @@ impl Control {
             let stored_us = started.map(|at| at.elapsed().as_micros() as u64);
             self.metrics
                 .command_round_trip
-                .observe_us(stored_us.unwrap_or(applied.round_trip_us));
+                .observe(stored_us.unwrap_or(applied.round_trip_us) as f64 / 1e6);
             info!(device = %id, version = applied.version, rtt_us = applied.round_trip_us, stored_us, "device applied the command");
             if let Some(c) = device
                 .last_command

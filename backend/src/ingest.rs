@@ -9,6 +9,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use hearth_runtime::Backoff;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, info, warn};
 
@@ -25,6 +26,8 @@ use crate::{
 pub const QUEUE_CAPACITY: usize = 4_096;
 /// Most readings stored in one transaction.
 const MAX_ROWS_PER_COMMIT: usize = 5_000;
+/// Between attempts to store a batch while the database is unavailable.
+const DATABASE_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
 /// Who to tell when a batch is stored.
 pub enum Done {
@@ -140,18 +143,17 @@ async fn commit(items: &mut Vec<IngestItem>, storage: &dyn Storage, metrics: &Me
         match storage.insert_readings(&all).await {
             Ok(new) => {
                 metrics.ingest_commits.inc();
-                metrics.readings_stored.add(new);
-                metrics.readings_duplicate.add(all.len() as u64 - new);
+                metrics.readings_stored.inc_by(new);
+                metrics.readings_duplicate.inc_by(all.len() as u64 - new);
                 return;
             }
             Err(StorageError::Unavailable(e)) => {
                 metrics.ingest_commit_failures.inc();
-                attempt += 1;
-                let pause = Duration::from_millis(100 * u64::from(attempt.min(50)));
-                if attempt == 1 || attempt.is_multiple_of(20) {
+                if attempt == 0 || attempt.is_multiple_of(20) {
                     error!(error = %e, readings = all.len(), attempt, "database unavailable; holding the batch and retrying");
                 }
-                tokio::time::sleep(pause).await;
+                DATABASE_RETRY.wait(attempt).await;
+                attempt += 1;
             }
             Err(e) => {
                 metrics.ingest_commit_failures.inc();
@@ -164,10 +166,10 @@ async fn commit(items: &mut Vec<IngestItem>, storage: &dyn Storage, metrics: &Me
     for item in items.drain(..) {
         match storage.insert_readings(&item.readings).await {
             Ok(new) => {
-                metrics.readings_stored.add(new);
+                metrics.readings_stored.inc_by(new);
                 metrics
                     .readings_duplicate
-                    .add(item.readings.len() as u64 - new);
+                    .inc_by(item.readings.len() as u64 - new);
                 kept.push(item);
             }
             Err(e) => {

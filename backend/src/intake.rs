@@ -8,8 +8,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use hearth_runtime::Clock;
+
 use crate::{
-    clock::Clock,
     control::Control,
     directory::{Directory, Known},
     domain::{validate_batch, DeviceId, DeviceKind, HomeId},

@@ -2,7 +2,7 @@
 //!
 //! Map of the crate, following a reading and a command:
 //!
-//! - [`settings`]: `HEARTH_*` environment variables, typed.
+//! - [`settings`]: flags and `HEARTH_*` environment variables, typed (`hearth --help`).
 //! - [`app`]: start-up ([`app::App::build`]) and the run loop with graceful
 //!   shutdown; serves gRPC, gRPC-web, reflection, health, `/metrics` and the
 //!   web app on one port ([`web`]: the built app, precompressed, with cache
@@ -24,7 +24,6 @@
 
 pub mod app;
 pub mod automation;
-pub mod clock;
 pub mod control;
 pub mod demo;
 pub mod directory;
@@ -36,7 +35,6 @@ pub mod mqtt;
 pub mod rollup;
 pub mod settings;
 pub mod storage;
-pub mod telemetry;
 pub mod web;
 
 pub use hearth_domain as domain;

@@ -1,11 +1,11 @@
-//! `hearth`: the backend binary. See README.md for its settings.
+//! `hearth`: the backend binary. `hearth --help` lists its settings.
 
-use hearth_backend::{app::App, settings::Settings, telemetry};
+use hearth_backend::{app::App, settings::Cli};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init();
-    let settings = Settings::from_env()?;
-    let app = App::build(settings).await?;
-    app.run_until(hearth_backend::app::shutdown_signal()).await
+    let cli: Cli = hearth_runtime::settings::parse();
+    hearth_runtime::logging::init(&cli.log);
+    let app = App::build(cli.into()).await?;
+    app.run_until(hearth_runtime::shutdown_signal()).await
 }

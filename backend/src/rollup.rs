@@ -21,8 +21,9 @@ use hearth_proto::v1::Metric;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use hearth_runtime::Clock;
+
 use crate::{
-    clock::Clock,
     domain::{DeviceId, DeviceKind, Reading, Resolution, UnixMs, DAY_MS, HOUR_MS},
     settings::Retention,
     storage::{Storage, StorageError},

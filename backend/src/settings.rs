@@ -1,9 +1,12 @@
-//! Typed settings, read from `HEARTH_*` environment variables. The defaults
-//! are the embedded run: SQLite file, in-process broker, demo home. Any
-//! setting `X` can instead be read from the file named by `X_FILE` (how
-//! Kubernetes mounts Secrets).
+//! Typed settings, from flags and `HEARTH_*` environment variables ([`Cli`],
+//! through `hearth_runtime::settings`). The defaults are the embedded run:
+//! SQLite file, in-process broker, demo home. Any setting `X` can instead be
+//! read from the file named by `X_FILE` (how Kubernetes mounts Secrets).
 
 use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{builder::BoolishValueParser, Parser};
+use hearth_runtime::logging::DEFAULT_FILTER;
 
 use hearth_proto::{
     topics::{Topics, DEFAULT_PREFIX},
@@ -92,163 +95,155 @@ impl Retention {
     }
 }
 
-/// A setting has a value Hearth cannot use; the message names it.
-#[derive(Debug, thiserror::Error)]
-#[error("{name}={value:?}: {problem}")]
-pub struct SettingError {
-    pub name: &'static str,
-    pub value: String,
-    pub problem: String,
-}
-
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://hearth.db";
 /// Why not 1883: a broker such as Mosquitto usually has that port already.
 pub const DEFAULT_EMBEDDED_MQTT_LISTEN: &str = "127.0.0.1:1884";
 pub const DEFAULT_COMMAND_TTL_MS: i64 = 60_000;
 
-impl Settings {
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Self, SettingError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+/// `hearth`'s command line: every setting is a flag and a `HEARTH_*`
+/// variable (a flag wins), and `<NAME>_FILE` reads one from a file.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "hearth",
+    version,
+    about = "The Hearth backend: gRPC and gRPC-web API, \
+    web app, MQTT ingest and control, automation (see README.md)"
+)]
+pub struct Cli {
+    /// gRPC, gRPC-web, the web app and /metrics; port 0 picks a free port (the
+    /// bound address is logged).
+    #[arg(long, env = "HEARTH_LISTEN", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// `sqlite://PATH` or `mysql://user:pass@host:3306/db` (MySQL or
+    /// MariaDB); migrations run at start.
+    #[arg(long, env = "HEARTH_DATABASE_URL", value_name = "URL", hide_env_values = true,
+        default_value = DEFAULT_DATABASE_URL, value_parser = database_url)]
+    database_url: String,
+    /// Unset: run the embedded broker; `mqtt://host:port`: use that broker.
+    #[arg(long, env = "HEARTH_MQTT_URL", value_name = "URL", hide_env_values = true,
+        value_parser = mqtt_url)]
+    mqtt_url: Option<String>,
+    /// Where the embedded broker listens (not 1883, which a system broker
+    /// usually has); port 0 allowed.
+    #[arg(long, env = "HEARTH_MQTT_LISTEN", value_name = "ADDR",
+        default_value = DEFAULT_EMBEDDED_MQTT_LISTEN)]
+    mqtt_listen: SocketAddr,
+    /// First topic level(s), so several deployments or tests can share a broker.
+    #[arg(long, env = "HEARTH_TOPIC_PREFIX", value_name = "PREFIX", default_value = DEFAULT_PREFIX,
+        value_parser = topics)]
+    topic_prefix: Topics,
+    /// Run the simulated demo home [default: on with the embedded broker].
+    #[arg(long, env = "HEARTH_DEMO", value_name = "BOOL", value_parser = BoolishValueParser::new())]
+    demo: Option<bool>,
+    /// The built web app to serve at `/`.
+    #[arg(
+        long,
+        env = "HEARTH_WEB_DIR",
+        value_name = "DIR",
+        default_value = "frontend/dist"
+    )]
+    web_dir: PathBuf,
+    /// Log filter (tracing syntax, e.g. `hearth_backend=debug`).
+    #[arg(long, env = "HEARTH_LOG", value_name = "FILTER", default_value = DEFAULT_FILTER)]
+    pub log: String,
+    /// How long a command stays applicable (ms): a device never applies one
+    /// older than this.
+    #[arg(long, env = "HEARTH_COMMAND_TTL_MS", value_name = "MS",
+        default_value_t = DEFAULT_COMMAND_TTL_MS,
+        value_parser = clap::value_parser!(i64).range(100..=86_400_000))]
+    command_ttl_ms: i64,
+    /// This replica's stable name (Kubernetes: the pod name): its persistent
+    /// MQTT session and its name in the automation lease [default: random].
+    #[arg(long, env = "HEARTH_REPLICA", value_name = "NAME", value_parser = replica)]
+    replica: Option<String>,
+    /// Raw readings kept this many days; per metric:
+    /// `30,humidity_percent=7,pressure_hpa=90`.
+    #[arg(long, env = "HEARTH_RAW_RETENTION_DAYS", value_name = "DAYS", default_value = "30",
+        value_parser = raw_retention)]
+    raw_retention_days: RawRetention,
+    /// Minute rollups kept this many days (hour and day rollups are kept).
+    #[arg(long, env = "HEARTH_MINUTE_RETENTION_DAYS", value_name = "DAYS", default_value_t = 90,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    minute_retention_days: u32,
+}
+
+/// Raw retention as `HEARTH_RAW_RETENTION_DAYS` gives it.
+#[derive(Debug, Clone)]
+struct RawRetention(u32, Vec<(Metric, u32)>);
+
+fn raw_retention(value: &str) -> Result<RawRetention, String> {
+    Retention::parse_raw(value).map(|(d, per_metric)| RawRetention(d, per_metric))
+}
+
+fn database_url(value: &str) -> Result<String, String> {
+    if ["sqlite:", "mysql:", "mariadb:"]
+        .iter()
+        .any(|s| value.starts_with(s))
+    {
+        Ok(value.to_owned())
+    } else {
+        Err("must start with sqlite:// or mysql://".into())
     }
+}
 
-    /// Reads settings through `lookup`, which returns a variable's value.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingError> {
-        let get = |name: &'static str| -> Result<Option<String>, SettingError> {
-            if let Some(v) = lookup(name).filter(|v| !v.is_empty()) {
-                return Ok(Some(v));
-            }
-            let file_var = format!("{name}_FILE");
-            match lookup(&file_var).filter(|v| !v.is_empty()) {
-                Some(path) => std::fs::read_to_string(&path)
-                    .map(|s| Some(s.trim().to_owned()))
-                    .map_err(|e| SettingError {
-                        name,
-                        value: path,
-                        problem: format!("cannot read the file named by {file_var}: {e}"),
-                    }),
-                None => Ok(None),
-            }
-        };
-        let addr = |name: &'static str, default: &str| -> Result<SocketAddr, SettingError> {
-            let value = get(name)?.unwrap_or_else(|| default.to_owned());
-            value.parse().map_err(|e| SettingError {
-                name,
-                value,
-                problem: format!("not an ip:port address ({e})"),
-            })
-        };
+fn mqtt_url(value: &str) -> Result<String, String> {
+    if value.starts_with("mqtt://") || value.starts_with("tcp://") {
+        Ok(value.to_owned())
+    } else {
+        Err("must start with mqtt://".into())
+    }
+}
 
-        let listen = addr("HEARTH_LISTEN", DEFAULT_LISTEN)?;
-        let database_url =
-            get("HEARTH_DATABASE_URL")?.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-        if !["sqlite:", "mysql:", "mariadb:"]
-            .iter()
-            .any(|s| database_url.starts_with(s))
-        {
-            return Err(SettingError {
-                name: "HEARTH_DATABASE_URL",
-                value: database_url,
-                problem: "must start with sqlite:// or mysql://".into(),
-            });
-        }
-        let mqtt = match get("HEARTH_MQTT_URL")? {
-            Some(url) if url.starts_with("mqtt://") || url.starts_with("tcp://") => {
-                MqttBroker::External { url }
-            }
-            Some(url) => {
-                return Err(SettingError {
-                    name: "HEARTH_MQTT_URL",
-                    value: url,
-                    problem: "must start with mqtt://".into(),
-                })
-            }
+fn topics(value: &str) -> Result<Topics, String> {
+    Topics::new(value).map_err(|e| e.to_string())
+}
+
+fn replica(value: &str) -> Result<String, String> {
+    let valid = value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err("must be 1-64 of [A-Za-z0-9._-]".into())
+    }
+}
+
+impl From<Cli> for Settings {
+    fn from(cli: Cli) -> Self {
+        let mqtt = match cli.mqtt_url {
+            Some(url) => MqttBroker::External { url },
             None => MqttBroker::Embedded {
-                listen: addr("HEARTH_MQTT_LISTEN", DEFAULT_EMBEDDED_MQTT_LISTEN)?,
+                listen: cli.mqtt_listen,
             },
         };
-        let prefix = get("HEARTH_TOPIC_PREFIX")?.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
-        let topics = Topics::new(&prefix).map_err(|e| SettingError {
-            name: "HEARTH_TOPIC_PREFIX",
-            value: prefix.clone(),
-            problem: e.to_string(),
-        })?;
-        let demo = match get("HEARTH_DEMO")?.as_deref() {
-            None => matches!(mqtt, MqttBroker::Embedded { .. }),
-            Some("1" | "true" | "on" | "yes") => true,
-            Some("0" | "false" | "off" | "no") => false,
-            Some(other) => {
-                return Err(SettingError {
-                    name: "HEARTH_DEMO",
-                    value: other.into(),
-                    problem: "must be true or false".into(),
-                })
-            }
-        };
-        let web_dir =
-            PathBuf::from(get("HEARTH_WEB_DIR")?.unwrap_or_else(|| "frontend/dist".into()));
-        let command_ttl_ms = match get("HEARTH_COMMAND_TTL_MS")? {
-            None => DEFAULT_COMMAND_TTL_MS,
-            Some(v) => match v.parse::<i64>() {
-                Ok(ms) if (100..=86_400_000).contains(&ms) => ms,
-                _ => {
-                    return Err(SettingError {
-                        name: "HEARTH_COMMAND_TTL_MS",
-                        value: v,
-                        problem: "must be milliseconds between 100 and 86400000".into(),
-                    })
-                }
-            },
-        };
-        let raw = get("HEARTH_RAW_RETENTION_DAYS")?.unwrap_or_else(|| "30".into());
-        let (raw_default_days, raw_per_metric) =
-            Retention::parse_raw(&raw).map_err(|problem| SettingError {
-                name: "HEARTH_RAW_RETENTION_DAYS",
-                value: raw.clone(),
-                problem,
-            })?;
-        let minute = get("HEARTH_MINUTE_RETENTION_DAYS")?.unwrap_or_else(|| "90".into());
-        let minute_days = match minute.parse::<u32>() {
-            Ok(d) if d > 0 => d,
-            _ => {
-                return Err(SettingError {
-                    name: "HEARTH_MINUTE_RETENTION_DAYS",
-                    value: minute,
-                    problem: "must be a number of days above 0".into(),
-                })
-            }
-        };
-        let retention = Retention {
-            raw_default_days,
-            raw_per_metric,
-            minute_days,
-        };
-        let replica = get("HEARTH_REPLICA")?;
-        if let Some(r) = &replica {
-            if r.len() > 64
-                || !r
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
-                return Err(SettingError {
-                    name: "HEARTH_REPLICA",
-                    value: r.clone(),
-                    problem: "must be 1-64 of [A-Za-z0-9._-]".into(),
-                });
-            }
-        }
-        Ok(Self {
-            listen,
-            database_url,
+        let RawRetention(raw_default_days, raw_per_metric) = cli.raw_retention_days;
+        Self {
+            listen: cli.listen,
+            database_url: cli.database_url,
+            demo: cli
+                .demo
+                .unwrap_or(matches!(mqtt, MqttBroker::Embedded { .. })),
             mqtt,
-            topics,
-            demo,
-            web_dir,
-            command_ttl_ms,
-            retention,
-            replica,
-        })
+            topics: cli.topic_prefix,
+            web_dir: cli.web_dir,
+            command_ttl_ms: cli.command_ttl_ms,
+            retention: Retention {
+                raw_default_days,
+                raw_per_metric,
+                minute_days: cli.minute_retention_days,
+            },
+            replica: cli.replica,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads settings through `lookup`, which returns a variable's value.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, clap::Error> {
+        hearth_runtime::settings::try_parse_from::<Cli>(["hearth"], lookup).map(Self::from)
     }
 }
 
@@ -258,12 +253,19 @@ mod tests {
 
     use super::*;
 
-    fn settings(vars: &[(&str, &str)]) -> Result<Settings, SettingError> {
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, clap::Error> {
         let vars: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Settings::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    /// The variable an error names: its message starts with it.
+    fn named(e: &clap::Error) -> String {
+        let text = e.to_string();
+        let text = text.trim_start_matches("error: ");
+        text.split(':').next().unwrap_or_default().to_owned()
     }
 
     #[test]
@@ -291,7 +293,7 @@ mod tests {
         assert_eq!(s.retention.minute_days, 90);
         for bad in ["0", "x", "30,co2=4", "30,humidity_percent"] {
             let e = settings(&[("HEARTH_RAW_RETENTION_DAYS", bad)]).unwrap_err();
-            assert_eq!(e.name, "HEARTH_RAW_RETENTION_DAYS", "{bad}");
+            assert_eq!(named(&e), "HEARTH_RAW_RETENTION_DAYS", "{bad}");
         }
     }
 
@@ -312,7 +314,7 @@ mod tests {
             ("HEARTH_REPLICA", "a b"),
         ] {
             let e = settings(&[(name, value)]).unwrap_err();
-            assert_eq!(e.name, name);
+            assert_eq!(named(&e), name);
         }
     }
 
@@ -352,32 +354,25 @@ mod tests {
     #[test]
     fn errors_name_the_setting() {
         let e = settings(&[("HEARTH_LISTEN", "localhost")]).unwrap_err();
-        assert_eq!(e.name, "HEARTH_LISTEN");
+        assert_eq!(named(&e), "HEARTH_LISTEN");
         assert!(
-            e.to_string()
-                .starts_with("HEARTH_LISTEN=\"localhost\": not an ip:port address"),
+            e.to_string().contains("'localhost'") && e.to_string().contains("socket address"),
             "{e}"
         );
         assert_eq!(
-            settings(&[("HEARTH_DATABASE_URL", "postgres://x")])
-                .unwrap_err()
-                .name,
+            named(&settings(&[("HEARTH_DATABASE_URL", "postgres://x")]).unwrap_err()),
             "HEARTH_DATABASE_URL"
         );
         assert_eq!(
-            settings(&[("HEARTH_MQTT_URL", "http://x")])
-                .unwrap_err()
-                .name,
+            named(&settings(&[("HEARTH_MQTT_URL", "http://x")]).unwrap_err()),
             "HEARTH_MQTT_URL"
         );
         assert_eq!(
-            settings(&[("HEARTH_TOPIC_PREFIX", "a/+")])
-                .unwrap_err()
-                .name,
+            named(&settings(&[("HEARTH_TOPIC_PREFIX", "a/+")]).unwrap_err()),
             "HEARTH_TOPIC_PREFIX"
         );
         assert_eq!(
-            settings(&[("HEARTH_DEMO", "maybe")]).unwrap_err().name,
+            named(&settings(&[("HEARTH_DEMO", "maybe")]).unwrap_err()),
             "HEARTH_DEMO"
         );
     }
@@ -391,5 +386,43 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         let e = settings(&[("HEARTH_DATABASE_URL_FILE", "/nonexistent/hearth")]).unwrap_err();
         assert!(e.to_string().contains("HEARTH_DATABASE_URL_FILE"), "{e}");
+    }
+
+    #[test]
+    fn the_readme_lists_every_setting_with_its_default() {
+        use clap::CommandFactory as _;
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("\n## Settings\n")
+            .nth(1)
+            .and_then(|s| s.split("\n### ").next())
+            .expect("README.md has a ## Settings section");
+        let rows: HashMap<&str, &str> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split_once("` | "))
+            .collect();
+        let command = Cli::command();
+        let settings: Vec<_> = command
+            .get_arguments()
+            .filter_map(|a| Some((a.get_env()?.to_str()?, a.get_default_values())))
+            .collect();
+        for (name, defaults) in &settings {
+            let row = rows
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} is not in README.md's settings table"));
+            for default in *defaults {
+                let default = format!("`{}`", default.to_string_lossy());
+                assert!(
+                    row.starts_with(&default),
+                    "README.md: {name}'s default is {default}"
+                );
+            }
+        }
+        assert_eq!(
+            rows.len(),
+            settings.len(),
+            "README.md lists a setting hearth lacks"
+        );
     }
 }

@@ -15,6 +15,7 @@ use hearth_proto::{
     topics::{Channel, DeviceTopic, Topics},
     v1::{DesiredState, DeviceStatus, ReadingBatch, ReportedState},
 };
+use hearth_runtime::Backoff;
 use prost::Message as _;
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS};
 use tokio::sync::mpsc;
@@ -146,8 +147,8 @@ pub async fn connect(
             lane.name()
         ),
     };
-    let mut options =
-        hearth_agent::mqtt::options(url, &client_id).with_context(|| format!("{setting}={url}"))?;
+    let mut options = hearth_runtime::mqtt::options(url, &client_id, None)
+        .with_context(|| format!("{setting}={}", hearth_runtime::mqtt::redact(url)))?;
     options.set_clean_session(replica.is_none());
     // Why above what devices may send: an oversize message must reach
     // `parse` to be refused and acknowledged; if the client refused it, the
@@ -155,7 +156,7 @@ pub async fn connect(
     options.set_max_packet_size(4 * 1024 * 1024, 256 * 1024);
     options.set_manual_acks(true);
     options.set_inflight(200);
-    let (client, mut events) = hearth_agent::mqtt::client(options, 1024);
+    let (client, mut events) = hearth_runtime::mqtt::client(options, 1024);
     // Why retry: an embedded broker may still be starting, and a broker
     // restarting under Kubernetes comes back within seconds.
     let mut last_error = None;
@@ -191,6 +192,8 @@ pub async fn connect(
 
 /// Shared-subscription group of every backend replica.
 const SUBSCRIPTION_GROUP: &str = "hearth-backend";
+/// Between attempts to reach a broker that went away.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
 
 /// How the backend subscribes to what devices publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,7 +288,7 @@ pub async fn run_inbox(
                 failures += 1;
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(25)))) => {}
+                    _ = RECONNECT.wait(failures - 1) => {}
                 }
             }
         }

@@ -1,0 +1,25 @@
+//! What every Hearth binary (`hearth`, `hearth-gateway`, `hearth-agent`)
+//! runs on, written once:
+//!
+//! - [`clock`]: the one source of "now" ([`Clock`]), which tests replace.
+//! - [`shutdown`]: Ctrl-C or SIGTERM as a future.
+//! - [`settings`]: flags and `HEARTH_*` environment variables through clap,
+//!   `<NAME>_FILE` for secrets, errors that name the setting.
+//! - [`mqtt`]: MQTT client options (keep-alive, packet limits, credentials)
+//!   and clients with Nagle's algorithm off.
+//! - [`retry`]: the one backoff policy, doubling with jitter.
+//! - [`logging`]: the tracing subscriber and its filter variable.
+//! - [`metrics`]: Prometheus metrics through `prometheus-client`, and (feature
+//!   `http`) the `/metrics` route for the binary's axum router.
+
+pub mod clock;
+pub mod logging;
+pub mod metrics;
+pub mod mqtt;
+pub mod retry;
+pub mod settings;
+pub mod shutdown;
+
+pub use clock::{unix_ms_now, Clock};
+pub use retry::Backoff;
+pub use shutdown::shutdown_signal;
