@@ -1,8 +1,12 @@
-//! One contract for every `Storage`: the same assertions against SQLite and
-//! against MariaDB (`HEARTH_TEST_MYSQL_URL`, default mysql://root@127.0.0.1:3306).
+//! One contract for every `Storage`: each behaviour below is an `async fn`
+//! run twice, as `sqlite::<behaviour>` on a fresh SQLite file and as
+//! `mariadb::<behaviour>` on a fresh MariaDB database (`HEARTH_TEST_MYSQL_URL`,
+//! default mysql://root@127.0.0.1:3306), so one failure hides no other and
+//! the tests run in parallel.
 
-use std::sync::Arc;
+use std::{future::Future, panic::AssertUnwindSafe, sync::Arc};
 
+use futures::FutureExt as _;
 use hearth_backend::{
     domain::{
         Action, ActuatorState, Command, CommandState, Device, DeviceId, DeviceKind, Home, HomeId,
@@ -13,6 +17,118 @@ use hearth_backend::{
 };
 use hearth_proto::v1::Metric;
 use sqlx::Connection as _;
+
+/// Generates `mod sqlite` and `mod mariadb`, each with one test per behaviour.
+macro_rules! on_both_databases {
+    ($($behaviour:ident,)*) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $behaviour() {
+                    super::on_sqlite(super::$behaviour).await;
+                }
+            )*
+        }
+
+        mod mariadb {
+            $(
+                #[tokio::test]
+                async fn $behaviour() {
+                    super::on_mariadb(super::$behaviour).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_databases!(
+    created_homes_are_listed,
+    creating_a_home_twice_is_a_conflict,
+    registering_a_device_in_an_unknown_home_is_not_found,
+    registering_a_device_twice_is_a_conflict,
+    devices_of_a_home_are_listed_by_id,
+    a_second_writer_of_the_same_desired_version_is_stale,
+    saving_the_state_of_an_unknown_device_is_not_found,
+    an_unknown_device_is_none,
+    a_report_without_an_applied_command_closes_none,
+    a_saved_state_reads_back_with_its_command_and_presence,
+    an_override_ends_at_its_time,
+    a_command_is_applied_once_and_keeps_its_first_publish_time,
+    newer_commands_supersede_open_ones_which_then_expire,
+    a_publish_time_not_stored_yet_travels_with_the_acknowledgement,
+    inserting_the_same_readings_again_is_ignored,
+    readings_page_newest_first_by_cursor,
+    readings_filter_by_metric_and_time_range,
+    readings_after_a_cursor_come_oldest_first_within_the_limit,
+    minute_series_come_from_rollups_refreshed_twice,
+    raw_series_bucket_readings_from_the_start_of_the_plan,
+    hour_series_come_from_minute_rollups,
+    old_readings_are_deleted_in_batches,
+    old_rollups_are_deleted,
+    created_rules_are_listed,
+    creating_a_rule_twice_is_a_conflict,
+    a_rule_starts_with_the_state_it_was_created_with,
+    rule_state_survives_a_round_trip,
+    an_edited_rule_starts_afresh,
+    editing_an_unknown_rule_is_not_found,
+    deleting_a_rule_twice_is_not_found,
+    decisions_list_newest_first_by_home_or_by_rule,
+    a_lease_has_one_holder_until_it_expires,
+    only_its_holder_releases_a_lease,
+    a_released_lease_is_free_at_once,
+);
+
+/// Runs `behaviour` on a new SQLite file, removed afterwards even if it fails.
+async fn on_sqlite<B, F>(behaviour: B)
+where
+    B: FnOnce(Arc<dyn Storage>) -> F,
+    F: Future<Output = ()>,
+{
+    let path =
+        std::env::temp_dir().join(format!("hearth-contract-{:016x}.db", rand::random::<u64>()));
+    let storage = connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let outcome = AssertUnwindSafe(behaviour(storage)).catch_unwind().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Runs `behaviour` on a new MariaDB database, dropped afterwards even if it
+/// fails.
+async fn on_mariadb<B, F>(behaviour: B)
+where
+    B: FnOnce(Arc<dyn Storage>) -> F,
+    F: Future<Output = ()>,
+{
+    let server = std::env::var("HEARTH_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
+    let name = format!("hearth_contract_{:016x}", rand::random::<u64>());
+    let mut admin = sqlx::MySqlConnection::connect(&server)
+        .await
+        .expect("MariaDB is reachable at HEARTH_TEST_MYSQL_URL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let outcome = AssertUnwindSafe(async {
+        let storage = connect(&format!("{server}/{name}")).await.unwrap();
+        behaviour(storage).await;
+    })
+    .catch_unwind()
+    .await;
+    sqlx::query(&format!("DROP DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
 
 fn home(id: &str) -> Home {
     Home {
@@ -45,19 +161,17 @@ fn reading(device: &str, metric: Metric, seq: u64, time: i64) -> Reading {
     }
 }
 
-async fn contract(storage: Arc<dyn Storage>) {
-    // Homes and devices.
+fn fan() -> DeviceId {
+    DeviceId::parse("f1", "id").unwrap()
+}
+
+fn sensor() -> DeviceId {
+    DeviceId::parse("s1", "d").unwrap()
+}
+
+/// Home `h1` with sensor `s1` and fan `f1`.
+async fn seed(storage: &dyn Storage) {
     storage.create_home(&home("h1")).await.unwrap();
-    assert!(matches!(
-        storage.create_home(&home("h1")).await,
-        Err(StorageError::Conflict(_))
-    ));
-    assert!(matches!(
-        storage
-            .register_device(&device("x", "nohome", DeviceKind::Fan))
-            .await,
-        Err(StorageError::NotFound(_))
-    ));
     storage
         .register_device(&device("s1", "h1", DeviceKind::Sensor))
         .await
@@ -66,12 +180,217 @@ async fn contract(storage: Arc<dyn Storage>) {
         .register_device(&device("f1", "h1", DeviceKind::Fan))
         .await
         .unwrap();
+}
+
+/// The fan switched on by a user until 5,000: its state and command
+/// (version 1), saved.
+async fn fan_switched_on(storage: &dyn Storage) -> (ActuatorState, Command) {
+    seed(storage).await;
+    let t = ActuatorState::default().set_mode(Mode::On, Some(5_000), "user", 10);
+    let command = Command::for_desired(&fan(), t.publish.as_ref().unwrap(), "user", 1_000);
+    storage
+        .save_actuator_state(&fan(), 0, &t.state, Some(&command))
+        .await
+        .unwrap();
+    (t.state, command)
+}
+
+fn applied_first(at: i64, round_trip_us: u64) -> Option<Applied> {
+    Some(Applied {
+        version: 1,
+        at,
+        round_trip_us,
+        published_at: Some(12_345),
+    })
+}
+
+/// Command 1 published at 13, applied at 14 in 900 µs (and reported once
+/// more); returns the fan's acknowledged state.
+async fn first_command_applied(storage: &dyn Storage) -> ActuatorState {
+    let (on, _) = fan_switched_on(storage).await;
+    let acked = on.report(1, true, 11).unwrap();
+    storage.command_published(&fan(), 1, 13).await.unwrap();
+    assert!(storage
+        .save_reported(&fan(), &acked, applied_first(14, 900))
+        .await
+        .unwrap());
+    assert!(
+        !storage
+            .save_reported(&fan(), &acked, applied_first(15, 1))
+            .await
+            .unwrap(),
+        "once"
+    );
+    storage.command_published(&fan(), 1, 16).await.unwrap();
+    acked
+}
+
+/// After command 1 applied: commands 2 (published only after it was
+/// superseded) and 3 (open, expiring at 1,020). Returns the fan's state.
+async fn three_commands(storage: &dyn Storage) -> ActuatorState {
+    let mut state = first_command_applied(storage).await;
+    for version in [2u64, 3] {
+        let t = state.set_mode(
+            if version == 2 { Mode::Off } else { Mode::On },
+            None,
+            "user",
+            20,
+        );
+        let c = Command::for_desired(&fan(), t.publish.as_ref().unwrap(), "user", 1_000);
+        storage
+            .save_actuator_state(&fan(), version - 1, &t.state, Some(&c))
+            .await
+            .unwrap();
+        state = t.state;
+    }
+    // Published after it was closed (the report overtook it): the time is
+    // kept, the outcome is not undone.
+    storage.command_published(&fan(), 2, 21).await.unwrap();
+    state
+}
+
+/// Temperature and humidity of `s1`, seq 1..=5 at seq × 100 ms.
+fn climate_batch() -> Vec<Reading> {
+    (1..=5)
+        .flat_map(|seq| {
+            [
+                reading("s1", Metric::TemperatureCelsius, seq, seq as i64 * 100),
+                reading("s1", Metric::HumidityPercent, seq, seq as i64 * 100),
+            ]
+        })
+        .collect()
+}
+
+async fn climate_readings(storage: &dyn Storage) {
+    seed(storage).await;
+    assert_eq!(storage.insert_readings(&climate_batch()).await.unwrap(), 10);
+}
+
+fn query(metric: Option<Metric>, before: Option<ReadingCursor>, limit: u32) -> ReadingQuery {
+    ReadingQuery {
+        device_id: sensor(),
+        metric,
+        start: None,
+        end: None,
+        before,
+        limit,
+    }
+}
+
+/// Pressure of `s1` at 120 s, 125 s and 185 s, rolled up into minutes and
+/// hours twice (recomputing is idempotent).
+async fn pressure_rollups(storage: &dyn Storage) {
+    seed(storage).await;
+    let pressure = |seq: u64, time: i64, value: f64| Reading {
+        value,
+        ..reading("s1", Metric::PressureHpa, seq, time)
+    };
+    storage
+        .insert_readings(&[
+            pressure(1, 120_000, 1.0),
+            pressure(2, 125_000, 3.0),
+            pressure(3, 185_000, 5.0),
+        ])
+        .await
+        .unwrap();
+    let devices = [sensor()];
+    for _ in 0..2 {
+        storage
+            .refresh_rollups(Resolution::Minute, &devices, 120_000, 240_000)
+            .await
+            .unwrap();
+        storage
+            .refresh_rollups(Resolution::Hour, &devices, 0, HOUR_MS)
+            .await
+            .unwrap();
+    }
+}
+
+fn series_plan(resolution: Resolution, start: i64, bucket_ms: i64) -> SeriesPlan {
+    SeriesPlan {
+        resolution,
+        start,
+        end: HOUR_MS,
+        bucket_ms,
+    }
+}
+
+fn point(start: i64, min: f64, max: f64, sum: f64, count: u64) -> SeriesPoint {
+    SeriesPoint {
+        start,
+        min,
+        max,
+        sum,
+        count,
+    }
+}
+
+fn fan_rule() -> ThresholdRule {
+    ThresholdRule {
+        id: RuleId::parse("r1", "id").unwrap(),
+        home_id: HomeId::parse("h1", "h").unwrap(),
+        name: "fan".into(),
+        source: sensor(),
+        metric: Metric::TemperatureCelsius,
+        target: fan(),
+        on_above: 25.0,
+        off_below: 24.5,
+        enabled: true,
+        min_on_s: 60,
+        min_off_s: 30,
+        sustain_s: 10,
+        stale_after_s: 300,
+        stale_action: StaleAction::Off,
+    }
+}
+
+/// The seeded home with rule `r1`, created with `RuleState::new(1)`.
+async fn with_rule(storage: &dyn Storage) -> ThresholdRule {
+    seed(storage).await;
+    let rule = fan_rule();
+    storage
+        .create_rule(&rule, &RuleState::new(1))
+        .await
+        .unwrap();
+    rule
+}
+
+// Homes and devices.
+
+async fn created_homes_are_listed(storage: Arc<dyn Storage>) {
+    storage.create_home(&home("h1")).await.unwrap();
+    assert_eq!(storage.list_homes().await.unwrap(), vec![home("h1")]);
+}
+
+async fn creating_a_home_twice_is_a_conflict(storage: Arc<dyn Storage>) {
+    storage.create_home(&home("h1")).await.unwrap();
+    assert!(matches!(
+        storage.create_home(&home("h1")).await,
+        Err(StorageError::Conflict(_))
+    ));
+}
+
+async fn registering_a_device_in_an_unknown_home_is_not_found(storage: Arc<dyn Storage>) {
+    assert!(matches!(
+        storage
+            .register_device(&device("x", "nohome", DeviceKind::Fan))
+            .await,
+        Err(StorageError::NotFound(_))
+    ));
+}
+
+async fn registering_a_device_twice_is_a_conflict(storage: Arc<dyn Storage>) {
+    seed(&*storage).await;
     assert!(matches!(
         storage
             .register_device(&device("f1", "h1", DeviceKind::Fan))
             .await,
         Err(StorageError::Conflict(_))
     ));
+}
+
+async fn devices_of_a_home_are_listed_by_id(storage: Arc<dyn Storage>) {
+    seed(&*storage).await;
     let listed = storage
         .list_devices(Some(&HomeId::parse("h1", "h").unwrap()))
         .await
@@ -80,97 +399,95 @@ async fn contract(storage: Arc<dyn Storage>) {
         listed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
         ["f1", "s1"]
     );
-    assert_eq!(storage.list_homes().await.unwrap(), vec![home("h1")]);
+}
 
-    // Actuator state: compare-and-set on the desired version.
-    let fan = DeviceId::parse("f1", "id").unwrap();
-    let t = ActuatorState::default().set_mode(Mode::On, Some(5_000), "user", 10);
-    let on = t.state;
-    let command = Command::for_desired(&fan, t.publish.as_ref().unwrap(), "user", 1_000);
-    storage
-        .save_actuator_state(&fan, 0, &on, Some(&command))
-        .await
-        .unwrap();
+// Actuator state: compare-and-set on the desired version.
+
+async fn a_second_writer_of_the_same_desired_version_is_stale(storage: Arc<dyn Storage>) {
+    let (on, command) = fan_switched_on(&*storage).await;
     assert!(
         matches!(
             storage
-                .save_actuator_state(&fan, 0, &on, Some(&command))
+                .save_actuator_state(&fan(), 0, &on, Some(&command))
                 .await,
             Err(StorageError::Stale(_))
         ),
         "a second writer loses"
     );
+}
+
+async fn saving_the_state_of_an_unknown_device_is_not_found(storage: Arc<dyn Storage>) {
+    let (on, command) = fan_switched_on(&*storage).await;
+    let unknown = DeviceId::parse("f404", "id").unwrap();
+    assert!(matches!(
+        storage
+            .save_actuator_state(&unknown, 0, &on, Some(&command))
+            .await,
+        Err(StorageError::NotFound(_))
+    ));
+}
+
+async fn an_unknown_device_is_none(storage: Arc<dyn Storage>) {
+    seed(&*storage).await;
+    assert!(storage
+        .get_device(&DeviceId::parse("nope", "id").unwrap())
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn a_report_without_an_applied_command_closes_none(storage: Arc<dyn Storage>) {
+    let (on, _) = fan_switched_on(&*storage).await;
     let acked = on.report(1, true, 11).unwrap();
     assert!(
-        !storage.save_reported(&fan, &acked, None).await.unwrap(),
+        !storage.save_reported(&fan(), &acked, None).await.unwrap(),
         "no command closed without one applied"
     );
-    storage.save_presence(&fan, Some(true), 12).await.unwrap();
-    let stored = storage.get_device(&fan).await.unwrap().unwrap();
+}
+
+async fn a_saved_state_reads_back_with_its_command_and_presence(storage: Arc<dyn Storage>) {
+    let (on, command) = fan_switched_on(&*storage).await;
+    let acked = on.report(1, true, 11).unwrap();
+    storage.save_reported(&fan(), &acked, None).await.unwrap();
+    storage.save_presence(&fan(), Some(true), 12).await.unwrap();
+    let stored = storage.get_device(&fan()).await.unwrap().unwrap();
     assert_eq!(stored.state, acked);
     assert_eq!(stored.state.override_until, Some(5_000));
-    assert_eq!(
-        stored.last_command,
-        Some(command.clone()),
-        "joined to its command"
-    );
+    assert_eq!(stored.last_command, Some(command), "joined to its command");
     assert!(stored.online);
     assert_eq!(stored.last_seen, Some(12));
-    assert!(storage.overrides_ended(4_999).await.unwrap().is_empty());
-    assert_eq!(
-        storage.overrides_ended(5_000).await.unwrap(),
-        vec![fan.clone()]
-    );
+}
 
-    // Commands: published, applied once, a newer one supersedes, expiry.
-    storage.command_published(&fan, 1, 13).await.unwrap();
-    let applied = |at, round_trip_us| {
-        Some(Applied {
-            version: 1,
-            at,
-            round_trip_us,
-            published_at: Some(12_345),
-        })
-    };
-    assert!(storage
-        .save_reported(&fan, &acked, applied(14, 900))
-        .await
-        .unwrap());
-    assert!(
-        !storage
-            .save_reported(&fan, &acked, applied(15, 1))
-            .await
-            .unwrap(),
-        "once"
+async fn an_override_ends_at_its_time(storage: Arc<dyn Storage>) {
+    fan_switched_on(&*storage).await;
+    assert!(storage.overrides_ended(4_999).await.unwrap().is_empty());
+    assert_eq!(storage.overrides_ended(5_000).await.unwrap(), vec![fan()]);
+}
+
+// Commands: published, applied once, a newer one supersedes, expiry.
+
+async fn a_command_is_applied_once_and_keeps_its_first_publish_time(storage: Arc<dyn Storage>) {
+    first_command_applied(&*storage).await;
+    let commands = storage.list_commands(&fan(), 10).await.unwrap();
+    assert_eq!(
+        commands
+            .iter()
+            .map(|c| (c.version, c.state, c.round_trip_us))
+            .collect::<Vec<_>>(),
+        [(1, CommandState::Applied, Some(900))]
     );
-    storage.command_published(&fan, 1, 16).await.unwrap();
-    let mut state = acked.clone();
-    for version in [2u64, 3] {
-        let t = state.set_mode(
-            if version == 2 { Mode::Off } else { Mode::On },
-            None,
-            "user",
-            20,
-        );
-        let c = Command::for_desired(&fan, t.publish.as_ref().unwrap(), "user", 1_000);
-        storage
-            .save_actuator_state(&fan, version - 1, &t.state, Some(&c))
-            .await
-            .unwrap();
-        state = t.state;
-    }
-    // Published after it was closed (the report overtook it): the time is
-    // kept, the outcome is not undone.
-    storage.command_published(&fan, 2, 21).await.unwrap();
+    assert_eq!(commands[0].published_at, Some(13), "the first time is kept");
+    assert_eq!(commands[0].applied_at, Some(14));
+}
+
+async fn newer_commands_supersede_open_ones_which_then_expire(storage: Arc<dyn Storage>) {
+    three_commands(&*storage).await;
     assert_eq!(
         storage.expire_commands(1_019).await.unwrap(),
         Vec::<DeviceId>::new()
     );
-    assert_eq!(
-        storage.expire_commands(1_020).await.unwrap(),
-        vec![fan.clone()]
-    );
-    let commands = storage.list_commands(&fan, 10).await.unwrap();
+    assert_eq!(storage.expire_commands(1_020).await.unwrap(), vec![fan()]);
+    let commands = storage.list_commands(&fan(), 10).await.unwrap();
     assert_eq!(
         commands
             .iter()
@@ -185,12 +502,16 @@ async fn contract(storage: Arc<dyn Storage>) {
     assert_eq!(commands[2].published_at, Some(13), "the first time is kept");
     assert_eq!(commands[1].published_at, Some(21));
     assert_eq!(commands[2].applied_at, Some(14));
-    assert_eq!(storage.list_commands(&fan, 1).await.unwrap().len(), 1);
-    // A publish time not stored yet travels with the acknowledgement.
+    assert_eq!(storage.list_commands(&fan(), 1).await.unwrap().len(), 1);
+}
+
+async fn a_publish_time_not_stored_yet_travels_with_the_acknowledgement(storage: Arc<dyn Storage>) {
+    let state = three_commands(&*storage).await;
+    storage.expire_commands(1_020).await.unwrap();
     let t = state.set_mode(Mode::Off, None, "user", 30);
-    let c = Command::for_desired(&fan, t.publish.as_ref().unwrap(), "user", 1_000);
+    let c = Command::for_desired(&fan(), t.publish.as_ref().unwrap(), "user", 1_000);
     storage
-        .save_actuator_state(&fan, 3, &t.state, Some(&c))
+        .save_actuator_state(&fan(), 3, &t.state, Some(&c))
         .await
         .unwrap();
     let report = t.state.report(4, false, 32).unwrap();
@@ -201,10 +522,10 @@ async fn contract(storage: Arc<dyn Storage>) {
         published_at: Some(31),
     };
     assert!(storage
-        .save_reported(&fan, &report, Some(applied))
+        .save_reported(&fan(), &report, Some(applied))
         .await
         .unwrap());
-    let newest = &storage.list_commands(&fan, 1).await.unwrap()[0];
+    let newest = &storage.list_commands(&fan(), 1).await.unwrap()[0];
     assert_eq!(
         (
             newest.version,
@@ -215,42 +536,24 @@ async fn contract(storage: Arc<dyn Storage>) {
         ),
         (4, CommandState::Applied, Some(31), Some(32), Some(700))
     );
-    let unknown = DeviceId::parse("f404", "id").unwrap();
-    assert!(matches!(
-        storage
-            .save_actuator_state(&unknown, 0, &on, Some(&command))
-            .await,
-        Err(StorageError::NotFound(_))
-    ));
-    assert!(storage
-        .get_device(&DeviceId::parse("nope", "id").unwrap())
-        .await
-        .unwrap()
-        .is_none());
+}
 
-    // Readings: idempotent inserts, newest first, cursor paging, ranges.
-    let batch: Vec<Reading> = (1..=5)
-        .flat_map(|seq| {
-            [
-                reading("s1", Metric::TemperatureCelsius, seq, seq as i64 * 100),
-                reading("s1", Metric::HumidityPercent, seq, seq as i64 * 100),
-            ]
-        })
-        .collect();
-    assert_eq!(storage.insert_readings(&batch).await.unwrap(), 10);
+// Readings: idempotent inserts, newest first, cursor paging, ranges.
+
+async fn inserting_the_same_readings_again_is_ignored(storage: Arc<dyn Storage>) {
+    climate_readings(&*storage).await;
     assert_eq!(
-        storage.insert_readings(&batch[..4]).await.unwrap(),
+        storage
+            .insert_readings(&climate_batch()[..4])
+            .await
+            .unwrap(),
         0,
         "replays are ignored"
     );
-    let query = |metric, before, limit| ReadingQuery {
-        device_id: DeviceId::parse("s1", "d").unwrap(),
-        metric,
-        start: None,
-        end: None,
-        before,
-        limit,
-    };
+}
+
+async fn readings_page_newest_first_by_cursor(storage: Arc<dyn Storage>) {
+    climate_readings(&*storage).await;
     let first = storage.list_readings(&query(None, None, 3)).await.unwrap();
     assert_eq!(
         first.iter().map(|r| (r.seq, r.metric)).collect::<Vec<_>>(),
@@ -266,6 +569,10 @@ async fn contract(storage: Arc<dyn Storage>) {
         .unwrap();
     assert_eq!(rest.len(), 7);
     assert_eq!(rest[0].seq, 4);
+}
+
+async fn readings_filter_by_metric_and_time_range(storage: Arc<dyn Storage>) {
+    climate_readings(&*storage).await;
     let temps = storage
         .list_readings(&query(Some(Metric::TemperatureCelsius), None, 100))
         .await
@@ -283,9 +590,18 @@ async fn contract(storage: Arc<dyn Storage>) {
         .await
         .unwrap();
     assert_eq!(ranged.iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 2]);
-    let s1 = DeviceId::parse("s1", "d").unwrap();
+}
+
+async fn readings_after_a_cursor_come_oldest_first_within_the_limit(storage: Arc<dyn Storage>) {
+    climate_readings(&*storage).await;
     let after = storage
-        .readings_after(&s1, Metric::TemperatureCelsius, (200, 2), Some(500), 2)
+        .readings_after(
+            &sensor(),
+            Metric::TemperatureCelsius,
+            (200, 2),
+            Some(500),
+            2,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -293,50 +609,17 @@ async fn contract(storage: Arc<dyn Storage>) {
         [(300, 3), (400, 4)],
         "oldest first, after the cursor, within the limit"
     );
+}
 
-    // Rollups from raw readings, series from any level, retention.
-    let pressure = |seq: u64, time: i64, value: f64| Reading {
-        value,
-        ..reading("s1", Metric::PressureHpa, seq, time)
-    };
-    storage
-        .insert_readings(&[
-            pressure(1, 120_000, 1.0),
-            pressure(2, 125_000, 3.0),
-            pressure(3, 185_000, 5.0),
-        ])
-        .await
-        .unwrap();
-    let devices = [s1.clone()];
-    for _ in 0..2 {
-        // Twice: recomputing is idempotent.
-        storage
-            .refresh_rollups(Resolution::Minute, &devices, 120_000, 240_000)
-            .await
-            .unwrap();
-        storage
-            .refresh_rollups(Resolution::Hour, &devices, 0, HOUR_MS)
-            .await
-            .unwrap();
-    }
-    let series = |resolution, start, bucket_ms| SeriesPlan {
-        resolution,
-        start,
-        end: HOUR_MS,
-        bucket_ms,
-    };
-    let point = |start, min, max, sum, count| SeriesPoint {
-        start,
-        min,
-        max,
-        sum,
-        count,
-    };
+// Rollups from raw readings, series from any level, retention.
+
+async fn minute_series_come_from_rollups_refreshed_twice(storage: Arc<dyn Storage>) {
+    pressure_rollups(&*storage).await;
     let minutes = storage
         .series(
-            &s1,
+            &sensor(),
             Metric::PressureHpa,
-            &series(Resolution::Minute, 0, MINUTE_MS),
+            &series_plan(Resolution::Minute, 0, MINUTE_MS),
         )
         .await
         .unwrap();
@@ -347,11 +630,15 @@ async fn contract(storage: Arc<dyn Storage>) {
             point(180_000, 5.0, 5.0, 5.0, 1)
         ]
     );
+}
+
+async fn raw_series_bucket_readings_from_the_start_of_the_plan(storage: Arc<dyn Storage>) {
+    pressure_rollups(&*storage).await;
     let raw = storage
         .series(
-            &s1,
+            &sensor(),
             Metric::PressureHpa,
-            &series(Resolution::Raw, 100_000, 60_000),
+            &series_plan(Resolution::Raw, 100_000, 60_000),
         )
         .await
         .unwrap();
@@ -362,18 +649,26 @@ async fn contract(storage: Arc<dyn Storage>) {
             point(160_000, 5.0, 5.0, 5.0, 1)
         ]
     );
+}
+
+async fn hour_series_come_from_minute_rollups(storage: Arc<dyn Storage>) {
+    pressure_rollups(&*storage).await;
     let hours = storage
         .series(
-            &s1,
+            &sensor(),
             Metric::PressureHpa,
-            &series(Resolution::Hour, 0, HOUR_MS),
+            &series_plan(Resolution::Hour, 0, HOUR_MS),
         )
         .await
         .unwrap();
     assert_eq!(hours, [point(0, 1.0, 5.0, 9.0, 3)]);
+}
+
+async fn old_readings_are_deleted_in_batches(storage: Arc<dyn Storage>) {
+    pressure_rollups(&*storage).await;
     assert_eq!(
         storage
-            .delete_readings_before(&s1, Metric::PressureHpa, 180_000, 1)
+            .delete_readings_before(&sensor(), Metric::PressureHpa, 180_000, 1)
             .await
             .unwrap(),
         1,
@@ -381,11 +676,15 @@ async fn contract(storage: Arc<dyn Storage>) {
     );
     assert_eq!(
         storage
-            .delete_readings_before(&s1, Metric::PressureHpa, 180_000, 100)
+            .delete_readings_before(&sensor(), Metric::PressureHpa, 180_000, 100)
             .await
             .unwrap(),
         1
     );
+}
+
+async fn old_rollups_are_deleted(storage: Arc<dyn Storage>) {
+    pressure_rollups(&*storage).await;
     assert_eq!(
         storage
             .delete_rollups_before(Resolution::Minute, 180_000, 100)
@@ -393,35 +692,34 @@ async fn contract(storage: Arc<dyn Storage>) {
             .unwrap(),
         1
     );
+}
 
-    // Rules.
-    let rule = ThresholdRule {
-        id: RuleId::parse("r1", "id").unwrap(),
-        home_id: HomeId::parse("h1", "h").unwrap(),
-        name: "fan".into(),
-        source: DeviceId::parse("s1", "d").unwrap(),
-        metric: Metric::TemperatureCelsius,
-        target: fan.clone(),
-        on_above: 25.0,
-        off_below: 24.5,
-        enabled: true,
-        min_on_s: 60,
-        min_off_s: 30,
-        sustain_s: 10,
-        stale_after_s: 300,
-        stale_action: StaleAction::Off,
-    };
-    storage
-        .create_rule(&rule, &RuleState::new(1))
-        .await
-        .unwrap();
+// Rules, and their state: it survives a round trip, and an update forgets it.
+
+async fn created_rules_are_listed(storage: Arc<dyn Storage>) {
+    let rule = with_rule(&*storage).await;
+    assert_eq!(storage.list_rules(None).await.unwrap(), vec![rule]);
+}
+
+async fn creating_a_rule_twice_is_a_conflict(storage: Arc<dyn Storage>) {
+    let rule = with_rule(&*storage).await;
     assert!(matches!(
         storage.create_rule(&rule, &RuleState::new(1)).await,
         Err(StorageError::Conflict(_))
     ));
-    assert_eq!(storage.list_rules(None).await.unwrap(), vec![rule.clone()]);
+}
 
-    // Rule state survives a round trip, and an update forgets it.
+async fn a_rule_starts_with_the_state_it_was_created_with(storage: Arc<dyn Storage>) {
+    let rule = with_rule(&*storage).await;
+    assert_eq!(
+        storage.load_rule_state(&rule.id).await.unwrap(),
+        Some(RuleState::new(1)),
+        "created with its starting state"
+    );
+}
+
+async fn rule_state_survives_a_round_trip(storage: Arc<dyn Storage>) {
+    let rule = with_rule(&*storage).await;
     let mut st = RuleState::new(100);
     st.output = Some(true);
     st.switched_at = Some(150);
@@ -434,14 +732,13 @@ async fn contract(storage: Arc<dyn Storage>) {
     st.last_reading_at = Some(170);
     st.last_value = Some(24.2);
     st.cursor = (170, 7);
-    assert_eq!(
-        storage.load_rule_state(&rule.id).await.unwrap(),
-        Some(RuleState::new(1)),
-        "created with its starting state"
-    );
     storage.save_rule_state(&rule.id, &st).await.unwrap();
     storage.save_rule_state(&rule.id, &st).await.unwrap();
     assert_eq!(storage.load_rule_state(&rule.id).await.unwrap(), Some(st));
+}
+
+async fn an_edited_rule_starts_afresh(storage: Arc<dyn Storage>) {
+    let rule = with_rule(&*storage).await;
     let edited = ThresholdRule {
         enabled: false,
         sustain_s: 0,
@@ -451,35 +748,49 @@ async fn contract(storage: Arc<dyn Storage>) {
         .update_rule(&edited, &RuleState::new(2))
         .await
         .unwrap();
-    assert_eq!(
-        storage.list_rules(None).await.unwrap(),
-        vec![edited.clone()]
-    );
+    assert_eq!(storage.list_rules(None).await.unwrap(), vec![edited]);
     assert_eq!(
         storage.load_rule_state(&rule.id).await.unwrap(),
         Some(RuleState::new(2)),
         "an edited rule starts afresh"
     );
+}
+
+async fn editing_an_unknown_rule_is_not_found(storage: Arc<dyn Storage>) {
+    let rule = with_rule(&*storage).await;
     assert!(matches!(
         storage
             .update_rule(
                 &ThresholdRule {
                     id: RuleId::parse("nope", "id").unwrap(),
-                    ..rule.clone()
+                    ..rule
                 },
                 &RuleState::new(3)
             )
             .await,
         Err(StorageError::NotFound(_))
     ));
+}
 
-    // Decisions, newest first, by home or by rule.
+async fn deleting_a_rule_twice_is_not_found(storage: Arc<dyn Storage>) {
+    let rule = with_rule(&*storage).await;
+    storage.delete_rule(&rule.id).await.unwrap();
+    assert!(matches!(
+        storage.delete_rule(&rule.id).await,
+        Err(StorageError::NotFound(_))
+    ));
+}
+
+// Decisions, newest first, by home or by rule.
+
+async fn decisions_list_newest_first_by_home_or_by_rule(storage: Arc<dyn Storage>) {
+    let rule = with_rule(&*storage).await;
     for (at, action) in [(1, Action::SustainStarted), (2, Action::SwitchOn)] {
         storage
             .record_decision(&LoggedDecision {
                 rule_id: rule.id.clone(),
                 home_id: rule.home_id.clone(),
-                target: fan.clone(),
+                target: fan(),
                 decision: RuleDecision {
                     action,
                     at,
@@ -519,8 +830,11 @@ async fn contract(storage: Arc<dyn Storage>) {
             .len(),
         1
     );
+}
 
-    // Leases: one holder until it expires.
+// Leases: one holder until it expires.
+
+async fn a_lease_has_one_holder_until_it_expires(storage: Arc<dyn Storage>) {
     assert!(storage.acquire_lease("auto", "a", 0, 100).await.unwrap());
     assert!(!storage.acquire_lease("auto", "b", 50, 150).await.unwrap());
     assert!(
@@ -532,53 +846,22 @@ async fn contract(storage: Arc<dyn Storage>) {
         storage.acquire_lease("auto", "b", 160, 260).await.unwrap(),
         "takeover"
     );
+}
+
+async fn only_its_holder_releases_a_lease(storage: Arc<dyn Storage>) {
+    assert!(storage.acquire_lease("auto", "b", 160, 260).await.unwrap());
     storage.release_lease("auto", "a").await.unwrap();
     assert!(
         !storage.acquire_lease("auto", "a", 170, 270).await.unwrap(),
         "only its holder releases a lease"
     );
+}
+
+async fn a_released_lease_is_free_at_once(storage: Arc<dyn Storage>) {
+    assert!(storage.acquire_lease("auto", "b", 160, 260).await.unwrap());
     storage.release_lease("auto", "b").await.unwrap();
     assert!(
         storage.acquire_lease("auto", "a", 171, 271).await.unwrap(),
         "a released lease is free at once"
     );
-
-    storage.delete_rule(&rule.id).await.unwrap();
-    assert!(matches!(
-        storage.delete_rule(&rule.id).await,
-        Err(StorageError::NotFound(_))
-    ));
-}
-
-#[tokio::test]
-async fn sqlite_meets_the_storage_contract() {
-    let path =
-        std::env::temp_dir().join(format!("hearth-contract-{:08x}.db", rand::random::<u32>()));
-    let storage = connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    contract(storage).await;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
-}
-
-#[tokio::test]
-async fn mysql_meets_the_storage_contract() {
-    let server = std::env::var("HEARTH_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
-    let name = format!("hearth_contract_{:08x}", rand::random::<u32>());
-    let mut admin = sqlx::MySqlConnection::connect(&server)
-        .await
-        .expect("MariaDB is reachable at HEARTH_TEST_MYSQL_URL");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let storage = connect(&format!("{server}/{name}")).await.unwrap();
-    contract(storage).await;
-    sqlx::query(&format!("DROP DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
 }

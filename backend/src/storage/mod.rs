@@ -1,8 +1,12 @@
 //! Storage: one [`Storage`] trait, implemented for SQLite (the embedded
 //! default) and MySQL/MariaDB (production) over sqlx. All SQL of Hearth lives
-//! under this module; migrations run at start-up.
+//! under this module: the statements both databases share in `sql.rs`, what
+//! each says its own way beside its connect options in `sqlite.rs` and
+//! `mysql.rs`. Migrations run at start-up.
 
+mod mysql;
 mod sql;
+mod sqlite;
 
 use std::sync::Arc;
 
@@ -14,7 +18,8 @@ use crate::domain::{
     Resolution, RuleId, RuleState, SeriesPlan, SeriesPoint, ThresholdRule, UnixMs,
 };
 
-pub use sql::{redact, MySqlStorage, SqliteStorage};
+pub use mysql::MySqlStorage;
+pub use sqlite::SqliteStorage;
 
 /// What went wrong, named for what a caller can do about it.
 #[derive(Debug, thiserror::Error)]
@@ -254,6 +259,18 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Storage>> {
     }
 }
 
+/// `url` without its password, for error messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}://{user}:***@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 fn kind_of(s: &str) -> Result<DeviceKind> {
     DeviceKind::parse(s).ok_or_else(|| StorageError::NotFound(format!("device kind {s:?}")))
 }
@@ -273,5 +290,14 @@ mod tests {
         for bad in ["", "1.2", "1.2.3.4", "a.b.c", "1.2.-3"] {
             assert_eq!(ReadingCursor::from_token(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn redact_hides_passwords_only() {
+        assert_eq!(
+            redact("mysql://root:s3cret@db:3306/hearth"),
+            "mysql://root:***@db:3306/hearth"
+        );
+        assert_eq!(redact("mysql://127.0.0.1/test"), "mysql://127.0.0.1/test");
     }
 }
