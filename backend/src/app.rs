@@ -14,8 +14,9 @@ use hearth_proto::v1::{
     automation_service_server::AutomationServiceServer, device_service_server::DeviceServiceServer,
     telemetry_service_server::TelemetryServiceServer,
 };
+use hearth_runtime::Clock;
 use http::{header, HeaderName};
-use tokio::{net::TcpListener, sync::broadcast};
+use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{service::Routes, transport::Server};
@@ -23,43 +24,20 @@ use tower::Layer as _;
 use tower_http::cors::{Any, CorsLayer};
 use tracing::{info, warn};
 
-use hearth_runtime::Clock;
-
 use crate::{
-    automation::Automation,
-    control::Control,
+    core::Core,
     demo,
-    directory::Directory,
     grpc::{AutomationApi, DeviceApi, TelemetryApi},
-    ingest::{self, Ingest, IngestItem, StoredCommit},
+    ingest::{self, IngestItem},
     intake::Intake,
-    metrics::Metrics,
     mqtt,
     rollup::Rollups,
     settings::{MqttBroker, Settings},
-    storage::{self, Storage},
-    web,
+    storage, web,
 };
 
-/// Commits buffered per live subscriber before it starts skipping.
-const LIVE_BUFFER: usize = 1_024;
 /// Inbound MQTT messages buffered between the connection and intake.
 const INBOX_CAPACITY: usize = 1_024;
-
-/// What the services share.
-pub struct Core {
-    pub storage: Arc<dyn Storage>,
-    pub directory: Arc<Directory>,
-    pub ingest: Ingest,
-    pub control: Arc<Control>,
-    pub automation: Arc<Automation>,
-    pub stored: broadcast::Sender<Arc<StoredCommit>>,
-    pub metrics: Arc<Metrics>,
-    pub clock: Clock,
-    /// Cancelled when shutdown starts, so long-lived streams end and the
-    /// server's graceful shutdown does not wait on open browser tabs.
-    pub closing: CancellationToken,
-}
 
 pub struct App {
     listener: TcpListener,
@@ -73,7 +51,14 @@ pub struct App {
 }
 
 impl App {
+    /// Starts everything but serving, on the system clock.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Clock::system()).await
+    }
+
+    /// [`App::build`] with the clock every part reads "now" from, so tests can
+    /// control it.
+    pub async fn build_with_clock(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("HEARTH_LISTEN={}: cannot listen there", settings.listen))?;
@@ -112,38 +97,14 @@ impl App {
         let readings_lane = connect(mqtt::Lane::Readings).await?;
         let control_lane = connect(mqtt::Lane::Control).await?;
 
-        let clock = Clock::system();
-        let metrics = Arc::new(Metrics::default());
-        let directory = Arc::new(Directory::new(storage.clone()));
-        let (ingest, ingest_rx) = Ingest::new();
-        let (stored, _) = broadcast::channel(LIVE_BUFFER);
-        let control = Arc::new(Control::new(
-            storage.clone(),
-            directory.clone(),
-            control_lane.publisher.clone(),
-            metrics.clone(),
-            clock.clone(),
-            settings.command_ttl_ms,
-        ));
-        let automation = Arc::new(Automation::new(
-            storage.clone(),
-            control.clone(),
-            metrics.clone(),
-            clock.clone(),
-            replica.clone(),
-        ));
-        let closing = CancellationToken::new();
-        let core = Arc::new(Core {
+        let (core, ingest_rx) = Core::new(
             storage,
-            directory,
-            ingest,
-            control,
-            automation,
-            stored,
-            metrics,
+            control_lane.publisher.clone(),
             clock,
-            closing,
-        });
+            settings.command_ttl_ms,
+            replica,
+        );
+        let core = Arc::new(core);
         if settings.demo {
             demo::provision(&core)
                 .await

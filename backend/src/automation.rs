@@ -13,11 +13,10 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use hearth_runtime::Clock;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-
-use hearth_runtime::Clock;
 
 use crate::{
     control::Control,

@@ -14,10 +14,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use hearth_runtime::Clock;
 use tokio::sync::broadcast;
 use tracing::{info, warn};
-
-use hearth_runtime::Clock;
 
 use crate::{
     directory::Directory,

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::{
-    app::Core,
+    core::Core,
     domain::{
         ActuatorState, Device, DeviceId, DeviceKind, Home, HomeId, Mode, RuleId, RuleState,
         StaleAction, ThresholdRule,

@@ -5,10 +5,9 @@
 
 use std::sync::Arc;
 
+use hearth_runtime::Clock;
 use tokio::sync::mpsc;
 use tracing::warn;
-
-use hearth_runtime::Clock;
 
 use crate::{
     control::Control,

@@ -7,6 +7,7 @@
 //!   shutdown; serves gRPC, gRPC-web, reflection, health, `/metrics` and the
 //!   web app on one port ([`web`]: the built app, precompressed, with cache
 //!   headers).
+//! - [`core`]: [`core::Core`], the state the services share.
 //! - [`mqtt`]: the embedded broker, the broker connection, topic routing.
 //! - [`intake`]: what devices publish → validated readings for [`ingest`],
 //!   reports and status for [`control`].
@@ -25,6 +26,7 @@
 pub mod app;
 pub mod automation;
 pub mod control;
+pub mod core;
 pub mod demo;
 pub mod directory;
 pub mod grpc;

@@ -18,10 +18,9 @@ use std::{
 };
 
 use hearth_proto::v1::Metric;
+use hearth_runtime::Clock;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-
-use hearth_runtime::Clock;
 
 use crate::{
     domain::{DeviceId, DeviceKind, Reading, Resolution, UnixMs, DAY_MS, HOUR_MS},

@@ -14,7 +14,7 @@ use super::{
     status::{invalid, invalid_id},
 };
 use crate::{
-    app::Core,
+    core::Core,
     domain::{
         replay, DeviceId, DeviceKind, HomeId, LoggedDecision, RuleId, RuleState, ThresholdRule,
     },

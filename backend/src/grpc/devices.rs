@@ -17,7 +17,7 @@ use super::{
     status::{invalid, invalid_id},
 };
 use crate::{
-    app::Core,
+    core::Core,
     domain::{rule::MAX_DURATION_S, ActuatorState, Device, DeviceId, Home, HomeId, Mode},
 };
 

@@ -17,7 +17,7 @@ use super::{
     status::{invalid, invalid_id},
 };
 use crate::{
-    app::Core,
+    core::Core,
     domain::{series::plan, validate_batch, DeviceId, DeviceKind, HomeId},
     ingest::{Done, IngestItem},
     storage::{ReadingCursor, ReadingQuery},

@@ -1,0 +1,82 @@
+//! [`Core`]: the state the services share (gRPC handlers, MQTT intake, the
+//! automation engine, the demo), apart from start-up so none of them imports
+//! `app`.
+
+use std::sync::Arc;
+
+use hearth_runtime::Clock;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    automation::Automation,
+    control::Control,
+    directory::Directory,
+    ingest::{Ingest, IngestItem, StoredCommit},
+    metrics::Metrics,
+    mqtt::Publisher,
+    storage::Storage,
+};
+
+/// Commits buffered per live subscriber before it starts skipping.
+const LIVE_BUFFER: usize = 1_024;
+
+/// What the services share.
+pub struct Core {
+    pub storage: Arc<dyn Storage>,
+    pub directory: Arc<Directory>,
+    pub ingest: Ingest,
+    pub control: Arc<Control>,
+    pub automation: Arc<Automation>,
+    pub stored: broadcast::Sender<Arc<StoredCommit>>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
+    /// Cancelled when shutdown starts, so long-lived streams end and the
+    /// server's graceful shutdown does not wait on open browser tabs.
+    pub closing: CancellationToken,
+}
+
+impl Core {
+    /// The shared state over `storage`, publishing commands through
+    /// `publisher`; also returns the ingest queue's receiving end, for the
+    /// writer task.
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        publisher: Publisher,
+        clock: Clock,
+        command_ttl_ms: i64,
+        replica: String,
+    ) -> (Self, mpsc::Receiver<IngestItem>) {
+        let metrics = Arc::new(Metrics::default());
+        let directory = Arc::new(Directory::new(storage.clone()));
+        let (ingest, ingest_rx) = Ingest::new();
+        let (stored, _) = broadcast::channel(LIVE_BUFFER);
+        let control = Arc::new(Control::new(
+            storage.clone(),
+            directory.clone(),
+            publisher,
+            metrics.clone(),
+            clock.clone(),
+            command_ttl_ms,
+        ));
+        let automation = Arc::new(Automation::new(
+            storage.clone(),
+            control.clone(),
+            metrics.clone(),
+            clock.clone(),
+            replica,
+        ));
+        let core = Self {
+            storage,
+            directory,
+            ingest,
+            control,
+            automation,
+            stored,
+            metrics,
+            clock,
+            closing: CancellationToken::new(),
+        };
+        (core, ingest_rx)
+    }
+}
