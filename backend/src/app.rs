@@ -6,7 +6,7 @@
 //! resolves, then stops intake and drains the ingest queue, so a rolling
 //! update loses nothing that was accepted.
 
-use std::{future::Future, net::SocketAddr, path::Path, sync::Arc};
+use std::{future::Future, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use axum::routing::get;
@@ -19,10 +19,15 @@ use http::{header, HeaderName};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{service::Routes, transport::Server};
+use tonic::{server::NamedService, service::Routes, transport::Server};
+use tonic_health::{
+    pb::health_server::{Health, HealthServer},
+    server::HealthReporter,
+    ServingStatus,
+};
 use tower::Layer as _;
 use tower_http::cors::{Any, CorsLayer};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     core::Core,
@@ -45,8 +50,9 @@ pub struct App {
     mqtt_url: String,
     settings: Settings,
     core: Arc<Core>,
-    /// The readings lane and the control lane (see [`mqtt::Lane`]).
-    lanes: [mqtt::Connection; 2],
+    /// The control (or commands) lane, and the readings lane on an ingest
+    /// replica (see [`mqtt::Lane`]).
+    lanes: Vec<mqtt::Connection>,
     ingest_rx: tokio::sync::mpsc::Receiver<IngestItem>,
 }
 
@@ -94,12 +100,22 @@ impl App {
                 persistent,
             )
         };
-        let readings_lane = connect(mqtt::Lane::Readings).await?;
-        let control_lane = connect(mqtt::Lane::Control).await?;
+        let roles = settings.roles;
+        // Why a commands lane without the control role: the API and the rules
+        // of any replica publish commands; only control replicas take reports.
+        let control_lane = connect(match roles.control {
+            true => mqtt::Lane::Control,
+            false => mqtt::Lane::Commands,
+        })
+        .await?;
+        let mut lanes = vec![control_lane];
+        if roles.ingest {
+            lanes.push(connect(mqtt::Lane::Readings).await?);
+        }
 
         let (core, ingest_rx) = Core::new(
             storage,
-            control_lane.publisher.clone(),
+            lanes[0].publisher.clone(),
             clock,
             settings.command_ttl_ms,
             replica,
@@ -116,7 +132,7 @@ impl App {
             mqtt_url,
             settings,
             core,
-            lanes: [readings_lane, control_lane],
+            lanes,
             ingest_rx,
         })
     }
@@ -177,24 +193,29 @@ impl App {
         };
         // Each lane (readings; control) has its own connection, inbox and
         // intake task, so neither waits for the other.
-        let lanes = lanes.map(|connection| {
-            let (inbox_tx, inbox_rx) = tokio::sync::mpsc::channel(INBOX_CAPACITY);
-            let inbox = tokio::spawn(mqtt::run_inbox(
-                connection,
-                inbox_tx,
-                core.metrics.clone(),
-                stop.clone(),
-            ));
-            (inbox, tokio::spawn(intake.clone().run(inbox_rx)))
-        });
+        let lanes: Vec<_> = lanes
+            .into_iter()
+            .map(|connection| {
+                let (inbox_tx, inbox_rx) = tokio::sync::mpsc::channel(INBOX_CAPACITY);
+                let inbox = tokio::spawn(mqtt::run_inbox(
+                    connection,
+                    inbox_tx,
+                    core.metrics.clone(),
+                    stop.clone(),
+                ));
+                (inbox, tokio::spawn(intake.clone().run(inbox_rx)))
+            })
+            .collect();
         // Why drop it now: it holds a sender of the ingest queue, and the
         // writer only stops (on shutdown) once every sender is gone.
         drop(intake);
-        let automation = tokio::spawn(
-            core.automation
-                .clone()
-                .run(core.stored.subscribe(), stop.clone()),
-        );
+        let automation = settings.roles.automation.then(|| {
+            tokio::spawn(
+                core.automation
+                    .clone()
+                    .run(core.stored.subscribe(), stop.clone()),
+            )
+        });
         let demo = settings.demo.then(|| {
             let (core, url, topics, stop) = (
                 core.clone(),
@@ -209,8 +230,25 @@ impl App {
             })
         });
 
-        let routes = routes(&core, &settings.web_dir).await?;
-        info!(http = %http_addr, mqtt = %mqtt_url, database = %storage::redact(&settings.database_url), demo = settings.demo, "hearth ready");
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        // Why the first check before "ready": a probe right after start must
+        // not find the services unknown.
+        let serving = healthy(&core).await;
+        set_health(&reporter, serving).await;
+        reporter
+            .set_service_status(LIVENESS, ServingStatus::Serving)
+            .await;
+        let health = tokio::spawn(watch_health(core.clone(), reporter, serving));
+        let web_dir = settings.roles.web.then_some(settings.web_dir.as_path());
+        let routes = routes(&core, health_service, web_dir)?;
+        info!(
+            http = %http_addr,
+            mqtt = %hearth_runtime::mqtt::redact(&mqtt_url),
+            database = %storage::redact(&settings.database_url),
+            roles = %settings.roles,
+            demo = settings.demo,
+            "hearth ready"
+        );
         let served = Server::builder()
             .accept_http1(true)
             .layer(cors())
@@ -234,7 +272,10 @@ impl App {
         if let Some(demo) = demo {
             let _ = demo.await;
         }
-        let _ = automation.await;
+        if let Some(automation) = automation {
+            let _ = automation.await;
+        }
+        let _ = health.await;
         // The writer ends once every sender is gone: the intake's went with
         // it, the services' go with `core`.
         drop(core);
@@ -275,22 +316,78 @@ fn cors() -> CorsLayer {
         ])
 }
 
+/// The health service name a liveness probe asks: SERVING while the process
+/// runs. Why apart from "": an unreachable database makes a replica unready,
+/// but restarting it would not bring the database back.
+pub const LIVENESS: &str = "liveness";
+/// How often health is checked, and how long the database may take to answer.
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Keeps gRPC health (what Kubernetes probes) SERVING while the database
+/// answers and every broker connection holds, NOT_SERVING otherwise and from
+/// the moment shutdown starts, so a broken or draining replica leaves the
+/// Service.
+async fn watch_health(core: Arc<Core>, health: HealthReporter, mut serving: bool) {
+    loop {
+        tokio::select! {
+            _ = core.closing.cancelled() => break,
+            _ = tokio::time::sleep(HEALTH_EVERY) => {}
+        }
+        let now = healthy(&core).await;
+        if now != serving {
+            set_health(&health, now).await;
+            serving = now;
+        }
+    }
+    set_health(&health, false).await;
+}
+
+/// Whether the database answers and every broker connection holds; logs why not.
+async fn healthy(core: &Core) -> bool {
+    let database = matches!(
+        tokio::time::timeout(PING_TIMEOUT, core.storage.ping()).await,
+        Ok(Ok(()))
+    );
+    let broker = core.metrics.mqtt_lanes_down.get() == 0;
+    if !(database && broker) {
+        debug!(database, broker, "unhealthy");
+    }
+    database && broker
+}
+
+/// Sets the server's overall health ("") and each service's.
+async fn set_health(health: &HealthReporter, serving: bool) {
+    let status = match serving {
+        true => ServingStatus::Serving,
+        false => ServingStatus::NotServing,
+    };
+    match serving {
+        true => info!("health: SERVING"),
+        false => warn!("health: NOT_SERVING (database or broker unreachable, or stopping)"),
+    }
+    for service in [
+        "",
+        <DeviceServiceServer<DeviceApi> as NamedService>::NAME,
+        <TelemetryServiceServer<TelemetryApi> as NamedService>::NAME,
+        <AutomationServiceServer<AutomationApi> as NamedService>::NAME,
+    ] {
+        health.set_service_status(service, status).await;
+    }
+}
+
 /// The three services, reflection (v1 and v1alpha), health, `/metrics`, and
-/// the web app as the fallback for every other path.
-async fn routes(core: &Arc<Core>, web_dir: &Path) -> anyhow::Result<Routes> {
+/// (on a web replica) the web app as the fallback for every other path.
+fn routes(
+    core: &Arc<Core>,
+    health_service: HealthServer<impl Health>,
+    web_dir: Option<&Path>,
+) -> anyhow::Result<Routes> {
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(hearth_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<DeviceServiceServer<DeviceApi>>().await;
-    health
-        .set_serving::<TelemetryServiceServer<TelemetryApi>>()
-        .await;
-    health
-        .set_serving::<AutomationServiceServer<AutomationApi>>()
-        .await;
 
     // Why per service and not around the whole server: tonic-web answers
     // 400 to any other HTTP/1.1 request, which would hide the web app.
@@ -327,6 +424,9 @@ async fn routes(core: &Arc<Core>, web_dir: &Path) -> anyhow::Result<Routes> {
         }),
     );
     // Every path the API does not answer belongs to the web app.
-    let router = router.fallback_service(web::app(web_dir));
+    let router = match web_dir {
+        Some(dir) => router.fallback_service(web::app(dir)),
+        None => router,
+    };
     Ok(Routes::from(router))
 }

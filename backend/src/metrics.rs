@@ -40,6 +40,8 @@ pub struct Metrics {
     pub ingest_queue_depth: Gauge,
     /// 1 while this replica holds the automation lease.
     pub automation_leader: Gauge,
+    /// This replica's broker connections that are lost (0 when all is well).
+    pub mqtt_lanes_down: Gauge,
 }
 
 impl Default for Metrics {
@@ -138,6 +140,12 @@ impl Default for Metrics {
                 r,
                 "hearth_automation_leader",
                 "1 while this replica runs the automation rules",
+                gauge(),
+            ),
+            mqtt_lanes_down: registered(
+                r,
+                "hearth_mqtt_lanes_down",
+                "Broker connections of this replica that are lost",
                 gauge(),
             ),
             registry,

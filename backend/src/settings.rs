@@ -41,9 +41,73 @@ pub struct Settings {
     pub command_ttl_ms: i64,
     /// HEARTH_RAW_RETENTION_DAYS and HEARTH_MINUTE_RETENTION_DAYS.
     pub retention: Retention,
+    /// HEARTH_ROLES: which of the four roles this replica runs.
+    pub roles: Roles,
     /// HEARTH_REPLICA: this replica's stable name (Kubernetes: the pod name),
     /// for its MQTT session and the automation lease. Unset: a random one.
     pub replica: Option<String>,
+}
+
+/// The paper's four roles, any subset of them per replica. Every replica
+/// serves the whole gRPC API; a role is the background work it takes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// The Receiver: devices' readings from the broker into the database.
+    pub ingest: bool,
+    /// Manual Configuration: devices' reports and status, acknowledgements.
+    pub control: bool,
+    /// Automatic Configuration: the rules, under the automation lease.
+    pub automation: bool,
+    /// The Webpage: the web app at `/`.
+    pub web: bool,
+}
+
+impl Roles {
+    pub const ALL: Self = Self {
+        ingest: true,
+        control: true,
+        automation: true,
+        web: true,
+    };
+    const NAMES: &str = "ingest,control,automation,web";
+
+    /// `"ingest,web"`: a comma-separated subset of [`Roles::NAMES`].
+    fn parse(value: &str) -> Result<Self, String> {
+        let mut roles = Self {
+            ingest: false,
+            control: false,
+            automation: false,
+            web: false,
+        };
+        for name in value.split(',').map(str::trim) {
+            let role = match name {
+                "ingest" => &mut roles.ingest,
+                "control" => &mut roles.control,
+                "automation" => &mut roles.automation,
+                "web" => &mut roles.web,
+                _ => return Err(format!("{name:?} is not one of {}", Self::NAMES)),
+            };
+            *role = true;
+        }
+        Ok(roles)
+    }
+}
+
+impl std::fmt::Display for Roles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = [
+            (self.ingest, "ingest"),
+            (self.control, "control"),
+            (self.automation, "automation"),
+            (self.web, "web"),
+        ];
+        let on: Vec<&str> = names
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| *n)
+            .collect();
+        f.write_str(&on.join(","))
+    }
 }
 
 /// How long data is kept. Hour and day rollups are kept for good.
@@ -153,6 +217,11 @@ pub struct Cli {
         default_value_t = DEFAULT_COMMAND_TTL_MS,
         value_parser = clap::value_parser!(i64).range(100..=86_400_000))]
     command_ttl_ms: i64,
+    /// The roles this replica runs: a comma-separated subset of
+    /// ingest,control,automation,web (see README.md, "Roles").
+    #[arg(long, env = "HEARTH_ROLES", value_name = "ROLES", default_value = Roles::NAMES,
+        value_parser = Roles::parse)]
+    roles: Roles,
     /// This replica's stable name (Kubernetes: the pod name): its persistent
     /// MQTT session and its name in the automation lease [default: random].
     #[arg(long, env = "HEARTH_REPLICA", value_name = "NAME", value_parser = replica)]
@@ -235,6 +304,7 @@ impl From<Cli> for Settings {
                 raw_per_metric,
                 minute_days: cli.minute_retention_days,
             },
+            roles: cli.roles,
             replica: cli.replica,
         }
     }
@@ -283,6 +353,18 @@ mod tests {
         assert!(s.demo);
         assert_eq!(s.command_ttl_ms, DEFAULT_COMMAND_TTL_MS);
         assert_eq!(s.replica, None);
+        assert_eq!(s.roles, Roles::ALL);
+    }
+
+    #[test]
+    fn roles_are_any_subset_of_the_four() {
+        let s = settings(&[("HEARTH_ROLES", "web, ingest")]).unwrap();
+        assert_eq!((s.roles.ingest, s.roles.control), (true, false));
+        assert_eq!((s.roles.automation, s.roles.web), (false, true));
+        assert_eq!(s.roles.to_string(), "ingest,web");
+        let e = settings(&[("HEARTH_ROLES", "ingest,receiver")]).unwrap_err();
+        assert_eq!(named(&e), "HEARTH_ROLES");
+        assert!(e.to_string().contains("\"receiver\" is not one of"), "{e}");
     }
 
     #[test]

@@ -105,6 +105,9 @@ pub enum Lane {
     Readings,
     /// `reported` and `status` in, `desired` out.
     Control,
+    /// `desired` out only: a replica without the control role still
+    /// publishes the commands its API and rules make.
+    Commands,
 }
 
 impl Lane {
@@ -112,6 +115,7 @@ impl Lane {
         match self {
             Lane::Readings => &[Channel::Readings],
             Lane::Control => &[Channel::Reported, Channel::Status],
+            Lane::Commands => &[],
         }
     }
 
@@ -119,6 +123,7 @@ impl Lane {
         match self {
             Lane::Readings => "readings",
             Lane::Control => "control",
+            Lane::Commands => "commands",
         }
     }
 }
@@ -178,7 +183,7 @@ pub async fn connect(
         bail!("cannot reach the MQTT broker at {url} ({setting}) within 5 s: {why}");
     }
     subscribe(&client, topics, how, lane).await?;
-    info!(url, client_id, "connected to the MQTT broker");
+    info!(url = %hearth_runtime::mqtt::redact(url), client_id, "connected to the MQTT broker");
     Ok(Connection {
         publisher: Publisher {
             client,
@@ -255,6 +260,7 @@ pub async fn run_inbox(
                 acks.reset();
                 if failures > 0 {
                     info!(lane = lane.name(), "reconnected to the MQTT broker");
+                    metrics.mqtt_lanes_down.dec();
                     failures = 0;
                     if let Err(e) = subscribe(&client, &topics, how, lane).await {
                         warn!(lane = lane.name(), error = %e, "resubscribing failed");
@@ -284,6 +290,7 @@ pub async fn run_inbox(
             Err(e) => {
                 if failures == 0 {
                     warn!(lane = lane.name(), error = %e, "lost the MQTT broker; reconnecting");
+                    metrics.mqtt_lanes_down.inc();
                 }
                 failures += 1;
                 tokio::select! {
@@ -292,6 +299,9 @@ pub async fn run_inbox(
                 }
             }
         }
+    }
+    if failures > 0 {
+        metrics.mqtt_lanes_down.dec();
     }
     let _ = client.disconnect().await;
 }

@@ -122,6 +122,8 @@ pub struct Applied {
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
     /// `Conflict` if the id is taken.
+    /// Answers once the database does: what health checks ask.
+    async fn ping(&self) -> Result<()>;
     async fn create_home(&self, home: &Home) -> Result<()>;
     async fn list_homes(&self) -> Result<Vec<Home>>;
 

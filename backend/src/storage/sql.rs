@@ -429,6 +429,11 @@ where
     for<'a> Option<i64>: Encode<'a, DB>,
     for<'a> Option<f64>: Encode<'a, DB>,
 {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn create_home(&self, home: &Home) -> Result<()> {
         sqlx::query("INSERT INTO homes (id, name, created_at) VALUES (?, ?, ?)")
             .bind(home.id.as_str())

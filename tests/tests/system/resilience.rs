@@ -6,6 +6,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use hearth_proto::v1::{DeviceKind, Metric, Reading, ReadingBatch, WatchReadingsRequest};
 use hearth_tests::{unique, Backend, PrivateBroker, TestApp};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hearth_reconnects_after_the_broker_restarts() {
@@ -173,4 +174,92 @@ async fn a_replica_killed_mid_stream_loses_and_doubles_nothing() {
         &missing[..missing.len().min(10)]
     );
     assert_eq!(seqs, expected, "each reading stored once");
+}
+
+/// gRPC health of the whole server and of each service, as a probe sees it.
+async fn health(app: &TestApp) -> Vec<i32> {
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let channel = tonic::transport::Channel::from_shared(app.grpc_url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connecting");
+    let mut health = HealthClient::new(channel);
+    let mut statuses = Vec::new();
+    for service in [
+        "",
+        "hearth.v1.DeviceService",
+        "hearth.v1.TelemetryService",
+        "hearth.v1.AutomationService",
+    ] {
+        let request = HealthCheckRequest {
+            service: service.into(),
+        };
+        let answer = health.check(request).await.expect("health check");
+        statuses.push(answer.into_inner().status);
+    }
+    statuses
+}
+
+/// Waits up to 30 s for every health status to be `status`.
+async fn wait_for_health(app: &TestApp, status: ServingStatus) {
+    let want = vec![status as i32; 4];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = health(app).await;
+        if now == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "health stayed {now:?}, not {status:?}\n{}",
+            app.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Kubernetes takes a replica out of its Service on NOT_SERVING: health says
+/// so while the broker is away, and SERVING again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_not_serving_while_the_broker_is_away() {
+    let broker = PrivateBroker::start().await;
+    let (port, url) = (broker.port, broker.url());
+    let app = TestApp::spawn_with(
+        Backend::Embedded,
+        &[("HEARTH_DEMO", "false"), ("HEARTH_MQTT_URL", &url)],
+    )
+    .await;
+    wait_for_health(&app, ServingStatus::Serving).await;
+    broker.stop();
+    wait_for_health(&app, ServingStatus::NotServing).await;
+    let _broker = PrivateBroker::start_on(port).await;
+    wait_for_health(&app, ServingStatus::Serving).await;
+}
+
+/// A replica with only the web role takes no readings from the broker (an
+/// ingest replica does), and serves the app; one without it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_choose_what_a_replica_takes_on() {
+    let web = TestApp::spawn_with(
+        Backend::Embedded,
+        &[("HEARTH_DEMO", "false"), ("HEARTH_ROLES", "web")],
+    )
+    .await;
+    assert!(web.logs().contains("roles=web"), "{}", web.logs());
+    assert!(
+        !web.logs().contains("lane=\"readings\"") && !web.logs().contains("-readings"),
+        "a web replica subscribed to readings:\n{}",
+        web.logs()
+    );
+    let ingest = TestApp::spawn_with(
+        Backend::Embedded,
+        &[("HEARTH_DEMO", "false"), ("HEARTH_ROLES", "ingest,control")],
+    )
+    .await;
+    assert!(ingest.logs().contains("-readings"), "{}", ingest.logs());
+    let page = hearth_tests::http_get(web.http, "/").await;
+    assert!(page.to_lowercase().contains("<!doctype html"), "{page}");
+    let none = hearth_tests::http_get(ingest.http, "/").await;
+    assert!(!none.to_lowercase().contains("<!doctype html"), "{none}");
 }
