@@ -7,6 +7,11 @@
 # Debian's is too old) under .tools/. Safe to rerun; prints one line on
 # success, the captured output of the failing step otherwise. Honours
 # CARGO_TARGET_DIR.
+#
+# If the size-optimised build (unstable compiler flags, see below) fails, it
+# prints a WARNING and builds again with stable flags only: a larger app, the
+# same behaviour. HEARTH_WEB_STABLE_ONLY=1 skips straight to that build (to
+# check it, or on a toolchain that refuses the unstable flags).
 set -euo pipefail
 
 TRUNK_VERSION=0.21.14
@@ -50,9 +55,6 @@ fi
 if ! rustup component list --installed | grep -qx rust-src; then
     quietly rustup component add rust-src
 fi
-# Why: the offline build below compiles std, whose own dependencies (its
-# Cargo.lock, not ours) the `cargo fetch` above does not download.
-RUSTC_BOOTSTRAP=1 quietly cargo fetch --manifest-path "$(rustc --print sysroot)/lib/rustlib/src/rust/library/Cargo.toml"
 if [[ "$(trunk --version 2>/dev/null)" != "trunk $TRUNK_VERSION" ]]; then
     install_crate --locked trunk --version "$TRUNK_VERSION"
 fi
@@ -69,6 +71,9 @@ fi
 # which cuts the gzipped wasm by about a tenth (the other size settings are
 # the wasm-release profile and data-wasm-opt in index.html). Only the wasm
 # build sees it; native unit tests build as before.
+stable_rustflags="${RUSTFLAGS:-} --cfg erase_components"
+
+# The size-optimised build.
 #
 # Why rebuild std (build-std) with panic=immediate-abort: a panic is then a
 # bare trap, so no panic message, source location or Debug formatting is
@@ -83,11 +88,32 @@ fi
 # nothing, which drops the Debug code the dependencies carry (about 2 KiB of
 # the gzipped wasm). The app shows no Debug output: errors reach the page
 # through Display.
-export RUSTFLAGS="${RUSTFLAGS:-} --cfg erase_components -Zunstable-options -Cpanic=immediate-abort -Zlocation-detail=none -Zfmt-debug=none"
+#
 # Why skip the version check: trunk would ask GitHub for a newer release.
-RUSTC_BOOTSTRAP=1 CARGO_UNSTABLE_BUILD_STD=std,panic_abort TRUNK_SKIP_VERSION_CHECK=true \
-    quietly trunk build --release --offline
+build_size_optimised() {
+    # Why: the offline build compiles std, whose own dependencies (its
+    # Cargo.lock, not ours) the `cargo fetch` above does not download.
+    RUSTC_BOOTSTRAP=1 cargo fetch --manifest-path "$(rustc --print sysroot)/lib/rustlib/src/rust/library/Cargo.toml" &&
+        RUSTFLAGS="$stable_rustflags -Zunstable-options -Cpanic=immediate-abort -Zlocation-detail=none -Zfmt-debug=none" \
+            RUSTC_BOOTSTRAP=1 CARGO_UNSTABLE_BUILD_STD=std,panic_abort TRUNK_SKIP_VERSION_CHECK=true \
+            trunk build --release --offline
+}
+
+# Why a fallback: unstable flags may be renamed or refused by a compiler
+# release; a larger app is better than none.
+build=size-optimised
+if [[ "${HEARTH_WEB_STABLE_ONLY:-}" == 1 ]]; then
+    echo "frontend/build.sh: WARNING: HEARTH_WEB_STABLE_ONLY=1: building with stable flags only (no build-std, no -Z flags): the app will be larger" >&2
+    build=stable-only
+elif ! build_size_optimised >"$log" 2>&1; then
+    echo "frontend/build.sh: WARNING: the size-optimised build (RUSTC_BOOTSTRAP, build-std, -Z flags) failed; building with stable flags only: the app will be larger. Its first errors:" >&2
+    grep -m 5 -i 'error' "$log" | sed 's/^/    /' >&2 || true
+    build=stable-only
+fi
+if [[ "$build" == stable-only ]]; then
+    RUSTFLAGS="$stable_rustflags" TRUNK_SKIP_VERSION_CHECK=true quietly trunk build --release --offline
+fi
 find "$dist" -type f \( -name '*.wasm' -o -name '*.js' -o -name '*.css' -o -name '*.html' \) -exec gzip -9 --keep --force {} +
 
 shipped="$(cat "$dist"/*.wasm.gz "$dist"/*.js.gz | wc -c)"
-echo "frontend/dist: $(du -sh "$dist" | cut -f1) on disk, $((shipped / 1024)) KiB of wasm+js sent gzipped"
+echo "frontend/dist ($build build): $(du -sh "$dist" | cut -f1) on disk, $((shipped / 1024)) KiB of wasm+js sent gzipped"

@@ -5,7 +5,8 @@
 #   fuzz/run.sh 300             every target for 300 s
 #   fuzz/run.sh 60 topic_parser one target
 #
-# Works on a stable toolchain: cargo-fuzz is installed if missing and the
+# Works on the stable toolchain rust-toolchain.toml pins (RUSTUP_TOOLCHAIN=nightly
+# fuzz/run.sh would override it): cargo-fuzz is installed if missing and the
 # targets are built without a sanitizer (-s none: cargo-fuzz 0.13 then passes
 # only stable -C flags). RUSTC_BOOTSTRAP=1 is set anyway, for cargo-fuzz
 # versions or options that add -Z flags. The targets depend on hearth-proto

@@ -1,45 +1,50 @@
 //! Shared checks of Hearth's fuzz targets (see `fuzz_targets/`).
 //!
 //! [`check_readings_message`] runs what the backend does with a message on a
-//! device's `readings` topic — topic parse, protobuf decode, topic/payload
-//! agreement, [`validate_batch`] — and asserts what must hold of whatever it
-//! accepts.
+//! device's `readings` topic — [`decode_device_message`] (topic parse, size
+//! limit, protobuf decode, topic/payload agreement), then [`validate_batch`]:
+//! the functions the backend itself calls — and asserts what must hold of
+//! whatever they accept.
 
 use hearth_domain::{
+    decode_device_message,
+    inbound::MAX_PAYLOAD,
     reading::{MAX_FUTURE_MS, MAX_PAST_MS, MAX_READINGS_PER_BATCH},
-    validate_batch, DeviceId, HomeId, Reading,
+    validate_batch, DeviceMessage, MessageBody, Reading,
 };
 use hearth_proto::{
-    topics::{Channel, Topics},
+    topics::Topics,
     v1::{Metric, ReadingBatch},
 };
 use prost::Message as _;
 
 /// The backend's clock in the targets, so inputs can aim at the time window.
 pub const NOW: i64 = 1_800_000_000_000;
-/// Topic and payload → the backend's decision: the topic parse, then the
-/// backend's own decode step.
-pub fn decode_readings(
-    topics: &Topics,
-    topic: &str,
-    payload: &[u8],
-) -> Result<(HomeId, DeviceId, ReadingBatch), String> {
-    let parsed = topics.parse(topic).map_err(|e| e.to_string())?;
-    if parsed.channel != Channel::Readings {
-        return Err("not a readings topic".into());
-    }
-    let home_id = HomeId::parse(parsed.home_id, "topic home").map_err(|e| e.to_string())?;
-    let device_id = DeviceId::parse(parsed.device_id, "topic device").map_err(|e| e.to_string())?;
-    let batch = hearth_domain::decode_readings(&home_id, &device_id, payload)?;
-    Ok((home_id, device_id, batch))
-}
 
 /// Runs a readings message through decode and validation and checks the
 /// invariants; returns the accepted readings.
 pub fn check_readings_message(topics: &Topics, topic: &str, payload: &[u8]) -> Vec<Reading> {
-    let Ok((home_id, device_id, batch)) = decode_readings(topics, topic, payload) else {
+    let decoded = decode_device_message(topics, topic, payload);
+    // The refusal is logged: it must render.
+    if let Err(refused) = &decoded {
+        assert!(!refused.to_string().is_empty());
+    }
+    let Ok(DeviceMessage {
+        home_id,
+        device_id,
+        body: MessageBody::Readings(batch),
+    }) = decoded
+    else {
         return Vec::new();
     };
+    assert!(payload.len() <= MAX_PAYLOAD);
+    let parsed = topics
+        .parse(topic)
+        .expect("a decoded message's topic parses");
+    assert_eq!(
+        (parsed.home_id, parsed.device_id),
+        (home_id.as_str(), device_id.as_str())
+    );
     assert!(batch.home_id.is_empty() || batch.home_id == home_id.as_str());
     assert!(batch.device_id.is_empty() || batch.device_id == device_id.as_str());
 

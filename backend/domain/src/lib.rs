@@ -1,10 +1,12 @@
 //! Hearth's domain: ids, devices and their desired/reported state machine,
-//! reading decoding and validation, threshold rules and series plans.
+//! decoding what devices publish, reading validation, threshold rules and
+//! series plans.
 //! Nothing here does I/O or knows about tonic, sqlx or rumqttc; time comes
 //! in as arguments. The backend re-exports it as `hearth_backend::domain`.
 
 pub mod device;
 pub mod ids;
+pub mod inbound;
 pub mod reading;
 pub mod rule;
 pub mod series;
@@ -14,6 +16,7 @@ pub use device::{
     Reported, Transition,
 };
 pub use ids::{DeviceId, HomeId, InvalidId, RuleId};
+pub use inbound::{decode_device_message, DeviceMessage, MessageBody, Refused};
 pub use reading::{decode_readings, validate_batch, Reading, RejectReason};
 pub use rule::{
     replay, Action, LoggedDecision, Pending, RuleDecision, RuleError, RuleState, StaleAction,

@@ -12,23 +12,20 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::{bail, Context as _};
 use hearth_proto::{
-    topics::{Channel, DeviceTopic, Topics},
+    topics::{Channel, Topics},
     v1::{DesiredState, DeviceStatus, ReadingBatch, ReportedState},
 };
 use hearth_runtime::Backoff;
 use prost::Message as _;
-use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    domain::{self, Command, DeviceId, HomeId},
+    domain::{decode_device_message, Command, DeviceId, DeviceMessage, HomeId, MessageBody},
     metrics::Metrics,
 };
-
-/// Largest device payload accepted; a reading batch is a few dozen bytes.
-pub const MAX_PAYLOAD: usize = 64 * 1024;
 
 pub use ack::Ack;
 use ack::AckOrder;
@@ -156,7 +153,7 @@ pub async fn connect(
         .with_context(|| format!("{setting}={}", hearth_runtime::mqtt::redact(url)))?;
     options.set_clean_session(replica.is_none());
     // Why above what devices may send: an oversize message must reach
-    // `parse` to be refused and acknowledged; if the client refused it, the
+    // `decode_device_message` to be refused and acknowledged; if the client refused it, the
     // broker would redeliver it after every reconnect.
     options.set_max_packet_size(4 * 1024 * 1024, 256 * 1024);
     options.set_manual_acks(true);
@@ -268,11 +265,11 @@ pub async fn run_inbox(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let parsed = parse(&topics, &publish);
+                let parsed = decode_device_message(&topics, &publish.topic, &publish.payload);
                 let ack = acks.take(publish);
                 match parsed {
                     Ok(message) => {
-                        let message = message(ack);
+                        let message = Inbound::new(message, ack);
                         // Why await: a full inbox is backpressure; the broker
                         // holds further messages until we acknowledge these.
                         if inbox.send(message).await.is_err() {
@@ -306,55 +303,32 @@ pub async fn run_inbox(
     let _ = client.disconnect().await;
 }
 
-type Builder = Box<dyn FnOnce(Ack) -> Inbound + Send>;
-
-/// Parses a received message, or says why it is dropped.
-fn parse(topics: &Topics, publish: &Publish) -> Result<Builder, String> {
-    let DeviceTopic {
-        home_id,
-        device_id,
-        channel,
-    } = topics.parse(&publish.topic).map_err(|e| e.to_string())?;
-    let home_id = HomeId::parse(home_id, "topic home").map_err(|e| e.to_string())?;
-    let device_id = DeviceId::parse(device_id, "topic device").map_err(|e| e.to_string())?;
-    let payload = publish.payload.as_ref();
-    if payload.len() > MAX_PAYLOAD {
-        return Err(format!(
-            "payload of {} bytes is over the {MAX_PAYLOAD}-byte limit",
-            payload.len()
-        ));
-    }
-    let bad = |what: &str, e: prost::DecodeError| format!("payload is not a hearth.v1.{what}: {e}");
-    Ok(match channel {
-        Channel::Readings => {
-            let batch = domain::decode_readings(&home_id, &device_id, payload)?;
-            Box::new(move |ack| Inbound::Readings {
+impl Inbound {
+    fn new(message: DeviceMessage, ack: Ack) -> Self {
+        let DeviceMessage {
+            home_id,
+            device_id,
+            body,
+        } = message;
+        match body {
+            MessageBody::Readings(batch) => Inbound::Readings {
                 home_id,
                 device_id,
                 batch,
                 ack,
-            })
-        }
-        Channel::Reported => {
-            let state = ReportedState::decode(payload).map_err(|e| bad("ReportedState", e))?;
-            Box::new(move |ack| Inbound::Reported {
+            },
+            MessageBody::Reported(state) => Inbound::Reported {
                 home_id,
                 device_id,
                 state,
                 ack,
-            })
-        }
-        Channel::Status => {
-            let status = DeviceStatus::decode(payload).map_err(|e| bad("DeviceStatus", e))?;
-            Box::new(move |ack| Inbound::Status {
+            },
+            MessageBody::Status(status) => Inbound::Status {
                 home_id,
                 device_id,
                 status,
                 ack,
-            })
+            },
         }
-        Channel::Desired => {
-            return Err("the backend does not take desired states from devices".into())
-        }
-    })
+    }
 }
