@@ -92,6 +92,8 @@ cmd_test() {
     ensure_rust
     say "checking formatting"
     cargo fmt --all -- --check
+    say "checking the Kubernetes manifests (k8s/check.sh)"
+    bash k8s/check.sh
     ensure_services
     ensure_browser
     build_web
