@@ -22,6 +22,22 @@ pub const MAX_FUTURE_MS: i64 = 5 * 60 * 1000;
 pub const MAX_PAST_MS: i64 = 365 * 24 * 60 * 60 * 1000;
 /// Readings in one batch, more than a SenseHat has metrics, far less than abuse.
 pub const MAX_READINGS_PER_BATCH: usize = 32;
+/// The largest sequence number Hearth keeps. Why: the databases store it in a
+/// signed 64-bit column, where a larger one would wrap negative and break
+/// ordering and gap counting.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+
+/// The values a sensor of `metric` can report: the measuring ranges of the
+/// Sense HAT's HTS221 (temperature, humidity) and LPS25H (pressure). Anything
+/// outside is a fault or a forgery, not weather.
+pub fn plausible(metric: Metric) -> std::ops::RangeInclusive<f64> {
+    match metric {
+        Metric::TemperatureCelsius => -40.0..=120.0,
+        Metric::HumidityPercent => 0.0..=100.0,
+        Metric::PressureHpa => 260.0..=1260.0,
+        Metric::Unspecified => 0.0..=0.0,
+    }
+}
 
 /// Why a batch was rejected; shown in logs and gRPC responses.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -38,6 +54,28 @@ pub enum RejectReason {
     TimeOutOfRange(UnixMs),
     #[error("readings[{0}] repeats a metric already in the batch")]
     DuplicateMetric(usize),
+    #[error("seq {0} is above {MAX_SEQ}, the largest Hearth keeps")]
+    SeqOutOfRange(u64),
+    #[error(
+        "readings[{index}].value {value} is outside what a {metric} sensor reports ({min} to {max})",
+        value = short(*value),
+        metric = metric.short_name(),
+        min = plausible(*metric).start(),
+        max = plausible(*metric).end()
+    )]
+    Implausible {
+        index: usize,
+        metric: Metric,
+        value: f64,
+    },
+}
+
+/// `value` as a log line shows it: 21.5, but 1e300 rather than 301 digits.
+fn short(value: f64) -> String {
+    match value.abs() < 1e9 {
+        true => value.to_string(),
+        false => format!("{value:e}"),
+    }
 }
 
 /// Decodes the payload of a message on `device_id`'s `readings` topic: a
@@ -71,6 +109,9 @@ pub fn validate_batch(
     if batch.readings.len() > MAX_READINGS_PER_BATCH {
         return Err(RejectReason::TooMany(batch.readings.len()));
     }
+    if batch.seq > MAX_SEQ {
+        return Err(RejectReason::SeqOutOfRange(batch.seq));
+    }
     let time = if batch.time_unix_ms == 0 {
         now
     } else {
@@ -88,6 +129,13 @@ pub fn validate_batch(
         if !r.value.is_finite() {
             return Err(RejectReason::NotFinite {
                 index,
+                value: r.value,
+            });
+        }
+        if !plausible(metric).contains(&r.value) {
+            return Err(RejectReason::Implausible {
+                index,
+                metric,
                 value: r.value,
             });
         }
@@ -174,6 +222,43 @@ mod tests {
             validate_batch(&dev(), &batch(&[(1, 1.0), (1, 2.0)], NOW), NOW),
             Err(RejectReason::DuplicateMetric(1))
         );
+    }
+
+    #[test]
+    fn rejects_a_seq_the_database_cannot_keep() {
+        let mut b = batch(&[(1, 20.0)], NOW);
+        b.seq = MAX_SEQ;
+        assert!(validate_batch(&dev(), &b, NOW).is_ok());
+        b.seq = u64::MAX;
+        let e = validate_batch(&dev(), &b, NOW).unwrap_err();
+        assert_eq!(e, RejectReason::SeqOutOfRange(u64::MAX));
+        assert_eq!(
+            e.to_string(),
+            "seq 18446744073709551615 is above 9223372036854775807, the largest Hearth keeps"
+        );
+    }
+
+    #[test]
+    fn rejects_values_no_sensor_of_the_metric_reports() {
+        let e = validate_batch(&dev(), &batch(&[(1, 1e300)], NOW), NOW).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "readings[0].value 1e300 is outside what a temperature_celsius sensor reports \
+             (-40 to 120)"
+        );
+        for (metric, value) in [(2, -0.5), (2, 100.5), (3, 100.0), (3, 1300.0), (1, -41.0)] {
+            let b = batch(&[(metric, value)], NOW);
+            assert!(
+                matches!(
+                    validate_batch(&dev(), &b, NOW),
+                    Err(RejectReason::Implausible { .. })
+                ),
+                "{metric} {value}"
+            );
+        }
+        for (metric, value) in [(1, -40.0), (1, 120.0), (2, 0.0), (2, 100.0), (3, 1013.25)] {
+            assert!(validate_batch(&dev(), &batch(&[(metric, value)], NOW), NOW).is_ok());
+        }
     }
 
     #[test]

@@ -332,7 +332,10 @@ async fn metrics_show_the_backlog_and_a_stopped_gateway_keeps_it() {
         .iter()
         .map(|m| Reading {
             metric: *m as i32,
-            value: seq as f64,
+            value: match m {
+                Metric::PressureHpa => 1000.0 + seq as f64,
+                _ => seq as f64,
+            },
         })
         .collect();
         socket

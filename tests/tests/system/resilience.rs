@@ -137,7 +137,7 @@ async fn a_replica_killed_mid_stream_loses_and_doubles_nothing() {
         time_unix_ms: base + seq as i64,
         readings: vec![Reading {
             metric: Metric::TemperatureCelsius as i32,
-            value: seq as f64,
+            value: (seq % 100) as f64,
         }],
         ..Default::default()
     };

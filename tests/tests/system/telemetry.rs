@@ -30,7 +30,7 @@ fn sensehat_batch(seq: u64, time_unix_ms: i64, temperature: f64) -> ReadingBatch
             },
             Reading {
                 metric: Metric::HumidityPercent as i32,
-                value: 40.0 + seq as f64,
+                value: 40.0 + (seq % 50) as f64,
             },
             Reading {
                 metric: Metric::PressureHpa as i32,
