@@ -26,7 +26,7 @@ use tonic_health::{
     ServingStatus,
 };
 use tower::Layer as _;
-use tower_http::cors::{Any, CorsLayer};
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -251,7 +251,7 @@ impl App {
         );
         let served = Server::builder()
             .accept_http1(true)
-            .layer(cors())
+            .layer(cors(&settings.cors_origins))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming(listener), {
                 let closing = core.closing.clone();
@@ -302,11 +302,13 @@ fn incoming(
     })
 }
 
-/// Browsers on other origins (a dev server, a phone on the LAN) may call the
-/// gRPC-web API; they need to read the grpc-* trailers-in-headers.
-fn cors() -> CorsLayer {
+/// Pages of the listed origins (`HEARTH_CORS_ORIGINS`) may call the gRPC-web
+/// API from a browser; they need to read the grpc-* trailers-in-headers.
+/// With none listed, only the app's own origin can: a page elsewhere that
+/// someone on the LAN opens gets no answer it may read.
+fn cors(origins: &[http::HeaderValue]) -> CorsLayer {
     CorsLayer::new()
-        .allow_origin(Any)
+        .allow_origin(AllowOrigin::list(origins.iter().cloned()))
         .allow_methods(Any)
         .allow_headers(Any)
         .expose_headers([

@@ -43,6 +43,9 @@ pub struct Settings {
     pub retention: Retention,
     /// HEARTH_ROLES: which of the four roles this replica runs.
     pub roles: Roles,
+    /// HEARTH_CORS_ORIGINS: other origins whose pages may call the API from
+    /// a browser (empty: the app's own origin only).
+    pub cors_origins: Vec<http::HeaderValue>,
     /// HEARTH_REPLICA: this replica's stable name (Kubernetes: the pod name),
     /// for its MQTT session and the automation lease. Unset: a random one.
     pub replica: Option<String>,
@@ -217,6 +220,11 @@ pub struct Cli {
         default_value_t = DEFAULT_COMMAND_TTL_MS,
         value_parser = clap::value_parser!(i64).range(100..=86_400_000))]
     command_ttl_ms: i64,
+    /// Other origins (`https://host[:port]`, comma-separated) whose pages may
+    /// call the API from a browser [default: none, the app's own origin only].
+    #[arg(long, env = "HEARTH_CORS_ORIGINS", value_name = "ORIGINS", value_delimiter = ',',
+        value_parser = origin)]
+    cors_origins: Vec<http::HeaderValue>,
     /// The roles this replica runs: a comma-separated subset of
     /// ingest,control,automation,web (see README.md, "Roles").
     #[arg(long, env = "HEARTH_ROLES", value_name = "ROLES", default_value = Roles::NAMES,
@@ -264,6 +272,18 @@ fn mqtt_url(value: &str) -> Result<String, String> {
     }
 }
 
+fn origin(value: &str) -> Result<http::HeaderValue, String> {
+    let value = value.trim();
+    let host = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"))
+        .ok_or_else(|| format!("{value:?} is not an origin (https://host[:port])"))?;
+    if host.is_empty() || host.contains('/') || host == "*" {
+        return Err(format!("{value:?} is not an origin (https://host[:port])"));
+    }
+    http::HeaderValue::from_str(value).map_err(|e| e.to_string())
+}
+
 fn topics(value: &str) -> Result<Topics, String> {
     Topics::new(value).map_err(|e| e.to_string())
 }
@@ -305,6 +325,7 @@ impl From<Cli> for Settings {
                 minute_days: cli.minute_retention_days,
             },
             roles: cli.roles,
+            cors_origins: cli.cors_origins,
             replica: cli.replica,
         }
     }
@@ -354,6 +375,21 @@ mod tests {
         assert_eq!(s.command_ttl_ms, DEFAULT_COMMAND_TTL_MS);
         assert_eq!(s.replica, None);
         assert_eq!(s.roles, Roles::ALL);
+    }
+
+    #[test]
+    fn cors_is_same_origin_unless_origins_are_listed() {
+        assert!(settings(&[]).unwrap().cors_origins.is_empty());
+        let s = settings(&[(
+            "HEARTH_CORS_ORIGINS",
+            "https://home.example,http://192.168.1.5:8080",
+        )])
+        .unwrap();
+        assert_eq!(s.cors_origins.len(), 2);
+        for bad in ["*", "home.example", "https://a/b"] {
+            let e = settings(&[("HEARTH_CORS_ORIGINS", bad)]).unwrap_err();
+            assert_eq!(named(&e), "HEARTH_CORS_ORIGINS", "{bad}");
+        }
     }
 
     #[test]

@@ -4,8 +4,13 @@
 use std::path::Path;
 
 use axum::{extract::Request, middleware::Next, response::Response, Router};
+use base64::Engine as _;
 use http::{header, HeaderValue};
-use tower_http::services::{ServeDir, ServeFile};
+use sha2::{Digest as _, Sha256};
+use tower_http::{
+    services::{ServeDir, ServeFile},
+    set_header::SetResponseHeaderLayer,
+};
 use tracing::{info, warn};
 
 /// Trunk names the wasm, JS and CSS after a hash of their content, so a
@@ -43,25 +48,68 @@ fn is_hashed(name: &str) -> bool {
 /// answer, or a page saying it is not built.
 pub fn app(web_dir: &Path) -> Router {
     let index = web_dir.join("index.html");
-    if !index.is_file() {
+    let Ok(page) = std::fs::read_to_string(&index) else {
         warn!(dir = %web_dir.display(), "no web app built there (HEARTH_WEB_DIR); serving the API only");
-        return Router::new().fallback(|| async {
+        return with_security_headers(Router::new().fallback(|| async {
             (
                 [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
                 "<!doctype html><title>Hearth</title><h1>Hearth</h1><p>The web app is not built. \
                  Run <code>./hearth.sh run</code> from the repository, or use the gRPC API on this port.</p>",
             )
-        });
-    }
+        }), &content_security_policy(""));
+    };
     info!(dir = %web_dir.display(), "serving the web app");
     // Unknown paths get index.html so client-side routes survive a reload.
-    Router::new()
+    let app = Router::new()
         .fallback_service(
             ServeDir::new(web_dir)
                 .precompressed_gzip()
                 .fallback(ServeFile::new(index).precompressed_gzip()),
         )
-        .layer(axum::middleware::from_fn(with_cache_control))
+        .layer(axum::middleware::from_fn(with_cache_control));
+    with_security_headers(app, &content_security_policy(&page))
+}
+
+/// The app's Content-Security-Policy: its own origin only, no framing, and
+/// of inline scripts only the loader trunk writes into `page` (by hash).
+/// Why 'wasm-unsafe-eval': compiling the app's WebAssembly needs it. Why
+/// inline styles: the charts set `style` attributes.
+pub fn content_security_policy(page: &str) -> String {
+    let hashes: String = inline_scripts(page)
+        .map(|script| {
+            let digest = Sha256::digest(script.as_bytes());
+            let hash = base64::engine::general_purpose::STANDARD.encode(digest);
+            format!(" 'sha256-{hash}'")
+        })
+        .collect();
+    format!(
+        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'{hashes}; \
+         style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+         object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+}
+
+/// The text of each `<script>` in `page` that has no `src`.
+fn inline_scripts(page: &str) -> impl Iterator<Item = &str> {
+    page.split("<script").skip(1).filter_map(|rest| {
+        let (tag, body) = rest.split_once('>')?;
+        let (script, _) = body.split_once("</script>")?;
+        (!tag.contains("src=")).then_some(script)
+    })
+}
+
+/// CSP, no MIME sniffing, no referrer, no framing on every response.
+fn with_security_headers(app: Router, csp: &str) -> Router {
+    let header = |name, value: &str| {
+        SetResponseHeaderLayer::overriding(
+            name,
+            HeaderValue::from_str(value).expect("security headers are ASCII"),
+        )
+    };
+    app.layer(header(header::CONTENT_SECURITY_POLICY, csp))
+        .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(header(header::REFERRER_POLICY, "no-referrer"))
+        .layer(header(header::X_FRAME_OPTIONS, "DENY"))
 }
 
 async fn with_cache_control(request: Request, next: Next) -> Response {
@@ -89,6 +137,19 @@ mod tests {
         ] {
             assert_eq!(cache_control(path), IMMUTABLE, "{path}");
         }
+    }
+
+    #[test]
+    fn the_policy_allows_exactly_the_inline_loader_by_hash() {
+        let page = "<head><script type=\"module\">import init from '/a.js';</script>\
+                    <script src=\"/b.js\"></script></head>";
+        let csp = content_security_policy(page);
+        let hash = base64::engine::general_purpose::STANDARD
+            .encode(Sha256::digest(b"import init from '/a.js';"));
+        assert!(csp.contains(&format!("'sha256-{hash}'")), "{csp}");
+        assert_eq!(csp.matches("'sha256-").count(), 1, "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(!content_security_policy("").contains("sha256"));
     }
 
     #[test]

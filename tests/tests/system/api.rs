@@ -235,7 +235,14 @@ both!(bad_requests_name_the_field_and_unknown_devices_are_not_found);
 /// The browser's path: gRPC-web over HTTP/1.1 through tonic-web's client layer.
 #[tokio::test]
 async fn grpc_web_over_http1_lists_and_switches_devices() {
-    let app = TestApp::spawn(Backend::Embedded).await;
+    let app = TestApp::spawn_with(
+        Backend::Embedded,
+        &[
+            ("HEARTH_DEMO", "false"),
+            ("HEARTH_CORS_ORIGINS", "http://example.test"),
+        ],
+    )
+    .await;
     let fan = unique("fan");
     let home = app.home_with(&[(&fan, DeviceKind::Fan)]).await;
 
@@ -281,16 +288,43 @@ async fn grpc_web_over_http1_lists_and_switches_devices() {
         "statuses survive the gRPC-web trailers"
     );
 
-    // A raw request, as a browser sends it: HTTP/1.1, grpc-web content type, CORS.
+    // A raw request, as a browser sends it: HTTP/1.1, grpc-web content type,
+    // CORS from a listed origin.
+    let text = raw_grpc_web_list(&app, &home, "http://example.test").await;
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(
+        text.contains("content-type: application/grpc-web+proto"),
+        "{text}"
+    );
+    assert!(
+        text.contains("access-control-allow-origin: http://example.test"),
+        "{text}"
+    );
+    assert!(
+        text.contains("grpc-status:0"),
+        "trailers in the body: {text}"
+    );
+    assert!(text.contains(&fan), "{text}");
+    // A page of any other origin gets nothing its browser lets it read.
+    let text = raw_grpc_web_list(&app, &home, "http://evil.test").await;
+    assert!(!text.contains("access-control-allow-origin"), "{text}");
+}
+
+/// `ListDevices` of `home` as a browser page of `origin` sends it; the
+/// response's head and body, lowercased.
+async fn raw_grpc_web_list(app: &TestApp, home: &str, origin: &str) -> String {
     use prost::Message as _;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let body = ListDevicesRequest { home_id: home }.encode_to_vec();
+    let body = ListDevicesRequest {
+        home_id: home.into(),
+    }
+    .encode_to_vec();
     let mut framed = vec![0u8];
     framed.extend((body.len() as u32).to_be_bytes());
     framed.extend(body);
     let mut stream = tokio::net::TcpStream::connect(app.http).await.unwrap();
     let head = format!(
-        "POST /hearth.v1.DeviceService/ListDevices HTTP/1.1\r\nHost: {}\r\nOrigin: http://example.test\r\nContent-Type: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST /hearth.v1.DeviceService/ListDevices HTTP/1.1\r\nHost: {}\r\nOrigin: {origin}\r\nContent-Type: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         app.http,
         framed.len()
     );
@@ -298,18 +332,26 @@ async fn grpc_web_over_http1_lists_and_switches_devices() {
     stream.write_all(&framed).await.unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();
-    let text = String::from_utf8_lossy(&response).to_lowercase();
-    assert!(text.starts_with("http/1.1 200"), "{text}");
-    assert!(
-        text.contains("content-type: application/grpc-web+proto"),
-        "{text}"
-    );
-    assert!(text.contains("access-control-allow-origin: *"), "{text}");
-    assert!(
-        text.contains("grpc-status:0"),
-        "trailers in the body: {text}"
-    );
-    assert!(text.contains(&fan), "{text}");
+    String::from_utf8_lossy(&response).to_lowercase()
+}
+
+/// The web app's pages carry a Content-Security-Policy (own origin, no
+/// framing), nosniff and no-referrer.
+#[tokio::test]
+async fn the_web_app_is_served_with_security_headers() {
+    let app = TestApp::spawn(Backend::Embedded).await;
+    let text = hearth_tests::http_get_with(app.http, "/", &[])
+        .await
+        .to_lowercase();
+    for header in [
+        "content-security-policy: default-src 'self'",
+        "frame-ancestors 'none'",
+        "x-content-type-options: nosniff",
+        "referrer-policy: no-referrer",
+        "x-frame-options: deny",
+    ] {
+        assert!(text.contains(header), "{header} missing:\n{text}");
+    }
 }
 
 fn tower_layer<S>(inner: S) -> tonic_web::GrpcWebClientService<S> {
