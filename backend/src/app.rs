@@ -243,7 +243,7 @@ impl App {
         let routes = routes(&core, health_service, web_dir)?;
         info!(
             http = %http_addr,
-            mqtt = %hearth_runtime::mqtt::redact(&mqtt_url),
+            mqtt = %hearth_runtime::redact(&mqtt_url),
             database = %storage::redact(&settings.database_url),
             roles = %settings.roles,
             demo = settings.demo,

@@ -8,6 +8,7 @@
 //! - [`mqtt`]: MQTT client options (keep-alive, packet limits, credentials)
 //!   and clients with Nagle's algorithm off.
 //! - [`retry`]: the one backoff policy, doubling with jitter.
+//! - [`secret`]: URLs without their passwords, for logs.
 //! - [`logging`]: the tracing subscriber and its filter variable.
 //! - [`metrics`]: Prometheus metrics through `prometheus-client`, and (feature
 //!   `http`) the `/metrics` route for the binary's axum router.
@@ -17,9 +18,11 @@ pub mod logging;
 pub mod metrics;
 pub mod mqtt;
 pub mod retry;
+pub mod secret;
 pub mod settings;
 pub mod shutdown;
 
 pub use clock::{unix_ms_now, Clock};
 pub use retry::Backoff;
+pub use secret::redact;
 pub use shutdown::shutdown_signal;

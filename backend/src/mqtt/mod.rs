@@ -150,7 +150,7 @@ pub async fn connect(
         ),
     };
     let mut options = hearth_runtime::mqtt::options(url, &client_id, None)
-        .with_context(|| format!("{setting}={}", hearth_runtime::mqtt::redact(url)))?;
+        .with_context(|| format!("{setting}={}", hearth_runtime::redact(url)))?;
     options.set_clean_session(replica.is_none());
     // Why above what devices may send: an oversize message must reach
     // `decode_device_message` to be refused and acknowledged; if the client refused it, the
@@ -180,7 +180,7 @@ pub async fn connect(
         bail!("cannot reach the MQTT broker at {url} ({setting}) within 5 s: {why}");
     }
     subscribe(&client, topics, how, lane).await?;
-    info!(url = %hearth_runtime::mqtt::redact(url), client_id, "connected to the MQTT broker");
+    info!(url = %hearth_runtime::redact(url), client_id, "connected to the MQTT broker");
     Ok(Connection {
         publisher: Publisher {
             client,

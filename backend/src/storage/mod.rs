@@ -261,17 +261,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Storage>> {
     }
 }
 
-/// `url` without its password, for error messages and logs.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{}://{user}:***@{}", &url[..scheme_end], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
+pub use hearth_runtime::redact;
 
 fn kind_of(s: &str) -> Result<DeviceKind> {
     DeviceKind::parse(s).ok_or_else(|| StorageError::NotFound(format!("device kind {s:?}")))
@@ -292,14 +282,5 @@ mod tests {
         for bad in ["", "1.2", "1.2.3.4", "a.b.c", "1.2.-3"] {
             assert_eq!(ReadingCursor::from_token(bad), None, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn redact_hides_passwords_only() {
-        assert_eq!(
-            redact("mysql://root:s3cret@db:3306/hearth"),
-            "mysql://root:***@db:3306/hearth"
-        );
-        assert_eq!(redact("mysql://127.0.0.1/test"), "mysql://127.0.0.1/test");
     }
 }
