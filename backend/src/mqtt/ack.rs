@@ -91,6 +91,11 @@ impl AckOrder {
         state.pending.clear();
     }
 
+    /// Messages received and not yet acknowledged.
+    pub fn unacknowledged(&self) -> usize {
+        self.state.lock().expect("ack lock").pending.len()
+    }
+
     /// Takes the next slot for a message just received.
     pub fn take(&self, publish: Publish) -> Ack {
         let topic = publish.topic.clone();

@@ -8,7 +8,10 @@
 mod ack;
 pub mod broker;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context as _};
 use hearth_proto::{
@@ -90,6 +93,9 @@ pub struct Connection {
     events: EventLoop,
     how: Subscription,
     lane: Lane,
+    /// The broker URL and client id of a persistent session, which a clean
+    /// stop ends (see [`run_inbox`]).
+    session: Option<(String, String)>,
 }
 
 /// What a connection carries. Why two: a device's acknowledgement of a
@@ -153,8 +159,8 @@ pub async fn connect(
         .with_context(|| format!("{setting}={}", hearth_runtime::redact(url)))?;
     options.set_clean_session(replica.is_none());
     // Why above what devices may send: an oversize message must reach
-    // `decode_device_message` to be refused and acknowledged; if the client refused it, the
-    // broker would redeliver it after every reconnect.
+    // `decode_device_message` to be refused and acknowledged; if the client
+    // refused it, the broker would redeliver it after every reconnect.
     options.set_max_packet_size(4 * 1024 * 1024, 256 * 1024);
     options.set_manual_acks(true);
     options.set_inflight(200);
@@ -189,6 +195,7 @@ pub async fn connect(
         events,
         how,
         lane,
+        session: replica.map(|_| (url.to_owned(), client_id)),
     })
 }
 
@@ -207,6 +214,16 @@ pub enum Subscription {
     /// A shared subscription: with several replicas on one broker, each
     /// message goes to one of them instead of to all.
     Shared,
+}
+
+async fn unsubscribe(client: &AsyncClient, topics: &Topics, lane: Lane) -> anyhow::Result<()> {
+    for &channel in lane.channels() {
+        client
+            .unsubscribe(topics.all_devices_shared(SUBSCRIPTION_GROUP, channel))
+            .await
+            .context("unsubscribing")?;
+    }
+    Ok(())
 }
 
 async fn subscribe(
@@ -228,10 +245,24 @@ async fn subscribe(
     Ok(())
 }
 
+/// Longest a stopping replica spends handing over its share of the
+/// subscription; within Kubernetes' termination grace (k8s/: 45 s).
+const DRAIN_LIMIT: Duration = Duration::from_secs(20);
+/// A stopping replica is done once everything it received is acknowledged
+/// and nothing more has arrived for this long.
+const DRAIN_QUIET: Duration = Duration::from_millis(500);
+
 /// Reads what devices publish and hands it to `inbox` until `shutdown`.
 /// Reconnects (and resubscribes) after a lost connection. Malformed topics
 /// and payloads are logged with their topic, counted, acknowledged and
 /// dropped; they never stop later messages.
+///
+/// On `shutdown` a replica with a persistent session leaves the shared
+/// subscription, keeps taking what the broker had already sent or queued for
+/// it until all of it is stored and acknowledged, and then ends its session,
+/// so a replica scaled away or replaced by a rollout strands nothing in the
+/// broker. (One killed with SIGKILL skips this; it gets its unacknowledged
+/// messages back when it returns under the same name.)
 pub async fn run_inbox(
     connection: Connection,
     inbox: mpsc::Sender<Inbound>,
@@ -243,13 +274,49 @@ pub async fn run_inbox(
         mut events,
         how,
         lane,
+        session,
     } = connection;
     let Publisher { client, topics } = publisher;
     let acks = AckOrder::new(client.clone());
     let mut failures = 0u32;
+    // Set once the replica has left the group: until when it may drain, and
+    // when the last message arrived.
+    let mut draining: Option<(Instant, Instant)> = None;
+    // Why an interval: it ticks while acknowledgements keep the event loop
+    // busy, where a new sleep per turn would never fire.
+    let mut drain_tick = tokio::time::interval(DRAIN_QUIET / 5);
+    let mut was_drained = false;
     loop {
         let event = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled(), if draining.is_none() => {
+                if session.is_none() || how != Subscription::Shared || failures > 0 {
+                    break;
+                }
+                info!(lane = lane.name(), "leaving the shared subscription and draining");
+                if let Err(e) = unsubscribe(&client, &topics, lane).await {
+                    warn!(lane = lane.name(), error = %e, "could not leave the shared subscription");
+                    break;
+                }
+                let now = Instant::now();
+                draining = Some((now + DRAIN_LIMIT, now));
+                continue;
+            }
+            _ = drain_tick.tick(), if draining.is_some() => {
+                let (until, last) = draining.expect("draining");
+                let drained = acks.unacknowledged() == 0 && last.elapsed() >= DRAIN_QUIET;
+                // Why twice in a row: the last released acknowledgements
+                // must reach the client before DISCONNECT is queued.
+                let done = drained && was_drained;
+                was_drained = drained;
+                if done || Instant::now() >= until {
+                    if !drained {
+                        warn!(lane = lane.name(), held = acks.unacknowledged(),
+                            "drain time is up; the broker redelivers what is unacknowledged");
+                    }
+                    break;
+                }
+                continue;
+            }
             event = events.poll() => event,
         };
         match event {
@@ -265,6 +332,9 @@ pub async fn run_inbox(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
+                if let Some((_, last)) = &mut draining {
+                    *last = Instant::now();
+                }
                 let parsed = decode_device_message(&topics, &publish.topic, &publish.payload);
                 let ack = acks.take(publish);
                 match parsed {
@@ -300,7 +370,55 @@ pub async fn run_inbox(
     if failures > 0 {
         metrics.mqtt_lanes_down.dec();
     }
-    let _ = client.disconnect().await;
+    disconnect(&client, &mut events).await;
+    if let (Some((url, client_id)), Some(_)) = (session, draining) {
+        if acks.unacknowledged() == 0 {
+            end_session(&url, &client_id).await;
+        }
+    }
+}
+
+/// Sends DISCONNECT after everything queued before it (acknowledgements
+/// included), waiting at most 2 s.
+async fn disconnect(client: &AsyncClient, events: &mut EventLoop) {
+    if client.try_disconnect().is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+}
+
+/// Ends the persistent session `client_id` on the broker: connecting with a
+/// clean session discards the stored one (MQTT 3.1.1 has no other way).
+async fn end_session(url: &str, client_id: &str) {
+    let Ok(mut options) = hearth_runtime::mqtt::options(url, client_id, None) else {
+        return;
+    };
+    options.set_clean_session(true);
+    let (client, mut events) = hearth_runtime::mqtt::client(options, 8);
+    let accepted = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await;
+    if accepted == Ok(true) {
+        disconnect(&client, &mut events).await;
+        info!(client_id, "ended the persistent MQTT session");
+    } else {
+        warn!(client_id, "could not end the persistent MQTT session");
+    }
 }
 
 impl Inbound {

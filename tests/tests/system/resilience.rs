@@ -263,3 +263,93 @@ async fn roles_choose_what_a_replica_takes_on() {
     let none = hearth_tests::http_get(ingest.http, "/").await;
     assert!(!none.to_lowercase().contains("<!doctype html"), "{none}");
 }
+
+/// Whether the broker at `url` holds a persistent session for `client_id`
+/// (asked by connecting under it without cleaning it, then leaving it as is).
+async fn broker_has_session(url: &str, client_id: &str) -> bool {
+    let mut options = rumqttc::MqttOptions::parse_url(format!("{url}?client_id={client_id}"))
+        .expect("broker url");
+    options.set_clean_session(false);
+    let (client, mut events) = rumqttc::AsyncClient::new(options, 8);
+    let present = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack))) = events.poll().await
+            {
+                return ack.session_present;
+            }
+        }
+    })
+    .await
+    .expect("the broker answers");
+    let _ = client.disconnect().await;
+    let _ = events.poll().await;
+    present
+}
+
+/// Scaling down or rolling: a replica stopped with SIGTERM leaves the shared
+/// subscription, stores and acknowledges what it holds and ends its session,
+/// so every reading published after it left reaches the other replica, and
+/// nothing waits in a session nobody will resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_stopped_with_sigterm_strands_nothing() {
+    let broker = PrivateBroker::start().await;
+    let (name_a, name_b) = (unique("ingest-a"), unique("ingest-b"));
+    let mut a = TestApp::spawn_with(
+        Backend::External,
+        &[
+            ("HEARTH_DEMO", "false"),
+            ("HEARTH_REPLICA", &name_a),
+            ("HEARTH_MQTT_URL", &broker.url()),
+        ],
+    )
+    .await;
+    let b = a.spawn_replica(Some(&name_b)).await;
+    let sensor = unique("sensor");
+    let home = a.home_with(&[(&sensor, DeviceKind::Sensor)]).await;
+    let mut device = b.connect_as_device(&sensor).await;
+    const TOTAL: u64 = 1_000;
+    let base = hearth_agent::unix_ms_now() - 10_000;
+    let batch = |seq: u64| ReadingBatch {
+        seq,
+        time_unix_ms: base + seq as i64,
+        readings: vec![Reading {
+            metric: Metric::TemperatureCelsius as i32,
+            value: (seq % 100) as f64,
+        }],
+        ..Default::default()
+    };
+    for seq in 1..=TOTAL / 2 {
+        device
+            .publish_readings(&b.topics, &home, &sensor, &batch(seq))
+            .await;
+    }
+    assert!(a.terminate().success(), "{}", a.logs());
+    for seq in TOTAL / 2 + 1..=TOTAL {
+        device
+            .publish_readings(&b.topics, &home, &sensor, &batch(seq))
+            .await;
+    }
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut seqs = stored_seqs(&b, &sensor).await;
+    while seqs.len() < TOTAL as usize && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        seqs = stored_seqs(&b, &sensor).await;
+    }
+    seqs.sort_unstable();
+    let expected: Vec<u64> = (1..=TOTAL).collect();
+    let missing = expected
+        .iter()
+        .filter(|s| seqs.binary_search(s).is_err())
+        .count();
+    assert_eq!(missing, 0, "readings left behind by the stopped replica");
+    assert_eq!(seqs, expected, "each reading stored once");
+    for lane in ["readings", "control"] {
+        let client_id = format!("hearth-backend-{name_a}-{lane}");
+        assert!(
+            !broker_has_session(&broker.url(), &client_id).await,
+            "the stopped replica's {lane} session is still on the broker:\n{}",
+            a.logs()
+        );
+    }
+}
