@@ -93,6 +93,8 @@ impl Publisher {
 pub(crate) mod testing {
     use super::*;
 
+    pub use super::ack::AckOrder;
+
     /// What the client was asked to send, oldest first.
     pub type Sent = flume::Receiver<rumqttc::Request>;
 
