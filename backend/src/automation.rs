@@ -550,7 +550,13 @@ mod tests {
 
         home.clock.set(T0 + 1_000);
         temperature(&home, T0 + 1_000, 26.0).await;
-        eventually(|| async { (fan_desired(&home).await == Some((1, true))).then_some(()) }).await;
+        // Why wait for the log and not the fan: a decision is logged after
+        // the command it made.
+        eventually(|| async {
+            (decisions(&home).await.last() == Some(&(Action::SwitchOn, 1))).then_some(())
+        })
+        .await;
+        assert_eq!(fan_desired(&home).await, Some((1, true)));
         assert!(!leading(&follower_metrics));
 
         stop_leader.cancel();
@@ -559,7 +565,13 @@ mod tests {
 
         home.clock.set(T0 + 2_000);
         temperature(&home, T0 + 2_000, 22.0).await;
-        eventually(|| async { (fan_desired(&home).await == Some((2, false))).then_some(()) }).await;
+        // Why wait for the log and not the fan: a decision is logged after
+        // the command it made.
+        eventually(|| async {
+            (decisions(&home).await.last() == Some(&(Action::SwitchOff, 2))).then_some(())
+        })
+        .await;
+        assert_eq!(fan_desired(&home).await, Some((2, false)));
         assert_eq!(
             decisions(&home).await,
             [(Action::SwitchOn, 1), (Action::SwitchOff, 2)],
