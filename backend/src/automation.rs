@@ -290,3 +290,294 @@ impl Automation {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use hearth_proto::v1::Metric;
+
+    use super::*;
+    use crate::{
+        control::testing::{eventually, id, TestHome, FAN, SENSOR, T0},
+        domain::{Action, Mode, Reading, StaleAction},
+        storage::DecisionsOf,
+    };
+
+    const RULE: &str = "fan-above-25";
+
+    fn rule(home: &TestHome) -> ThresholdRule {
+        ThresholdRule {
+            id: RuleId::parse(RULE, "test id").unwrap(),
+            home_id: home.home.clone(),
+            name: "Fan on above 25 °C".into(),
+            source: id(SENSOR),
+            metric: Metric::TemperatureCelsius,
+            target: id(FAN),
+            on_above: 25.0,
+            off_below: 23.0,
+            enabled: true,
+            min_on_s: 0,
+            min_off_s: 0,
+            sustain_s: 0,
+            stale_after_s: 0,
+            stale_action: StaleAction::Leave,
+        }
+    }
+
+    /// A test home with `rule` stored, starting at `T0`, and an engine named
+    /// `holder` over it.
+    async fn engine(
+        fan_mode: Mode,
+        rule: impl FnOnce(ThresholdRule) -> ThresholdRule,
+    ) -> (TestHome, Automation) {
+        let home = TestHome::new(fan_mode).await;
+        let rule = rule(self::rule(&home));
+        home.storage
+            .create_rule(&rule, &RuleState::new(T0))
+            .await
+            .unwrap();
+        let automation = replica(&home, "a");
+        (home, automation)
+    }
+
+    fn replica(home: &TestHome, holder: &str) -> Automation {
+        Automation::new(
+            home.storage.clone(),
+            home.control.clone(),
+            Arc::new(Metrics::default()),
+            home.clock.clone(),
+            holder.into(),
+        )
+    }
+
+    /// The sensor's temperature `value`, taken at `at` (a new `seq` each).
+    async fn temperature(home: &TestHome, at: UnixMs, value: f64) {
+        home.storage
+            .insert_readings(&[Reading {
+                device_id: id(SENSOR),
+                metric: Metric::TemperatureCelsius,
+                seq: (at - T0) as u64,
+                time: at,
+                value,
+            }])
+            .await
+            .unwrap();
+    }
+
+    /// The rule's logged decisions, oldest first, as (action, command version).
+    async fn decisions(home: &TestHome) -> Vec<(Action, u64)> {
+        let rule = RuleId::parse(RULE, "test id").unwrap();
+        let mut logged = home
+            .storage
+            .list_decisions(DecisionsOf::Rule(&rule), 100)
+            .await
+            .unwrap();
+        logged.reverse();
+        logged
+            .into_iter()
+            .map(|d| (d.decision.action, d.command_version))
+            .collect()
+    }
+
+    async fn fan_desired(home: &TestHome) -> Option<(u64, bool)> {
+        home.device(FAN)
+            .await
+            .state
+            .desired
+            .map(|d| (d.version, d.on))
+    }
+
+    #[tokio::test]
+    async fn crossing_the_threshold_switches_a_device_in_auto() {
+        let (home, engine) = engine(Mode::Auto, |r| r).await;
+        let mut running = HashMap::new();
+        home.clock.set(T0 + 1_000);
+        temperature(&home, T0 + 1_000, 24.0).await;
+        engine.pass(&mut running).await.unwrap();
+        assert_eq!(fan_desired(&home).await, None, "24 °C is in the dead band");
+
+        home.clock.set(T0 + 2_000);
+        temperature(&home, T0 + 2_000, 25.5).await;
+        engine.pass(&mut running).await.unwrap();
+        assert_eq!(fan_desired(&home).await, Some((1, true)));
+
+        home.clock.set(T0 + 3_000);
+        temperature(&home, T0 + 3_000, 22.5).await;
+        engine.pass(&mut running).await.unwrap();
+        assert_eq!(fan_desired(&home).await, Some((2, false)));
+        assert_eq!(
+            decisions(&home).await,
+            [(Action::SwitchOn, 1), (Action::SwitchOff, 2)]
+        );
+        let fan = home.device(FAN).await;
+        assert_eq!(
+            fan.last_command.unwrap().requested_by,
+            format!("rule:{RULE}")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_device_switched_on_or_off_by_hand_is_left_alone_and_the_decision_logged() {
+        let (home, engine) = engine(Mode::Off, |r| r).await;
+        home.clock.set(T0 + 1_000);
+        temperature(&home, T0 + 1_000, 30.0).await;
+        engine.pass(&mut HashMap::new()).await.unwrap();
+        assert_eq!(fan_desired(&home).await, None);
+        assert_eq!(decisions(&home).await, [(Action::SwitchOn, 0)]);
+    }
+
+    #[tokio::test]
+    async fn a_reading_is_evaluated_once_even_by_an_engine_that_restarts() {
+        let (home, engine) = engine(Mode::Auto, |r| r).await;
+        home.clock.set(T0 + 1_000);
+        temperature(&home, T0 + 1_000, 26.0).await;
+        engine.pass(&mut HashMap::new()).await.unwrap();
+        // A fresh engine (a restart, or another replica) loads the saved state.
+        replica(&home, "b").pass(&mut HashMap::new()).await.unwrap();
+        assert_eq!(decisions(&home).await, [(Action::SwitchOn, 1)]);
+    }
+
+    #[tokio::test]
+    async fn a_crossing_acts_only_once_it_held_for_the_sustain_time_on_the_clock() {
+        let (home, engine) = engine(Mode::Auto, |r| ThresholdRule { sustain_s: 30, ..r }).await;
+        let mut running = HashMap::new();
+        home.clock.set(T0 + 1_000);
+        temperature(&home, T0 + 1_000, 26.0).await;
+        engine.pass(&mut running).await.unwrap();
+        home.clock.set(T0 + 30_999);
+        engine.pass(&mut running).await.unwrap();
+        assert_eq!(fan_desired(&home).await, None, "held for 29.999 s");
+
+        home.clock.set(T0 + 31_000);
+        engine.pass(&mut running).await.unwrap();
+        assert_eq!(fan_desired(&home).await, Some((1, true)));
+        assert_eq!(
+            decisions(&home).await,
+            [(Action::SustainStarted, 0), (Action::SwitchOn, 1)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_sensor_trips_the_fail_safe_when_the_clock_passes_stale_after() {
+        let (home, engine) = engine(Mode::Auto, |r| ThresholdRule {
+            stale_after_s: 60,
+            stale_action: StaleAction::Off,
+            ..r
+        })
+        .await;
+        let mut running = HashMap::new();
+        home.clock.set(T0 + 1_000);
+        temperature(&home, T0 + 1_000, 26.0).await;
+        engine.pass(&mut running).await.unwrap();
+        assert_eq!(fan_desired(&home).await, Some((1, true)));
+
+        home.clock.set(T0 + 60_999);
+        engine.pass(&mut running).await.unwrap();
+        assert_eq!(fan_desired(&home).await, Some((1, true)));
+        home.clock.set(T0 + 61_000);
+        engine.pass(&mut running).await.unwrap();
+        assert_eq!(fan_desired(&home).await, Some((2, false)));
+        assert_eq!(
+            decisions(&home).await,
+            [(Action::SwitchOn, 1), (Action::Stale, 2)]
+        );
+    }
+
+    #[tokio::test]
+    async fn when_a_manual_override_ends_the_rule_takes_the_device_back() {
+        let (home, engine) = engine(Mode::Auto, |r| r).await;
+        home.clock.set(T0 + 1_000);
+        temperature(&home, T0 + 1_000, 26.0).await;
+        engine.pass(&mut HashMap::new()).await.unwrap();
+        home.control
+            .set_mode(&id(FAN), Mode::Off, Some(T0 + 61_000), "alice")
+            .await
+            .unwrap();
+        assert_eq!(fan_desired(&home).await, Some((2, false)));
+
+        home.clock.set(T0 + 61_000);
+        engine.end_overrides().await.unwrap();
+
+        let fan = home.device(FAN).await;
+        assert_eq!(fan.state.mode, Mode::Auto);
+        assert_eq!(fan_desired(&home).await, Some((3, true)));
+    }
+
+    /// Runs engine `holder` over `home` until its token is cancelled.
+    fn spawn(
+        home: &TestHome,
+        holder: &str,
+        stored: &broadcast::Sender<Arc<StoredCommit>>,
+    ) -> (Arc<Metrics>, CancellationToken, tokio::task::JoinHandle<()>) {
+        let metrics = Arc::new(Metrics::default());
+        let engine = Arc::new(Automation::new(
+            home.storage.clone(),
+            home.control.clone(),
+            metrics.clone(),
+            home.clock.clone(),
+            holder.into(),
+        ));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(engine.run(stored.subscribe(), stop.clone()));
+        (metrics, stop, task)
+    }
+
+    #[tokio::test]
+    async fn only_the_lease_holder_acts_and_a_successor_resumes_where_it_stopped() {
+        let (home, _) = engine(Mode::Auto, |r| r).await;
+        // Why real time and not `tokio::time::pause()`: SQLite answers from
+        // threads of its own, and while the runtime waits for them paused
+        // time jumps ahead into sqlx's pool timeout (PoolTimedOut). The
+        // engines tick every 250 ms; the lease runs on the manual clock,
+        // which stands still unless moved.
+        let (stored, _) = broadcast::channel(16);
+        let (a, stop_a, task_a) = spawn(&home, "a", &stored);
+        let (b, stop_b, task_b) = spawn(&home, "b", &stored);
+        let leading = |m: &Metrics| m.automation_leader.get() == 1;
+        let a_leads = eventually(|| async {
+            match (leading(&a), leading(&b)) {
+                (true, false) => Some(true),
+                (false, true) => Some(false),
+                (true, true) => panic!("two leaders at once"),
+                (false, false) => None,
+            }
+        })
+        .await;
+        let ((stop_leader, leader), (follower_metrics, stop_follower, follower)) = if a_leads {
+            ((stop_a, task_a), (b, stop_b, task_b))
+        } else {
+            ((stop_b, task_b), (a, stop_a, task_a))
+        };
+
+        home.clock.set(T0 + 1_000);
+        temperature(&home, T0 + 1_000, 26.0).await;
+        // Why wait for the log and not the fan: a decision is logged after
+        // the command it made.
+        eventually(|| async {
+            (decisions(&home).await.last() == Some(&(Action::SwitchOn, 1))).then_some(())
+        })
+        .await;
+        assert_eq!(fan_desired(&home).await, Some((1, true)));
+        assert!(!leading(&follower_metrics));
+
+        stop_leader.cancel();
+        leader.await.unwrap();
+        eventually(|| async { leading(&follower_metrics).then_some(()) }).await;
+
+        home.clock.set(T0 + 2_000);
+        temperature(&home, T0 + 2_000, 22.0).await;
+        // Why wait for the log and not the fan: a decision is logged after
+        // the command it made.
+        eventually(|| async {
+            (decisions(&home).await.last() == Some(&(Action::SwitchOff, 2))).then_some(())
+        })
+        .await;
+        assert_eq!(fan_desired(&home).await, Some((2, false)));
+        assert_eq!(
+            decisions(&home).await,
+            [(Action::SwitchOn, 1), (Action::SwitchOff, 2)],
+            "each reading decided once, by whoever held the lease"
+        );
+        stop_follower.cancel();
+        follower.await.unwrap();
+    }
+}

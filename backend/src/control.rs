@@ -429,3 +429,425 @@ fn round_trip_us(device: &Device, version: u64, started: Option<Instant>, now: U
         (None, None) => 0,
     }
 }
+
+/// A home for unit tests of control and what drives it: real SQLite storage
+/// in a temporary file, and a publisher whose output the test reads.
+#[cfg(test)]
+pub(crate) mod testing {
+    use hearth_proto::{topics::Topics, v1::DesiredState};
+    use prost::Message as _;
+    use rumqttc::Request;
+
+    use super::*;
+    use crate::{
+        domain::{DeviceKind, Home, HomeId},
+        mqtt::testing::{publisher, Sent},
+    };
+
+    /// The manual clock's start.
+    pub const T0: UnixMs = 1_800_000_000_000;
+    pub const TTL_MS: i64 = 30_000;
+    pub const HOME: &str = "home";
+    pub const SENSOR: &str = "sensor";
+    pub const FAN: &str = "fan";
+
+    pub fn id(s: &str) -> DeviceId {
+        DeviceId::parse(s, "test id").unwrap()
+    }
+
+    /// What `check` finds once it finds something, polled until then (at
+    /// most 5 s).
+    pub async fn eventually<T, F, C>(check: C) -> T
+    where
+        C: Fn() -> F,
+        F: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(found) = check().await {
+                return found;
+            }
+            assert!(Instant::now() < deadline, "gave up waiting after 5 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    pub struct TestHome {
+        pub control: Arc<Control>,
+        pub storage: Arc<dyn Storage>,
+        pub directory: Arc<Directory>,
+        pub metrics: Arc<Metrics>,
+        pub clock: Clock,
+        pub home: HomeId,
+        sent: Sent,
+        _dir: tempfile::TempDir,
+    }
+
+    impl TestHome {
+        /// Home `home` with `sensor` and `fan` (the fan in `fan_mode`), both
+        /// offline, at `T0`.
+        pub async fn new(fan_mode: Mode) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("hearth.db").display());
+            let storage = crate::storage::connect(&url).await.unwrap();
+            let clock = Clock::manual(T0);
+            let home = HomeId::parse(HOME, "test id").unwrap();
+            storage
+                .create_home(&Home {
+                    id: home.clone(),
+                    name: "Test home".into(),
+                    created_at: T0,
+                })
+                .await
+                .unwrap();
+            for (device, kind, mode) in [
+                (SENSOR, DeviceKind::Sensor, Mode::Off),
+                (FAN, DeviceKind::Fan, fan_mode),
+            ] {
+                storage
+                    .register_device(&Device {
+                        id: id(device),
+                        home_id: home.clone(),
+                        kind,
+                        name: device.into(),
+                        state: ActuatorState {
+                            mode,
+                            ..ActuatorState::default()
+                        },
+                        online: false,
+                        last_seen: None,
+                        last_command: None,
+                    })
+                    .await
+                    .unwrap();
+            }
+            let (publisher, sent) = publisher(Topics::new("test").unwrap());
+            let directory = Arc::new(Directory::new(storage.clone()));
+            let metrics = Arc::new(Metrics::default());
+            let control = Arc::new(Control::new(
+                storage.clone(),
+                directory.clone(),
+                publisher,
+                metrics.clone(),
+                clock.clone(),
+                TTL_MS,
+            ));
+            Self {
+                control,
+                storage,
+                directory,
+                metrics,
+                clock,
+                home,
+                sent,
+                _dir: dir,
+            }
+        }
+
+        pub async fn device(&self, name: &str) -> Device {
+            self.storage.get_device(&id(name)).await.unwrap().unwrap()
+        }
+
+        /// The desired states published since last asked, with their topics.
+        /// Publishing is awaited by the call that does it, so this needs no
+        /// waiting.
+        pub fn published(&self) -> Vec<(String, DesiredState)> {
+            self.sent
+                .try_iter()
+                .filter_map(|request| match request {
+                    Request::Publish(p) => Some((
+                        p.topic.clone(),
+                        DesiredState::decode(p.payload.as_ref()).unwrap(),
+                    )),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        /// Versions and on/off of what was published since last asked.
+        pub fn published_versions(&self) -> Vec<(u64, bool)> {
+            self.published()
+                .into_iter()
+                .map(|(_, d)| (d.version, d.on))
+                .collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{testing::*, *};
+
+    #[tokio::test]
+    async fn set_mode_makes_one_version_per_change_and_none_for_a_repeat() {
+        let t = TestHome::new(Mode::Off).await;
+        t.control.status(&id(FAN), true).await.unwrap();
+
+        let on = t
+            .control
+            .set_mode(&id(FAN), Mode::On, None, "alice")
+            .await
+            .unwrap();
+        assert_eq!(
+            on.state.desired.as_ref().map(|d| (d.version, d.on)),
+            Some((1, true))
+        );
+        t.control
+            .set_mode(&id(FAN), Mode::On, None, "alice")
+            .await
+            .unwrap();
+        t.control
+            .set_mode(&id(FAN), Mode::Off, None, "bob")
+            .await
+            .unwrap();
+
+        assert_eq!(t.published_versions(), [(1, true), (2, false)]);
+        let commands = t.storage.list_commands(&id(FAN), 10).await.unwrap();
+        let versions: Vec<_> = commands
+            .iter()
+            .map(|c| (c.version, c.requested_by.as_str()))
+            .collect();
+        assert_eq!(versions, [(2, "bob"), (1, "alice")]);
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_never_make_the_same_version_twice() {
+        let t = TestHome::new(Mode::Off).await;
+        let writers = (0..6).map(|i| {
+            let control = t.control.clone();
+            let mode = if i % 2 == 0 { Mode::On } else { Mode::Off };
+            tokio::spawn(async move {
+                control
+                    .set_mode(&id(FAN), mode, None, &format!("writer{i}"))
+                    .await
+            })
+        });
+        for writer in futures::future::join_all(writers).await {
+            writer.unwrap().unwrap();
+        }
+        let device = t.device(FAN).await;
+        let newest = device.state.desired.map_or(0, |d| d.version);
+        let mut versions: Vec<u64> = t
+            .storage
+            .list_commands(&id(FAN), 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.version)
+            .collect();
+        versions.sort();
+        assert_eq!(versions, (1..=newest).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_sensor_cannot_be_switched_and_an_unknown_device_is_not_found() {
+        let t = TestHome::new(Mode::Off).await;
+        let sensor = t
+            .control
+            .set_mode(&id(SENSOR), Mode::On, None, "alice")
+            .await;
+        assert!(
+            matches!(sensor, Err(ControlError::NotAnActuator(_))),
+            "{sensor:?}"
+        );
+        let unknown = t
+            .control
+            .set_mode(&id("nowhere"), Mode::On, None, "alice")
+            .await;
+        assert!(
+            matches!(unknown, Err(ControlError::NotFound(_))),
+            "{unknown:?}"
+        );
+        assert!(t.published().is_empty());
+    }
+
+    #[tokio::test]
+    async fn nothing_is_published_to_an_offline_device_and_it_gets_only_the_newest_command_when_back(
+    ) {
+        let t = TestHome::new(Mode::Off).await;
+        t.control
+            .set_mode(&id(FAN), Mode::On, None, "alice")
+            .await
+            .unwrap();
+        t.control
+            .set_mode(&id(FAN), Mode::Off, None, "alice")
+            .await
+            .unwrap();
+        t.control
+            .set_mode(&id(FAN), Mode::On, None, "alice")
+            .await
+            .unwrap();
+        assert!(t.published().is_empty(), "the fan is offline");
+
+        t.clock.advance(1_000);
+        t.control.status(&id(FAN), true).await.unwrap();
+
+        let published = t.published();
+        assert_eq!(published.len(), 1, "{published:?}");
+        let (topic, desired) = &published[0];
+        let fan_desired = hearth_proto::topics::Topics::new("test")
+            .unwrap()
+            .device(HOME, FAN, hearth_proto::topics::Channel::Desired)
+            .unwrap();
+        assert_eq!(topic, &fan_desired);
+        assert_eq!((desired.version, desired.on), (3, true));
+        assert_eq!(desired.expires_unix_ms, T0 + TTL_MS);
+        // The publish time is stored a moment later unless an
+        // acknowledgement carries it first.
+        let states = eventually(|| async {
+            let states: Vec<_> = t
+                .storage
+                .list_commands(&id(FAN), 10)
+                .await
+                .unwrap()
+                .iter()
+                .map(|c| (c.version, c.state))
+                .collect();
+            (states[0].1 == CommandState::Published).then_some(states)
+        })
+        .await;
+        assert_eq!(
+            states,
+            [
+                (3, CommandState::Published),
+                (2, CommandState::Superseded),
+                (1, CommandState::Superseded)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_command_expires_when_the_clock_passes_its_ttl_and_is_reissued_when_the_device_returns(
+    ) {
+        let t = TestHome::new(Mode::Off).await;
+        t.control
+            .set_mode(&id(FAN), Mode::On, None, "alice")
+            .await
+            .unwrap();
+
+        t.clock.advance(TTL_MS - 1);
+        t.control.expire_commands().await.unwrap();
+        assert_eq!(t.metrics.commands_expired.get(), 0, "one millisecond left");
+
+        t.clock.advance(1);
+        t.control.expire_commands().await.unwrap();
+        assert_eq!(t.metrics.commands_expired.get(), 1);
+        let expired = t.storage.list_commands(&id(FAN), 1).await.unwrap();
+        assert_eq!(expired[0].state, CommandState::Expired);
+
+        t.control.status(&id(FAN), true).await.unwrap();
+        assert_eq!(
+            t.published_versions(),
+            [(2, true)],
+            "the same state again as a new version"
+        );
+        let fan = t.device(FAN).await;
+        let reissued = fan.last_command.unwrap();
+        assert_eq!(reissued.requested_by, "resend");
+        assert_eq!(reissued.expires_at, t.clock.now() + TTL_MS);
+    }
+
+    #[tokio::test]
+    async fn a_report_acknowledges_its_command() {
+        let t = TestHome::new(Mode::Off).await;
+        t.control.status(&id(FAN), true).await.unwrap();
+        t.control
+            .set_mode(&id(FAN), Mode::On, None, "alice")
+            .await
+            .unwrap();
+        let mut changes = t.control.subscribe_changes();
+
+        t.clock.advance(40);
+        t.control.reported(&id(FAN), 1, true).await.unwrap();
+
+        assert_eq!(t.metrics.commands_acknowledged.get(), 1);
+        let command = &t.storage.list_commands(&id(FAN), 1).await.unwrap()[0];
+        assert_eq!(command.state, CommandState::Applied);
+        assert_eq!(command.applied_at, Some(T0 + 40));
+        assert_eq!(
+            command.published_at,
+            Some(T0),
+            "stored with the acknowledgement"
+        );
+        let fan = t.device(FAN).await;
+        assert!(fan.state.is_acknowledged());
+        let seen = changes.try_recv().unwrap();
+        assert_eq!(
+            seen.last_command.map(|c| c.state),
+            Some(CommandState::Applied)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_report_of_a_version_never_sent_is_refused_and_counted() {
+        let t = TestHome::new(Mode::Off).await;
+        t.control.status(&id(FAN), true).await.unwrap();
+        t.control
+            .set_mode(&id(FAN), Mode::On, None, "alice")
+            .await
+            .unwrap();
+
+        t.control.reported(&id(FAN), 7, false).await.unwrap();
+
+        assert_eq!(t.metrics.reports_rejected.get(), 1);
+        assert_eq!(t.metrics.commands_acknowledged.get(), 0);
+        let fan = t.device(FAN).await;
+        assert_eq!(fan.state.reported, None);
+        assert_ne!(
+            fan.last_command.map(|c| c.state),
+            Some(CommandState::Applied)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rule_switches_a_device_in_auto_only() {
+        let t = TestHome::new(Mode::Auto).await;
+        t.control.status(&id(FAN), true).await.unwrap();
+        let made = t
+            .control
+            .rule_decision(&id(FAN), true, "rule:r1", "hot")
+            .await
+            .unwrap();
+        assert_eq!(made, Some(1));
+        let again = t
+            .control
+            .rule_decision(&id(FAN), true, "rule:r1", "still hot")
+            .await
+            .unwrap();
+        assert_eq!(again, None, "already asked to be on");
+
+        t.control
+            .set_mode(&id(FAN), Mode::Off, None, "alice")
+            .await
+            .unwrap();
+        let overridden = t
+            .control
+            .rule_decision(&id(FAN), true, "rule:r1", "hot")
+            .await
+            .unwrap();
+        assert_eq!(overridden, None, "OFF is the user's");
+        assert_eq!(t.published_versions(), [(1, true), (2, false)]);
+        assert_eq!(t.metrics.rule_actions.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_manual_override_ends_in_auto_at_its_time() {
+        let t = TestHome::new(Mode::Auto).await;
+        t.control
+            .set_mode(&id(FAN), Mode::On, Some(T0 + 60_000), "alice")
+            .await
+            .unwrap();
+
+        t.clock.advance(59_999);
+        assert!(!t.control.end_override(&id(FAN)).await.unwrap());
+        assert_eq!(t.device(FAN).await.state.mode, Mode::On);
+
+        t.clock.advance(1);
+        assert!(t.control.end_override(&id(FAN)).await.unwrap());
+        let fan = t.device(FAN).await;
+        assert_eq!(
+            (fan.state.mode, fan.state.override_until),
+            (Mode::Auto, None)
+        );
+    }
+}

@@ -156,3 +156,227 @@ impl Intake {
         ack.send().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use hearth_proto::v1::{self, DeviceStatus, Metric, ReadingBatch, ReportedState};
+    use rumqttc::{Publish, QoS, Request};
+
+    use super::*;
+    use crate::{
+        control::testing::{id, TestHome, FAN, HOME, SENSOR},
+        domain::Mode,
+        ingest::IngestItem,
+        mqtt::testing::{acks, Sent},
+    };
+
+    /// Intake over a test home, fed through `inbox`; what it stores goes to
+    /// `queued`, its PUBACKs to `acked`.
+    struct Running {
+        home: TestHome,
+        inbox: mpsc::Sender<Inbound>,
+        queued: mpsc::Receiver<IngestItem>,
+        acks: crate::mqtt::testing::AckOrder,
+        acked: Sent,
+        next_pkid: u16,
+    }
+
+    impl Running {
+        async fn new() -> Self {
+            let home = TestHome::new(Mode::Off).await;
+            let (ingest, queued) = Ingest::new();
+            let intake = Intake {
+                directory: home.directory.clone(),
+                ingest,
+                control: home.control.clone(),
+                metrics: home.metrics.clone(),
+                clock: home.clock.clone(),
+            };
+            let (inbox, inbox_rx) = mpsc::channel(16);
+            tokio::spawn(intake.run(inbox_rx));
+            let (acks, acked) = acks();
+            Self {
+                home,
+                inbox,
+                queued,
+                acks,
+                acked,
+                next_pkid: 1,
+            }
+        }
+
+        /// A received message's ack and its packet id.
+        fn ack(&mut self) -> (Ack, u16) {
+            let pkid = self.next_pkid;
+            self.next_pkid += 1;
+            let mut publish = Publish::new("test/topic", QoS::AtLeastOnce, vec![]);
+            publish.pkid = pkid;
+            (self.acks.take(publish), pkid)
+        }
+
+        async fn readings(&mut self, home: &str, device: &str, batch: ReadingBatch) -> u16 {
+            let (ack, pkid) = self.ack();
+            let message = Inbound::Readings {
+                home_id: HomeId::parse(home, "test").unwrap(),
+                device_id: id(device),
+                batch,
+                ack,
+            };
+            self.inbox.send(message).await.unwrap();
+            pkid
+        }
+
+        async fn reported(&mut self, device: &str, applied_version: u64, on: bool) -> u16 {
+            let (ack, pkid) = self.ack();
+            let message = Inbound::Reported {
+                home_id: self.home.home.clone(),
+                device_id: id(device),
+                state: ReportedState {
+                    applied_version,
+                    on,
+                    ..ReportedState::default()
+                },
+                ack,
+            };
+            self.inbox.send(message).await.unwrap();
+            pkid
+        }
+
+        async fn status(&mut self, device: &str, online: bool) -> u16 {
+            let (ack, pkid) = self.ack();
+            let message = Inbound::Status {
+                home_id: self.home.home.clone(),
+                device_id: id(device),
+                status: DeviceStatus {
+                    online,
+                    ..DeviceStatus::default()
+                },
+                ack,
+            };
+            self.inbox.send(message).await.unwrap();
+            pkid
+        }
+
+        /// The next PUBACK sent; intake handles messages in order, so this
+        /// is also the sign that it finished the message.
+        async fn next_ack(&self) -> u16 {
+            match tokio::time::timeout(Duration::from_secs(5), self.acked.recv_async()).await {
+                Ok(Ok(Request::PubAck(ack))) => ack.pkid,
+                other => panic!("expected a PUBACK, got {other:?}"),
+            }
+        }
+    }
+
+    fn temperature(value: f64) -> ReadingBatch {
+        ReadingBatch {
+            seq: 1,
+            readings: vec![v1::Reading {
+                metric: Metric::TemperatureCelsius as i32,
+                value,
+            }],
+            ..ReadingBatch::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn good_readings_reach_the_ingest_queue_and_are_acknowledged_only_once_stored() {
+        let mut t = Running::new().await;
+        let pkid = t.readings(HOME, SENSOR, temperature(21.5)).await;
+
+        let item = tokio::time::timeout(Duration::from_secs(5), t.queued.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(item.home_id.as_str(), HOME);
+        let values: Vec<_> = item.readings.iter().map(|r| (r.metric, r.value)).collect();
+        assert_eq!(values, [(Metric::TemperatureCelsius, 21.5)]);
+        assert!(t.acked.is_empty(), "not acknowledged before it is stored");
+
+        let crate::ingest::Done::Mqtt(ack) = item.done else {
+            panic!("an MQTT message is acknowledged over MQTT");
+        };
+        ack.send().await;
+        assert_eq!(t.next_ack().await, pkid);
+        assert_eq!(t.home.metrics.batches_rejected.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn readings_from_an_unknown_device_are_rejected_counted_and_acknowledged() {
+        let mut t = Running::new().await;
+        let pkid = t.readings(HOME, "stranger", temperature(21.5)).await;
+        assert_eq!(t.next_ack().await, pkid);
+        assert_eq!(t.home.metrics.batches_rejected.get(), 1);
+        assert!(t.queued.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn readings_naming_another_home_than_the_devices_are_rejected() {
+        let mut t = Running::new().await;
+        let pkid = t.readings("elsewhere", SENSOR, temperature(21.5)).await;
+        assert_eq!(t.next_ack().await, pkid);
+        assert_eq!(t.home.metrics.batches_rejected.get(), 1);
+        assert!(t.queued.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn readings_from_an_actuator_are_rejected() {
+        let mut t = Running::new().await;
+        let pkid = t.readings(HOME, FAN, temperature(21.5)).await;
+        assert_eq!(t.next_ack().await, pkid);
+        assert_eq!(t.home.metrics.batches_rejected.get(), 1);
+        assert!(t.queued.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn invalid_readings_are_rejected_and_the_next_good_batch_still_gets_through() {
+        let mut t = Running::new().await;
+        let empty = t.readings(HOME, SENSOR, ReadingBatch::default()).await;
+        let not_finite = t.readings(HOME, SENSOR, temperature(f64::NAN)).await;
+        let mut future = temperature(20.0);
+        future.time_unix_ms = t.home.clock.now() + 60 * 60 * 1000;
+        let from_the_future = t.readings(HOME, SENSOR, future).await;
+        assert_eq!(t.next_ack().await, empty);
+        assert_eq!(t.next_ack().await, not_finite);
+        assert_eq!(t.next_ack().await, from_the_future);
+        assert_eq!(t.home.metrics.batches_rejected.get(), 3);
+
+        t.readings(HOME, SENSOR, temperature(22.0)).await;
+        let item = tokio::time::timeout(Duration::from_secs(5), t.queued.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(item.readings[0].value, 22.0);
+    }
+
+    #[tokio::test]
+    async fn status_and_reports_reach_control() {
+        let mut t = Running::new().await;
+        t.home
+            .control
+            .set_mode(&id(FAN), Mode::On, None, "alice")
+            .await
+            .unwrap();
+        assert!(t.home.published().is_empty(), "the fan is offline");
+
+        let online = t.status(FAN, true).await;
+        assert_eq!(t.next_ack().await, online);
+        assert!(t.home.device(FAN).await.online);
+        assert_eq!(t.home.published_versions(), [(1, true)]);
+
+        let report = t.reported(FAN, 1, true).await;
+        assert_eq!(t.next_ack().await, report);
+        assert_eq!(t.home.metrics.commands_acknowledged.get(), 1);
+        assert!(t.home.device(FAN).await.state.is_acknowledged());
+    }
+
+    #[tokio::test]
+    async fn a_report_from_an_unknown_device_is_rejected_and_acknowledged() {
+        let mut t = Running::new().await;
+        let report = t.reported("stranger", 1, true).await;
+        assert_eq!(t.next_ack().await, report);
+        assert_eq!(t.home.metrics.batches_rejected.get(), 1);
+        assert_eq!(t.home.metrics.commands_acknowledged.get(), 0);
+    }
+}

@@ -133,3 +133,127 @@ impl Ack {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rumqttc::{QoS, Request};
+
+    use super::*;
+    use crate::mqtt::testing::{acks, Sent};
+
+    fn received(pkid: u16) -> Publish {
+        let mut publish = Publish::new("hearth/h/d/readings", QoS::AtLeastOnce, vec![1]);
+        publish.pkid = pkid;
+        publish
+    }
+
+    /// The packet ids acknowledged so far, waiting briefly for the release
+    /// task to hand over what is due.
+    async fn acked(sent: &Sent) -> Vec<u16> {
+        let mut ids = Vec::new();
+        while let Ok(Ok(request)) =
+            tokio::time::timeout(Duration::from_millis(50), sent.recv_async()).await
+        {
+            match request {
+                Request::PubAck(ack) => ids.push(ack.pkid),
+                other => panic!("expected only PUBACKs, got {other:?}"),
+            }
+        }
+        ids
+    }
+
+    #[tokio::test]
+    async fn acknowledgements_go_out_in_arrival_order_whatever_the_commit_order() {
+        let (order, sent) = acks();
+        let [one, two, three] = [1, 2, 3].map(|id| order.take(received(id)));
+
+        three.send().await;
+        assert_eq!(acked(&sent).await, [] as [u16; 0], "3 waits for 1 and 2");
+        one.send().await;
+        assert_eq!(acked(&sent).await, [1], "1 goes; 3 still waits for 2");
+        two.send().await;
+        assert_eq!(acked(&sent).await, [2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_message_done_at_once_waits_for_an_earlier_one_still_being_stored() {
+        let (order, sent) = acks();
+        let reading = order.take(received(10));
+        let status = order.take(received(11));
+        status.send().await;
+        let later = order.take(received(12));
+        later.send().await;
+        assert!(acked(&sent).await.is_empty());
+        reading.send().await;
+        assert_eq!(acked(&sent).await, [10, 11, 12]);
+    }
+
+    #[tokio::test]
+    async fn an_ack_dropped_unsent_holds_back_later_ones_until_the_next_connection() {
+        let (order, sent) = acks();
+        let lost = order.take(received(1));
+        let after = order.take(received(2));
+        drop(lost);
+        after.send().await;
+        // Why held back: the dropped message's effect was never stored, so
+        // acknowledging past it would tell the broker it may forget it.
+        assert!(acked(&sent).await.is_empty());
+
+        order.reset();
+        let fresh = order.take(received(1));
+        fresh.send().await;
+        assert_eq!(acked(&sent).await, [1]);
+    }
+
+    #[tokio::test]
+    async fn acks_of_a_previous_connection_are_not_sent_on_the_new_one() {
+        let (order, sent) = acks();
+        let old = order.take(received(7));
+        order.reset();
+        let new = order.take(received(8));
+        old.send().await;
+        assert!(acked(&sent).await.is_empty());
+        new.send().await;
+        assert_eq!(
+            acked(&sent).await,
+            [8],
+            "the new connection's ack does not wait for the old"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_qos_0_message_takes_a_slot_but_sends_no_puback() {
+        let (order, sent) = acks();
+        let mut fire_and_forget = received(0);
+        fire_and_forget.qos = QoS::AtMostOnce;
+        let first = order.take(fire_and_forget);
+        let second = order.take(received(5));
+        second.send().await;
+        assert!(acked(&sent).await.is_empty());
+        first.send().await;
+        assert_eq!(acked(&sent).await, [5]);
+    }
+
+    #[tokio::test]
+    async fn the_release_task_ends_when_every_order_and_ack_is_gone() {
+        let (order, sent) = acks();
+        let ack = order.take(received(1));
+        drop(order);
+        ack.send().await;
+        let outcome = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut ids = Vec::new();
+            while let Ok(Request::PubAck(a)) = sent.recv_async().await {
+                ids.push(a.pkid);
+            }
+            ids
+        })
+        .await;
+        assert_eq!(
+            outcome.ok(),
+            Some(vec![1]),
+            "the client was dropped after the last ack"
+        );
+    }
+}

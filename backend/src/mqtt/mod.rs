@@ -86,6 +86,35 @@ impl Publisher {
     }
 }
 
+/// Test doubles of the broker connection, for unit tests: what the backend
+/// hands its MQTT client (publishes, PUBACKs) lands in a channel the test
+/// reads, with no broker and no event loop.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    pub use super::ack::AckOrder;
+
+    /// What the client was asked to send, oldest first.
+    pub type Sent = flume::Receiver<rumqttc::Request>;
+
+    pub fn client() -> (AsyncClient, Sent) {
+        let (tx, rx) = flume::bounded(1_024);
+        (AsyncClient::from_senders(tx), rx)
+    }
+
+    pub fn publisher(topics: Topics) -> (Publisher, Sent) {
+        let (client, sent) = client();
+        (Publisher { client, topics }, sent)
+    }
+
+    /// An acknowledger whose PUBACKs land in `Sent`.
+    pub fn acks() -> (AckOrder, Sent) {
+        let (client, sent) = client();
+        (AckOrder::new(client), sent)
+    }
+}
+
 /// A connected MQTT session: a [`Publisher`] and the event loop that
 /// [`run_inbox`] drives.
 pub struct Connection {

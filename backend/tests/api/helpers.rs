@@ -1,0 +1,247 @@
+//! `spawn_app()` and what tests do with the app it starts.
+
+use std::{collections::HashMap, future::Future, sync::Once, time::Duration};
+
+use hearth_backend::{app::App, settings::Settings};
+use hearth_proto::{
+    topics::{Channel, Topics},
+    v1::{
+        device_service_client::DeviceServiceClient, CreateHomeRequest, DesiredState, DeviceKind,
+        DeviceStatus, RegisterDeviceRequest, ReportedState,
+    },
+};
+use hearth_runtime::Clock;
+use prost::Message as _;
+use rumqttc::{AsyncClient, Event, Packet, QoS};
+use tokio::{sync::mpsc, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel as GrpcChannel;
+
+/// How long any wait for an event lasts before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The home every test app starts with, and its devices.
+pub const HOME: &str = "home";
+pub const FAN: &str = "fan";
+
+/// A running app and what a test needs to talk to it.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`: gRPC, gRPC-web and the web app.
+    pub url: String,
+    pub mqtt_url: String,
+    pub topics: Topics,
+    /// Every part of the app reads "now" from this; it moves only when told.
+    pub clock: Clock,
+    pub command_ttl_ms: i64,
+    stop: CancellationToken,
+    running: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts the app: listeners on port 0, a new SQLite file, its own topic
+/// prefix, no demo home, a manual clock at the current time. Logs go to the
+/// test output only with `TEST_LOG` set (its value is the filter).
+pub async fn spawn_app() -> TestApp {
+    static LOGGING: Once = Once::new();
+    LOGGING.call_once(|| {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            hearth_runtime::logging::init(&filter);
+        }
+    });
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let prefix = format!("test-{:016x}/hearth", rand::random::<u64>());
+    let vars = HashMap::from([
+        ("HEARTH_LISTEN", "127.0.0.1:0".to_owned()),
+        ("HEARTH_MQTT_LISTEN", "127.0.0.1:0".to_owned()),
+        (
+            "HEARTH_DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("hearth.db").display()),
+        ),
+        ("HEARTH_DEMO", "false".to_owned()),
+        ("HEARTH_TOPIC_PREFIX", prefix),
+    ]);
+    let settings = Settings::from_lookup(|name| vars.get(name).cloned()).expect("valid settings");
+    let topics = settings.topics.clone();
+    let command_ttl_ms = settings.command_ttl_ms;
+    let clock = Clock::manual(hearth_runtime::clock::unix_ms_now());
+    let app = App::build_with_clock(settings, clock.clone())
+        .await
+        .expect("the app starts");
+    let url = format!("http://{}", app.http_addr());
+    let mqtt_url = app.mqtt_url().to_owned();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(app.run_until(stop.clone().cancelled_owned()));
+    TestApp {
+        url,
+        mqtt_url,
+        topics,
+        clock,
+        command_ttl_ms,
+        stop,
+        running: Some(running),
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub async fn devices(&self) -> DeviceServiceClient<GrpcChannel> {
+        DeviceServiceClient::connect(self.url.clone())
+            .await
+            .expect("the gRPC port answers")
+    }
+
+    /// Creates `HOME` with the fan `FAN`, through the API.
+    pub async fn home_with_a_fan(&self) {
+        let mut devices = self.devices().await;
+        devices
+            .create_home(CreateHomeRequest {
+                id: HOME.into(),
+                name: "Test home".into(),
+            })
+            .await
+            .unwrap();
+        devices
+            .register_device(RegisterDeviceRequest {
+                home_id: HOME.into(),
+                id: FAN.into(),
+                kind: DeviceKind::Fan as i32,
+                name: "Fan".into(),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Shuts the app down as SIGTERM would, and checks it stopped cleanly.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        let running = self.running.take().expect("stopped once");
+        tokio::time::timeout(PATIENCE, running)
+            .await
+            .expect("the app stops within the patience")
+            .expect("the app's task did not panic")
+            .expect("the app stopped without an error");
+    }
+}
+
+impl Drop for TestApp {
+    /// A test that failed before `stop` still ends the app's tasks.
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// What `check` finds once it finds something, polled until then (at most
+/// `PATIENCE`).
+pub async fn eventually<T, F, C>(what: &str, check: C) -> T
+where
+    C: Fn() -> F,
+    F: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A simulated actuator on the app's broker, as a Pi agent would be: it
+/// hears its desired states and can report and announce itself.
+pub struct SimDevice {
+    client: AsyncClient,
+    topics: Topics,
+    desired: mpsc::Receiver<DesiredState>,
+    _events: JoinHandle<()>,
+}
+
+impl SimDevice {
+    /// Connects as `device` of `HOME` and waits until it is subscribed to
+    /// its desired state.
+    pub async fn connect(app: &TestApp, device: &str) -> Self {
+        let options = hearth_runtime::mqtt::options(
+            &app.mqtt_url,
+            &format!("{device}-{:08x}", rand::random::<u32>()),
+            None,
+        )
+        .unwrap();
+        let (client, mut events) = hearth_runtime::mqtt::client(options, 64);
+        let topic = app.topics.device(HOME, device, Channel::Desired).unwrap();
+        client
+            .subscribe(topic.clone(), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        let (desired_tx, desired) = mpsc::channel(16);
+        let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+        let events = tokio::spawn(async move {
+            let mut subscribed_tx = Some(subscribed_tx);
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(tx) = subscribed_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic == topic => {
+                        let state = DesiredState::decode(p.payload.as_ref()).unwrap();
+                        if desired_tx.send(state).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        tokio::time::timeout(PATIENCE, subscribed)
+            .await
+            .expect("the broker acknowledges the subscription")
+            .unwrap();
+        Self {
+            client,
+            topics: app.topics.clone(),
+            desired,
+            _events: events,
+        }
+    }
+
+    async fn publish(&self, device: &str, channel: Channel, payload: Vec<u8>) {
+        let topic = self.topics.device(HOME, device, channel).unwrap();
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+
+    pub async fn online(&self, device: &str) {
+        let status = DeviceStatus {
+            online: true,
+            ..DeviceStatus::default()
+        };
+        self.publish(device, Channel::Status, status.encode_to_vec())
+            .await;
+    }
+
+    /// Reports `desired` applied.
+    pub async fn apply(&self, device: &str, desired: &DesiredState) {
+        let reported = ReportedState {
+            applied_version: desired.version,
+            on: desired.on,
+            ..ReportedState::default()
+        };
+        self.publish(device, Channel::Reported, reported.encode_to_vec())
+            .await;
+    }
+
+    /// The next desired state the backend sends this device.
+    pub async fn next_desired(&mut self) -> DesiredState {
+        tokio::time::timeout(PATIENCE, self.desired.recv())
+            .await
+            .expect("a desired state within the patience")
+            .expect("the device's connection is up")
+    }
+}
