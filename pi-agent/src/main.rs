@@ -50,11 +50,11 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    hearth_runtime::logging::init(&filter);
     let settings = Settings::from_env().unwrap_or_else(|e| {
         error!("{e}");
         std::process::exit(EX_CONFIG)
     });
     let runtime = app::runtime(&settings)?;
-    runtime.block_on(app::run(settings, app::shutdown_signal()))
+    runtime.block_on(app::run(settings, hearth_runtime::shutdown_signal()))
 }

@@ -12,8 +12,10 @@ use hearth_proto::{
     topics::{Topics, DEFAULT_PREFIX},
 };
 
+use hearth_runtime::mqtt::{self, Credentials};
+
 use crate::{
-    mqtt::{self, Credentials, DeviceLink, LinkOptions},
+    mqtt::{DeviceLink, LinkOptions},
     sensor::{SensorPlan, Transport},
     sim::Waveform,
 };
@@ -274,7 +276,7 @@ impl Layers {
             .map(|raw| raw.origin.clone());
         let broker_url = match self.take(MQTT_URL) {
             Some(raw) => raw.parse(|url| {
-                mqtt::options(url, "hearth-agent")
+                mqtt::options(url, "hearth-agent", None)
                     .map(|_| url.to_owned())
                     .map_err(|e| format!("{e:#}"))
             })?,
