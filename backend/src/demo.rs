@@ -6,7 +6,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use hearth_agent::{
+use hearth_device::{
     mqtt::{run_actuator, run_sensor, DeviceLink},
     sim::{SimulatedOutput, SimulatedSensors, Waveform},
 };

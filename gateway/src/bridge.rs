@@ -9,10 +9,18 @@
 
 use std::{collections::VecDeque, time::Duration};
 
-use anyhow::Context as _;
 use hearth_proto::topics::{Channel, Topics};
+use hearth_runtime::{
+    mqtt::{client, options},
+    Backoff,
+};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use tracing::{info, warn};
+
+/// Pauses between connection attempts to a broker. Why at most 5 s: the
+/// pause holds up the other side's event loop too, which must ping its
+/// broker within the 15 s keep-alive.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
 
 /// Where to connect.
 #[derive(Debug, Clone)]
@@ -22,12 +30,11 @@ pub struct BridgeConfig {
     pub topics: Topics,
 }
 
-fn options(url: &str, side: &str) -> anyhow::Result<MqttOptions> {
-    let separator = if url.contains('?') { '&' } else { '?' };
+/// Options for the `side` broker at `url`; a message is acknowledged to it
+/// by hand, once the other broker has it.
+fn bridge_options(url: &str, side: &str) -> anyhow::Result<MqttOptions> {
     let client_id = format!("hearth-gateway-{side}-{:08x}", std::process::id());
-    let mut options = MqttOptions::parse_url(format!("{url}{separator}client_id={client_id}"))
-        .with_context(|| format!("{url:?} is not an mqtt:// URL"))?;
-    options.set_keep_alive(Duration::from_secs(15));
+    let mut options = options(url, &client_id, None)?;
     options.set_manual_acks(true);
     Ok(options)
 }
@@ -40,6 +47,8 @@ struct Direction {
     to: AsyncClient,
     /// Received and republished, waiting for `to`'s PUBACK before acking to `from`.
     waiting: VecDeque<Publish>,
+    /// Connection errors from `from` since it last connected.
+    failures: u32,
 }
 
 impl Direction {
@@ -48,6 +57,7 @@ impl Direction {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 // A new session: messages waiting for an ack belong to the old one.
                 self.waiting.clear();
+                self.failures = 0;
                 info!(direction = self.name, "bridge source connected");
                 for filter in &self.filters {
                     if let Err(e) = self.from.subscribe(filter, QoS::AtLeastOnce).await {
@@ -77,7 +87,8 @@ impl Direction {
             Ok(_) => {}
             Err(e) => {
                 warn!(direction = self.name, error = %e, "bridge connection lost; reconnecting");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                RECONNECT.wait(self.failures).await;
+                self.failures = self.failures.saturating_add(1);
             }
         }
     }
@@ -94,28 +105,19 @@ fn is_puback(event: &Result<Event, rumqttc::ConnectionError>) -> bool {
     matches!(event, Ok(Event::Incoming(Packet::PubAck(_))))
 }
 
-/// A client with Nagle's algorithm off: a desired state is one small packet,
-/// and Nagle would hold it for the broker's delayed ACK (40 ms).
-fn client(options: rumqttc::MqttOptions, capacity: usize) -> (AsyncClient, EventLoop) {
-    let (client, mut events) = AsyncClient::new(options, capacity);
-    let mut network = events.network_options();
-    network.set_tcp_nodelay(true);
-    events.set_network_options(network);
-    (client, events)
-}
-
 /// Runs the bridge until an unrecoverable error.
 pub async fn run(config: BridgeConfig) -> anyhow::Result<()> {
     let (lan, mut lan_events): (AsyncClient, EventLoop) =
-        client(options(&config.lan_url, "lan")?, 256);
+        client(bridge_options(&config.lan_url, "lan")?, 256);
     let (cloud, mut cloud_events): (AsyncClient, EventLoop) =
-        client(options(&config.cloud_url, "cloud")?, 256);
+        client(bridge_options(&config.cloud_url, "cloud")?, 256);
     let mut down = Direction {
         name: "cloud→lan",
         filters: vec![config.topics.all_devices(Channel::Desired)],
         from: cloud.clone(),
         to: lan.clone(),
         waiting: VecDeque::new(),
+        failures: 0,
     };
     let mut up = Direction {
         name: "lan→cloud",
@@ -126,6 +128,7 @@ pub async fn run(config: BridgeConfig) -> anyhow::Result<()> {
         from: lan,
         to: cloud,
         waiting: VecDeque::new(),
+        failures: 0,
     };
     info!(
         lan = config.lan_url,

@@ -18,27 +18,29 @@
 pub mod bridge;
 pub mod metrics;
 pub mod queue;
+pub mod settings;
 
 use std::{
     collections::HashMap,
     future::Future,
     net::{IpAddr, SocketAddr},
     path::PathBuf,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use hearth_proto::v1::{
     telemetry_service_client::TelemetryServiceClient, IngestBatchRequest, ReadingBatch,
 };
+use hearth_runtime::{
+    metrics::{Counter, Family},
+    Backoff,
+};
 use prost::Message as _;
 use queue::DiskQueue;
 use tokio::{
     net::{TcpListener, UdpSocket},
-    sync::Notify,
+    sync::{watch, Notify},
 };
 use tonic::transport::Channel;
 use tracing::{info, warn};
@@ -47,37 +49,42 @@ use tracing::{info, warn};
 const BATCHES_PER_CALL: usize = 2_000;
 /// Larger datagrams are not reading batches.
 const MAX_DATAGRAM: usize = 8 * 1024;
+/// Pauses between calls while the backend is unreachable.
+const CLOUD_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
 /// Sources the rate limit remembers. Why a bound: source addresses are
 /// whatever a datagram claims, so an unbounded map is a memory leak on demand.
 const MAX_SOURCES: usize = 4_096;
 
 /// What the gateway has done since it started; logged every
-/// `Config::stats_every` and served at `/metrics`.
+/// `Config::stats_every` and registered for `/metrics` ([`metrics`]).
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Datagrams received, valid or not.
-    pub received: AtomicU64,
+    pub received: Counter,
     /// Batches (datagrams) and their readings appended to the queue.
-    pub accepted_batches: AtomicU64,
-    pub accepted_readings: AtomicU64,
+    pub accepted_batches: Counter,
+    pub accepted_readings: Counter,
     /// Batches and readings the backend stored.
-    pub forwarded_batches: AtomicU64,
-    pub forwarded_readings: AtomicU64,
+    pub forwarded_batches: Counter,
+    pub forwarded_readings: Counter,
     /// Datagrams or batches dropped, by reason.
     pub dropped: Dropped,
 }
 
+/// The `reason` label of a dropped count.
+pub type ReasonLabel = [(&'static str, &'static str); 1];
+
 /// Dropped datagrams or batches, one counter per [`DropReason`].
-#[derive(Debug, Default)]
-pub struct Dropped([AtomicU64; DropReason::ALL.len()]);
+#[derive(Debug, Clone, Default)]
+pub struct Dropped(pub Family<ReasonLabel, Counter>);
 
 impl Dropped {
     pub fn add(&self, reason: DropReason) {
-        self.0[reason as usize].fetch_add(1, Ordering::Relaxed);
+        self.0.get_or_create(&reason.as_label()).inc();
     }
 
     pub fn get(&self, reason: DropReason) -> u64 {
-        self.0[reason as usize].load(Ordering::Relaxed)
+        self.0.get_or_create(&reason.as_label()).get()
     }
 }
 
@@ -123,6 +130,10 @@ impl DropReason {
             DropReason::Corrupt => "corrupt",
         }
     }
+
+    pub fn as_label(self) -> ReasonLabel {
+        [("reason", self.label())]
+    }
 }
 
 /// Why a datagram was refused.
@@ -151,13 +162,6 @@ impl std::fmt::Display for Refusal {
             Refusal::Unnamed => write!(f, "batch names no device_id"),
         }
     }
-}
-
-/// Milliseconds since the Unix epoch by the system clock.
-pub fn unix_ms_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Decodes one datagram.
@@ -282,7 +286,7 @@ async fn receive(
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     loop {
         let (n, from) = socket.recv_from(&mut buf).await?;
-        counters.received.fetch_add(1, Ordering::Relaxed);
+        counters.received.inc();
         if !limit.allow(from.ip(), Instant::now()) {
             counters.dropped.add(DropReason::RateLimited);
             continue;
@@ -307,10 +311,8 @@ async fn receive(
         };
         match appended {
             Ok(()) => {
-                counters.accepted_batches.fetch_add(1, Ordering::Relaxed);
-                counters
-                    .accepted_readings
-                    .fetch_add(readings, Ordering::Relaxed);
+                counters.accepted_batches.inc();
+                counters.accepted_readings.inc_by(readings);
             }
             Err(_) => {
                 counters.dropped.add(DropReason::QueueFull);
@@ -409,8 +411,7 @@ async fn forward(
                     if attempt == 1 || attempt.is_multiple_of(10) {
                         warn!(%cloud, error = %status, attempt, "backend unreachable; keeping the backlog and retrying");
                     }
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(20))))
-                        .await;
+                    CLOUD_RETRY.wait(attempt - 1).await;
                 }
             }
         };
@@ -422,12 +423,8 @@ async fn forward(
         }
         // Why after the acknowledgement: the counters and the queue's depth
         // then never both count a batch.
-        counters
-            .forwarded_batches
-            .fetch_add(forwarded_batches, Ordering::Relaxed);
-        counters
-            .forwarded_readings
-            .fetch_add(forwarded_readings, Ordering::Relaxed);
+        counters.forwarded_batches.inc_by(forwarded_batches);
+        counters.forwarded_readings.inc_by(forwarded_readings);
     }
 }
 
@@ -438,14 +435,13 @@ async fn report(queue: Queue, counters: Arc<Counters>, every: Duration) -> anyho
     loop {
         tick.tick().await;
         let (records, bytes) = queue.lock().expect("queue lock").queue.depth();
-        let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let d = |reason| counters.dropped.get(reason);
         info!(
             queued = records,
             queued_bytes = bytes,
-            received = c(&counters.received),
-            accepted = c(&counters.accepted_batches),
-            forwarded = c(&counters.forwarded_batches),
+            received = counters.received.get(),
+            accepted = counters.accepted_batches.get(),
+            forwarded = counters.forwarded_batches.get(),
             malformed = d(DropReason::Malformed) + d(DropReason::Oversize) + d(DropReason::Unnamed),
             dropped_rate = d(DropReason::RateLimited),
             dropped_full = d(DropReason::QueueFull),
@@ -493,27 +489,49 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             None => std::future::pending().await,
         }
     };
-    let sources = metrics::Sources {
+    let exporter = Arc::new(metrics::Exporter::new(metrics::Sources {
         queue: queue.clone(),
         counters: counters.clone(),
         max_queue_bytes: config.max_queue_bytes,
-    };
+    }));
+    let (stop_metrics, metrics_stopped) = watch::channel(false);
     let serve_metrics = async move {
+        let mut stopped = metrics_stopped;
+        let stop = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
         match metrics_listener {
-            Some(listener) => metrics::serve(listener, sources).await,
-            None => std::future::pending().await,
+            Some(listener) => Ok(metrics::serve(listener, exporter, stop).await?),
+            None => {
+                stop.await;
+                Ok(())
+            }
         }
     };
+    tokio::pin!(serve_metrics);
     info!(udp = %bound, metrics = %metrics_addr, cloud = config.cloud, backlog, data = %config.data_dir.display(), "gateway ready");
+    let mut metrics_done = false;
     let outcome = tokio::select! {
         () = shutdown => Ok(()),
         r = bridge => r,
-        r = serve_metrics => r,
+        r = &mut serve_metrics => {
+            metrics_done = true;
+            r
+        }
         r = receive(socket, queue.clone(), RateLimit::new(config.rate), counters.clone()) => r,
         r = sync(queue.clone(), config.sync_every, wake.clone()) => r,
         r = forward(config.cloud, queue.clone(), wake, counters.clone()) => r,
         r = report(queue.clone(), counters, config.stats_every) => r,
     };
+    // Why wait: a scrape under way gets its answer, and the port is free on return.
+    let _ = stop_metrics.send(true);
+    if !metrics_done
+        && tokio::time::timeout(Duration::from_secs(2), &mut serve_metrics)
+            .await
+            .is_err()
+    {
+        warn!("a /metrics connection outlived the gateway's shutdown");
+    }
     let queued = tokio::task::spawn_blocking(move || {
         let mut backlog = queue.lock().expect("queue lock");
         backlog.queue.sync().map(|_| backlog.queue.depth().0)

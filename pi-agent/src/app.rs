@@ -8,13 +8,14 @@ use std::{future::Future, time::Duration};
 use tokio::{sync::watch, task::JoinSet};
 use tracing::info;
 
-use crate::{
+use hearth_device::{
     mqtt::{run_actuator_with, DeviceLink, LinkOptions},
     sensor::{run_sensor_with, SensorPlan},
-    settings::{ActuatorHardware, Role, SensorHardware, Settings},
     sim::{SimulatedOutput, SimulatedSensors, Waveform},
-    unix_ms_now,
 };
+use hearth_runtime::unix_ms_now;
+
+use crate::settings::{ActuatorHardware, Role, SensorHardware, Settings};
 
 /// The runtime for `settings`: one thread for one device, one per core for a
 /// fleet. Why: a worker thread per core costs a Pi agent megabytes of memory
@@ -93,24 +94,6 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
             run_actuator_with(link, &link_options, output, shutdown).await
         }
     }
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM (systemd, Kubernetes), so that
-/// either switches outputs off and says offline before the process ends.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-    info!("shutting down");
 }
 
 /// Many simulated sensors with one configuration.

@@ -1,25 +1,27 @@
-//! The agent's settings: defaults, then a TOML file whose path is in
-//! `HEARTH_AGENT_CONFIG`, then environment variables, each layer overriding
-//! the one before. They are parsed once, at start-up, into [`Settings`]; a
-//! value that is bad, missing, or does not apply to the chosen role and
-//! hardware fails with the name of the setting at fault (the variable, or the
-//! key and the file). The binary's doc comment (`main.rs`) lists them all.
+//! The agent's settings: defaults, then a TOML file (`--config`,
+//! `HEARTH_AGENT_CONFIG`), then environment variables, then flags, each
+//! layer overriding the one before. Every setting is a flag and a variable
+//! ([`Cli`], through `hearth_runtime::settings`; `hearth-agent --help` lists
+//! them) and a key of the file (the flag's name with `_`). They are parsed
+//! once, at start-up, into [`Settings`]; a value that is bad, missing, or
+//! does not apply to the chosen role and hardware fails with the name of the
+//! setting at fault (the variable, or the key and the file). An empty
+//! variable counts as unset.
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
+use clap::{CommandFactory as _, Parser};
 use hearth_proto::{
     ids::check_id,
     topics::{Topics, DEFAULT_PREFIX},
 };
+use hearth_runtime::mqtt::{self, Credentials};
 
 use crate::{
-    mqtt::{self, Credentials, DeviceLink, LinkOptions},
+    mqtt::{DeviceLink, LinkOptions},
     sensor::{SensorPlan, Transport},
     sim::Waveform,
 };
-
-/// The variable naming the TOML file.
-pub const CONFIG_ENV: &str = "HEARTH_AGENT_CONFIG";
 
 /// Where the embedded broker of `hearth` listens.
 const DEFAULT_MQTT_URL: &str = "mqtt://127.0.0.1:1884";
@@ -31,6 +33,133 @@ const MAX_INTERVAL_MS: u64 = 86_400_000;
 const MAX_SIM_SENSORS: u32 = 10_000;
 /// The highest BCM number of a GPIO on the Pi's 40-pin header.
 const MAX_GPIO_PIN: u8 = 27;
+
+/// `hearth-agent`'s command line. Why every setting a string: the file's
+/// values are checked by the same code, so an error names the key and file.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(
+    name = "hearth-agent",
+    version,
+    about = "The Hearth device agent: one sensor or actuator (or, for load tests, \
+    many simulated sensors) over MQTT or UDP (see README.md, \"Devices\")"
+)]
+pub struct Cli {
+    /// A TOML file of settings, keys named as the flags with `_`
+    /// (`mqtt_url = "…"`); a variable or a flag overrides its key.
+    #[arg(long, env = "HEARTH_AGENT_CONFIG", value_name = "PATH")]
+    pub config: Option<String>,
+    /// The broker [default: mqtt://127.0.0.1:1884, the embedded broker of `hearth`].
+    #[arg(
+        long,
+        env = "HEARTH_AGENT_MQTT_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    mqtt_url: Option<String>,
+    /// The device's broker user [default: anonymous].
+    #[arg(long, env = "HEARTH_AGENT_MQTT_USERNAME", value_name = "USER")]
+    mqtt_username: Option<String>,
+    /// Its password; needs the username.
+    #[arg(
+        long,
+        env = "HEARTH_AGENT_MQTT_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    mqtt_password: Option<String>,
+    /// Or a file holding it (line ends at its end ignored); a password given
+    /// as a variable or flag, in either form, replaces the file's.
+    #[arg(long, env = "HEARTH_AGENT_MQTT_PASSWORD_FILE", value_name = "PATH")]
+    mqtt_password_file: Option<String>,
+    /// First topic level(s) [default: hearth].
+    #[arg(long, env = "HEARTH_TOPIC_PREFIX", value_name = "PREFIX")]
+    topic_prefix: Option<String>,
+    /// The id of the device's home (required).
+    #[arg(long, env = "HEARTH_AGENT_HOME", value_name = "ID")]
+    home: Option<String>,
+    /// The id of the device (required).
+    #[arg(long, env = "HEARTH_AGENT_DEVICE", value_name = "ID")]
+    device: Option<String>,
+    /// sensor | actuator [default: sensor].
+    #[arg(long, env = "HEARTH_AGENT_ROLE", value_name = "ROLE")]
+    role: Option<String>,
+    /// A sensor's: sim | sensehat; an actuator's: sim | gpio [default: sim].
+    #[arg(long, env = "HEARTH_AGENT_HARDWARE", value_name = "HARDWARE")]
+    hardware: Option<String>,
+    /// BCM number 0–27 of the output pin (gpio; required there).
+    #[arg(long, env = "HEARTH_AGENT_GPIO_PIN", value_name = "PIN")]
+    gpio_pin: Option<String>,
+    /// Milliseconds between readings (sensor) [default: 2000].
+    #[arg(long, env = "HEARTH_AGENT_INTERVAL_MS", value_name = "MS")]
+    interval_ms: Option<String>,
+    /// The simulated temperature: steady:V | ramp:FROM:TO:S |
+    /// sine:MEAN:AMPLITUDE:S | step:FROM:TO:AFTER_S | noise:MEAN:AMPLITUDE;
+    /// the first four may end in +noise:AMPLITUDE (e.g. ramp:20:30:120+noise:0.2)
+    /// [default: sine:24:3:120].
+    #[arg(long, env = "HEARTH_AGENT_TEMPERATURE", value_name = "WAVEFORM")]
+    temperature: Option<String>,
+    /// N simulated sensors {device}-0 … {device}-{N-1}, each with its own
+    /// connection, for load tests (sim sensor).
+    #[arg(long, env = "HEARTH_AGENT_SIM_SENSORS", value_name = "N")]
+    sim_sensors: Option<String>,
+    /// How a sensor's readings leave: mqtt | udp (datagrams to a gateway; no
+    /// broker, so no MQTT setting applies) | mqtt+udp (both; the backend
+    /// stores each batch once) [default: mqtt].
+    #[arg(long, env = "HEARTH_AGENT_TRANSPORT", value_name = "TRANSPORT")]
+    transport: Option<String>,
+    /// host:port of hearth-gateway's UDP socket (udp, mqtt+udp).
+    #[arg(long, env = "HEARTH_AGENT_GATEWAY_UDP", value_name = "HOST:PORT")]
+    gateway_udp: Option<String>,
+    /// A writable directory where a sensor keeps its sequence number bound
+    /// ({device}.seq), so numbers keep growing across restarts even when the
+    /// clock went back.
+    #[arg(long, env = "HEARTH_AGENT_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<String>,
+    /// Log filter (tracing syntax).
+    #[arg(
+        long,
+        env = "HEARTH_LOG",
+        value_name = "FILTER",
+        default_value = "info"
+    )]
+    pub log: String,
+}
+
+impl Cli {
+    /// The settings given as flags or variables, by their key in the file.
+    fn given(&self) -> impl Iterator<Item = (&'static str, &String)> {
+        [
+            ("mqtt_url", &self.mqtt_url),
+            ("mqtt_username", &self.mqtt_username),
+            ("mqtt_password", &self.mqtt_password),
+            ("mqtt_password_file", &self.mqtt_password_file),
+            ("topic_prefix", &self.topic_prefix),
+            ("home", &self.home),
+            ("device", &self.device),
+            ("role", &self.role),
+            ("hardware", &self.hardware),
+            ("gpio_pin", &self.gpio_pin),
+            ("interval_ms", &self.interval_ms),
+            ("temperature", &self.temperature),
+            ("sim_sensors", &self.sim_sensors),
+            ("transport", &self.transport),
+            ("gateway_udp", &self.gateway_udp),
+            ("state_dir", &self.state_dir),
+        ]
+        .into_iter()
+        // Why: an empty variable counts as unset, as `VAR= command` means in a shell.
+        .filter_map(|(key, value)| Some((key, value.as_ref().filter(|v| !v.is_empty())?)))
+    }
+}
+
+/// The variable of the setting whose file key (and clap id) is `key`.
+fn variable(key: &str) -> String {
+    Cli::command()
+        .get_arguments()
+        .find(|a| a.get_id() == key)
+        .and_then(|a| a.get_env())
+        .map_or_else(|| key.to_owned(), |e| e.to_string_lossy().into_owned())
+}
 
 /// What the agent is, once its settings are parsed.
 #[derive(Debug, Clone)]
@@ -79,6 +208,9 @@ pub enum ActuatorHardware {
 /// Why the settings were refused; every message names the setting.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
+    /// A bad command line, or `--help` or `--version` (clap's message).
+    #[error(transparent)]
+    CommandLine(#[from] clap::Error),
     #[error("{setting}: {reason}")]
     Invalid { setting: String, reason: String },
     #[error("{setting} must be set: {reason}")]
@@ -94,95 +226,38 @@ pub enum SettingsError {
     },
 }
 
-/// A setting: its key in the TOML file and its environment variable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Setting {
-    key: &'static str,
-    env: &'static str,
-}
-
-impl Setting {
-    const fn new(key: &'static str, env: &'static str) -> Self {
-        Self { key, env }
-    }
-
-    fn missing(self, reason: &'static str) -> SettingsError {
-        SettingsError::Missing {
-            setting: format!("{} (or {} in the config file)", self.env, self.key),
-            reason,
-        }
+fn missing(key: &str, reason: &'static str) -> SettingsError {
+    SettingsError::Missing {
+        setting: format!("{} (or {key} in the config file)", variable(key)),
+        reason,
     }
 }
-
-const MQTT_URL: Setting = Setting::new("mqtt_url", "HEARTH_AGENT_MQTT_URL");
-const MQTT_USERNAME: Setting = Setting::new("mqtt_username", "HEARTH_AGENT_MQTT_USERNAME");
-const MQTT_PASSWORD: Setting = Setting::new("mqtt_password", "HEARTH_AGENT_MQTT_PASSWORD");
-const MQTT_PASSWORD_FILE: Setting =
-    Setting::new("mqtt_password_file", "HEARTH_AGENT_MQTT_PASSWORD_FILE");
-const TOPIC_PREFIX: Setting = Setting::new("topic_prefix", "HEARTH_TOPIC_PREFIX");
-const HOME: Setting = Setting::new("home", "HEARTH_AGENT_HOME");
-const DEVICE: Setting = Setting::new("device", "HEARTH_AGENT_DEVICE");
-const ROLE: Setting = Setting::new("role", "HEARTH_AGENT_ROLE");
-const HARDWARE: Setting = Setting::new("hardware", "HEARTH_AGENT_HARDWARE");
-const GPIO_PIN: Setting = Setting::new("gpio_pin", "HEARTH_AGENT_GPIO_PIN");
-const INTERVAL_MS: Setting = Setting::new("interval_ms", "HEARTH_AGENT_INTERVAL_MS");
-const TEMPERATURE: Setting = Setting::new("temperature", "HEARTH_AGENT_TEMPERATURE");
-const SIM_SENSORS: Setting = Setting::new("sim_sensors", "HEARTH_AGENT_SIM_SENSORS");
-const TRANSPORT: Setting = Setting::new("transport", "HEARTH_AGENT_TRANSPORT");
-const GATEWAY_UDP: Setting = Setting::new("gateway_udp", "HEARTH_AGENT_GATEWAY_UDP");
-const STATE_DIR: Setting = Setting::new("state_dir", "HEARTH_AGENT_STATE_DIR");
-
-/// The settings only a device talking MQTT uses.
-const MQTT_SETTINGS: [Setting; 5] = [
-    MQTT_URL,
-    MQTT_USERNAME,
-    MQTT_PASSWORD,
-    MQTT_PASSWORD_FILE,
-    TOPIC_PREFIX,
-];
-
-const SETTINGS: [Setting; 16] = [
-    MQTT_URL,
-    MQTT_USERNAME,
-    MQTT_PASSWORD,
-    MQTT_PASSWORD_FILE,
-    TOPIC_PREFIX,
-    HOME,
-    DEVICE,
-    ROLE,
-    HARDWARE,
-    GPIO_PIN,
-    INTERVAL_MS,
-    TEMPERATURE,
-    SIM_SENSORS,
-    TRANSPORT,
-    GATEWAY_UDP,
-    STATE_DIR,
-];
 
 impl Settings {
-    /// From the process environment and the file it names.
-    pub fn from_env() -> Result<Self, SettingsError> {
-        Self::load(|name| std::env::var(name).ok())
+    /// From the arguments `args` (the first is the program's name) and the
+    /// environment `env` looks up, and the file they name. Why a lookup:
+    /// tests need not change the process's environment, which every thread
+    /// shares.
+    pub fn try_parse_from(
+        args: impl IntoIterator<Item = impl Into<std::ffi::OsString>>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, SettingsError> {
+        Self::from_cli(hearth_runtime::settings::try_parse_from(args, env)?)
     }
 
-    /// From the environment `env` looks up, and the file its
-    /// `HEARTH_AGENT_CONFIG` names. Why a lookup: tests need not change the
-    /// process's environment, which every thread shares.
-    pub fn load(env: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
-        // Why: an empty variable counts as unset, as `VAR= command` means in a shell.
-        let env = |name: &str| env(name).filter(|value| !value.is_empty());
+    /// From the flags and variables of `cli`, over the file it names.
+    pub fn from_cli(cli: Cli) -> Result<Self, SettingsError> {
         let mut layers = Layers::default();
-        if let Some(path) = env(CONFIG_ENV) {
+        if let Some(path) = cli.config.as_ref().filter(|p| !p.is_empty()) {
             let text =
-                std::fs::read_to_string(&path).map_err(|cause| SettingsError::Unreadable {
-                    setting: CONFIG_ENV.into(),
+                std::fs::read_to_string(path).map_err(|cause| SettingsError::Unreadable {
+                    setting: variable("config"),
                     path: path.clone(),
                     cause,
                 })?;
-            layers.add_file(&text, &path)?;
+            layers.add_file(&text, path)?;
         }
-        layers.add_env(env);
+        layers.add_cli(&cli);
         layers.into_settings()
     }
 }
@@ -209,17 +284,23 @@ fn invalid(setting: &str, reason: impl Into<String>) -> SettingsError {
 
 /// The raw values by key, the later layers over the earlier.
 #[derive(Debug, Default)]
-struct Layers(BTreeMap<&'static str, Raw>);
+struct Layers(BTreeMap<String, Raw>);
 
 impl Layers {
     fn add_file(&mut self, text: &str, path: &str) -> Result<(), SettingsError> {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            invalid(&format!("{path} ({CONFIG_ENV})"), e.to_string())
+            invalid(&format!("{path} ({})", variable("config")), e.to_string())
         })?;
+        // Every setting but the file itself and the log filter.
+        let keys: Vec<String> = Cli::command()
+            .get_arguments()
+            .filter(|a| a.get_env().is_some() && !["config", "log"].contains(&a.get_id().as_str()))
+            .map(|a| a.get_id().to_string())
+            .collect();
         for (key, value) in table {
             let origin = format!("{key} in {path}");
-            let Some(setting) = SETTINGS.iter().find(|s| s.key == key) else {
-                let known = SETTINGS.map(|s| s.key).join(", ");
+            if !keys.contains(&key) {
+                let known = keys.join(", ");
                 return Err(invalid(
                     &origin,
                     format!("unknown setting; the settings are {known}"),
@@ -238,65 +319,69 @@ impl Layers {
                     ))
                 }
             };
-            self.0.insert(setting.key, Raw { value, origin });
+            self.0.insert(key, Raw { value, origin });
         }
         Ok(())
     }
 
-    fn add_env(&mut self, env: impl Fn(&str) -> Option<String>) {
-        // Why: a password given in the environment, in either form, replaces
-        // the file's in either form.
-        if env(MQTT_PASSWORD.env).is_some() || env(MQTT_PASSWORD_FILE.env).is_some() {
-            self.0.remove(MQTT_PASSWORD.key);
-            self.0.remove(MQTT_PASSWORD_FILE.key);
+    fn add_cli(&mut self, cli: &Cli) {
+        let given: Vec<_> = cli.given().collect();
+        // Why: a password given as a variable or flag, in either form,
+        // replaces the file's in either form.
+        if given
+            .iter()
+            .any(|(key, _)| key.starts_with("mqtt_password"))
+        {
+            self.0.remove("mqtt_password");
+            self.0.remove("mqtt_password_file");
         }
-        for setting in SETTINGS {
-            if let Some(value) = env(setting.env) {
-                self.0.insert(
-                    setting.key,
-                    Raw {
-                        value,
-                        origin: setting.env.into(),
-                    },
-                );
-            }
+        for (key, value) in given {
+            let origin = variable(key);
+            self.0.insert(
+                key.to_owned(),
+                Raw {
+                    value: value.clone(),
+                    origin,
+                },
+            );
         }
     }
 
-    fn take(&mut self, setting: Setting) -> Option<Raw> {
-        self.0.remove(setting.key)
+    fn take(&mut self, key: &str) -> Option<Raw> {
+        self.0.remove(key)
     }
 
     fn into_settings(mut self) -> Result<Settings, SettingsError> {
-        let mqtt_setting = MQTT_SETTINGS
+        let mqtt_setting = self
+            .0
             .iter()
-            .find_map(|s| self.0.get(s.key))
-            .map(|raw| raw.origin.clone());
-        let broker_url = match self.take(MQTT_URL) {
+            .find(|(key, _)| key.starts_with("mqtt_") || *key == "topic_prefix")
+            .map(|(_, raw)| raw.origin.clone());
+        let broker_url = match self.take("mqtt_url") {
             Some(raw) => raw.parse(|url| {
-                mqtt::options(url, "hearth-agent")
+                mqtt::options(url, "hearth-agent", None)
                     .map(|_| url.to_owned())
                     .map_err(|e| format!("{e:#}"))
             })?,
             None => DEFAULT_MQTT_URL.to_owned(),
         };
-        let topics = match self.take(TOPIC_PREFIX) {
+        let topics = match self.take("topic_prefix") {
             Some(raw) => raw.parse(|prefix| Topics::new(prefix).map_err(|e| e.to_string()))?,
             None => Topics::new(DEFAULT_PREFIX).expect("the default prefix is valid"),
         };
         let home_id = self
-            .take(HOME)
-            .ok_or_else(|| HOME.missing("the id of the device's home"))?
+            .take("home")
+            .ok_or_else(|| missing("home", "the id of the device's home"))?
             .parse(id)?;
         let device_id = self
-            .take(DEVICE)
-            .ok_or_else(|| DEVICE.missing("the id of the device"))?
+            .take("device")
+            .ok_or_else(|| missing("device", "the id of the device"))?
             .parse(id)?;
         let link_options = match self.credentials()? {
             Some(credentials) => LinkOptions::default().with_credentials(credentials),
             None => LinkOptions::default(),
         };
-        let is_actuator = match self.take(ROLE) {
+        let is_actuator = match self.take("role") {
             Some(raw) => raw.parse(|role| match role {
                 "sensor" => Ok(false),
                 "actuator" => Ok(true),
@@ -313,10 +398,7 @@ impl Layers {
             if !plan.transport.uses_mqtt() {
                 return Err(invalid(
                     &origin,
-                    format!(
-                        "does not apply to a sensor sending over UDP only ({} is udp)",
-                        TRANSPORT.env
-                    ),
+                    "does not apply to a sensor sending over UDP only (HEARTH_AGENT_TRANSPORT is udp)",
                 ));
             }
         }
@@ -340,8 +422,8 @@ impl Layers {
     }
 
     fn credentials(&mut self) -> Result<Option<Credentials>, SettingsError> {
-        let username = self.take(MQTT_USERNAME);
-        let password = match (self.take(MQTT_PASSWORD), self.take(MQTT_PASSWORD_FILE)) {
+        let username = self.take("mqtt_username");
+        let password = match (self.take("mqtt_password"), self.take("mqtt_password_file")) {
             (Some(inline), Some(file)) => {
                 return Err(invalid(
                     &file.origin,
@@ -362,20 +444,17 @@ impl Layers {
             (None, None) => Ok(None),
             (Some(username), None) => Err(invalid(
                 &username.origin,
-                format!(
-                    "needs a password: set {} or {}",
-                    MQTT_PASSWORD.env, MQTT_PASSWORD_FILE.env
-                ),
+                "needs a password: set HEARTH_AGENT_MQTT_PASSWORD or HEARTH_AGENT_MQTT_PASSWORD_FILE",
             )),
             (None, Some(password)) => Err(invalid(
                 &password.origin,
-                format!("needs a username: set {}", MQTT_USERNAME.env),
+                "needs a username: set HEARTH_AGENT_MQTT_USERNAME",
             )),
         }
     }
 
     fn sensor(&mut self, device_id: &str) -> Result<Role, SettingsError> {
-        let interval = match self.take(INTERVAL_MS) {
+        let interval = match self.take("interval_ms") {
             Some(raw) => raw.parse(|v| {
                 v.parse()
                     .ok()
@@ -385,7 +464,7 @@ impl Layers {
             })?,
             None => Duration::from_millis(DEFAULT_INTERVAL_MS),
         };
-        let hardware = match self.take(HARDWARE) {
+        let hardware = match self.take("hardware") {
             None => self.simulated_sensor(device_id)?,
             Some(raw) => match raw.value.as_str() {
                 "sim" => self.simulated_sensor(device_id)?,
@@ -399,7 +478,7 @@ impl Layers {
             },
         };
         let transport = self.transport()?;
-        let state_dir = self.take(STATE_DIR).map(|raw| PathBuf::from(raw.value));
+        let state_dir = self.take("state_dir").map(|raw| PathBuf::from(raw.value));
         Ok(Role::Sensor {
             hardware,
             plan: SensorPlan {
@@ -412,7 +491,7 @@ impl Layers {
 
     fn transport(&mut self) -> Result<Transport, SettingsError> {
         // (over UDP, over MQTT too)
-        let (udp, mqtt) = match self.take(TRANSPORT) {
+        let (udp, mqtt) = match self.take("transport") {
             None => (false, true),
             Some(raw) => match raw.value.as_str() {
                 "mqtt" => (false, true),
@@ -427,20 +506,22 @@ impl Layers {
             },
         };
         if !udp {
-            if let Some(gateway) = self.take(GATEWAY_UDP) {
+            if let Some(gateway) = self.take("gateway_udp") {
                 return Err(invalid(
                     &gateway.origin,
-                    format!(
-                        "does not apply to a sensor sending over MQTT only; set {} to udp or mqtt+udp",
-                        TRANSPORT.env
-                    ),
+                    "does not apply to a sensor sending over MQTT only; set HEARTH_AGENT_TRANSPORT to udp or mqtt+udp",
                 ));
             }
             return Ok(Transport::Mqtt);
         }
         let gateway = self
-            .take(GATEWAY_UDP)
-            .ok_or_else(|| GATEWAY_UDP.missing("the gateway's host:port that UDP datagrams go to"))?
+            .take("gateway_udp")
+            .ok_or_else(|| {
+                missing(
+                    "gateway_udp",
+                    "the gateway's host:port that UDP datagrams go to",
+                )
+            })?
             .parse(gateway_address)?;
         Ok(if mqtt {
             Transport::MqttAndUdp { gateway }
@@ -450,13 +531,13 @@ impl Layers {
     }
 
     fn simulated_sensor(&mut self, device_id: &str) -> Result<SensorHardware, SettingsError> {
-        let temperature = match self.take(TEMPERATURE) {
+        let temperature = match self.take("temperature") {
             Some(raw) => raw.parse(str::parse)?,
             None => DEFAULT_TEMPERATURE
                 .parse()
                 .expect("the default waveform is valid"),
         };
-        let fleet = match self.take(SIM_SENSORS) {
+        let fleet = match self.take("sim_sensors") {
             Some(raw) => Some(raw.parse(|v| {
                 let count = v
                     .parse()
@@ -475,13 +556,13 @@ impl Layers {
     }
 
     fn actuator(&mut self) -> Result<Role, SettingsError> {
-        let hardware = match self.take(HARDWARE) {
+        let hardware = match self.take("hardware") {
             None => ActuatorHardware::Simulated,
             Some(raw) => match raw.value.as_str() {
                 "sim" => ActuatorHardware::Simulated,
                 "gpio" => {
-                    let pin = self.take(GPIO_PIN).ok_or_else(|| {
-                        GPIO_PIN.missing("the BCM number of the pin driving the output")
+                    let pin = self.take("gpio_pin").ok_or_else(|| {
+                        missing("gpio_pin", "the BCM number of the pin driving the output")
                     })?;
                     let pin = pin.parse(|v| {
                         v.parse()
@@ -622,7 +703,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Settings::load(|name| vars.get(name).cloned())
+        Settings::try_parse_from(["hearth-agent"], |name| vars.get(name).cloned())
     }
 
     /// The settings from `vars` plus a home and a device.
@@ -1066,6 +1147,87 @@ mod tests {
         assert_eq!(
             error(&[("HEARTH_AGENT_HARDWARE", "sensehat")]),
             "HEARTH_AGENT_HARDWARE: this hearth-agent was built without the `rpi` feature, so only sim hardware"
+        );
+    }
+
+    #[test]
+    fn a_flag_overrides_its_variable_and_help_and_version_start_nothing() {
+        let settings = Settings::try_parse_from(
+            ["hearth-agent", "--home", "from-flag", "--device", "d"],
+            |name| (name == "HEARTH_AGENT_HOME").then(|| "from-env".to_owned()),
+        )
+        .unwrap();
+        assert_eq!(settings.link.home_id, "from-flag");
+        for (flag, kind) in [
+            ("--help", clap::error::ErrorKind::DisplayHelp),
+            ("--version", clap::error::ErrorKind::DisplayVersion),
+        ] {
+            match Settings::try_parse_from(["hearth-agent", flag], |_| None) {
+                Err(SettingsError::CommandLine(e)) => {
+                    assert_eq!((e.kind(), e.exit_code()), (kind, 0), "{flag}")
+                }
+                other => panic!("{flag}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_readme_lists_every_setting_with_its_key_and_default() {
+        let readme = include_str!("../../README.md");
+        let table = readme
+            .split("| variable | file key | default / meaning |")
+            .nth(1)
+            .expect("README.md has the agent's settings table");
+        let ticked = |cell: &str| -> Vec<String> {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect()
+        };
+        // Each variable: its file key and the row's last cell.
+        let mut rows: HashMap<String, (Option<String>, String)> = HashMap::new();
+        for row in table.lines().skip(2).take_while(|l| l.starts_with('|')) {
+            let cells: Vec<&str> = row.trim_matches('|').split(" | ").map(str::trim).collect();
+            let keys = ticked(cells[1]);
+            for (i, name) in ticked(cells[0]).into_iter().enumerate() {
+                rows.insert(name, (keys.get(i).cloned(), cells[2].to_owned()));
+            }
+        }
+        let command = Cli::command();
+        let settings: Vec<_> = command
+            .get_arguments()
+            .filter(|a| a.get_env().is_some())
+            .collect();
+        for arg in &settings {
+            let name = arg.get_env().unwrap().to_string_lossy();
+            let (key, meaning) = rows
+                .get(name.as_ref())
+                .unwrap_or_else(|| panic!("{name} is not in README.md's agent table"));
+            let id = arg.get_id().as_str();
+            if !["config", "log"].contains(&id) {
+                assert_eq!(key.as_deref(), Some(id), "README.md: {name}'s file key");
+            }
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let default = arg
+                .get_default_values()
+                .first()
+                .map(|d| d.to_string_lossy().into_owned())
+                .or_else(|| {
+                    let rest = help.split("[default: ").nth(1)?;
+                    Some(rest.split([',', ']']).next()?.to_owned())
+                });
+            if let Some(default) = default {
+                assert!(
+                    meaning.contains(&default),
+                    "README.md: {name}'s default is {default}"
+                );
+            }
+        }
+        assert_eq!(
+            rows.len(),
+            settings.len(),
+            "README.md lists a setting hearth-agent lacks"
         );
     }
 }

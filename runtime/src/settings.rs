@@ -3,7 +3,8 @@
 //! lists them all with their defaults. On top of what clap does:
 //!
 //! - a setting `NAME` can be read from the file named by `NAME_FILE` (how
-//!   Kubernetes mounts Secrets); a value of `NAME` itself wins;
+//!   Kubernetes mounts Secrets); a value of `NAME` itself wins; a command
+//!   with a setting of its own called `NAME_FILE` reads that file itself;
 //! - an error names the setting's variable as well as its flag, since most
 //!   settings come from the environment.
 
@@ -32,12 +33,22 @@ pub fn try_parse_from<T: Parser>(
     let command = T::command().args_override_self(true);
     let mut args = args.into_iter().map(Into::into);
     let mut argv: Vec<OsString> = args.next().into_iter().collect();
+    let own = |name: &str| {
+        command
+            .get_arguments()
+            .any(|a| a.get_env().is_some_and(|e| e == name))
+    };
     for arg in command.get_arguments() {
         let (Some(name), Some(long)) = (arg.get_env(), arg.get_long()) else {
             continue;
         };
         let name = name.to_string_lossy();
-        if let Some(value) = value_of(&name, &env)? {
+        let value = if own(&format!("{name}_FILE")) {
+            env(&name).filter(|v| !v.is_empty())
+        } else {
+            value_of(&name, &env)?
+        };
+        if let Some(value) = value {
             argv.push(format!("--{long}={value}").into());
         }
     }
@@ -146,6 +157,23 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         let e = parse(&[], &[("DEMO_PASSWORD_FILE", "/nonexistent/x")]).unwrap_err();
         assert!(e.to_string().contains("DEMO_PASSWORD_FILE"), "{e}");
+    }
+
+    #[test]
+    fn a_setting_of_the_commands_own_named_like_a_file_is_left_to_it() {
+        #[derive(Debug, Parser)]
+        struct Own {
+            #[arg(long, env = "OWN_PASSWORD")]
+            password: Option<String>,
+            #[arg(long, env = "OWN_PASSWORD_FILE")]
+            password_file: Option<String>,
+        }
+        let own: Own = try_parse_from(["own"], |n| {
+            (n == "OWN_PASSWORD_FILE").then(|| "/nonexistent/p".to_owned())
+        })
+        .unwrap();
+        assert_eq!(own.password, None);
+        assert_eq!(own.password_file.as_deref(), Some("/nonexistent/p"));
     }
 
     #[test]

@@ -294,8 +294,8 @@ impl TestApp {
 
     /// An MQTT connection as device `device`, already connected.
     pub async fn connect_as_device(&self, device: &str) -> DeviceConnection {
-        let options =
-            hearth_agent::mqtt::options(&self.mqtt_url, &unique(device)).expect("mqtt options");
+        let options = hearth_runtime::mqtt::options(&self.mqtt_url, &unique(device), None)
+            .expect("mqtt options");
         DeviceConnection::connect(options).await
     }
 
@@ -715,7 +715,7 @@ pub struct DeviceConnection {
 
 impl DeviceConnection {
     async fn connect(options: MqttOptions) -> Self {
-        let (client, mut events) = hearth_agent::mqtt::client(options, 64);
+        let (client, mut events) = hearth_runtime::mqtt::client(options, 64);
         tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 if let Event::Incoming(Packet::ConnAck(_)) =
@@ -765,14 +765,14 @@ impl DeviceConnection {
     }
 }
 
-/// Runs a simulated actuator agent (the real `hearth_agent` code) for
+/// Runs a simulated actuator agent (the real `hearth_device` loop the agent runs) for
 /// `device` in this process; returns its output to watch and a handle that
 /// stops it when dropped.
 pub fn spawn_actuator(
     app: &TestApp,
     home: &str,
     device: &str,
-) -> (hearth_agent::sim::SimulatedOutput, AgentGuard) {
+) -> (hearth_device::sim::SimulatedOutput, AgentGuard) {
     spawn_actuator_on(app, &app.mqtt_url, home, device)
 }
 
@@ -782,16 +782,16 @@ pub fn spawn_actuator_on(
     broker_url: &str,
     home: &str,
     device: &str,
-) -> (hearth_agent::sim::SimulatedOutput, AgentGuard) {
-    let output = hearth_agent::sim::SimulatedOutput::default();
-    let link = hearth_agent::mqtt::DeviceLink {
+) -> (hearth_device::sim::SimulatedOutput, AgentGuard) {
+    let output = hearth_device::sim::SimulatedOutput::default();
+    let link = hearth_device::mqtt::DeviceLink {
         broker_url: broker_url.to_owned(),
         topics: app.topics.clone(),
         home_id: home.into(),
         device_id: device.into(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(hearth_agent::mqtt::run_actuator(
+    let handle = tokio::spawn(hearth_device::mqtt::run_actuator(
         link,
         output.clone(),
         async {

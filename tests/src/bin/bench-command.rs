@@ -187,7 +187,7 @@ fn start_load(
     let sent = Arc::new(AtomicU64::new(0));
     let per_connection = per_s / 3 / LOAD_CONNECTIONS as u64;
     for c in 0..LOAD_CONNECTIONS {
-        let options = hearth_agent::mqtt::options(url, &unique("bench-load"))?;
+        let options = hearth_runtime::mqtt::options(url, &unique("bench-load"), None)?;
         let (client, mut events) = AsyncClient::new(options, 10_000);
         tokio::spawn(async move { while events.poll().await.is_ok() {} });
         let sensors: Vec<(String, String)> = (c..SENSORS)
@@ -202,7 +202,7 @@ fn start_load(
             .collect();
         let (stop, sent) = (stop.clone(), sent.clone());
         tokio::spawn(async move {
-            let mut seq = hearth_agent::unix_ms_now() as u64;
+            let mut seq = hearth_runtime::unix_ms_now() as u64;
             let tick = Duration::from_millis(10);
             let per_tick = (per_connection / 100).max(1);
             let mut next = tokio::time::Instant::now();
@@ -214,7 +214,7 @@ fn start_load(
                     seq += 1;
                     let batch = ReadingBatch {
                         seq,
-                        time_unix_ms: hearth_agent::unix_ms_now(),
+                        time_unix_ms: hearth_runtime::unix_ms_now(),
                         readings: vec![
                             Reading {
                                 metric: Metric::TemperatureCelsius as i32,
@@ -303,8 +303,8 @@ async fn mqtt_floor(url: &str, prefix: &str) -> anyhow::Result<(f64, f64)> {
         format!("{prefix}/floor/pong"),
     );
     let connect = |name: &str| -> anyhow::Result<_> {
-        let options = hearth_agent::mqtt::options(url, &unique(name))?;
-        Ok(hearth_agent::mqtt::client(options, 64))
+        let options = hearth_runtime::mqtt::options(url, &unique(name), None)?;
+        Ok(hearth_runtime::mqtt::client(options, 64))
     };
     let (peer, mut peer_events) = connect("bench-floor-peer")?;
     let (me, mut my_events) = connect("bench-floor")?;
@@ -450,15 +450,15 @@ async fn main() -> anyhow::Result<()> {
             .await?;
     }
 
-    let output = hearth_agent::sim::SimulatedOutput::default();
-    let link = hearth_agent::mqtt::DeviceLink {
+    let output = hearth_device::sim::SimulatedOutput::default();
+    let link = hearth_device::mqtt::DeviceLink {
         broker_url: broker.clone(),
         topics: topics.clone(),
         home_id: HOME.into(),
         device_id: FAN.into(),
     };
     let (stop_agent, stopped) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(hearth_agent::mqtt::run_actuator(link, output, async {
+    let agent = tokio::spawn(hearth_device::mqtt::run_actuator(link, output, async {
         let _ = stopped.await;
     }));
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -80,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
 
     eprintln!("writing a backlog of {total} readings into the gateway's queue…");
     let data = TempDir::new();
-    let base = hearth_agent::unix_ms_now() - 3_600_000;
+    let base = hearth_runtime::unix_ms_now() - 3_600_000;
     {
         let mut queue = DiskQueue::open(&data.0, u64::MAX)?;
         for i in 0..total {

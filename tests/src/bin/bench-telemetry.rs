@@ -413,7 +413,7 @@ fn reading_batch(seq: u64, time_unix_ms: i64, metrics: usize) -> ReadingBatch {
 }
 
 fn mqtt_options(url: &str, name: &str, inflight: u16) -> anyhow::Result<MqttOptions> {
-    let mut options = hearth_agent::mqtt::options(url, &unique(name))?;
+    let mut options = hearth_runtime::mqtt::options(url, &unique(name), None)?;
     options.set_inflight(inflight);
     options.set_request_channel_capacity(4_096);
     Ok(options)
@@ -802,7 +802,7 @@ impl Fleet {
                             b.push(metrics as u8);
                             b.len() as u64
                         };
-                        let payload = reading_batch(seq, hearth_agent::unix_ms_now(), metrics)
+                        let payload = reading_batch(seq, hearth_runtime::unix_ms_now(), metrics)
                             .encode_to_vec();
                         order.lock().expect("order").push_back((d, seq));
                         in_flight.fetch_add(1, Ordering::Relaxed);
@@ -1389,7 +1389,7 @@ async fn history(o: &Options, hearth: &Hearth, db_url: &str) -> anyhow::Result<V
     const INTERVAL_MS: i64 = 2_000;
     const BATCHES_PER_CALL: usize = 1_000;
     let mut api = TelemetryServiceClient::new(grpc_channel(&hearth.grpc).await?);
-    let now = hearth_agent::unix_ms_now();
+    let now = hearth_runtime::unix_ms_now();
     let day = 24 * 3_600_000;
     let count = (day / INTERVAL_MS) as u64;
     eprintln!("  hist ingesting 24 h of {HISTORY_DEVICE} ({count} batches × 3 readings) through IngestBatch…");
@@ -1524,7 +1524,7 @@ async fn history(o: &Options, hearth: &Hearth, db_url: &str) -> anyhow::Result<V
     let series_request = GetSeriesRequest {
         device_id: HISTORY_DEVICE.into(),
         metric: Metric::TemperatureCelsius as i32,
-        start_unix_ms: hearth_agent::unix_ms_now() - day,
+        start_unix_ms: hearth_runtime::unix_ms_now() - day,
         end_unix_ms: 0,
         max_points: 0,
     };
@@ -1912,7 +1912,7 @@ async fn run(
         "options": format!("{o:?}"),
     });
     let payload =
-        reading_batch(1, hearth_agent::unix_ms_now(), o.readings_per_batch).encode_to_vec();
+        reading_batch(1, hearth_runtime::unix_ms_now(), o.readings_per_batch).encode_to_vec();
     // Why this early: Mosquitto reports $SYS counters only every sys_interval (10 s).
     let dropped = match BrokerDropped::start(mqtt_url).await {
         Ok(d) => Some(d),

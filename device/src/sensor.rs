@@ -15,6 +15,7 @@ use hearth_proto::{
     topics::Channel,
     v1::{Reading, ReadingBatch},
 };
+use hearth_runtime::unix_ms_now;
 use prost::Message as _;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use tokio::net::UdpSocket;
@@ -24,7 +25,6 @@ use crate::{
     hardware::Sensors,
     mqtt::{Connection, DeviceLink, LinkOptions},
     seq::Sequence,
-    unix_ms_now,
 };
 
 /// How a sensor's batches leave it.
@@ -171,7 +171,7 @@ pub async fn run_sensor_with(
         None => Sequence::from_clock(unix_ms_now()),
     };
     let mut mqtt = if plan.transport.uses_mqtt() {
-        let (client, events) = crate::mqtt::client(link.options(link_options)?, 64);
+        let (client, events) = hearth_runtime::mqtt::client(link.options(link_options)?, 64);
         Some(MqttLink {
             client,
             connection: Connection::new(events),

@@ -1,4 +1,4 @@
-//! The agent's MQTT side: connect with a last will, then either publish
+//! A device's MQTT side: connect with a last will, then either publish
 //! readings (sensor, the loop is in [`crate::sensor`]) or apply desired
 //! states and report them (actuator). Both reconnect with backoff and jitter,
 //! and stop when `shutdown` resolves.
@@ -15,8 +15,12 @@ use hearth_proto::{
     topics::{Channel, Topics},
     v1::{DesiredState, DeviceStatus, ReportedState},
 };
+pub use hearth_runtime::mqtt::Credentials;
+use hearth_runtime::{
+    mqtt::{client, options},
+    unix_ms_now, Backoff,
+};
 use prost::Message as _;
-use rand::Rng as _;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -24,7 +28,6 @@ use tracing::{debug, info, warn};
 use crate::{
     actuator::{judge, Verdict},
     hardware::{Output, Sensors},
-    unix_ms_now,
 };
 
 /// Which device this agent is, and where its broker is.
@@ -59,6 +62,7 @@ impl DeviceLink {
         let mut options = options(
             &self.broker_url,
             &format!("hearth-agent-{}", self.device_id),
+            extra.credentials(),
         )?;
         options.set_last_will(LastWill::new(
             self.topic(Channel::Status)?,
@@ -66,40 +70,7 @@ impl DeviceLink {
             QoS::AtLeastOnce,
             false,
         ));
-        if let Some(credentials) = &extra.credentials {
-            options.set_credentials(credentials.username.as_str(), credentials.password.as_str());
-        }
         Ok(options)
-    }
-}
-
-/// A device's username and password on the broker.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    username: String,
-    password: String,
-}
-
-impl Credentials {
-    pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
-        Self {
-            username: username.into(),
-            password: password.into(),
-        }
-    }
-
-    pub fn username(&self) -> &str {
-        &self.username
-    }
-}
-
-/// Why by hand: the password must not reach a log through `{:?}`.
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
     }
 }
 
@@ -122,34 +93,9 @@ impl LinkOptions {
     }
 }
 
-/// MQTT options for `url` (`mqtt://host:port`) under `client_id`.
-pub fn options(url: &str, client_id: &str) -> anyhow::Result<MqttOptions> {
-    let separator = if url.contains('?') { '&' } else { '?' };
-    let mut options = MqttOptions::parse_url(format!("{url}{separator}client_id={client_id}"))
-        .with_context(|| format!("{url:?} is not an mqtt://host:port URL"))?;
-    options.set_keep_alive(Duration::from_secs(15));
-    options.set_max_packet_size(256 * 1024, 256 * 1024);
-    Ok(options)
-}
-
-/// A client and its event loop for `options`, with Nagle's algorithm off.
-/// Why: MQTT packets are small, and Nagle holding one for the peer's delayed
-/// ACK adds 40 ms per hop to a command's round trip.
-pub fn client(options: MqttOptions, capacity: usize) -> (AsyncClient, EventLoop) {
-    let (client, mut events) = AsyncClient::new(options, capacity);
-    let mut network = events.network_options();
-    network.set_tcp_nodelay(true);
-    events.set_network_options(network);
-    (client, events)
-}
-
 /// How long to wait before reconnect attempt `attempt` (0-based): 0.5 s
 /// doubling to 15 s, ±25 % jitter so that many devices do not reconnect in step.
-fn backoff(attempt: u32) -> Duration {
-    let base = 500u64.saturating_mul(1 << attempt.min(5)).min(15_000);
-    let jitter = rand::rng().random_range(0.75..1.25);
-    Duration::from_millis((base as f64 * jitter) as u64)
-}
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(15));
 
 /// The event loop of one device's connection, pausing with backoff between
 /// connection attempts.
@@ -188,7 +134,7 @@ impl Connection {
                 tokio::time::sleep_until(until).await;
             }
             // This poll connects first.
-            self.next_attempt = Some(Instant::now() + backoff(self.attempts));
+            self.next_attempt = Some(Instant::now() + RECONNECT.delay(self.attempts));
             self.attempts = self.attempts.saturating_add(1);
         }
         match self.events.poll().await {
@@ -206,7 +152,7 @@ impl Connection {
                     // An accepted session ended: the first pause before
                     // trying again.
                     self.connected = false;
-                    self.next_attempt = Some(Instant::now() + backoff(0));
+                    self.next_attempt = Some(Instant::now() + RECONNECT.delay(0));
                     self.attempts = 1;
                 }
                 None
@@ -411,7 +357,7 @@ mod tests {
             (5, 15_000.0),
             (40, 15_000.0),
         ] {
-            let ms = backoff(attempt).as_millis() as f64;
+            let ms = RECONNECT.delay(attempt).as_millis() as f64;
             assert!(
                 (base * 0.75..base * 1.25).contains(&ms),
                 "attempt {attempt}: {ms} ms"
