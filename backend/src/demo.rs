@@ -1,7 +1,7 @@
 //! The demo home of the embedded run: a SenseHat sensor whose temperature
 //! swings across 25 °C, a fan in AUTO with a rule "on above 25 °C, off below
 //! 24.5 °C", and a light. The devices are simulated Pi agents
-//! (`hearth_agent::sim`) talking MQTT to the broker like real ones, so the
+//! (`hearth_device::sim`) talking MQTT to the broker like real ones, so the
 //! demo exercises every path a real home does.
 
 use std::{sync::Arc, time::Duration};
