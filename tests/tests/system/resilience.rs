@@ -115,6 +115,43 @@ async fn stored_seqs(app: &TestApp, device: &str) -> Vec<u64> {
     }
 }
 
+/// A temperature reading numbered `seq`, taken `seq` ms after `base`.
+fn temperature_at(base: i64, seq: u64) -> ReadingBatch {
+    ReadingBatch {
+        seq,
+        time_unix_ms: base + seq as i64,
+        readings: vec![Reading {
+            metric: Metric::TemperatureCelsius as i32,
+            value: (seq % 100) as f64,
+        }],
+        ..Default::default()
+    }
+}
+
+/// Waits up to 30 s for readings 1..=`total` of `device`, then checks that
+/// each was stored exactly once.
+async fn assert_every_reading_stored_once(app: &TestApp, device: &str, total: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut seqs = stored_seqs(app, device).await;
+    while seqs.len() < total as usize && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        seqs = stored_seqs(app, device).await;
+    }
+    seqs.sort_unstable();
+    let expected: Vec<u64> = (1..=total).collect();
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|s| seqs.binary_search(s).is_err())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "lost {} readings, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert_eq!(seqs, expected, "each reading stored once");
+}
+
 /// Two replicas share a broker subscription. One is killed with SIGKILL in
 /// the middle of a stream and comes back under its name: every reading
 /// published with QoS 1 is stored, and none twice.
@@ -132,15 +169,7 @@ async fn a_replica_killed_mid_stream_loses_and_doubles_nothing() {
     let mut device = b.connect_as_device(&sensor).await;
     const TOTAL: u64 = 2_000;
     let base = hearth_agent::unix_ms_now() - 10_000;
-    let batch = |seq: u64| ReadingBatch {
-        seq,
-        time_unix_ms: base + seq as i64,
-        readings: vec![Reading {
-            metric: Metric::TemperatureCelsius as i32,
-            value: (seq % 100) as f64,
-        }],
-        ..Default::default()
-    };
+    let batch = |seq: u64| temperature_at(base, seq);
     for seq in 1..=TOTAL / 2 {
         device
             .publish_readings(&b.topics, &home, &sensor, &batch(seq))
@@ -155,25 +184,7 @@ async fn a_replica_killed_mid_stream_loses_and_doubles_nothing() {
     // Back under its name, it gets what it had not acknowledged.
     let _a_again = b.spawn_replica(Some(&name_a)).await;
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut seqs = stored_seqs(&b, &sensor).await;
-    while seqs.len() < TOTAL as usize && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        seqs = stored_seqs(&b, &sensor).await;
-    }
-    seqs.sort_unstable();
-    let expected: Vec<u64> = (1..=TOTAL).collect();
-    let missing: Vec<_> = expected
-        .iter()
-        .filter(|s| seqs.binary_search(s).is_err())
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "lost {} readings, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(10)]
-    );
-    assert_eq!(seqs, expected, "each reading stored once");
+    assert_every_reading_stored_once(&b, &sensor, TOTAL).await;
 }
 
 /// gRPC health of the whole server and of each service, as a probe sees it.
@@ -309,15 +320,7 @@ async fn a_replica_stopped_with_sigterm_strands_nothing() {
     let mut device = b.connect_as_device(&sensor).await;
     const TOTAL: u64 = 1_000;
     let base = hearth_agent::unix_ms_now() - 10_000;
-    let batch = |seq: u64| ReadingBatch {
-        seq,
-        time_unix_ms: base + seq as i64,
-        readings: vec![Reading {
-            metric: Metric::TemperatureCelsius as i32,
-            value: (seq % 100) as f64,
-        }],
-        ..Default::default()
-    };
+    let batch = |seq: u64| temperature_at(base, seq);
     for seq in 1..=TOTAL / 2 {
         device
             .publish_readings(&b.topics, &home, &sensor, &batch(seq))
@@ -330,20 +333,7 @@ async fn a_replica_stopped_with_sigterm_strands_nothing() {
             .await;
     }
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut seqs = stored_seqs(&b, &sensor).await;
-    while seqs.len() < TOTAL as usize && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        seqs = stored_seqs(&b, &sensor).await;
-    }
-    seqs.sort_unstable();
-    let expected: Vec<u64> = (1..=TOTAL).collect();
-    let missing = expected
-        .iter()
-        .filter(|s| seqs.binary_search(s).is_err())
-        .count();
-    assert_eq!(missing, 0, "readings left behind by the stopped replica");
-    assert_eq!(seqs, expected, "each reading stored once");
+    assert_every_reading_stored_once(&b, &sensor, TOTAL).await;
     for lane in ["readings", "control"] {
         let client_id = format!("hearth-backend-{name_a}-{lane}");
         assert!(
