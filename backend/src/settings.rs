@@ -226,7 +226,7 @@ pub struct Cli {
         value_parser = origin)]
     cors_origins: Vec<http::HeaderValue>,
     /// The roles this replica runs: a comma-separated subset of
-    /// ingest,control,automation,web (see README.md, "Roles").
+    /// ingest,control,automation,web (see README.md, "Several replicas").
     #[arg(long, env = "HEARTH_ROLES", value_name = "ROLES", default_value = Roles::NAMES,
         value_parser = Roles::parse)]
     roles: Roles,

@@ -53,9 +53,13 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{:08x}", rand::random::<u32>())
 }
 
-/// The `hearth` binary, built once per test run.
+/// The `hearth` binary, built once per test run; `HEARTH_BENCH_BINARY` names
+/// another build instead (a benchmark comparing two commits).
 pub fn hearth_binary() -> PathBuf {
-    binary("hearth-backend", "hearth")
+    match std::env::var_os("HEARTH_BENCH_BINARY") {
+        Some(path) => PathBuf::from(path),
+        None => binary("hearth-backend", "hearth"),
+    }
 }
 
 /// The repository's root directory.
