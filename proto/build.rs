@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "hearth/v1/telemetry.proto",
     "hearth/v1/devices.proto",
     "hearth/v1/automation.proto",
+    "hearth/v1/replicas.proto",
 ];
 
 fn main() {

@@ -53,6 +53,8 @@ pub struct App {
     /// The control (or commands) lane, and the readings lane on an ingest
     /// replica (see [`mqtt::Lane`]).
     lanes: Vec<mqtt::Connection>,
+    /// This replica's name in news to the other replicas (external broker only).
+    news: Option<String>,
     ingest_rx: tokio::sync::mpsc::Receiver<IngestItem>,
 }
 
@@ -90,6 +92,13 @@ impl App {
             mqtt::Subscription::Shared => settings.replica.as_deref(),
             mqtt::Subscription::Exclusive => None,
         };
+        // Why only with a shared subscription: on the embedded broker this
+        // is the only replica, with nobody to tell.
+        let news_from = match subscription {
+            mqtt::Subscription::Shared => Some(replica.as_str()),
+            mqtt::Subscription::Exclusive => None,
+        };
+        let news = news_from.map(str::to_owned);
         let connect = |lane| {
             mqtt::connect(
                 &mqtt_url,
@@ -98,6 +107,7 @@ impl App {
                 subscription,
                 lane,
                 persistent,
+                news_from,
             )
         };
         let roles = settings.roles;
@@ -133,6 +143,7 @@ impl App {
             settings,
             core,
             lanes,
+            news,
             ingest_rx,
         })
     }
@@ -163,6 +174,7 @@ impl App {
             settings,
             core,
             lanes,
+            news,
             ingest_rx,
         } = self;
         let stop = CancellationToken::new();
@@ -174,7 +186,19 @@ impl App {
             core.stored.clone(),
             core.metrics.clone(),
             rollups.clone(),
+            // The readings lane's connection on an ingest replica, else the
+            // control lane's: commands never wait behind news of commits.
+            lanes.last().expect("a control lane").publisher.clone(),
         ));
+        let news = news.map(|replica| {
+            tokio::spawn(mqtt::news::run(
+                mqtt_url.clone(),
+                settings.topics.clone(),
+                replica,
+                core.clone(),
+                stop.clone(),
+            ))
+        });
         // Why its own token: its last refresh must come after the writer's
         // last commit.
         let rollups_stop = CancellationToken::new();
@@ -274,6 +298,9 @@ impl App {
         }
         if let Some(automation) = automation {
             let _ = automation.await;
+        }
+        if let Some(news) = news {
+            let _ = news.await;
         }
         let _ = health.await;
         // The writer ends once every sender is gone: the intake's went with

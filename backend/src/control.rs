@@ -98,6 +98,20 @@ impl Control {
         }
     }
 
+    /// Tells this replica's live views, and the other replicas, that
+    /// `device` changed.
+    fn changed(&self, device: Device) {
+        self.publisher.device_changed(&device.id);
+        self.announce(device);
+    }
+
+    /// Tells this replica's live views that `device` changed (another
+    /// replica changed it; see `mqtt::news`).
+    pub fn announce(&self, device: Device) {
+        // No receivers is fine: nobody is watching.
+        let _ = self.changes.send(device);
+    }
+
     pub fn subscribe_changes(&self) -> broadcast::Receiver<Device> {
         self.changes.subscribe()
     }
@@ -162,7 +176,7 @@ impl Control {
                     info!(device = %id, "device offline: the command waits until it is back");
                 }
             }
-            let _ = self.changes.send(device.clone());
+            self.changed(device.clone());
             return Ok((device, made));
         }
         Err(ControlError::Contended(id.clone()))
@@ -354,7 +368,7 @@ impl Control {
             }
         }
         device.state = state;
-        let _ = self.changes.send(device);
+        self.changed(device);
         Ok(())
     }
 
@@ -396,7 +410,7 @@ impl Control {
                 device = again;
             }
         }
-        let _ = self.changes.send(device);
+        self.changed(device);
         Ok(())
     }
 
@@ -407,7 +421,7 @@ impl Control {
             self.metrics.commands_expired.inc();
             warn!(device = %id, "a command expired before the device applied it");
             if let Some(device) = self.storage.get_device(&id).await? {
-                let _ = self.changes.send(device);
+                self.changed(device);
             }
         }
         Ok(())

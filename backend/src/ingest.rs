@@ -17,6 +17,7 @@ use crate::{
     domain::{HomeId, Reading},
     metrics::Metrics,
     mqtt::Ack,
+    mqtt::Publisher,
     rollup::Rollups,
     storage::{Storage, StorageError},
 };
@@ -84,6 +85,7 @@ pub async fn run_writer(
     stored: broadcast::Sender<Arc<StoredCommit>>,
     metrics: Arc<Metrics>,
     rollups: Arc<Rollups>,
+    news: Publisher,
 ) {
     let mut items = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -123,6 +125,7 @@ pub async fn run_writer(
             }
             committed.push(StoredBatch { home_id, readings });
         }
+        news.stored(&committed);
         // No receivers is fine: nobody is watching.
         let _ = stored.send(Arc::new(committed));
     }

@@ -108,6 +108,30 @@ impl Default for Topics {
     }
 }
 
+/// What a backend replica tells the others (see `replicas.proto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum News {
+    /// Readings a commit stored (`ReplicaCommit`).
+    Stored,
+    /// A device whose stored state changed (`ReplicaDeviceChanged`).
+    Devices,
+}
+
+impl News {
+    pub const ALL: [News; 2] = [News::Stored, News::Devices];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            News::Stored => "stored",
+            News::Devices => "devices",
+        }
+    }
+}
+
+/// The level under the prefix where replicas talk; outside `v1/`, so no
+/// device filter (`v1/+/+/…`) matches it.
+const REPLICAS_LEVEL: &str = "replicas";
+
 impl Topics {
     /// Topics under `prefix`, e.g. `hearth` or `test-1234/hearth`.
     pub fn new(prefix: &str) -> Result<Self, TopicError> {
@@ -154,6 +178,37 @@ impl Topics {
         format!("$share/{group}/{}", self.all_devices(channel))
     }
 
+    /// The topic where `replica` publishes `news`. Fails if the replica's
+    /// name is not a valid topic level.
+    pub fn replica_news(&self, replica: &str, news: News) -> Result<String, TopicError> {
+        if replica.is_empty() || replica.contains(['/', '+', '#']) {
+            return Err(TopicError::WrongShape);
+        }
+        Ok(format!(
+            "{}/{REPLICAS_LEVEL}/{replica}/{}",
+            self.prefix(),
+            news.as_str()
+        ))
+    }
+
+    /// Filter matching `news` of every replica.
+    pub fn all_replica_news(&self, news: News) -> String {
+        format!("{}/{REPLICAS_LEVEL}/+/{}", self.prefix(), news.as_str())
+    }
+
+    /// The replica and kind of news of a topic from
+    /// [`replica_news`](Self::replica_news), or `None`.
+    pub fn parse_replica_news<'t>(&self, topic: &'t str) -> Option<(&'t str, News)> {
+        let rest = topic
+            .strip_prefix(self.prefix())?
+            .strip_prefix('/')?
+            .strip_prefix(REPLICAS_LEVEL)?
+            .strip_prefix('/')?;
+        let (replica, news) = rest.split_once('/')?;
+        let news = News::ALL.into_iter().find(|n| n.as_str() == news)?;
+        (!replica.is_empty()).then_some((replica, news))
+    }
+
     /// Parses a received topic.
     pub fn parse<'t>(&self, topic: &'t str) -> Result<DeviceTopic<'t>, TopicError> {
         let rest = topic
@@ -179,6 +234,28 @@ impl Topics {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn replica_news_topics_round_trip_and_stay_out_of_the_device_tree() {
+        let topics = Topics::new("t1/hearth").unwrap();
+        let topic = topics.replica_news("hearth-0", News::Stored).unwrap();
+        assert_eq!(topic, "t1/hearth/replicas/hearth-0/stored");
+        assert_eq!(
+            topics.parse_replica_news(&topic),
+            Some(("hearth-0", News::Stored))
+        );
+        assert_eq!(
+            topics.all_replica_news(News::Devices),
+            "t1/hearth/replicas/+/devices"
+        );
+        assert!(topics.parse(&topic).is_err(), "not a device topic");
+        assert_eq!(topics.parse_replica_news("t1/hearth/v1/h/d/readings"), None);
+        assert_eq!(
+            topics.parse_replica_news("t1/hearth/replicas/x/other"),
+            None
+        );
+        assert!(topics.replica_news("a/b", News::Stored).is_err());
+    }
+
     use super::*;
 
     #[test]

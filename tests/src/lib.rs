@@ -901,6 +901,16 @@ impl TestApp {
     /// (`HEARTH_REPLICA`: a persistent MQTT session) or not. Its database is
     /// left to the first one to drop.
     pub async fn spawn_replica(&self, replica: Option<&str>) -> TestApp {
+        self.spawn_replica_with(replica, &[]).await
+    }
+
+    /// [`spawn_replica`](Self::spawn_replica) with `extra` environment
+    /// variables on top of this one's (e.g. other `HEARTH_ROLES`).
+    pub async fn spawn_replica_with(
+        &self,
+        replica: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> TestApp {
         assert_eq!(
             self.backend,
             Backend::External,
@@ -921,6 +931,7 @@ impl TestApp {
         if let Some(name) = replica {
             command.env("HEARTH_REPLICA", name);
         }
+        command.envs(extra.iter().copied());
         let env: Vec<(String, String)> = command
             .get_envs()
             .filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v?.to_str()?.to_owned())))

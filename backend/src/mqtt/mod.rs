@@ -7,6 +7,7 @@
 
 mod ack;
 pub mod broker;
+pub mod news;
 
 use std::{
     sync::Arc,
@@ -15,18 +16,22 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use hearth_proto::{
-    topics::{Channel, Topics},
-    v1::{DesiredState, DeviceStatus, ReadingBatch, ReportedState},
+    topics::{Channel, News, Topics},
+    v1::{
+        DesiredState, DeviceStatus, ReadingBatch, ReplicaBatch, ReplicaCommit,
+        ReplicaDeviceChanged, ReportedState,
+    },
 };
 use hearth_runtime::Backoff;
 use prost::Message as _;
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     domain::{decode_device_message, Command, DeviceId, DeviceMessage, HomeId, MessageBody},
+    ingest::StoredCommit,
     metrics::Metrics,
 };
 
@@ -55,14 +60,60 @@ pub enum Inbound {
     },
 }
 
-/// Publishes to devices.
+/// Publishes to devices, and to the other replicas what this one changed.
 #[derive(Clone)]
 pub struct Publisher {
     client: AsyncClient,
     topics: Topics,
+    /// This replica's name in its news to the others; `None` on the
+    /// embedded broker, where there are no others.
+    news_from: Option<Arc<str>>,
 }
 
 impl Publisher {
+    /// Tells the other replicas the readings a commit stored (see
+    /// [`news`]). Why not waiting: the writer must not stall on the broker;
+    /// a live view that misses a message under overload still has history.
+    pub fn stored(&self, commit: &StoredCommit) {
+        let message = ReplicaCommit {
+            batches: commit
+                .iter()
+                .map(|b| ReplicaBatch {
+                    home_id: b.home_id.to_string(),
+                    readings: b
+                        .readings
+                        .iter()
+                        .map(crate::grpc::convert::reading)
+                        .collect(),
+                })
+                .collect(),
+        };
+        self.news(News::Stored, message.encode_to_vec());
+    }
+
+    /// Tells the other replicas that a device's stored state changed.
+    pub fn device_changed(&self, id: &DeviceId) {
+        let message = ReplicaDeviceChanged {
+            device_id: id.to_string(),
+        };
+        self.news(News::Devices, message.encode_to_vec());
+    }
+
+    fn news(&self, news: News, payload: Vec<u8>) {
+        let Some(replica) = &self.news_from else {
+            return;
+        };
+        let Ok(topic) = self.topics.replica_news(replica, news) else {
+            return;
+        };
+        if let Err(e) = self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, false, payload)
+        {
+            debug!(news = news.as_str(), error = %e, "news to the other replicas not sent");
+        }
+    }
+
     /// Publishes `command` on the device's `desired` topic (QoS 1).
     pub async fn desired(
         &self,
@@ -105,7 +156,12 @@ pub(crate) mod testing {
 
     pub fn publisher(topics: Topics) -> (Publisher, Sent) {
         let (client, sent) = client();
-        (Publisher { client, topics }, sent)
+        let publisher = Publisher {
+            client,
+            topics,
+            news_from: None,
+        };
+        (publisher, sent)
     }
 
     /// An acknowledger whose PUBACKs land in `Sent`.
@@ -175,6 +231,7 @@ pub async fn connect(
     how: Subscription,
     lane: Lane,
     replica: Option<&str>,
+    news_from: Option<&str>,
 ) -> anyhow::Result<Connection> {
     let client_id = match replica {
         Some(name) => format!("hearth-backend-{name}-{}", lane.name()),
@@ -220,6 +277,7 @@ pub async fn connect(
         publisher: Publisher {
             client,
             topics: topics.clone(),
+            news_from: news_from.map(Arc::from),
         },
         events,
         how,
@@ -305,7 +363,7 @@ pub async fn run_inbox(
         lane,
         session,
     } = connection;
-    let Publisher { client, topics } = publisher;
+    let Publisher { client, topics, .. } = publisher;
     let acks = AckOrder::new(client.clone());
     let mut failures = 0u32;
     // Set once the replica has left the group: until when it may drain, and

@@ -6,6 +6,7 @@ mod automation;
 mod control;
 mod edge;
 mod gateway;
+mod replicas;
 mod resilience;
 mod startup;
 mod telemetry;
