@@ -42,6 +42,9 @@ pub struct Metrics {
     pub automation_leader: Gauge,
     /// This replica's broker connections that are lost (0 when all is well).
     pub mqtt_lanes_down: Gauge,
+    /// Messages the broker says it dropped (all clients), since this replica
+    /// started watching.
+    pub broker_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -142,6 +145,12 @@ impl Default for Metrics {
                 "1 while this replica runs the automation rules",
                 gauge(),
             ),
+            broker_dropped: registered(
+                r,
+                "hearth_broker_dropped",
+                "Messages the broker reports it dropped (all its clients), seen by this replica",
+                counter(),
+            ),
             mqtt_lanes_down: registered(
                 r,
                 "hearth_mqtt_lanes_down",
@@ -189,7 +198,7 @@ mod tests {
             .lines()
             .filter(|l| l.split(' ').next().is_some_and(|n| n.ends_with("_total")))
             .count();
-        assert_eq!(counter_lines, 11);
+        assert_eq!(counter_lines, 12);
     }
 
     #[test]

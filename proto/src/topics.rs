@@ -128,6 +128,10 @@ impl News {
     }
 }
 
+/// Mosquitto's count of messages it dropped, for every client together:
+/// past a session's queue limit it drops silently, and this is the only trace.
+pub const BROKER_DROPPED: &str = "$SYS/broker/publish/messages/dropped";
+
 /// The level under the prefix where replicas talk; outside `v1/`, so no
 /// device filter (`v1/+/+/…`) matches it.
 const REPLICAS_LEVEL: &str = "replicas";

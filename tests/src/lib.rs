@@ -649,6 +649,32 @@ impl PrivateBroker {
             .args(["-p", &port.to_string()])
             .spawn()
             .expect("starting mosquitto (Debian package mosquitto)");
+        Self::listening(child, port).await
+    }
+
+    /// A broker on a free port with `config` (lines of `mosquitto.conf`)
+    /// added to an anonymous loopback listener.
+    pub async fn start_with_config(config: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("a free port")
+            .local_addr()
+            .expect("address")
+            .port();
+        let path = std::env::temp_dir().join(format!("{}.conf", unique("mosquitto")));
+        std::fs::write(
+            &path,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\n{config}\n"),
+        )
+        .expect("writing mosquitto.conf");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&path)
+            .spawn()
+            .expect("starting mosquitto (Debian package mosquitto)");
+        Self::listening(child, port).await
+    }
+
+    async fn listening(child: Child, port: u16) -> Self {
         for _ in 0..200 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await

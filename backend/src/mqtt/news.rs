@@ -5,11 +5,16 @@
 //! `WatchReadings` and `WatchDevices` streams show every change, whichever
 //! replica stored it. Only with an external broker: the embedded one has
 //! one replica by construction.
+//!
+//! The same connection watches the broker's own drop counter
+//! ([`BROKER_DROPPED`], Mosquitto's `$SYS`): a broker drops a message past a
+//! session's queue limit without telling anyone, so Hearth counts increases
+//! (`hearth_broker_dropped_total`) and logs each one.
 
 use std::{sync::Arc, time::Duration};
 
 use hearth_proto::{
-    topics::{News, Topics},
+    topics::{News, Topics, BROKER_DROPPED},
     v1::{Metric, ReplicaCommit, ReplicaDeviceChanged},
 };
 use hearth_runtime::Backoff;
@@ -48,6 +53,7 @@ pub async fn run(
     // have history, and nobody needs a backlog replayed.
     let (client, mut events) = hearth_runtime::mqtt::client(options, 64);
     let mut failures = 0u32;
+    let mut dropped = DropWatch::default();
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -57,6 +63,19 @@ pub async fn run(
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 failures = 0;
                 subscribe(&client, &topics).await;
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) if publish.topic == BROKER_DROPPED => {
+                let total = std::str::from_utf8(&publish.payload)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok());
+                if let Some(more) = total.and_then(|t| dropped.seen(t)) {
+                    core.metrics.broker_dropped.inc_by(more);
+                    warn!(
+                        dropped = more,
+                        "the MQTT broker dropped messages (for some client, maybe Hearth): \
+                         a session's queue limit was passed; readings may be lost"
+                    );
+                }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 take(&topics, &replica, &core, &publish).await;
@@ -77,7 +96,33 @@ pub async fn run(
     let _ = client.try_disconnect();
 }
 
+/// Increases of the broker's drop counter: its first value is the baseline
+/// (drops before this replica watched are not its to count); a smaller value
+/// means the broker restarted, and counts from zero again.
+#[derive(Debug, Default)]
+struct DropWatch {
+    last: Option<u64>,
+}
+
+impl DropWatch {
+    /// The increase since the last value, if any.
+    fn seen(&mut self, total: u64) -> Option<u64> {
+        let more = match self.last {
+            None => 0,
+            Some(last) if total < last => total,
+            Some(last) => total - last,
+        };
+        self.last = Some(total);
+        (more > 0).then_some(more)
+    }
+}
+
 async fn subscribe(client: &AsyncClient, topics: &Topics) {
+    // Why QoS 0: the counter is a running total; a missed update is made up
+    // by the next one. Brokers without it (rumqttd) never answer.
+    if let Err(e) = client.subscribe(BROKER_DROPPED, QoS::AtMostOnce).await {
+        warn!(error = %e, "could not watch the broker's drop counter");
+    }
     for news in News::ALL {
         if let Err(e) = client
             .subscribe(topics.all_replica_news(news), QoS::AtLeastOnce)
@@ -181,6 +226,16 @@ mod tests {
             (r.device_id.as_str(), r.metric, r.seq, r.time, r.value),
             ("s1", Metric::HumidityPercent, 7, 1_800_000_000_000, 41.5)
         );
+    }
+
+    #[test]
+    fn broker_drops_count_from_the_first_value_and_across_a_broker_restart() {
+        let mut watch = DropWatch::default();
+        assert_eq!(watch.seen(700), None, "the baseline");
+        assert_eq!(watch.seen(700), None);
+        assert_eq!(watch.seen(721), Some(21));
+        assert_eq!(watch.seen(5), Some(5), "the broker restarted");
+        assert_eq!(watch.seen(5), None);
     }
 
     #[test]

@@ -343,3 +343,59 @@ async fn a_replica_stopped_with_sigterm_strands_nothing() {
         );
     }
 }
+
+/// Mosquitto drops a message past a session's queue limit and tells only its
+/// `$SYS` counter: Hearth watches it, so a drop for any client (here a
+/// subscriber that stopped reading) shows in `hearth_broker_dropped_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drops_at_the_broker_are_counted() {
+    let broker = PrivateBroker::start_with_config(
+        "max_inflight_messages 5\nmax_queued_messages 5\nsys_interval 1",
+    )
+    .await;
+    let app = TestApp::spawn_with(
+        Backend::Embedded,
+        &[("HEARTH_DEMO", "false"), ("HEARTH_MQTT_URL", &broker.url())],
+    )
+    .await;
+    let options = |id: &str| {
+        rumqttc::MqttOptions::parse_url(format!("{}?client_id={}", broker.url(), unique(id)))
+            .expect("broker url")
+    };
+    // A subscriber that stops reading (and so acknowledging) after its SUBACK.
+    let (slow, mut slow_events) = rumqttc::AsyncClient::new(options("slow"), 8);
+    let topic = unique("slow");
+    slow.subscribe(&topic, rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    loop {
+        if let rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) =
+            slow_events.poll().await.expect("subscribing")
+        {
+            break;
+        }
+    }
+    let (publisher, mut events) = rumqttc::AsyncClient::new(options("fast"), 64);
+    tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    // Why publish in rounds: drops before Hearth first read the counter are
+    // its baseline, not counted; later rounds are.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while app.metric("hearth_broker_dropped_total").await == 0.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no drop counted:\n{}",
+            app.metrics().await
+        );
+        for i in 0..20u32 {
+            let payload = i.to_be_bytes().to_vec();
+            let qos = rumqttc::QoS::AtLeastOnce;
+            publisher
+                .publish(&topic, qos, false, payload)
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(app.logs().contains("the MQTT broker dropped messages"));
+    drop(slow);
+}
