@@ -449,10 +449,13 @@ pub async fn spawn_until_ready(
                 if std::env::var_os("HEARTH_TEST_LOG").is_some() {
                     eprintln!("[{marker}] {line}");
                 }
-                if line.contains(marker) {
-                    let _ = ready_tx.send(line.clone());
-                }
+                let ready = line.contains(marker).then(|| line.clone());
+                // Why before telling: a test that reads the logs once ready
+                // must find the ready line in them.
                 logs.lock().expect("logs").push(line);
+                if let Some(line) = ready {
+                    let _ = ready_tx.send(line);
+                }
             }
         });
     }
