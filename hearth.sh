@@ -97,6 +97,8 @@ cmd_test() {
     ensure_services
     ensure_browser
     build_web
+    say "building the container images with podman (k8s/images.sh)"
+    bash k8s/images.sh
     say "building every binary"
     cargo build --workspace --bins
     say "cross-compiling hearth-agent for the Pi (aarch64-unknown-linux-gnu)"

@@ -6,6 +6,7 @@ mod automation;
 mod control;
 mod edge;
 mod gateway;
+mod image;
 mod replicas;
 mod resilience;
 mod startup;
