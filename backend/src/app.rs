@@ -37,7 +37,7 @@ use crate::{
     intake::Intake,
     mqtt,
     rollup::Rollups,
-    settings::{MqttBroker, Settings},
+    settings::{Exposed, MqttBroker, Settings},
     storage, web,
 };
 
@@ -264,7 +264,7 @@ impl App {
             .await;
         let health = tokio::spawn(watch_health(core.clone(), reporter, serving));
         let web_dir = settings.roles.web.then_some(settings.web_dir.as_path());
-        let routes = routes(&core, health_service, web_dir)?;
+        let routes = routes(&core, health_service, &settings.exposed, web_dir)?;
         info!(
             http = %http_addr,
             mqtt = %hearth_runtime::redact(&mqtt_url),
@@ -405,11 +405,13 @@ async fn set_health(health: &HealthReporter, serving: bool) {
     }
 }
 
-/// The three services, reflection (v1 and v1alpha), health, `/metrics`, and
-/// (on a web replica) the web app as the fallback for every other path.
+/// The three services, health, reflection (v1 and v1alpha) and `/metrics`
+/// unless `exposed` turns them off, and (on a web replica) the web app as the
+/// fallback for every other path.
 fn routes(
     core: &Arc<Core>,
     health_service: HealthServer<impl Health>,
+    exposed: &Exposed,
     web_dir: Option<&Path>,
 ) -> anyhow::Result<Routes> {
     let reflection = || {
@@ -421,37 +423,41 @@ fn routes(
     // Why per service and not around the whole server: tonic-web answers
     // 400 to any other HTTP/1.1 request, which would hide the web app.
     let web = tonic_web::GrpcWebLayer::new();
-    let routes = Routes::builder()
+    let mut routes = Routes::builder();
+    routes
         .add_service(web.layer(DeviceServiceServer::new(DeviceApi::new(core.clone()))))
         .add_service(web.layer(TelemetryServiceServer::new(TelemetryApi::new(core.clone()))))
         .add_service(web.layer(AutomationServiceServer::new(AutomationApi::new(
             core.clone(),
         ))))
-        .add_service(web.layer(health_service))
-        .add_service(web.layer(reflection().build_v1().context("building reflection v1")?))
-        .add_service(
-            web.layer(
-                reflection()
-                    .build_v1alpha()
-                    .context("building reflection v1alpha")?,
-            ),
-        )
-        .clone()
-        .routes();
-
-    let metrics = core.metrics.clone();
-    let router = routes.into_axum_router().route(
-        "/metrics",
-        get(move || {
-            let metrics = metrics.clone();
-            async move {
-                (
-                    [(header::CONTENT_TYPE, hearth_runtime::metrics::CONTENT_TYPE)],
-                    metrics.render(),
-                )
-            }
-        }),
-    );
+        .add_service(web.layer(health_service));
+    if exposed.reflection {
+        routes
+            .add_service(web.layer(reflection().build_v1().context("building reflection v1")?))
+            .add_service(
+                web.layer(
+                    reflection()
+                        .build_v1alpha()
+                        .context("building reflection v1alpha")?,
+                ),
+            );
+    }
+    let mut router = routes.routes().into_axum_router();
+    if exposed.metrics {
+        let metrics = core.metrics.clone();
+        router = router.route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, hearth_runtime::metrics::CONTENT_TYPE)],
+                        metrics.render(),
+                    )
+                }
+            }),
+        );
+    }
     // Every path the API does not answer belongs to the web app.
     let router = match web_dir {
         Some(dir) => router.fallback_service(web::app(dir)),

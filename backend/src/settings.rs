@@ -43,12 +43,23 @@ pub struct Settings {
     pub retention: Retention,
     /// HEARTH_ROLES: which of the four roles this replica runs.
     pub roles: Roles,
+    /// HEARTH_REFLECTION and HEARTH_METRICS: what operators' tools may see.
+    pub exposed: Exposed,
     /// HEARTH_CORS_ORIGINS: other origins whose pages may call the API from
     /// a browser (empty: the app's own origin only).
     pub cors_origins: Vec<http::HeaderValue>,
     /// HEARTH_REPLICA: this replica's stable name (Kubernetes: the pod name),
     /// for its MQTT session and the automation lease. Unset: a random one.
     pub replica: Option<String>,
+}
+
+/// What is served for operators' tools besides the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exposed {
+    /// gRPC server reflection (what `grpcurl list` and `buf curl` use).
+    pub reflection: bool,
+    /// Prometheus metrics at `/metrics`.
+    pub metrics: bool,
 }
 
 /// The paper's four roles, any subset of them per replica. Every replica
@@ -225,6 +236,17 @@ pub struct Cli {
     #[arg(long, env = "HEARTH_CORS_ORIGINS", value_name = "ORIGINS", value_delimiter = ',',
         value_parser = origin)]
     cors_origins: Vec<http::HeaderValue>,
+    /// Serve gRPC server reflection (`grpcurl list`, `buf curl` without
+    /// .proto files); false hides the API's shape from anyone who can reach it.
+    #[arg(long, env = "HEARTH_REFLECTION", value_name = "BOOL", default_value = "true",
+        action = clap::ArgAction::Set,
+        value_parser = BoolishValueParser::new())]
+    reflection: bool,
+    /// Serve Prometheus metrics at `/metrics`.
+    #[arg(long, env = "HEARTH_METRICS", value_name = "BOOL", default_value = "true",
+        action = clap::ArgAction::Set,
+        value_parser = BoolishValueParser::new())]
+    metrics: bool,
     /// The roles this replica runs: a comma-separated subset of
     /// ingest,control,automation,web (see README.md, "Several replicas").
     #[arg(long, env = "HEARTH_ROLES", value_name = "ROLES", default_value = Roles::NAMES,
@@ -325,6 +347,10 @@ impl From<Cli> for Settings {
                 minute_days: cli.minute_retention_days,
             },
             roles: cli.roles,
+            exposed: Exposed {
+                reflection: cli.reflection,
+                metrics: cli.metrics,
+            },
             cors_origins: cli.cors_origins,
             replica: cli.replica,
         }
@@ -375,6 +401,21 @@ mod tests {
         assert_eq!(s.command_ttl_ms, DEFAULT_COMMAND_TTL_MS);
         assert_eq!(s.replica, None);
         assert_eq!(s.roles, Roles::ALL);
+        assert_eq!(
+            s.exposed,
+            Exposed {
+                reflection: true,
+                metrics: true
+            }
+        );
+        let hidden = settings(&[("HEARTH_REFLECTION", "false"), ("HEARTH_METRICS", "off")]);
+        assert_eq!(
+            hidden.unwrap().exposed,
+            Exposed {
+                reflection: false,
+                metrics: false
+            }
+        );
     }
 
     #[test]

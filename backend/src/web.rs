@@ -98,7 +98,25 @@ fn inline_scripts(page: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// CSP, no MIME sniffing, no referrer, no framing on every response.
+/// A gRPC call to a method this server does not have (or has turned off,
+/// like reflection) falls through to the web app; it gets what gRPC says,
+/// UNIMPLEMENTED, not the app's page with 200.
+async fn unknown_grpc_method(request: Request, next: Next) -> Response {
+    let grpc = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    if !grpc {
+        return next.run(request).await;
+    }
+    let path = request.uri().path();
+    tonic::Status::unimplemented(format!("{path} is not a method of this server"))
+        .into_http::<axum::body::Body>()
+}
+
+/// CSP, no MIME sniffing, no referrer, no framing on every response, and
+/// UNIMPLEMENTED for unknown gRPC methods.
 fn with_security_headers(app: Router, csp: &str) -> Router {
     let header = |name, value: &str| {
         SetResponseHeaderLayer::overriding(
@@ -106,7 +124,8 @@ fn with_security_headers(app: Router, csp: &str) -> Router {
             HeaderValue::from_str(value).expect("security headers are ASCII"),
         )
     };
-    app.layer(header(header::CONTENT_SECURITY_POLICY, csp))
+    app.layer(axum::middleware::from_fn(unknown_grpc_method))
+        .layer(header(header::CONTENT_SECURITY_POLICY, csp))
         .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(header(header::REFERRER_POLICY, "no-referrer"))
         .layer(header(header::X_FRAME_OPTIONS, "DENY"))

@@ -443,3 +443,40 @@ async fn reflection_lists_the_three_services_and_health_says_serving() {
         assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
     }
 }
+
+/// An operator can hide the API's shape and the metrics from whoever reaches
+/// the port: reflection is then unimplemented and `/metrics` says nothing,
+/// while the API itself still answers.
+#[tokio::test]
+async fn reflection_and_metrics_can_be_turned_off() {
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, ServerReflectionRequest,
+    };
+    let app = TestApp::spawn_with(
+        Backend::Embedded,
+        &[
+            ("HEARTH_DEMO", "false"),
+            ("HEARTH_REFLECTION", "false"),
+            ("HEARTH_METRICS", "false"),
+        ],
+    )
+    .await;
+    let channel = tonic::transport::Channel::from_shared(app.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let refused = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect_err("reflection is off");
+    assert_eq!(refused.code(), Code::Unimplemented, "{refused:?}");
+    assert!(!app.metrics().await.contains("hearth_readings_stored"));
+    let home = app.home_with(&[(&unique("fan"), DeviceKind::Fan)]).await;
+    assert!(!home.is_empty(), "the API still answers");
+}
