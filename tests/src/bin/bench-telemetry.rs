@@ -80,7 +80,12 @@ bench-telemetry: issue 3's benchmark against running MariaDB + Mosquitto
 
 options (defaults of a full run; --quick changes the ones marked *):
   --quick                  smoke run: 10 s end to end, 100,000 history rows
-  --phases LIST            comma list of raw,e2e,live,history (default all)
+  --phases LIST            comma list of raw,e2e,live,history,soak (default all but soak)
+  --soak                   soak mode: --phases raw,soak
+  --soak-rates LIST        soak: offered ReadingBatch messages/s, one fixed rate per step,
+                           ascending; stops after the first step that loses readings or
+                           stores less than 95% of the offered rate (10000,15000,20000,25000)
+  --soak-secs N            soak: each step's length (300)
   --raw-secs N        *    each raw-limit measurement (10; quick 3)
   --secs N            *    end-to-end publishing (60; quick 10)
   --devices N              simulated sensors (1000)
@@ -123,6 +128,8 @@ struct Options {
     build: bool,
     broker_config: Option<PathBuf>,
     keep_db: bool,
+    soak_rates: Vec<u64>,
+    soak_secs: u64,
 }
 
 impl Options {
@@ -152,6 +159,8 @@ impl Options {
             build: true,
             broker_config: None,
             keep_db: false,
+            soak_rates: vec![10_000, 15_000, 20_000, 25_000],
+            soak_secs: 300,
         };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -173,6 +182,14 @@ impl Options {
                 "--quick" => {}
                 "--no-build" => o.build = false,
                 "--keep-db" => o.keep_db = true,
+                "--soak" => o.phases = vec!["raw".into(), "soak".into()],
+                "--soak-rates" => {
+                    o.soak_rates = value()?
+                        .split(',')
+                        .map(|v| num(flag, v.to_owned()))
+                        .collect::<anyhow::Result<_>>()?
+                }
+                "--soak-secs" => o.soak_secs = num(flag, value()?)?,
                 "--broker-config" => o.broker_config = Some(value()?.into()),
                 "--help" | "-h" => {
                     print!("{USAGE}");
@@ -206,10 +223,14 @@ impl Options {
         );
         for p in &o.phases {
             ensure!(
-                ["raw", "e2e", "live", "history"].contains(&p.as_str()),
+                ["raw", "e2e", "live", "history", "soak"].contains(&p.as_str()),
                 "--phases: unknown phase {p:?}"
             );
         }
+        ensure!(
+            !o.soak_rates.is_empty() && o.soak_rates.windows(2).all(|w| w[0] < w[1]),
+            "--soak-rates must be ascending"
+        );
         o.connections = o.connections.min(o.devices);
         o.sample_devices = o.sample_devices.clamp(1, o.devices);
         Ok(o)
@@ -1269,6 +1290,79 @@ async fn end_to_end(
     }))
 }
 
+// ---------------------------------------------------------------- soak
+
+/// Soak mode (issue 16): each of `--soak-rates` offered for `--soak-secs`,
+/// ascending, until a step fails; the highest rate that passed, beside the
+/// raw limits measured in the same run (phase 1). A step passes when nothing
+/// is lost and storing kept up (at least `KEPT_UP` of the offered rate while
+/// publishing). Why both: a short step above capacity loses nothing, its
+/// backlog drains after the load stops; held for minutes, the broker drops it.
+/// The share of the offered rate a soak step must store while publishing.
+const KEPT_UP: f64 = 0.95;
+
+async fn soak(
+    o: &Options,
+    hearth: &Hearth,
+    fleet: &Fleet,
+    db: &mut MySqlConnection,
+    broker_pid: Option<u32>,
+    smallest_limit: Option<f64>,
+) -> anyhow::Result<Value> {
+    let mut steps = Vec::new();
+    let mut lost_before = 0u64;
+    let mut highest_lossless = None;
+    for &rate in &o.soak_rates {
+        eprintln!(
+            "soak: {rate} batches/s × {} readings for {} s…",
+            o.readings_per_batch, o.soak_secs
+        );
+        let step_options = Options {
+            rate,
+            secs: o.soak_secs,
+            ..o.clone()
+        };
+        let step = end_to_end(&step_options, hearth, fleet, db, None, broker_pid).await?;
+        // Why a difference: the check compares every row with everything
+        // published since the start, earlier steps included.
+        let lost_total = step["check"]["lost"].as_u64().unwrap_or(0);
+        let lost = lost_total.saturating_sub(lost_before);
+        lost_before = lost_total;
+        let offered = (rate * o.readings_per_batch as u64) as f64;
+        let stored = step["readings_per_s_while_publishing"]
+            .as_f64()
+            .unwrap_or(0.0);
+        let kept_up = stored >= KEPT_UP * offered;
+        eprintln!(
+            "soak: {offered} readings/s offered, {stored} stored/s while publishing, {lost} lost"
+        );
+        steps.push(json!({
+            "offered_batches_per_s": rate,
+            "offered_readings_per_s": offered,
+            "stored_readings_per_s_while_publishing": stored,
+            "lost": lost,
+            "kept_up": kept_up,
+            "publish_to_commit": step["publish_to_commit"],
+            "hearth_peak_rss_mb": step["hearth_peak_rss_mb"],
+            "cpu": step["cpu"],
+        }));
+        if lost > 0 || !kept_up {
+            break;
+        }
+        highest_lossless = Some(offered);
+    }
+    Ok(json!({
+        "secs_per_step": o.soak_secs,
+        "steps": steps,
+        "highest_lossless_readings_per_s": highest_lossless,
+        "smaller_raw_limit_readings_per_s": smallest_limit.map(f64::round),
+        "ratio_to_smaller_raw_limit": match (highest_lossless, smallest_limit) {
+            (Some(h), Some(l)) if l > 0.0 => json!(round3(h / l)),
+            _ => Value::Null,
+        },
+    }))
+}
+
 // ---------------------------------------------------------------- phase 4
 
 async fn live(
@@ -1774,6 +1868,49 @@ fn report(summary: &Value) {
             );
         }
     }
+    let soak = &summary["soak"];
+    if !soak.is_null() {
+        println!(
+            "soak: fixed offered rates, {} s each",
+            soak["secs_per_step"]
+        );
+        for step in soak["steps"].as_array().into_iter().flatten() {
+            line(
+                &format!("  {} readings/s offered", step["offered_readings_per_s"]),
+                format!(
+                    "{} stored/s, {} lost{}",
+                    step["stored_readings_per_s_while_publishing"],
+                    step["lost"],
+                    if step["kept_up"] == json!(true) {
+                        ""
+                    } else {
+                        ", behind"
+                    }
+                ),
+                "",
+                None,
+            );
+        }
+        line(
+            "highest rate, nothing lost, kept up",
+            format!("{} readings/s", soak["highest_lossless_readings_per_s"]),
+            "",
+            None,
+        );
+        line(
+            "  smaller raw limit (same run)",
+            format!("{} readings/s", soak["smaller_raw_limit_readings_per_s"]),
+            "",
+            None,
+        );
+        let ratio = soak["ratio_to_smaller_raw_limit"].as_f64();
+        line(
+            "  ratio",
+            ratio.map_or_else(|| "n/a".into(), |r| format!("{r:.2}")),
+            ">= 0.8",
+            ratio.map(|r| r >= 0.8),
+        );
+    }
 }
 
 // ---------------------------------------------------------------- main
@@ -1945,7 +2082,7 @@ async fn run(
         });
     }
 
-    let needs_fleet = o.runs("e2e") || o.runs("live");
+    let needs_fleet = o.runs("e2e") || o.runs("live") || o.runs("soak");
     let needs_devices = needs_fleet || o.runs("history");
     if needs_devices {
         eprintln!("registering {} sensors…", o.devices);
@@ -1973,6 +2110,10 @@ async fn run(
                 summary["ratio"] = json!(round3(rate / limit));
             }
             summary["e2e"] = e2e;
+        }
+        if o.runs("soak") {
+            let mut db = MySqlConnection::connect(db_url).await?;
+            summary["soak"] = soak(o, hearth, &fleet, &mut db, broker_pid, smallest_limit).await?;
         }
         if o.runs("live") {
             eprintln!(
