@@ -11,8 +11,8 @@ use std::{future::Future, net::SocketAddr, path::Path, sync::Arc, time::Duration
 use anyhow::Context as _;
 use axum::routing::get;
 use hearth_proto::v1::{
-    automation_service_server::AutomationServiceServer, device_service_server::DeviceServiceServer,
-    telemetry_service_server::TelemetryServiceServer,
+    auth_service_server::AuthServiceServer, automation_service_server::AutomationServiceServer,
+    device_service_server::DeviceServiceServer, telemetry_service_server::TelemetryServiceServer,
 };
 use hearth_runtime::Clock;
 use http::{header, HeaderName};
@@ -25,14 +25,16 @@ use tonic_health::{
     server::HealthReporter,
     ServingStatus,
 };
+use tonic_web::{GrpcWebLayer, GrpcWebService};
 use tower::Layer as _;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tracing::{debug, info, warn};
 
 use crate::{
+    access::{self, Access, Gate, GateLayer},
     core::Core,
     demo,
-    grpc::{AutomationApi, DeviceApi, TelemetryApi},
+    grpc::{AuthApi, AutomationApi, DeviceApi, TelemetryApi},
     ingest::{self, IngestItem},
     intake::Intake,
     mqtt,
@@ -82,6 +84,23 @@ impl App {
             }
         };
         let storage = storage::connect(&settings.database_url).await?;
+        if let Some(admin) = &settings.first_admin {
+            access::ensure_first_admin(&storage, admin, &clock).await?;
+        }
+        let loopback_only = settings.listen.ip().is_loopback()
+            && match &settings.mqtt {
+                MqttBroker::Embedded { listen } => listen.ip().is_loopback(),
+                MqttBroker::External { .. } => true,
+            };
+        let access = Arc::new(
+            Access::start(
+                storage.clone(),
+                clock.clone(),
+                settings.session_ttl_ms,
+                loopback_only,
+            )
+            .await?,
+        );
         let replica = settings
             .replica
             .clone()
@@ -125,6 +144,7 @@ impl App {
 
         let (core, ingest_rx) = Core::new(
             storage,
+            access,
             lanes[0].publisher.clone(),
             clock,
             settings.command_ttl_ms,
@@ -400,6 +420,7 @@ async fn set_health(health: &HealthReporter, serving: bool) {
         <DeviceServiceServer<DeviceApi> as NamedService>::NAME,
         <TelemetryServiceServer<TelemetryApi> as NamedService>::NAME,
         <AutomationServiceServer<AutomationApi> as NamedService>::NAME,
+        <AuthServiceServer<AuthApi> as NamedService>::NAME,
     ] {
         health.set_service_status(service, status).await;
     }
@@ -422,12 +443,20 @@ fn routes(
 
     // Why per service and not around the whole server: tonic-web answers
     // 400 to any other HTTP/1.1 request, which would hide the web app.
-    let web = tonic_web::GrpcWebLayer::new();
+    let web = GrpcWebLayer::new();
+    // Why inside the gRPC-web layer: a refusal is then framed for whichever
+    // protocol asked.
+    let gate = GateLayer::new(core.access.clone());
+    fn gated<S>(web: &GrpcWebLayer, gate: &GateLayer, service: S) -> GrpcWebService<Gate<S>> {
+        web.layer(gate.layer(service))
+    }
+    let api = |service| gated(&web, &gate, service);
     let mut routes = Routes::builder();
     routes
-        .add_service(web.layer(DeviceServiceServer::new(DeviceApi::new(core.clone()))))
-        .add_service(web.layer(TelemetryServiceServer::new(TelemetryApi::new(core.clone()))))
-        .add_service(web.layer(AutomationServiceServer::new(AutomationApi::new(
+        .add_service(api(AuthServiceServer::new(AuthApi::new(core.clone()))))
+        .add_service(api(DeviceServiceServer::new(DeviceApi::new(core.clone()))))
+        .add_service(api(TelemetryServiceServer::new(TelemetryApi::new(core.clone()))))
+        .add_service(api(AutomationServiceServer::new(AutomationApi::new(
             core.clone(),
         ))))
         .add_service(web.layer(health_service));

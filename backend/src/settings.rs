@@ -51,6 +51,27 @@ pub struct Settings {
     /// HEARTH_REPLICA: this replica's stable name (Kubernetes: the pod name),
     /// for its MQTT session and the automation lease. Unset: a random one.
     pub replica: Option<String>,
+    /// HEARTH_SESSION_MINUTES: how long a login's session token lasts
+    /// unless renewed.
+    pub session_ttl_ms: i64,
+    /// HEARTH_ADMIN and HEARTH_ADMIN_PASSWORD: the first admin, created at
+    /// start if no user exists yet (how a cluster gets one from a Secret).
+    pub first_admin: Option<FirstAdmin>,
+}
+
+/// The first admin, `NAME@HOME`, with a password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FirstAdmin {
+    pub username: String,
+    pub home: String,
+    pub password: String,
+}
+
+// Why by hand: the password must never reach a log through `{:?}`.
+impl std::fmt::Debug for FirstAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FirstAdmin({}@{}, password: ***)", self.username, self.home)
+    }
 }
 
 /// What is served for operators' tools besides the API.
@@ -173,7 +194,9 @@ impl Retention {
     }
 }
 
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// Why loopback: with no user yet, Hearth is open only to this machine (see
+/// `access`); serving the LAN takes a user and `HEARTH_LISTEN=0.0.0.0:8080`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://hearth.db";
 /// Why not 1883: a broker such as Mosquitto usually has that port already.
 pub const DEFAULT_EMBEDDED_MQTT_LISTEN: &str = "127.0.0.1:1884";
@@ -265,6 +288,36 @@ pub struct Cli {
     #[arg(long, env = "HEARTH_MINUTE_RETENTION_DAYS", value_name = "DAYS", default_value_t = 90,
         value_parser = clap::value_parser!(u32).range(1..))]
     minute_retention_days: u32,
+    /// How long a login lasts unless the app renews it (minutes).
+    #[arg(long, env = "HEARTH_SESSION_MINUTES", value_name = "MINUTES", default_value_t = 15,
+        value_parser = clap::value_parser!(u32).range(1..=10_080))]
+    session_minutes: u32,
+    /// The first admin, `NAME@HOME`, created at start if no user exists
+    /// (the home too, if missing) [default: none].
+    #[arg(long, env = "HEARTH_ADMIN", value_name = "NAME@HOME", value_parser = first_admin,
+        requires = "admin_password")]
+    admin: Option<(String, String)>,
+    /// The first admin's password, at least 12 characters; use
+    /// HEARTH_ADMIN_PASSWORD_FILE (a Secret) rather than the variable.
+    #[arg(long, env = "HEARTH_ADMIN_PASSWORD", value_name = "PASSWORD", hide_env_values = true,
+        value_parser = admin_password, requires = "admin")]
+    admin_password: Option<String>,
+}
+
+fn first_admin(value: &str) -> Result<(String, String), String> {
+    let (name, home) = value
+        .split_once('@')
+        .ok_or_else(|| format!("{value:?} is not NAME@HOME"))?;
+    for (part, what) in [(name, "NAME"), (home, "HOME")] {
+        hearth_proto::ids::check_id(part).map_err(|e| format!("{what} {e}"))?;
+    }
+    Ok((name.to_owned(), home.to_owned()))
+}
+
+fn admin_password(value: &str) -> Result<String, String> {
+    let value = value.trim_end_matches(['\n', '\r']);
+    crate::access::check_password(value, "the password")?;
+    Ok(value.to_owned())
 }
 
 /// Raw retention as `HEARTH_RAW_RETENTION_DAYS` gives it.
@@ -353,6 +406,15 @@ impl From<Cli> for Settings {
             },
             cors_origins: cli.cors_origins,
             replica: cli.replica,
+            session_ttl_ms: i64::from(cli.session_minutes) * 60_000,
+            first_admin: cli
+                .admin
+                .zip(cli.admin_password)
+                .map(|((username, home), password)| FirstAdmin {
+                    username,
+                    home,
+                    password,
+                }),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! Nothing here does I/O or knows about tonic, sqlx or rumqttc; time comes
 //! in as arguments. The backend re-exports it as `hearth_backend::domain`.
 
+pub mod access;
 pub mod device;
 pub mod ids;
 pub mod inbound;
@@ -15,7 +16,8 @@ pub use device::{
     ActuatorState, Command, CommandState, Desired, Device, DeviceKind, Home, Mode, ReportError,
     Reported, Transition,
 };
-pub use ids::{DeviceId, HomeId, InvalidId, RuleId};
+pub use access::{Caller, Decision, Denied, Grant, Role};
+pub use ids::{DeviceId, HomeId, InvalidId, RuleId, TokenName, Username};
 pub use inbound::{decode_device_message, DeviceMessage, MessageBody, Refused};
 pub use reading::{decode_readings, validate_batch, Reading, RejectReason};
 pub use rule::{

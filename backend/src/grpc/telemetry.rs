@@ -13,12 +13,13 @@ use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 use tonic::{Request, Response, Status};
 
 use super::{
-    convert,
+    convert, scope,
     status::{invalid, invalid_id},
 };
 use crate::{
+    access::caller,
     core::Core,
-    domain::{series::plan, validate_batch, DeviceId, DeviceKind, HomeId},
+    domain::{series::plan, validate_batch, Denied, DeviceId, DeviceKind, HomeId, Role},
     ingest::{Done, IngestItem},
     storage::{ReadingCursor, ReadingQuery},
 };
@@ -48,6 +49,7 @@ impl TelemetryService for TelemetryApi {
         &self,
         request: Request<IngestBatchRequest>,
     ) -> Result<Response<IngestBatchResponse>, Status> {
+        let auth = caller(&request)?;
         let batches = request.into_inner().batches;
         if batches.len() > MAX_BATCHES_PER_CALL {
             return Err(invalid(
@@ -71,7 +73,16 @@ impl TelemetryService for TelemetryApi {
                     .lookup(&device_id)
                     .await
                     .map_err(|e| e.to_string())?;
-                let known = known.ok_or_else(|| format!("unknown device {device_id}"))?;
+                let known = known
+                    .filter(|k| auth.caller.sees(&k.home_id))
+                    .ok_or_else(|| format!("unknown device {device_id}"))?;
+                if let Err(Denied::Forbidden { role, need }) =
+                    auth.caller.require(&known.home_id, Role::Admin)
+                {
+                    return Err(format!(
+                        "device {device_id}: a {role} of its home may not write readings (it needs {need})"
+                    ));
+                }
                 if !batch.home_id.is_empty() && batch.home_id != known.home_id.as_str() {
                     return Err(format!(
                         "device {device_id} belongs to home {}, not {}",
@@ -134,6 +145,7 @@ impl TelemetryService for TelemetryApi {
         &self,
         request: Request<ListReadingsRequest>,
     ) -> Result<Response<ListReadingsResponse>, Status> {
+        let auth = caller(&request)?;
         let r = request.into_inner();
         let device_id = DeviceId::parse(&r.device_id, "device_id").map_err(invalid_id)?;
         let metric = convert::metric_filter(r.metric, "metric")?;
@@ -163,9 +175,7 @@ impl TelemetryService for TelemetryApi {
         if r.end_unix_ms != 0 && r.start_unix_ms > r.end_unix_ms {
             return Err(invalid("start_unix_ms", "must not be after end_unix_ms"));
         }
-        if self.core.directory.lookup(&device_id).await?.is_none() {
-            return Err(Status::not_found(format!("device {device_id} not found")));
-        }
+        scope::device(&self.core, &auth.caller, &device_id, Role::Viewer, "device_id").await?;
         let query = ReadingQuery {
             device_id,
             metric,
@@ -196,6 +206,7 @@ impl TelemetryService for TelemetryApi {
         &self,
         request: Request<WatchReadingsRequest>,
     ) -> Result<Response<Self::WatchReadingsStream>, Status> {
+        let auth = caller(&request)?;
         let r = request.into_inner();
         let home_id = HomeId::parse(&r.home_id, "home_id").map_err(invalid_id)?;
         let devices = r
@@ -212,16 +223,7 @@ impl TelemetryService for TelemetryApi {
                     .ok_or_else(|| invalid("metrics", "must not contain METRIC_UNSPECIFIED"))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if !self
-            .core
-            .storage
-            .list_homes()
-            .await?
-            .iter()
-            .any(|h| h.id == home_id)
-        {
-            return Err(Status::not_found(format!("home {home_id} not found")));
-        }
+        scope::home(&self.core, &auth.caller, &home_id, Role::Viewer, "home_id").await?;
         // Why a broadcast receiver per subscriber: it is bounded, and a slow
         // subscriber only loses its own messages (reported as `skipped`).
         let stream = BroadcastStream::new(self.core.stored.subscribe()).filter_map(move |item| {
@@ -256,6 +258,7 @@ impl TelemetryService for TelemetryApi {
         &self,
         request: Request<GetSeriesRequest>,
     ) -> Result<Response<GetSeriesResponse>, Status> {
+        let auth = caller(&request)?;
         let r = request.into_inner();
         let device = DeviceId::parse(&r.device_id, "device_id").map_err(invalid_id)?;
         let metric = convert::metric_filter(r.metric, "metric")?
@@ -280,9 +283,7 @@ impl TelemetryService for TelemetryApi {
                 ))
             }
         };
-        if self.core.directory.lookup(&device).await?.is_none() {
-            return Err(Status::not_found(format!("device {device} not found")));
-        }
+        scope::device(&self.core, &auth.caller, &device, Role::Viewer, "device_id").await?;
         let plan = plan(r.start_unix_ms, end, max_points);
         let points = self.core.storage.series(&device, metric, &plan).await?;
         Ok(Response::new(GetSeriesResponse {

@@ -4,6 +4,7 @@
 //! each says its own way beside its connect options in `sqlite.rs` and
 //! `mysql.rs`. Migrations run at start-up.
 
+pub mod access;
 mod mysql;
 mod sql;
 mod sqlite;
@@ -18,6 +19,7 @@ use crate::domain::{
     Resolution, RuleId, RuleState, SeriesPlan, SeriesPoint, ThresholdRule, UnixMs,
 };
 
+pub use access::{AccessStore, ApiTokenInfo};
 pub use mysql::MySqlStorage;
 pub use sqlite::SqliteStorage;
 
@@ -118,9 +120,10 @@ pub struct Applied {
     pub published_at: Option<UnixMs>,
 }
 
-/// Persistence of homes, devices, readings and rules.
+/// Persistence of homes, devices, readings and rules (and, through
+/// [`AccessStore`], of people and tokens).
 #[async_trait]
-pub trait Storage: Send + Sync + 'static {
+pub trait Storage: AccessStore + Send + Sync + 'static {
     /// `Conflict` if the id is taken.
     /// Answers once the database does: what health checks ask.
     async fn ping(&self) -> Result<()>;

@@ -6,6 +6,7 @@
 //!
 //! One test binary, one module per area, as in zero2prod.
 
+mod access;
 mod commands;
 mod helpers;
 mod service;
