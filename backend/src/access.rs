@@ -41,7 +41,7 @@ use crate::{
         Caller, Decision, Denied, Grant, Home, HomeId, Role, TokenName, UnixMs, Username,
     },
     settings::FirstAdmin,
-    storage::{ApiTokenInfo, Storage, StorageError},
+    storage::{ApiTokenInfo, AuditEvent, Storage, StorageError},
 };
 
 /// How long a validated token is trusted without asking the database.
@@ -217,7 +217,11 @@ impl Access {
                 .await
                 .map_err(Status::from)?
                 .ok_or_else(bad_token)?;
-            let grants = self.storage.user_grants(&user).await.map_err(Status::from)?;
+            let grants = self
+                .storage
+                .user_grants(&user)
+                .await
+                .map_err(Status::from)?;
             let auth = Authenticated {
                 caller: Arc::new(Caller::User {
                     name: user.to_string(),
@@ -279,9 +283,12 @@ impl Access {
             .map_err(|_| Status::internal("internal error"))?;
         let (Some(user), true, true) = (user, matched, ok) else {
             warn!(username, "failed login");
+            self.audit(username, "login", None, username, false).await;
             return Err(wrong());
         };
         info!(username = %user, "login");
+        self.audit(user.as_str(), "login", None, user.as_str(), true)
+            .await;
         self.new_session(&user).await
     }
 
@@ -396,6 +403,29 @@ impl Access {
         self.forget(&format!("token:{name}"));
         info!(token = %name, "API token revoked");
         Ok(())
+    }
+
+    /// Writes a line of the audit log. Why it never fails the call: the
+    /// change it records is made; a failure to record it is logged.
+    pub async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        home: Option<&HomeId>,
+        target: &str,
+        ok: bool,
+    ) {
+        let event = AuditEvent {
+            at: self.clock.now(),
+            home: home.cloned(),
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            outcome: if ok { "ok" } else { "refused" }.to_owned(),
+        };
+        if let Err(e) = self.storage.record_audit(&event).await {
+            warn!(error = %e, action, target, "could not write the audit log");
+        }
     }
 
     /// A user's cached grants changed (e.g. they created a home).

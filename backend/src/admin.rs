@@ -14,7 +14,10 @@ use crate::{
 };
 
 #[derive(Debug, Parser)]
-#[command(name = "hearth admin", about = "Administration straight on Hearth's database")]
+#[command(
+    name = "hearth admin",
+    about = "Administration straight on Hearth's database"
+)]
 struct AdminCli {
     /// The database Hearth uses.
     #[arg(long, env = "HEARTH_DATABASE_URL", hide_env_values = true,

@@ -455,7 +455,9 @@ fn routes(
     routes
         .add_service(api(AuthServiceServer::new(AuthApi::new(core.clone()))))
         .add_service(api(DeviceServiceServer::new(DeviceApi::new(core.clone()))))
-        .add_service(api(TelemetryServiceServer::new(TelemetryApi::new(core.clone()))))
+        .add_service(api(TelemetryServiceServer::new(TelemetryApi::new(
+            core.clone(),
+        ))))
         .add_service(api(AutomationServiceServer::new(AutomationApi::new(
             core.clone(),
         ))))

@@ -70,7 +70,11 @@ pub struct FirstAdmin {
 // Why by hand: the password must never reach a log through `{:?}`.
 impl std::fmt::Debug for FirstAdmin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "FirstAdmin({}@{}, password: ***)", self.username, self.home)
+        write!(
+            f,
+            "FirstAdmin({}@{}, password: ***)",
+            self.username, self.home
+        )
     }
 }
 

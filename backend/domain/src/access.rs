@@ -52,9 +52,15 @@ pub enum Caller {
     /// No users exist yet and every listener is on loopback: whoever can
     /// reach the port is the machine's owner (the zero-setup embedded run).
     Open,
-    User { name: String, grants: Vec<Grant> },
+    User {
+        name: String,
+        grants: Vec<Grant>,
+    },
     /// An API token, by its name.
-    Token { name: String, grants: Vec<Grant> },
+    Token {
+        name: String,
+        grants: Vec<Grant>,
+    },
 }
 
 /// Why a caller may not do something, as the caller may learn it.
@@ -137,15 +143,17 @@ pub fn decision(path: &str) -> Option<Decision> {
         ("hearth.v1.AuthService", "Renew" | "Logout" | "WhoAmI") => Caller,
         (
             "hearth.v1.AuthService",
-            "CreateUser" | "SetMembership" | "CreateApiToken" | "ListApiTokens" | "RevokeApiToken",
+            "CreateUser" | "SetMembership" | "CreateApiToken" | "ListApiTokens" | "RevokeApiToken"
+            | "ListAuditEvents",
         ) => Home(Admin),
 
         // A new home is its creator's, who becomes its admin.
         ("hearth.v1.DeviceService", "CreateHome" | "ListHomes") => Caller,
         ("hearth.v1.DeviceService", "RegisterDevice") => Home(Admin),
-        ("hearth.v1.DeviceService", "ListDevices" | "GetDevice" | "ListCommands" | "WatchDevices") => {
-            Home(Viewer)
-        }
+        (
+            "hearth.v1.DeviceService",
+            "ListDevices" | "GetDevice" | "ListCommands" | "WatchDevices",
+        ) => Home(Viewer),
         ("hearth.v1.DeviceService", "SetMode") => Home(Operator),
 
         // Readings written through the API are a home's data, not a device

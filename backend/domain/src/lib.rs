@@ -12,11 +12,11 @@ pub mod reading;
 pub mod rule;
 pub mod series;
 
+pub use access::{Caller, Decision, Denied, Grant, Role};
 pub use device::{
     ActuatorState, Command, CommandState, Desired, Device, DeviceKind, Home, Mode, ReportError,
     Reported, Transition,
 };
-pub use access::{Caller, Decision, Denied, Grant, Role};
 pub use ids::{DeviceId, HomeId, InvalidId, RuleId, TokenName, Username};
 pub use inbound::{decode_device_message, DeviceMessage, MessageBody, Refused};
 pub use reading::{decode_readings, validate_batch, Reading, RejectReason};

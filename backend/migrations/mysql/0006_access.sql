@@ -39,3 +39,18 @@ CREATE TABLE api_token_grants (
     FOREIGN KEY (token_name) REFERENCES api_tokens (name) ON DELETE CASCADE,
     FOREIGN KEY (home_id) REFERENCES homes (id)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;
+
+-- Who did what: logins (and failed ones), users, roles, tokens, homes,
+-- devices and rules. `home_id` is '' for what concerns no one home (a
+-- login); admins of a home see those of its members.
+CREATE TABLE audit_events (
+    id      BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    at      BIGINT NOT NULL,
+    home_id VARCHAR(64) NOT NULL DEFAULT '',
+    actor   VARCHAR(80) NOT NULL,
+    action  VARCHAR(32) NOT NULL,
+    target  VARCHAR(128) NOT NULL,
+    outcome VARCHAR(16) NOT NULL,
+    INDEX audit_by_home (home_id, id),
+    INDEX audit_by_target (target, id)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;

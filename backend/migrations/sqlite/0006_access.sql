@@ -34,3 +34,18 @@ CREATE TABLE api_token_grants (
     role       TEXT NOT NULL,
     PRIMARY KEY (token_name, home_id)
 );
+
+-- Who did what: logins (and failed ones), users, roles, tokens, homes,
+-- devices and rules. `home_id` is '' for what concerns no one home (a
+-- login); admins of a home see those of its members.
+CREATE TABLE audit_events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      INTEGER NOT NULL,
+    home_id TEXT NOT NULL DEFAULT '',
+    actor   TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    target  TEXT NOT NULL,
+    outcome TEXT NOT NULL
+);
+CREATE INDEX audit_by_home ON audit_events (home_id, id);
+CREATE INDEX audit_by_target ON audit_events (target, id);

@@ -15,6 +15,9 @@ use crate::{
 
 /// Most homes one API token may reach.
 const MAX_TOKEN_HOMES: usize = 64;
+/// Most audit events in one answer, and the default.
+const MAX_AUDIT: u32 = 500;
+const DEFAULT_AUDIT: u32 = 50;
 
 pub struct AuthApi {
     core: Arc<Core>,
@@ -89,10 +92,27 @@ fn token_to_proto(t: &ApiTokenInfo) -> v1::ApiToken {
 }
 
 /// A home the caller administers: NOT_FOUND if it sees no such home.
-async fn admin_home(core: &Core, caller: &Caller, id: &str, field: &'static str) -> Result<HomeId, Status> {
+async fn admin_home(
+    core: &Core,
+    caller: &Caller,
+    id: &str,
+    field: &'static str,
+) -> Result<HomeId, Status> {
     let home = HomeId::parse(id, field).map_err(invalid_id)?;
-    require(caller, &home, Role::Admin, format_args!("home {home}"), field)?;
-    if !core.storage.list_homes().await?.iter().any(|h| h.id == home) {
+    require(
+        caller,
+        &home,
+        Role::Admin,
+        format_args!("home {home}"),
+        field,
+    )?;
+    if !core
+        .storage
+        .list_homes()
+        .await?
+        .iter()
+        .any(|h| h.id == home)
+    {
         return Err(Status::not_found(format!("home {home} not found")));
     }
     Ok(home)
@@ -154,6 +174,19 @@ impl AuthService for AuthApi {
             .access()
             .create_user(&user, &r.password, &home, role)
             .await?;
+        let action = match r.password.is_empty() {
+            true => "membership.set",
+            false => "user.create",
+        };
+        self.access()
+            .audit(
+                &auth.caller.name(),
+                action,
+                Some(&home),
+                user.as_str(),
+                true,
+            )
+            .await;
         Ok(Response::new(v1::User {
             username: user.to_string(),
             grants: grants_to_proto(&grants),
@@ -170,6 +203,15 @@ impl AuthService for AuthApi {
         let user = Username::parse(&r.username, "username").map_err(invalid_id)?;
         let role = role_from_proto(r.role, "role")?;
         let grants = self.access().set_membership(&user, &home, role).await?;
+        self.access()
+            .audit(
+                &auth.caller.name(),
+                "membership.set",
+                Some(&home),
+                user.as_str(),
+                true,
+            )
+            .await;
         Ok(Response::new(v1::User {
             username: user.to_string(),
             grants: grants_to_proto(&grants),
@@ -188,7 +230,10 @@ impl AuthService for AuthApi {
             return Err(invalid("home_ids", "must name at least one home"));
         }
         if r.home_ids.len() > MAX_TOKEN_HOMES {
-            return Err(invalid("home_ids", format!("has more than {MAX_TOKEN_HOMES} homes")));
+            return Err(invalid(
+                "home_ids",
+                format!("has more than {MAX_TOKEN_HOMES} homes"),
+            ));
         }
         let mut grants: Vec<Grant> = Vec::with_capacity(r.home_ids.len());
         for id in &r.home_ids {
@@ -201,6 +246,17 @@ impl AuthService for AuthApi {
             .access()
             .create_api_token(name, grants, &auth.caller)
             .await?;
+        for g in &info.grants {
+            self.access()
+                .audit(
+                    &auth.caller.name(),
+                    "token.create",
+                    Some(&g.home),
+                    info.name.as_str(),
+                    true,
+                )
+                .await;
+        }
         Ok(Response::new(v1::CreatedApiToken {
             token,
             info: Some(token_to_proto(&info)),
@@ -212,7 +268,13 @@ impl AuthService for AuthApi {
         request: Request<v1::ListApiTokensRequest>,
     ) -> Result<Response<v1::ListApiTokensResponse>, Status> {
         let auth = caller(&request)?;
-        let home = admin_home(&self.core, &auth.caller, &request.get_ref().home_id, "home_id").await?;
+        let home = admin_home(
+            &self.core,
+            &auth.caller,
+            &request.get_ref().home_id,
+            "home_id",
+        )
+        .await?;
         let tokens = self.core.storage.list_api_tokens(&home).await?;
         Ok(Response::new(v1::ListApiTokensResponse {
             tokens: tokens.iter().map(token_to_proto).collect(),
@@ -236,9 +298,54 @@ impl AuthService for AuthApi {
         // it; one the caller sees but does not administer everywhere is
         // refused.
         for g in &token.grants {
-            require(&auth.caller, &g.home, Role::Admin, format_args!("token {name}"), "name")?;
+            require(
+                &auth.caller,
+                &g.home,
+                Role::Admin,
+                format_args!("token {name}"),
+                "name",
+            )?;
         }
         self.access().revoke_api_token(&name).await?;
+        for g in &token.grants {
+            self.access()
+                .audit(
+                    &auth.caller.name(),
+                    "token.revoke",
+                    Some(&g.home),
+                    name.as_str(),
+                    true,
+                )
+                .await;
+        }
         Ok(Response::new(v1::RevokeApiTokenResponse {}))
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<v1::ListAuditEventsRequest>,
+    ) -> Result<Response<v1::ListAuditEventsResponse>, Status> {
+        let auth = caller(&request)?;
+        let r = request.into_inner();
+        let home = admin_home(&self.core, &auth.caller, &r.home_id, "home_id").await?;
+        let limit = match r.limit {
+            0 => DEFAULT_AUDIT,
+            n if n <= MAX_AUDIT => n,
+            n => return Err(invalid("limit", format!("is {n}, at most {MAX_AUDIT}"))),
+        };
+        let events = self.core.storage.list_audit(&home, limit).await?;
+        Ok(Response::new(v1::ListAuditEventsResponse {
+            events: events
+                .into_iter()
+                .map(|e| v1::AuditEvent {
+                    at_unix_ms: e.at,
+                    home_id: e.home.map(|h| h.to_string()).unwrap_or_default(),
+                    actor: e.actor,
+                    action: e.action,
+                    target: e.target,
+                    outcome: e.outcome,
+                })
+                .collect(),
+        }))
     }
 }

@@ -44,7 +44,12 @@ impl AutomationApi {
     ) -> Result<DeviceId, Status> {
         let id = DeviceId::parse(id, field).map_err(invalid_id)?;
         let not_found = || Status::not_found(format!("{field}: device {id} not found"));
-        let known = self.core.directory.lookup(&id).await?.ok_or_else(not_found)?;
+        let known = self
+            .core
+            .directory
+            .lookup(&id)
+            .await?
+            .ok_or_else(not_found)?;
         // Why: a device of a home the caller has no role in does not exist
         // for it, so the error must not say where it is.
         if !caller.sees(&known.home_id) {
@@ -175,6 +180,16 @@ impl AutomationService for AutomationApi {
         let rule = self.rule_from_proto(r, &auth.caller, Role::Admin).await?;
         let start = RuleState::new(self.core.clock.now());
         self.core.storage.create_rule(&rule, &start).await?;
+        self.core
+            .access
+            .audit(
+                &auth.caller.name(),
+                "rule.create",
+                Some(&rule.home_id),
+                rule.id.as_str(),
+                true,
+            )
+            .await;
         info!(rule = %rule.id, home = %rule.home_id, "rule created");
         Ok(Response::new(convert::rule(&rule)))
     }
@@ -207,8 +222,18 @@ impl AutomationService for AutomationApi {
     ) -> Result<Response<DeleteRuleResponse>, Status> {
         let auth = caller(&request)?;
         let id = RuleId::parse(&request.into_inner().id, "id").map_err(invalid_id)?;
-        self.rule_home(&auth.caller, &id, Role::Admin, "id").await?;
+        let home = self.rule_home(&auth.caller, &id, Role::Admin, "id").await?;
         self.core.storage.delete_rule(&id).await?;
+        self.core
+            .access
+            .audit(
+                &auth.caller.name(),
+                "rule.delete",
+                Some(&home),
+                id.as_str(),
+                true,
+            )
+            .await;
         info!(rule = %id, "rule deleted");
         Ok(Response::new(DeleteRuleResponse {}))
     }
@@ -226,13 +251,28 @@ impl AutomationService for AutomationApi {
             return Err(invalid("rule.id", "must name the rule to update"));
         }
         let id = RuleId::parse(&r.id, "rule.id").map_err(invalid_id)?;
-        let home = self.rule_home(&auth.caller, &id, Role::Admin, "rule.id").await?;
+        let home = self
+            .rule_home(&auth.caller, &id, Role::Admin, "rule.id")
+            .await?;
         let rule = self.rule_from_proto(r, &auth.caller, Role::Admin).await?;
         if rule.home_id != home {
-            return Err(invalid("rule.home_id", "cannot move a rule to another home"));
+            return Err(invalid(
+                "rule.home_id",
+                "cannot move a rule to another home",
+            ));
         }
         let start = RuleState::new(self.core.clock.now());
         self.core.storage.update_rule(&rule, &start).await?;
+        self.core
+            .access
+            .audit(
+                &auth.caller.name(),
+                "rule.update",
+                Some(&home),
+                rule.id.as_str(),
+                true,
+            )
+            .await;
         info!(rule = %rule.id, enabled = rule.enabled, "rule updated");
         Ok(Response::new(convert::rule(&rule)))
     }

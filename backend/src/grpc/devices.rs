@@ -89,6 +89,16 @@ impl DeviceService for DeviceApi {
                 .set_membership(&user, &home.id, Some(Role::Admin))
                 .await?;
         }
+        self.core
+            .access
+            .audit(
+                &auth.caller.name(),
+                "home.create",
+                Some(&home.id),
+                home.id.as_str(),
+                true,
+            )
+            .await;
         Ok(Response::new(convert::home(&home)))
     }
 
@@ -129,6 +139,16 @@ impl DeviceService for DeviceApi {
         };
         self.core.storage.register_device(&device).await?;
         self.core.directory.remember(&device);
+        self.core
+            .access
+            .audit(
+                &auth.caller.name(),
+                "device.register",
+                Some(&device.home_id),
+                device.id.as_str(),
+                true,
+            )
+            .await;
         Ok(Response::new(self.to_proto(&device)))
     }
 

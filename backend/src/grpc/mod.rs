@@ -4,8 +4,8 @@
 pub mod auth;
 pub mod automation;
 pub mod convert;
-pub mod scope;
 pub mod devices;
+pub mod scope;
 pub mod status;
 pub mod telemetry;
 

@@ -175,7 +175,14 @@ impl TelemetryService for TelemetryApi {
         if r.end_unix_ms != 0 && r.start_unix_ms > r.end_unix_ms {
             return Err(invalid("start_unix_ms", "must not be after end_unix_ms"));
         }
-        scope::device(&self.core, &auth.caller, &device_id, Role::Viewer, "device_id").await?;
+        scope::device(
+            &self.core,
+            &auth.caller,
+            &device_id,
+            Role::Viewer,
+            "device_id",
+        )
+        .await?;
         let query = ReadingQuery {
             device_id,
             metric,

@@ -20,6 +20,23 @@ pub struct ApiTokenInfo {
     pub created_by: String,
 }
 
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub at: UnixMs,
+    /// `None`: about no one home (a login).
+    pub home: Option<HomeId>,
+    /// Who acted: a user's name, `token:<name>`, `api` (open mode), or for
+    /// a login the name given.
+    pub actor: String,
+    /// `login`, `user.create`, `token.revoke`, `rule.update`, …
+    pub action: String,
+    /// What it acted on: a user, token, home, device or rule.
+    pub target: String,
+    /// `ok` or `refused`.
+    pub outcome: String,
+}
+
 /// Persistence of users, memberships, sessions and API tokens. Tokens are
 /// looked up by the hex SHA-256 of the secret; the secret is never stored.
 #[async_trait]
@@ -30,8 +47,12 @@ pub trait AccessStore: Send + Sync + 'static {
     async fn password_hash(&self, name: &Username) -> Result<Option<String>>;
     /// Sets (or with `None` removes) `user`'s role in `home`; `NotFound` if
     /// the user does not exist.
-    async fn set_membership(&self, user: &Username, home: &HomeId, role: Option<Role>)
-        -> Result<()>;
+    async fn set_membership(
+        &self,
+        user: &Username,
+        home: &HomeId,
+        role: Option<Role>,
+    ) -> Result<()>;
     async fn user_grants(&self, user: &Username) -> Result<Vec<Grant>>;
 
     async fn create_session(&self, hash: &str, user: &Username, expires_at: UnixMs) -> Result<()>;
@@ -49,6 +70,10 @@ pub trait AccessStore: Send + Sync + 'static {
     async fn list_api_tokens(&self, home: &HomeId) -> Result<Vec<ApiTokenInfo>>;
     /// `NotFound` if there is no such token.
     async fn delete_api_token(&self, name: &TokenName) -> Result<()>;
+
+    async fn record_audit(&self, event: &AuditEvent) -> Result<()>;
+    /// Newest first: the events of `home`, and the logins of its members.
+    async fn list_audit(&self, home: &HomeId, limit: u32) -> Result<Vec<AuditEvent>>;
 }
 
 fn grant_from_row<R: Row>(row: &R) -> Result<Grant>
@@ -191,11 +216,13 @@ where
     }
 
     async fn session_user(&self, hash: &str, now: UnixMs) -> Result<Option<(Username, UnixMs)>> {
-        let row = sqlx::query("SELECT username, expires_at FROM sessions WHERE token_hash = ? AND expires_at > ?")
-            .bind(hash)
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT username, expires_at FROM sessions WHERE token_hash = ? AND expires_at > ?",
+        )
+        .bind(hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(row) = row else { return Ok(None) };
         let name: String = row.try_get("username")?;
         Ok(Some((
@@ -236,12 +263,14 @@ where
             other => other,
         })?;
         for g in &token.grants {
-            sqlx::query("INSERT INTO api_token_grants (token_name, home_id, role) VALUES (?, ?, ?)")
-                .bind(token.name.as_str())
-                .bind(g.home.as_str())
-                .bind(g.role.as_str())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO api_token_grants (token_name, home_id, role) VALUES (?, ?, ?)",
+            )
+            .bind(token.name.as_str())
+            .bind(g.home.as_str())
+            .bind(g.role.as_str())
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -291,4 +320,65 @@ where
         tx.commit().await?;
         Ok(())
     }
+
+    async fn record_audit(&self, e: &AuditEvent) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit_events (at, home_id, actor, action, target, outcome) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(e.at)
+        .bind(e.home.as_ref().map_or("", |h| h.as_str()))
+        .bind(truncated(&e.actor, 80))
+        .bind(truncated(&e.action, 32))
+        .bind(truncated(&e.target, 128))
+        .bind(e.outcome.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, home: &HomeId, limit: u32) -> Result<Vec<AuditEvent>> {
+        let rows = sqlx::query(
+            "SELECT at, home_id, actor, action, target, outcome FROM audit_events \
+             WHERE home_id = ? OR (home_id = '' AND target IN \
+             (SELECT username FROM memberships WHERE home_id = ?)) \
+             ORDER BY id DESC LIMIT ?",
+        )
+        .bind(home.as_str())
+        .bind(home.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let home: String = row.try_get("home_id")?;
+                Ok(AuditEvent {
+                    at: row.try_get("at")?,
+                    home: match home.as_str() {
+                        "" => None,
+                        h => Some(
+                            HomeId::parse(h, "home_id").map_err(|_| decode_err("audit home"))?,
+                        ),
+                    },
+                    actor: row.try_get("actor")?,
+                    action: row.try_get("action")?,
+                    target: row.try_get("target")?,
+                    outcome: row.try_get("outcome")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary. Why: a login
+/// attempt's name is whatever was sent.
+fn truncated(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }

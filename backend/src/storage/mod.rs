@@ -19,7 +19,7 @@ use crate::domain::{
     Resolution, RuleId, RuleState, SeriesPlan, SeriesPoint, ThresholdRule, UnixMs,
 };
 
-pub use access::{AccessStore, ApiTokenInfo};
+pub use access::{AccessStore, ApiTokenInfo, AuditEvent};
 pub use mysql::MySqlStorage;
 pub use sqlite::SqliteStorage;
 

@@ -20,8 +20,8 @@ use hearth_backend::domain::{
 };
 use hearth_proto::v1::{
     self, auth_service_client::AuthServiceClient,
-    automation_service_client::AutomationServiceClient,
-    device_service_client::DeviceServiceClient, telemetry_service_client::TelemetryServiceClient,
+    automation_service_client::AutomationServiceClient, device_service_client::DeviceServiceClient,
+    telemetry_service_client::TelemetryServiceClient,
 };
 use prost::Message as _;
 use tonic::{Code, Request, Status};
@@ -58,7 +58,9 @@ impl Ctx {
         AuthServiceClient::connect(self.url.clone()).await.unwrap()
     }
     async fn devices(&self) -> DeviceServiceClient<tonic::transport::Channel> {
-        DeviceServiceClient::connect(self.url.clone()).await.unwrap()
+        DeviceServiceClient::connect(self.url.clone())
+            .await
+            .unwrap()
     }
     async fn telemetry(&self) -> TelemetryServiceClient<tonic::transport::Channel> {
         TelemetryServiceClient::connect(self.url.clone())
@@ -211,6 +213,16 @@ fn calls() -> Vec<(&'static str, Call)> {
                 c.auth().await.create_api_token(made).await.unwrap();
                 let r = c.req(v1::RevokeApiTokenRequest { name });
                 c.auth().await.revoke_api_token(r).await.map(drop)
+            }),
+        ),
+        (
+            "/hearth.v1.AuthService/ListAuditEvents",
+            call(|c| async move {
+                let r = c.req(v1::ListAuditEventsRequest {
+                    home_id: X.into(),
+                    limit: 0,
+                });
+                c.auth().await.list_audit_events(r).await.map(drop)
             }),
         ),
         (
@@ -586,7 +598,9 @@ async fn every_rpc_answers_each_caller_as_the_access_table_says() {
         let want = expected(method, who);
         let code = got.as_ref().map_or_else(|s| s.code(), |_| Code::Ok);
         if code != want {
-            failures.push(format!("{method} as {who:?}: {want:?} expected, got {got:?}"));
+            failures.push(format!(
+                "{method} as {who:?}: {want:?} expected, got {got:?}"
+            ));
         }
     };
     let users = [
@@ -728,7 +742,11 @@ async fn a_command_records_who_asked_whatever_the_request_claims() {
 async fn with_no_users_the_api_is_open_and_the_first_user_closes_it() {
     let app = crate::helpers::spawn_app().await;
     let mut auth = AuthServiceClient::connect(app.url.clone()).await.unwrap();
-    let me = auth.who_am_i(v1::WhoAmIRequest {}).await.unwrap().into_inner();
+    let me = auth
+        .who_am_i(v1::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert!(me.open);
     app.home_with_a_fan().await;
     auth.create_user(v1::CreateUserRequest {
@@ -785,6 +803,73 @@ async fn a_wrong_password_and_an_unknown_user_get_the_same_answer() {
     assert_eq!(
         (wrong.code(), wrong.message()),
         (unknown.code(), unknown.message())
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_audit_log_shows_logins_failed_logins_and_changes_to_the_home() {
+    let app = spawn_app_with(&[
+        ("HEARTH_ADMIN", "root@home-y"),
+        ("HEARTH_ADMIN_PASSWORD", PASSWORD),
+    ])
+    .await;
+    let root = login(&app, "root").await;
+    two_homes(&app, &root).await;
+    let mut auth = AuthServiceClient::connect(app.url.clone()).await.unwrap();
+    auth.login(v1::LoginRequest {
+        username: "viewer-x".into(),
+        password: "a wrong password".into(),
+    })
+    .await
+    .unwrap_err();
+    login(&app, "viewer-x").await;
+    api_token(&app, &root, "backup", v1::Role::Viewer).await;
+
+    let events = auth
+        .list_audit_events(with_token(
+            v1::ListAuditEventsRequest {
+                home_id: X.into(),
+                limit: 0,
+            },
+            Some(&root),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let seen: Vec<(&str, &str, &str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.actor.as_str(),
+                e.action.as_str(),
+                e.target.as_str(),
+                e.outcome.as_str(),
+            )
+        })
+        .collect();
+    for want in [
+        ("root", "token.create", "backup", "ok"),
+        ("viewer-x", "login", "viewer-x", "ok"),
+        ("viewer-x", "login", "viewer-x", "refused"),
+        ("root", "user.create", "viewer-x", "ok"),
+        ("root", "device.register", FAN_X, "ok"),
+        ("root", "home.create", X, "ok"),
+    ] {
+        assert!(seen.contains(&want), "{want:?} is not in {seen:#?}");
+    }
+    assert!(
+        !seen
+            .iter()
+            .any(|(_, _, target, _)| *target == FAN_Y || *target == "admin-y"),
+        "home Y's events are not home X's admins' business: {seen:#?}"
+    );
+    assert!(
+        events
+            .windows(2)
+            .all(|w| w[0].at_unix_ms >= w[1].at_unix_ms),
+        "newest first"
     );
     app.stop().await;
 }
