@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "hearth/v1/devices.proto",
     "hearth/v1/automation.proto",
     "hearth/v1/replicas.proto",
+    "hearth/v1/datagram.proto",
 ];
 
 fn main() {
