@@ -730,8 +730,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
 #[cfg(test)]
 mod tests {
-    use hearth_proto::v1::Reading;
-
     use super::*;
 
     #[test]
