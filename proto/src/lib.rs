@@ -7,8 +7,13 @@
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
 //! - [`topics`]: the MQTT topic scheme, the only place a topic is built or parsed.
 //! - [`ids`]: the syntax of home and device ids, which appear in topics.
+//! - `signing` (feature `signing`): device keys, keys files, and the HMAC of
+//!   a UDP datagram (`hearth.v1.SignedReadingBatch`), for the sensor that
+//!   signs and the gateway that checks.
 
 pub mod ids;
+#[cfg(feature = "signing")]
+pub mod signing;
 pub mod topics;
 
 /// Generated `hearth.v1` messages, clients and (with `server`) services.
