@@ -1,10 +1,11 @@
 //! Hearth's domain: ids, devices and their desired/reported state machine,
 //! decoding what devices publish, reading validation, threshold rules and
-//! series plans.
+//! series plans; readings as CSV.
 //! Nothing here does I/O or knows about tonic, sqlx or rumqttc; time comes
 //! in as arguments. The backend re-exports it as `hearth_backend::domain`.
 
 pub mod device;
+pub mod export;
 pub mod ids;
 pub mod inbound;
 pub mod reading;

@@ -7,5 +7,6 @@
 //! One test binary, one module per area, as in zero2prod.
 
 mod commands;
+mod export;
 mod helpers;
 mod service;
