@@ -42,6 +42,11 @@ pub struct TestApp {
 /// prefix, no demo home, a manual clock at the current time. Logs go to the
 /// test output only with `TEST_LOG` set (its value is the filter).
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// [`spawn_app`] with more settings (`HEARTH_*` variables) on top.
+pub async fn spawn_app_with(more: &[(&'static str, &str)]) -> TestApp {
     static LOGGING: Once = Once::new();
     LOGGING.call_once(|| {
         if let Ok(filter) = std::env::var("TEST_LOG") {
@@ -60,6 +65,10 @@ pub async fn spawn_app() -> TestApp {
         ("HEARTH_DEMO", "false".to_owned()),
         ("HEARTH_TOPIC_PREFIX", prefix),
     ]);
+    let vars: HashMap<&str, String> = vars
+        .into_iter()
+        .chain(more.iter().map(|(k, v)| (*k, (*v).to_owned())))
+        .collect();
     let settings = Settings::from_lookup(|name| vars.get(name).cloned()).expect("valid settings");
     let topics = settings.topics.clone();
     let command_ttl_ms = settings.command_ttl_ms;

@@ -9,4 +9,5 @@
 mod commands;
 mod export;
 mod helpers;
+mod home_assistant;
 mod service;
