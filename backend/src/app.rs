@@ -57,6 +57,8 @@ pub struct App {
     lanes: Vec<mqtt::Connection>,
     /// This replica's name in news to the other replicas (external broker only).
     news: Option<String>,
+    /// This replica's name (HEARTH_REPLICA, or a random one).
+    replica: String,
     ingest_rx: tokio::sync::mpsc::Receiver<IngestItem>,
 }
 
@@ -148,7 +150,7 @@ impl App {
             lanes[0].publisher.clone(),
             clock,
             settings.command_ttl_ms,
-            replica,
+            replica.clone(),
         );
         let core = Arc::new(core);
         if settings.demo {
@@ -164,6 +166,7 @@ impl App {
             core,
             lanes,
             news,
+            replica,
             ingest_rx,
         })
     }
@@ -195,6 +198,7 @@ impl App {
             core,
             lanes,
             news,
+            replica,
             ingest_rx,
         } = self;
         let stop = CancellationToken::new();
@@ -260,6 +264,18 @@ impl App {
                     .run(core.stored.subscribe(), stop.clone()),
             )
         });
+        // Why the control role: it is the replicas' part that takes commands
+        // and follows devices; the lease picks one of them.
+        let home_assistant = match (&settings.home_assistant, settings.roles.control) {
+            (Some(topics), true) => Some(tokio::spawn(mqtt::home_assistant::run(
+                mqtt_url.clone(),
+                topics.clone(),
+                core.clone(),
+                replica.clone(),
+                stop.clone(),
+            ))),
+            _ => None,
+        };
         let demo = settings.demo.then(|| {
             let (core, url, topics, stop) = (
                 core.clone(),
@@ -291,6 +307,7 @@ impl App {
             database = %storage::redact(&settings.database_url),
             roles = %settings.roles,
             demo = settings.demo,
+            home_assistant = settings.home_assistant.is_some() && settings.roles.control,
             "hearth ready"
         );
         let served = Server::builder()
@@ -318,6 +335,9 @@ impl App {
         }
         if let Some(automation) = automation {
             let _ = automation.await;
+        }
+        if let Some(home_assistant) = home_assistant {
+            let _ = home_assistant.await;
         }
         if let Some(news) = news {
             let _ = news.await;

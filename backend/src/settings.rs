@@ -9,7 +9,7 @@ use clap::{builder::BoolishValueParser, Parser};
 use hearth_runtime::logging::DEFAULT_FILTER;
 
 use hearth_proto::{
-    topics::{Topics, DEFAULT_PREFIX},
+    topics::{HomeAssistantTopics, Topics, DEFAULT_DISCOVERY_PREFIX, DEFAULT_PREFIX},
     v1::Metric,
 };
 
@@ -57,6 +57,9 @@ pub struct Settings {
     /// HEARTH_ADMIN and HEARTH_ADMIN_PASSWORD: the first admin, created at
     /// start if no user exists yet (how a cluster gets one from a Secret).
     pub first_admin: Option<FirstAdmin>,
+    /// HEARTH_HOME_ASSISTANT and HEARTH_HOME_ASSISTANT_PREFIX: Home
+    /// Assistant's topics when the bridge is on, `None` when off.
+    pub home_assistant: Option<HomeAssistantTopics>,
 }
 
 /// The first admin, `NAME@HOME`, with a password.
@@ -306,6 +309,18 @@ pub struct Cli {
     #[arg(long, env = "HEARTH_ADMIN_PASSWORD", value_name = "PASSWORD", hide_env_values = true,
         value_parser = admin_password, requires = "admin")]
     admin_password: Option<String>,
+
+    /// Announce the devices to Home Assistant through MQTT discovery on the
+    /// broker Hearth uses, and take its switches (see README.md, "Home
+    /// Assistant"); run by replicas with the control role.
+    #[arg(long, env = "HEARTH_HOME_ASSISTANT", value_name = "BOOL", default_value = "false",
+        action = clap::ArgAction::Set,
+        value_parser = BoolishValueParser::new())]
+    home_assistant: bool,
+    /// Home Assistant's discovery prefix (its MQTT integration's setting).
+    #[arg(long, env = "HEARTH_HOME_ASSISTANT_PREFIX", value_name = "PREFIX",
+        default_value = DEFAULT_DISCOVERY_PREFIX, value_parser = discovery_prefix)]
+    home_assistant_prefix: String,
 }
 
 fn first_admin(value: &str) -> Result<(String, String), String> {
@@ -322,6 +337,12 @@ fn admin_password(value: &str) -> Result<String, String> {
     let value = value.trim_end_matches(['\n', '\r']);
     crate::access::check_password(value, "the password")?;
     Ok(value.to_owned())
+}
+
+fn discovery_prefix(value: &str) -> Result<String, String> {
+    Topics::new(value)
+        .map(|t| t.prefix().to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// Raw retention as `HEARTH_RAW_RETENTION_DAYS` gives it.
@@ -395,7 +416,7 @@ impl From<Cli> for Settings {
                 .demo
                 .unwrap_or(matches!(mqtt, MqttBroker::Embedded { .. })),
             mqtt,
-            topics: cli.topic_prefix,
+            topics: cli.topic_prefix.clone(),
             web_dir: cli.web_dir,
             command_ttl_ms: cli.command_ttl_ms,
             retention: Retention {
@@ -419,6 +440,11 @@ impl From<Cli> for Settings {
                     home,
                     password,
                 }),
+            home_assistant: cli.home_assistant.then(|| {
+                cli.topic_prefix
+                    .home_assistant(&cli.home_assistant_prefix)
+                    .expect("the discovery prefix was checked when parsed")
+            }),
         }
     }
 }
@@ -649,5 +675,30 @@ mod tests {
             settings.len(),
             "README.md lists a setting hearth lacks"
         );
+    }
+
+    #[test]
+    fn home_assistant_is_off_unless_asked_and_takes_a_discovery_prefix() {
+        assert_eq!(settings(&[]).unwrap().home_assistant, None);
+        let on = settings(&[("HEARTH_HOME_ASSISTANT", "true")]).unwrap();
+        let topics = on.home_assistant.expect("on when asked");
+        assert_eq!(
+            topics.config("fan", "demo_fan"),
+            "homeassistant/fan/hearth/demo_fan/config"
+        );
+        let custom = settings(&[
+            ("HEARTH_HOME_ASSISTANT", "1"),
+            ("HEARTH_HOME_ASSISTANT_PREFIX", "ha"),
+            ("HEARTH_TOPIC_PREFIX", "site-2/hearth"),
+        ])
+        .unwrap();
+        assert_eq!(
+            custom.home_assistant.unwrap().config("fan", "f"),
+            "ha/fan/site-2_hearth/f/config"
+        );
+        for bad in ["ha/#", "$SYS", "a//b"] {
+            let e = settings(&[("HEARTH_HOME_ASSISTANT_PREFIX", bad)]).unwrap_err();
+            assert_eq!(named(&e), "HEARTH_HOME_ASSISTANT_PREFIX", "{bad:?}");
+        }
     }
 }

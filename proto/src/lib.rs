@@ -27,6 +27,13 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/hearth_descriptor.bin"));
 
 impl v1::Metric {
+    /// Every metric a sensor measures (all but `Unspecified`).
+    pub const MEASURED: [Self; 3] = [
+        Self::TemperatureCelsius,
+        Self::HumidityPercent,
+        Self::PressureHpa,
+    ];
+
     /// Short lower-case name used in storage, logs and URLs: `temperature_celsius`.
     pub fn short_name(self) -> &'static str {
         match self {
@@ -37,15 +44,20 @@ impl v1::Metric {
         }
     }
 
+    /// The unit its values are in, as people write it (`°C`, `%`, `hPa`);
+    /// `None` for `Unspecified`.
+    pub fn unit(self) -> Option<&'static str> {
+        match self {
+            v1::Metric::Unspecified => None,
+            v1::Metric::TemperatureCelsius => Some("°C"),
+            v1::Metric::HumidityPercent => Some("%"),
+            v1::Metric::PressureHpa => Some("hPa"),
+        }
+    }
+
     /// Inverse of [`short_name`](Self::short_name); `None` for unknown names.
     pub fn from_short_name(name: &str) -> Option<Self> {
-        [
-            Self::TemperatureCelsius,
-            Self::HumidityPercent,
-            Self::PressureHpa,
-        ]
-        .into_iter()
-        .find(|m| m.short_name() == name)
+        Self::MEASURED.into_iter().find(|m| m.short_name() == name)
     }
 }
 

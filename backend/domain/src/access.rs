@@ -159,9 +159,10 @@ pub fn decision(path: &str) -> Option<Decision> {
         // Readings written through the API are a home's data, not a device
         // speaking: only its admins (imports, tools) may write them.
         ("hearth.v1.TelemetryService", "IngestBatch") => Home(Admin),
-        ("hearth.v1.TelemetryService", "ListReadings" | "WatchReadings" | "GetSeries") => {
-            Home(Viewer)
-        }
+        (
+            "hearth.v1.TelemetryService",
+            "ListReadings" | "WatchReadings" | "GetSeries" | "ExportReadings",
+        ) => Home(Viewer),
 
         ("hearth.v1.AutomationService", "CreateRule" | "UpdateRule" | "DeleteRule") => Home(Admin),
         ("hearth.v1.AutomationService", "ListRules" | "ListDecisions" | "DryRun") => Home(Viewer),

@@ -62,7 +62,8 @@ impl From<sqlx::Error> for StorageError {
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
-/// A page of history: newest first, strictly older than `before` if given.
+/// A page of history in `order`, strictly past `cursor` (in that order) if
+/// given.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReadingQuery {
     pub device_id: DeviceId,
@@ -72,11 +73,22 @@ pub struct ReadingQuery {
     pub start: Option<UnixMs>,
     /// Exclusive upper bound.
     pub end: Option<UnixMs>,
-    pub before: Option<ReadingCursor>,
+    pub cursor: Option<ReadingCursor>,
     pub limit: u32,
+    pub order: ReadingOrder,
 }
 
-/// Position in the newest-first order `(time, metric, seq)`.
+/// The order of a page of history, by `(time, metric, seq)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadingOrder {
+    /// What a history table shows first.
+    #[default]
+    NewestFirst,
+    /// What an export writes: the order a spreadsheet plots.
+    OldestFirst,
+}
+
+/// Position in the order `(time, metric, seq)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadingCursor {
     pub time: UnixMs,

@@ -364,6 +364,19 @@ fn calls() -> Vec<(&'static str, Call)> {
             }),
         ),
         (
+            "/hearth.v1.TelemetryService/ExportReadings",
+            call(|c| async move {
+                let r = c.req(v1::ExportReadingsRequest {
+                    device_id: SENSOR_X.into(),
+                    ..Default::default()
+                });
+                let mut stream = c.telemetry().await.export_readings(r).await?.into_inner();
+                // The header comes first, whatever the range holds.
+                stream.message().await?.expect("a first chunk");
+                Ok(())
+            }),
+        ),
+        (
             "/hearth.v1.AutomationService/CreateRule",
             call(|c| async move {
                 let r = c.req(v1::CreateRuleRequest {

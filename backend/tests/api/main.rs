@@ -8,5 +8,7 @@
 
 mod access;
 mod commands;
+mod export;
 mod helpers;
+mod home_assistant;
 mod service;
