@@ -470,17 +470,28 @@ fn routes(
     fn gated<S>(web: &GrpcWebLayer, gate: &GateLayer, service: S) -> GrpcWebService<Gate<S>> {
         web.layer(gate.layer(service))
     }
-    let api = |service| gated(&web, &gate, service);
     let mut routes = Routes::builder();
     routes
-        .add_service(api(AuthServiceServer::new(AuthApi::new(core.clone()))))
-        .add_service(api(DeviceServiceServer::new(DeviceApi::new(core.clone()))))
-        .add_service(api(TelemetryServiceServer::new(TelemetryApi::new(
-            core.clone(),
-        ))))
-        .add_service(api(AutomationServiceServer::new(AutomationApi::new(
-            core.clone(),
-        ))))
+        .add_service(gated(
+            &web,
+            &gate,
+            AuthServiceServer::new(AuthApi::new(core.clone())),
+        ))
+        .add_service(gated(
+            &web,
+            &gate,
+            DeviceServiceServer::new(DeviceApi::new(core.clone())),
+        ))
+        .add_service(gated(
+            &web,
+            &gate,
+            TelemetryServiceServer::new(TelemetryApi::new(core.clone())),
+        ))
+        .add_service(gated(
+            &web,
+            &gate,
+            AutomationServiceServer::new(AutomationApi::new(core.clone())),
+        ))
         .add_service(web.layer(health_service));
     if exposed.reflection {
         routes

@@ -510,13 +510,15 @@ async fn login(app: &TestApp, user: &str) -> String {
 /// Homes X (a sensor and a fan) and Y (a fan), users of each role in X and
 /// an admin of Y, all made by `root` (the first admin, of X and Y).
 async fn two_homes(app: &TestApp, root: &str) {
-    let ctx = |m| with_token(m, Some(root));
     let mut devices = app.devices().await;
     devices
-        .create_home(ctx(v1::CreateHomeRequest {
-            id: X.into(),
-            name: String::new(),
-        }))
+        .create_home(with_token(
+            v1::CreateHomeRequest {
+                id: X.into(),
+                name: String::new(),
+            },
+            Some(root),
+        ))
         .await
         .unwrap();
     for (home, id, kind) in [
@@ -525,12 +527,15 @@ async fn two_homes(app: &TestApp, root: &str) {
         (Y, FAN_Y, v1::DeviceKind::Fan),
     ] {
         devices
-            .register_device(ctx(v1::RegisterDeviceRequest {
-                home_id: home.into(),
-                id: id.into(),
-                kind: kind as i32,
-                name: String::new(),
-            }))
+            .register_device(with_token(
+                v1::RegisterDeviceRequest {
+                    home_id: home.into(),
+                    id: id.into(),
+                    kind: kind as i32,
+                    name: String::new(),
+                },
+                Some(root),
+            ))
             .await
             .unwrap();
     }
@@ -541,12 +546,15 @@ async fn two_homes(app: &TestApp, root: &str) {
         ("viewer-x", X, v1::Role::Viewer),
         ("admin-y", Y, v1::Role::Admin),
     ] {
-        auth.create_user(ctx(v1::CreateUserRequest {
-            username: user.into(),
-            password: PASSWORD.into(),
-            home_id: home.into(),
-            role: role as i32,
-        }))
+        auth.create_user(with_token(
+            v1::CreateUserRequest {
+                username: user.into(),
+                password: PASSWORD.into(),
+                home_id: home.into(),
+                role: role as i32,
+            },
+            Some(root),
+        ))
         .await
         .unwrap();
     }
