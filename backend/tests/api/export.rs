@@ -138,7 +138,7 @@ async fn an_export_is_csv_of_the_range_oldest_first_with_units() {
 async fn an_empty_range_exports_the_header_alone() {
     let (app, mut telemetry) = app_with_a_sensor().await;
     four_instants(&mut telemetry).await;
-    let chunks = export(&mut telemetry, request(Metric::Unspecified, T0, 0))
+    let chunks = export(&mut telemetry, request(Metric::Unspecified, T0 + 1, 0))
         .await
         .unwrap();
     assert_eq!(chunks.concat(), "time_utc,device,metric,value,unit\n");

@@ -241,10 +241,8 @@ async fn home_assistant_sees_the_home_and_switches_the_fan_through_hearth() {
     unique_ids.dedup();
     assert_eq!(unique_ids.len(), configs.len(), "unique ids are unique");
     let fan_config = entity(&configs, "fan", "Fan", None).unwrap().clone();
-    assert!(
-        !configs.values().any(|c| c["unique_id"] == "gone"),
-        "the config of a device no longer listed is removed"
-    );
+    // (The planted config's removal is awaited below: the bridge clears it
+    // on its next comparison, which may come after these configs.)
 
     // States, read where the configs say.
     for config in configs.values() {
