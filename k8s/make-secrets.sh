@@ -18,9 +18,10 @@ password="$(random)"
 (
     umask 077
     cat >"$dir/database.env" <<END
+admin-password=$(random)
 database-url=mysql://hearth:$password@mariadb:3306/hearth
 password=$password
 root-password=$(random)
 END
 )
-echo "wrote $dir/database.env"
+echo "wrote $dir/database.env (the first admin, \"admin\", logs in with its admin-password)"

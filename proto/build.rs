@@ -13,6 +13,8 @@ const PROTOS: &[&str] = &[
     "hearth/v1/devices.proto",
     "hearth/v1/automation.proto",
     "hearth/v1/replicas.proto",
+    "hearth/v1/auth.proto",
+    "hearth/v1/datagram.proto",
 ];
 
 fn main() {

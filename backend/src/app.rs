@@ -11,8 +11,8 @@ use std::{future::Future, net::SocketAddr, path::Path, sync::Arc, time::Duration
 use anyhow::Context as _;
 use axum::routing::get;
 use hearth_proto::v1::{
-    automation_service_server::AutomationServiceServer, device_service_server::DeviceServiceServer,
-    telemetry_service_server::TelemetryServiceServer,
+    auth_service_server::AuthServiceServer, automation_service_server::AutomationServiceServer,
+    device_service_server::DeviceServiceServer, telemetry_service_server::TelemetryServiceServer,
 };
 use hearth_runtime::Clock;
 use http::{header, HeaderName};
@@ -25,14 +25,16 @@ use tonic_health::{
     server::HealthReporter,
     ServingStatus,
 };
+use tonic_web::{GrpcWebLayer, GrpcWebService};
 use tower::Layer as _;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tracing::{debug, info, warn};
 
 use crate::{
+    access::{self, Access, Gate, GateLayer},
     core::Core,
     demo,
-    grpc::{AutomationApi, DeviceApi, TelemetryApi},
+    grpc::{AuthApi, AutomationApi, DeviceApi, TelemetryApi},
     ingest::{self, IngestItem},
     intake::Intake,
     mqtt,
@@ -55,6 +57,8 @@ pub struct App {
     lanes: Vec<mqtt::Connection>,
     /// This replica's name in news to the other replicas (external broker only).
     news: Option<String>,
+    /// This replica's name (HEARTH_REPLICA, or a random one).
+    replica: String,
     ingest_rx: tokio::sync::mpsc::Receiver<IngestItem>,
 }
 
@@ -82,6 +86,23 @@ impl App {
             }
         };
         let storage = storage::connect(&settings.database_url).await?;
+        if let Some(admin) = &settings.first_admin {
+            access::ensure_first_admin(&storage, admin, &clock).await?;
+        }
+        let loopback_only = settings.listen.ip().is_loopback()
+            && match &settings.mqtt {
+                MqttBroker::Embedded { listen } => listen.ip().is_loopback(),
+                MqttBroker::External { .. } => true,
+            };
+        let access = Arc::new(
+            Access::start(
+                storage.clone(),
+                clock.clone(),
+                settings.session_ttl_ms,
+                loopback_only,
+            )
+            .await?,
+        );
         let replica = settings
             .replica
             .clone()
@@ -125,10 +146,11 @@ impl App {
 
         let (core, ingest_rx) = Core::new(
             storage,
+            access,
             lanes[0].publisher.clone(),
             clock,
             settings.command_ttl_ms,
-            replica,
+            replica.clone(),
         );
         let core = Arc::new(core);
         if settings.demo {
@@ -144,6 +166,7 @@ impl App {
             core,
             lanes,
             news,
+            replica,
             ingest_rx,
         })
     }
@@ -175,6 +198,7 @@ impl App {
             core,
             lanes,
             news,
+            replica,
             ingest_rx,
         } = self;
         let stop = CancellationToken::new();
@@ -240,6 +264,18 @@ impl App {
                     .run(core.stored.subscribe(), stop.clone()),
             )
         });
+        // Why the control role: it is the replicas' part that takes commands
+        // and follows devices; the lease picks one of them.
+        let home_assistant = match (&settings.home_assistant, settings.roles.control) {
+            (Some(topics), true) => Some(tokio::spawn(mqtt::home_assistant::run(
+                mqtt_url.clone(),
+                topics.clone(),
+                core.clone(),
+                replica.clone(),
+                stop.clone(),
+            ))),
+            _ => None,
+        };
         let demo = settings.demo.then(|| {
             let (core, url, topics, stop) = (
                 core.clone(),
@@ -271,6 +307,7 @@ impl App {
             database = %storage::redact(&settings.database_url),
             roles = %settings.roles,
             demo = settings.demo,
+            home_assistant = settings.home_assistant.is_some() && settings.roles.control,
             "hearth ready"
         );
         let served = Server::builder()
@@ -298,6 +335,9 @@ impl App {
         }
         if let Some(automation) = automation {
             let _ = automation.await;
+        }
+        if let Some(home_assistant) = home_assistant {
+            let _ = home_assistant.await;
         }
         if let Some(news) = news {
             let _ = news.await;
@@ -400,6 +440,7 @@ async fn set_health(health: &HealthReporter, serving: bool) {
         <DeviceServiceServer<DeviceApi> as NamedService>::NAME,
         <TelemetryServiceServer<TelemetryApi> as NamedService>::NAME,
         <AutomationServiceServer<AutomationApi> as NamedService>::NAME,
+        <AuthServiceServer<AuthApi> as NamedService>::NAME,
     ] {
         health.set_service_status(service, status).await;
     }
@@ -422,14 +463,35 @@ fn routes(
 
     // Why per service and not around the whole server: tonic-web answers
     // 400 to any other HTTP/1.1 request, which would hide the web app.
-    let web = tonic_web::GrpcWebLayer::new();
+    let web = GrpcWebLayer::new();
+    // Why inside the gRPC-web layer: a refusal is then framed for whichever
+    // protocol asked.
+    let gate = GateLayer::new(core.access.clone());
+    fn gated<S>(web: &GrpcWebLayer, gate: &GateLayer, service: S) -> GrpcWebService<Gate<S>> {
+        web.layer(gate.layer(service))
+    }
     let mut routes = Routes::builder();
     routes
-        .add_service(web.layer(DeviceServiceServer::new(DeviceApi::new(core.clone()))))
-        .add_service(web.layer(TelemetryServiceServer::new(TelemetryApi::new(core.clone()))))
-        .add_service(web.layer(AutomationServiceServer::new(AutomationApi::new(
-            core.clone(),
-        ))))
+        .add_service(gated(
+            &web,
+            &gate,
+            AuthServiceServer::new(AuthApi::new(core.clone())),
+        ))
+        .add_service(gated(
+            &web,
+            &gate,
+            DeviceServiceServer::new(DeviceApi::new(core.clone())),
+        ))
+        .add_service(gated(
+            &web,
+            &gate,
+            TelemetryServiceServer::new(TelemetryApi::new(core.clone())),
+        ))
+        .add_service(gated(
+            &web,
+            &gate,
+            AutomationServiceServer::new(AutomationApi::new(core.clone())),
+        ))
         .add_service(web.layer(health_service));
     if exposed.reflection {
         routes

@@ -9,6 +9,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    access::Access,
     automation::Automation,
     control::Control,
     directory::Directory,
@@ -24,6 +25,8 @@ const LIVE_BUFFER: usize = 1_024;
 /// What the services share.
 pub struct Core {
     pub storage: Arc<dyn Storage>,
+    /// Who is calling: logins, tokens, the open mode.
+    pub access: Arc<Access>,
     pub directory: Arc<Directory>,
     pub ingest: Ingest,
     pub control: Arc<Control>,
@@ -42,6 +45,7 @@ impl Core {
     /// writer task.
     pub fn new(
         storage: Arc<dyn Storage>,
+        access: Arc<Access>,
         publisher: Publisher,
         clock: Clock,
         command_ttl_ms: i64,
@@ -68,6 +72,7 @@ impl Core {
         ));
         let core = Self {
             storage,
+            access,
             directory,
             ingest,
             control,

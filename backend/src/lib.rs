@@ -23,6 +23,8 @@
 //!   logic, no I/O.
 //! - [`demo`]: the simulated demo home of the embedded run.
 
+pub mod access;
+pub mod admin;
 pub mod app;
 pub mod automation;
 pub mod control;

@@ -9,7 +9,7 @@ use clap::{builder::BoolishValueParser, Parser};
 use hearth_runtime::logging::DEFAULT_FILTER;
 
 use hearth_proto::{
-    topics::{Topics, DEFAULT_PREFIX},
+    topics::{HomeAssistantTopics, Topics, DEFAULT_DISCOVERY_PREFIX, DEFAULT_PREFIX},
     v1::Metric,
 };
 
@@ -51,6 +51,34 @@ pub struct Settings {
     /// HEARTH_REPLICA: this replica's stable name (Kubernetes: the pod name),
     /// for its MQTT session and the automation lease. Unset: a random one.
     pub replica: Option<String>,
+    /// HEARTH_SESSION_MINUTES: how long a login's session token lasts
+    /// unless renewed.
+    pub session_ttl_ms: i64,
+    /// HEARTH_ADMIN and HEARTH_ADMIN_PASSWORD: the first admin, created at
+    /// start if no user exists yet (how a cluster gets one from a Secret).
+    pub first_admin: Option<FirstAdmin>,
+    /// HEARTH_HOME_ASSISTANT and HEARTH_HOME_ASSISTANT_PREFIX: Home
+    /// Assistant's topics when the bridge is on, `None` when off.
+    pub home_assistant: Option<HomeAssistantTopics>,
+}
+
+/// The first admin, `NAME@HOME`, with a password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FirstAdmin {
+    pub username: String,
+    pub home: String,
+    pub password: String,
+}
+
+// Why by hand: the password must never reach a log through `{:?}`.
+impl std::fmt::Debug for FirstAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "FirstAdmin({}@{}, password: ***)",
+            self.username, self.home
+        )
+    }
 }
 
 /// What is served for operators' tools besides the API.
@@ -173,7 +201,9 @@ impl Retention {
     }
 }
 
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// Why loopback: with no user yet, Hearth is open only to this machine (see
+/// `access`); serving the LAN takes a user and `HEARTH_LISTEN=0.0.0.0:8080`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://hearth.db";
 /// Why not 1883: a broker such as Mosquitto usually has that port already.
 pub const DEFAULT_EMBEDDED_MQTT_LISTEN: &str = "127.0.0.1:1884";
@@ -265,6 +295,54 @@ pub struct Cli {
     #[arg(long, env = "HEARTH_MINUTE_RETENTION_DAYS", value_name = "DAYS", default_value_t = 90,
         value_parser = clap::value_parser!(u32).range(1..))]
     minute_retention_days: u32,
+    /// How long a login lasts unless the app renews it (minutes).
+    #[arg(long, env = "HEARTH_SESSION_MINUTES", value_name = "MINUTES", default_value_t = 15,
+        value_parser = clap::value_parser!(u32).range(1..=10_080))]
+    session_minutes: u32,
+    /// The first admin, `NAME@HOME`, created at start if no user exists
+    /// (the home too, if missing) [default: none].
+    #[arg(long, env = "HEARTH_ADMIN", value_name = "NAME@HOME", value_parser = first_admin,
+        requires = "admin_password")]
+    admin: Option<(String, String)>,
+    /// The first admin's password, at least 12 characters; use
+    /// HEARTH_ADMIN_PASSWORD_FILE (a Secret) rather than the variable.
+    #[arg(long, env = "HEARTH_ADMIN_PASSWORD", value_name = "PASSWORD", hide_env_values = true,
+        value_parser = admin_password, requires = "admin")]
+    admin_password: Option<String>,
+
+    /// Announce the devices to Home Assistant through MQTT discovery on the
+    /// broker Hearth uses, and take its switches (see README.md, "Home
+    /// Assistant"); run by replicas with the control role.
+    #[arg(long, env = "HEARTH_HOME_ASSISTANT", value_name = "BOOL", default_value = "false",
+        action = clap::ArgAction::Set,
+        value_parser = BoolishValueParser::new())]
+    home_assistant: bool,
+    /// Home Assistant's discovery prefix (its MQTT integration's setting).
+    #[arg(long, env = "HEARTH_HOME_ASSISTANT_PREFIX", value_name = "PREFIX",
+        default_value = DEFAULT_DISCOVERY_PREFIX, value_parser = discovery_prefix)]
+    home_assistant_prefix: String,
+}
+
+fn first_admin(value: &str) -> Result<(String, String), String> {
+    let (name, home) = value
+        .split_once('@')
+        .ok_or_else(|| format!("{value:?} is not NAME@HOME"))?;
+    for (part, what) in [(name, "NAME"), (home, "HOME")] {
+        hearth_proto::ids::check_id(part).map_err(|e| format!("{what} {e}"))?;
+    }
+    Ok((name.to_owned(), home.to_owned()))
+}
+
+fn admin_password(value: &str) -> Result<String, String> {
+    let value = value.trim_end_matches(['\n', '\r']);
+    crate::access::check_password(value, "the password")?;
+    Ok(value.to_owned())
+}
+
+fn discovery_prefix(value: &str) -> Result<String, String> {
+    Topics::new(value)
+        .map(|t| t.prefix().to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// Raw retention as `HEARTH_RAW_RETENTION_DAYS` gives it.
@@ -338,7 +416,7 @@ impl From<Cli> for Settings {
                 .demo
                 .unwrap_or(matches!(mqtt, MqttBroker::Embedded { .. })),
             mqtt,
-            topics: cli.topic_prefix,
+            topics: cli.topic_prefix.clone(),
             web_dir: cli.web_dir,
             command_ttl_ms: cli.command_ttl_ms,
             retention: Retention {
@@ -353,6 +431,20 @@ impl From<Cli> for Settings {
             },
             cors_origins: cli.cors_origins,
             replica: cli.replica,
+            session_ttl_ms: i64::from(cli.session_minutes) * 60_000,
+            first_admin: cli
+                .admin
+                .zip(cli.admin_password)
+                .map(|((username, home), password)| FirstAdmin {
+                    username,
+                    home,
+                    password,
+                }),
+            home_assistant: cli.home_assistant.then(|| {
+                cli.topic_prefix
+                    .home_assistant(&cli.home_assistant_prefix)
+                    .expect("the discovery prefix was checked when parsed")
+            }),
         }
     }
 }
@@ -583,5 +675,30 @@ mod tests {
             settings.len(),
             "README.md lists a setting hearth lacks"
         );
+    }
+
+    #[test]
+    fn home_assistant_is_off_unless_asked_and_takes_a_discovery_prefix() {
+        assert_eq!(settings(&[]).unwrap().home_assistant, None);
+        let on = settings(&[("HEARTH_HOME_ASSISTANT", "true")]).unwrap();
+        let topics = on.home_assistant.expect("on when asked");
+        assert_eq!(
+            topics.config("fan", "demo_fan"),
+            "homeassistant/fan/hearth/demo_fan/config"
+        );
+        let custom = settings(&[
+            ("HEARTH_HOME_ASSISTANT", "1"),
+            ("HEARTH_HOME_ASSISTANT_PREFIX", "ha"),
+            ("HEARTH_TOPIC_PREFIX", "site-2/hearth"),
+        ])
+        .unwrap();
+        assert_eq!(
+            custom.home_assistant.unwrap().config("fan", "f"),
+            "ha/fan/site-2_hearth/f/config"
+        );
+        for bad in ["ha/#", "$SYS", "a//b"] {
+            let e = settings(&[("HEARTH_HOME_ASSISTANT_PREFIX", bad)]).unwrap_err();
+            assert_eq!(named(&e), "HEARTH_HOME_ASSISTANT_PREFIX", "{bad:?}");
+        }
     }
 }

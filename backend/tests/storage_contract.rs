@@ -13,7 +13,10 @@ use hearth_backend::{
         LoggedDecision, Mode, Pending, Reading, Resolution, RuleDecision, RuleId, RuleState,
         SeriesPlan, SeriesPoint, StaleAction, ThresholdRule, HOUR_MS, MINUTE_MS,
     },
-    storage::{connect, Applied, DecisionsOf, ReadingCursor, ReadingQuery, Storage, StorageError},
+    storage::{
+        connect, Applied, DecisionsOf, ReadingCursor, ReadingOrder, ReadingQuery, Storage,
+        StorageError,
+    },
 };
 use hearth_proto::v1::Metric;
 use sqlx::Connection as _;
@@ -58,6 +61,7 @@ on_both_databases!(
     a_publish_time_not_stored_yet_travels_with_the_acknowledgement,
     inserting_the_same_readings_again_is_ignored,
     readings_page_newest_first_by_cursor,
+    readings_page_oldest_first_by_cursor,
     readings_filter_by_metric_and_time_range,
     readings_after_a_cursor_come_oldest_first_within_the_limit,
     minute_series_come_from_rollups_refreshed_twice,
@@ -266,14 +270,15 @@ async fn climate_readings(storage: &dyn Storage) {
     assert_eq!(storage.insert_readings(&climate_batch()).await.unwrap(), 10);
 }
 
-fn query(metric: Option<Metric>, before: Option<ReadingCursor>, limit: u32) -> ReadingQuery {
+fn query(metric: Option<Metric>, cursor: Option<ReadingCursor>, limit: u32) -> ReadingQuery {
     ReadingQuery {
         device_id: sensor(),
         metric,
         start: None,
         end: None,
-        before,
+        cursor,
         limit,
+        order: ReadingOrder::NewestFirst,
     }
 }
 
@@ -569,6 +574,39 @@ async fn readings_page_newest_first_by_cursor(storage: Arc<dyn Storage>) {
         .unwrap();
     assert_eq!(rest.len(), 7);
     assert_eq!(rest[0].seq, 4);
+}
+
+async fn readings_page_oldest_first_by_cursor(storage: Arc<dyn Storage>) {
+    climate_readings(&*storage).await;
+    let oldest_first = |cursor, limit| ReadingQuery {
+        order: ReadingOrder::OldestFirst,
+        start: Some(200),
+        end: Some(500),
+        ..query(None, cursor, limit)
+    };
+    let first = storage.list_readings(&oldest_first(None, 3)).await.unwrap();
+    assert_eq!(
+        first.iter().map(|r| (r.seq, r.metric)).collect::<Vec<_>>(),
+        [
+            (2, Metric::TemperatureCelsius),
+            (2, Metric::HumidityPercent),
+            (3, Metric::TemperatureCelsius),
+        ],
+        "from the inclusive start, oldest first"
+    );
+    let rest = storage
+        .list_readings(&oldest_first(Some(ReadingCursor::of(&first[2])), 100))
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|r| (r.seq, r.metric)).collect::<Vec<_>>(),
+        [
+            (3, Metric::HumidityPercent),
+            (4, Metric::TemperatureCelsius),
+            (4, Metric::HumidityPercent),
+        ],
+        "past the cursor, up to the exclusive end"
+    );
 }
 
 async fn readings_filter_by_metric_and_time_range(storage: Arc<dyn Storage>) {

@@ -7,11 +7,18 @@
 //! UDP is the paper's unicast to the gateway: fire and forget, no connection
 //! to lose, no broker needed on the sensor's side. A datagram lost on the LAN
 //! is not resent; the gateway keeps what reached it.
+//!
+//! With a key ([`SensorPlan::udp_keys`]) each datagram is a
+//! `hearth.v1.SignedReadingBatch` (`hearth_proto::signing`): the batch and
+//! its HMAC with the device's key, so the gateway can tell it from a forgery
+//! and, by its sequence number, from a replay. MQTT carries the bare batch
+//! (the broker authenticates the connection instead).
 
-use std::{future::Future, io, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{future::Future, io, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use hearth_proto::{
+    signing::DeviceKeys,
     topics::Channel,
     v1::{Reading, ReadingBatch},
 };
@@ -61,6 +68,10 @@ pub struct SensorPlan {
     /// Where the sequence bound of each device is kept (`{device}.seq`);
     /// without it sequence numbers come from the clock alone.
     pub state_dir: Option<PathBuf>,
+    /// The keys that sign UDP datagrams, by device id (a fleet's devices
+    /// each have their own); without them datagrams go unsigned, which only
+    /// a gateway without keys, on loopback, takes.
+    pub udp_keys: Option<Arc<DeviceKeys>>,
 }
 
 impl SensorPlan {
@@ -70,6 +81,7 @@ impl SensorPlan {
             interval,
             transport: Transport::Mqtt,
             state_dir: None,
+            udp_keys: None,
         }
     }
 }
@@ -182,6 +194,15 @@ pub async fn run_sensor_with(
         None
     };
     let mut udp = plan.transport.udp_gateway().map(UdpLink::new);
+    let udp_key = match (&udp, &plan.udp_keys) {
+        (Some(_), Some(keys)) => Some(keys.get(&link.device_id).cloned().with_context(|| {
+            format!(
+                "the UDP keys file holds no key for device {:?}",
+                link.device_id
+            )
+        })?),
+        _ => None,
+    };
     let mut tick = tokio::time::interval(plan.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tokio::pin!(shutdown);
@@ -189,6 +210,7 @@ pub async fn run_sensor_with(
         device = link.device_id,
         topic = mqtt.as_ref().map(|m| m.readings_topic.as_str()),
         gateway = plan.transport.udp_gateway(),
+        signed = udp_key.is_some(),
         "sensor agent started"
     );
     loop {
@@ -214,7 +236,11 @@ pub async fn run_sensor_with(
                     }
                 }
                 if let Some(udp) = &mut udp {
-                    udp.send(&link.device_id, &batch).await;
+                    let datagram = match &udp_key {
+                        Some(key) => key.seal(batch),
+                        None => batch,
+                    };
+                    udp.send(&link.device_id, &datagram).await;
                 }
             }
             // Why inline: the future borrows `mqtt`, and select! drops it
@@ -269,6 +295,7 @@ mod tests {
                 gateway: gateway.local_addr().unwrap().to_string(),
             },
             state_dir: None,
+            udp_keys: None,
         };
         let sensors = SimulatedSensors::new(0, Waveform::Steady(21.5));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -299,6 +326,85 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_sensor_with_a_key_signs_each_datagram_with_it() {
+        use hearth_proto::{signing::DeviceKey, v1::SignedReadingBatch};
+        let key = DeviceKey::from_bytes([7; 32]);
+        let gateway = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let plan = SensorPlan {
+            interval: Duration::from_millis(10),
+            transport: Transport::Udp {
+                gateway: gateway.local_addr().unwrap().to_string(),
+            },
+            state_dir: None,
+            udp_keys: Some(Arc::new(
+                [
+                    ("other".to_owned(), DeviceKey::from_bytes([8; 32])),
+                    ("s1".to_owned(), key.clone()),
+                ]
+                .into_iter()
+                .collect(),
+            )),
+        };
+        let sensors = SimulatedSensors::new(0, Waveform::Steady(21.5));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(async move {
+            run_sensor_with(link(), &LinkOptions::default(), sensors, &plan, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        let mut buf = [0u8; 2048];
+        let mut seqs = Vec::new();
+        while seqs.len() < 2 {
+            let (n, _) = gateway.recv_from(&mut buf).await.unwrap();
+            let signed = SignedReadingBatch::decode(&buf[..n]).unwrap();
+            assert!(
+                key.verifies(&signed.batch, &signed.hmac_sha256),
+                "signed with s1's key"
+            );
+            let batch = ReadingBatch::decode(signed.batch.as_slice()).unwrap();
+            assert_eq!(batch.device_id, "s1");
+            seqs.push(batch.seq);
+        }
+        stop.send(()).unwrap();
+        running.await.unwrap().unwrap();
+        assert_eq!(seqs[1], seqs[0] + 1);
+    }
+
+    #[tokio::test]
+    async fn a_sensor_whose_keys_file_lacks_its_key_does_not_start() {
+        let plan = SensorPlan {
+            interval: Duration::from_millis(10),
+            transport: Transport::Udp {
+                gateway: "127.0.0.1:9".into(),
+            },
+            state_dir: None,
+            udp_keys: Some(Arc::new(
+                [(
+                    "other".to_owned(),
+                    hearth_proto::signing::DeviceKey::from_bytes([8; 32]),
+                )]
+                .into_iter()
+                .collect(),
+            )),
+        };
+        let sensors = SimulatedSensors::new(0, Waveform::Steady(21.5));
+        let e = run_sensor_with(
+            link(),
+            &LinkOptions::default(),
+            sensors,
+            &plan,
+            std::future::pending::<()>(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the UDP keys file holds no key for device \"s1\""
+        );
+    }
+
+    #[tokio::test]
     async fn a_sensor_sending_both_ways_keeps_feeding_the_gateway_while_the_broker_is_down() {
         let gateway = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let plan = SensorPlan {
@@ -307,6 +413,7 @@ mod tests {
                 gateway: gateway.local_addr().unwrap().to_string(),
             },
             state_dir: None,
+            udp_keys: None,
         };
         let sensors = SimulatedSensors::new(0, Waveform::Steady(20.0));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -5,11 +5,11 @@
 use hearth_proto::v1::{
     automation_service_client::AutomationServiceClient, device_service_client::DeviceServiceClient,
     telemetry_service_client::TelemetryServiceClient, Command, CreateRuleRequest, Decision,
-    DeleteRuleRequest, Device, DryRunRequest, DryRunResponse, GetSeriesRequest, GetSeriesResponse,
-    Home, ListCommandsRequest, ListDecisionsRequest, ListDevicesRequest, ListHomesRequest,
-    ListReadingsRequest, ListReadingsResponse, ListRulesRequest, Metric, Mode, Rule,
-    SetModeRequest, UpdateRuleRequest, WatchDevicesRequest, WatchDevicesResponse,
-    WatchReadingsRequest, WatchReadingsResponse,
+    DeleteRuleRequest, Device, DryRunRequest, DryRunResponse, ExportReadingsRequest,
+    ExportReadingsResponse, GetSeriesRequest, GetSeriesResponse, Home, ListCommandsRequest,
+    ListDecisionsRequest, ListDevicesRequest, ListHomesRequest, ListReadingsRequest,
+    ListReadingsResponse, ListRulesRequest, Metric, Mode, Rule, SetModeRequest, UpdateRuleRequest,
+    WatchDevicesRequest, WatchDevicesResponse, WatchReadingsRequest, WatchReadingsResponse,
 };
 use tonic::{Code, Status, Streaming};
 use tonic_web_wasm_client::Client;
@@ -162,6 +162,24 @@ pub async fn get_series(
         max_points,
     };
     Ok(telemetry()?.get_series(request).await?.into_inner())
+}
+
+/// Opens the CSV export of `device_id`'s readings over `[start, end)`, every
+/// metric, oldest first: chunks of whole lines, the header first.
+pub async fn export_readings(
+    device_id: &str,
+    start_unix_ms: i64,
+    end_unix_ms: i64,
+) -> Result<Stream<ExportReadingsResponse>, ApiError> {
+    let request = ExportReadingsRequest {
+        device_id: device_id.to_owned(),
+        metric: Metric::Unspecified as i32,
+        start_unix_ms,
+        end_unix_ms,
+    };
+    Ok(Stream(
+        telemetry()?.export_readings(request).await?.into_inner(),
+    ))
 }
 
 /// Opens the live stream of readings stored for `home_id`, of `device_ids`

@@ -1,9 +1,9 @@
 //! What the app takes from the browser besides the network: the clock and
-//! local time, the URL path and history, and the home remembered in
-//! localStorage.
+//! local time, the URL path and history, the home remembered in
+//! localStorage, and files handed to the user as downloads.
 
-use js_sys::{Date, Object, Reflect};
-use wasm_bindgen::JsValue;
+use js_sys::{Array, Date, Object, Reflect, Uint8Array};
+use wasm_bindgen::{JsCast as _, JsValue};
 
 use crate::range;
 
@@ -99,6 +99,56 @@ pub fn remember_home(home_id: &str) {
     // then just asks again next time.
     if let Some(storage) = storage() {
         let _ = storage.set_item(HOME_KEY, home_id);
+    }
+}
+
+/// A file being put together from chunks, then saved by the browser as a
+/// download. The chunks go to the browser's own memory as they arrive, so
+/// the app does not keep a second copy.
+#[derive(Default)]
+pub struct Download {
+    parts: Array,
+}
+
+impl Download {
+    /// Starts the file with `bytes` (e.g. a byte order mark).
+    pub fn starting_with(bytes: &[u8]) -> Self {
+        let download = Self::default();
+        download.push(bytes);
+        download
+    }
+
+    pub fn push(&self, bytes: &[u8]) {
+        self.parts.push(&Uint8Array::from(bytes));
+    }
+
+    /// Offers the file as `filename` of MIME type `mime`, as a click on a
+    /// download link would.
+    pub fn save(self, filename: &str, mime: &str) -> Result<(), String> {
+        let failed = |e: JsValue| format!("the browser refused the download: {e:?}");
+        let options = web_sys::BlobPropertyBag::new();
+        options.set_type(mime);
+        let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&self.parts, &options)
+            .map_err(failed)?;
+        let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(failed)?;
+        let document = web_sys::window()
+            .and_then(|w| w.document())
+            .ok_or("the page has no document")?;
+        let link: web_sys::HtmlAnchorElement = document
+            .create_element("a")
+            .map_err(failed)?
+            .dyn_into()
+            .map_err(|_| "an <a> is not an anchor".to_owned())?;
+        link.set_href(&url);
+        link.set_download(filename);
+        link.click();
+        // Why revoke, and later: the URL pins the Blob in memory, but some
+        // browsers read it only after the click handler has returned.
+        gloo_timers::callback::Timeout::new(60_000, move || {
+            let _ = web_sys::Url::revoke_object_url(&url);
+        })
+        .forget();
+        Ok(())
     }
 }
 

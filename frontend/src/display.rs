@@ -19,12 +19,15 @@ pub fn reading(metric: Metric, value: f64) -> String {
 
 /// The unit of `metric`, if it has one: `°C`.
 pub fn unit(metric: Metric) -> Option<&'static str> {
-    match metric {
-        Metric::TemperatureCelsius => Some("°C"),
-        Metric::HumidityPercent => Some("%"),
-        Metric::PressureHpa => Some("hPa"),
-        Metric::Unspecified => None,
-    }
+    metric.unit()
+}
+
+/// The name of a CSV export of `device_id` between two local times as
+/// `<input type="datetime-local">` writes them (`2026-11-30T07:30`):
+/// `sensor_2026-11-30T07-30_2026-11-30T08-30.csv`. Why no colons: Windows
+/// does not allow them in file names.
+pub fn export_filename(device_id: &str, start_local: &str, end_local: &str) -> String {
+    format!("{device_id}_{start_local}_{end_local}.csv").replace(':', "-")
 }
 
 /// What a metric measures, capitalised for a label: `Temperature`.
@@ -298,5 +301,13 @@ mod tests {
         assert_eq!(requested_by("web"), "web app");
         assert_eq!(requested_by(""), "API");
         assert_eq!(requested_by("override-expiry"), "override expiry");
+    }
+
+    #[test]
+    fn export_file_names_carry_device_and_range_without_colons() {
+        assert_eq!(
+            export_filename("demo-sensor", "2026-11-30T07:30", "2026-11-30T08:30"),
+            "demo-sensor_2026-11-30T07-30_2026-11-30T08-30.csv"
+        );
     }
 }

@@ -10,14 +10,22 @@
 //! Policy when the queue is full: new datagrams are refused, counted and
 //! logged; what is already queued is kept (it is older and already accepted).
 //!
+//! With a keys file every datagram must be signed by its device and new
+//! ([`admission`], [`replay`]): a host on the LAN can neither forge a
+//! reading nor replay one. Without one the gateway starts only on a loopback
+//! address. Refusals are counted by reason; their log lines are rate-limited
+//! ([`LogBudget`]), so a flood cannot fill the log.
+//!
 //! What it does is counted ([`Counters`]), logged every `stats_every`, and,
 //! with `metrics` set, served to Prometheus at `/metrics` ([`metrics`]).
 //! It runs until its `shutdown` future resolves, then fsyncs what it has
 //! appended and returns.
 
+pub mod admission;
 pub mod bridge;
 pub mod metrics;
 pub mod queue;
+pub mod replay;
 pub mod settings;
 
 use std::{
@@ -29,8 +37,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hearth_proto::v1::{
-    telemetry_service_client::TelemetryServiceClient, IngestBatchRequest, ReadingBatch,
+use admission::Admission;
+use hearth_proto::{
+    signing::DeviceKeys,
+    v1::{telemetry_service_client::TelemetryServiceClient, IngestBatchRequest, ReadingBatch},
 };
 use hearth_runtime::{
     metrics::{Counter, Family},
@@ -48,12 +58,20 @@ use tracing::{info, warn};
 /// Batches per IngestBatch call.
 const BATCHES_PER_CALL: usize = 2_000;
 /// Larger datagrams are not reading batches.
-const MAX_DATAGRAM: usize = 8 * 1024;
+pub const MAX_DATAGRAM: usize = 8 * 1024;
 /// Pauses between calls while the backend is unreachable.
 const CLOUD_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
 /// Sources the rate limit remembers. Why a bound: source addresses are
 /// whatever a datagram claims, so an unbounded map is a memory leak on demand.
 const MAX_SOURCES: usize = 4_096;
+/// How often the replay marks are written when they changed (and on
+/// shutdown). Why not with every fsync of the queue: one small file write a
+/// second is cheap on an SD card; what a crash can lose is harmless (see
+/// [`replay`]).
+const SAVE_MARKS_EVERY: Duration = Duration::from_secs(1);
+/// Refused datagrams logged: bursts of this many lines, then one a second
+/// ([`LogBudget`]).
+const LOG_BURST: u32 = 20;
 
 /// What the gateway has done since it started; logged every
 /// `Config::stats_every` and registered for `/metrics` ([`metrics`]).
@@ -105,10 +123,18 @@ pub enum DropReason {
     RejectedByBackend,
     /// A queued record that no longer decodes (it decoded when received).
     Corrupt,
+    /// Not signed, while the gateway has keys.
+    Unsigned,
+    /// Signed for a device that has no key in the keys file.
+    UnknownDevice,
+    /// Its tag is not its device's key's tag of the batch: forged or altered.
+    BadSignature,
+    /// Genuine, but a number the gateway has taken (or one too far behind).
+    Replay,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Malformed,
         DropReason::Oversize,
         DropReason::Unnamed,
@@ -116,6 +142,10 @@ impl DropReason {
         DropReason::QueueFull,
         DropReason::RejectedByBackend,
         DropReason::Corrupt,
+        DropReason::Unsigned,
+        DropReason::UnknownDevice,
+        DropReason::BadSignature,
+        DropReason::Replay,
     ];
 
     /// The `reason` label in metrics.
@@ -128,6 +158,10 @@ impl DropReason {
             DropReason::QueueFull => "queue_full",
             DropReason::RejectedByBackend => "rejected_by_backend",
             DropReason::Corrupt => "corrupt",
+            DropReason::Unsigned => "unsigned",
+            DropReason::UnknownDevice => "unknown_device",
+            DropReason::BadSignature => "bad_signature",
+            DropReason::Replay => "replay",
         }
     }
 
@@ -136,12 +170,17 @@ impl DropReason {
     }
 }
 
-/// Why a datagram was refused.
+/// Why a datagram was refused. The device ids are what the datagram
+/// claims, unverified: shown escaped (`{:?}`), so one cannot forge log lines.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
     Oversize(usize),
     NotABatch(String),
     Unnamed,
+    Unsigned,
+    UnknownDevice(String),
+    BadSignature(String),
+    Replay { device: String, seq: u64 },
 }
 
 impl Refusal {
@@ -150,6 +189,10 @@ impl Refusal {
             Refusal::Oversize(_) => DropReason::Oversize,
             Refusal::NotABatch(_) => DropReason::Malformed,
             Refusal::Unnamed => DropReason::Unnamed,
+            Refusal::Unsigned => DropReason::Unsigned,
+            Refusal::UnknownDevice(_) => DropReason::UnknownDevice,
+            Refusal::BadSignature(_) => DropReason::BadSignature,
+            Refusal::Replay { .. } => DropReason::Replay,
         }
     }
 }
@@ -160,20 +203,59 @@ impl std::fmt::Display for Refusal {
             Refusal::Oversize(n) => write!(f, "datagram of {n} bytes is over {MAX_DATAGRAM}"),
             Refusal::NotABatch(e) => write!(f, "not a hearth.v1.ReadingBatch: {e}"),
             Refusal::Unnamed => write!(f, "batch names no device_id"),
+            Refusal::Unsigned => write!(
+                f,
+                "not signed (a bare ReadingBatch); this gateway takes only signed datagrams"
+            ),
+            Refusal::UnknownDevice(device) => {
+                write!(f, "device {device:?} has no key in the keys file")
+            }
+            Refusal::BadSignature(device) => {
+                write!(f, "signature does not match the key of device {device:?}")
+            }
+            Refusal::Replay { device, seq } => write!(
+                f,
+                "device {device:?}'s seq {seq} was taken before (or is too far behind): a replay"
+            ),
         }
     }
 }
 
-/// Decodes one datagram.
-pub fn decode_datagram(bytes: &[u8]) -> Result<ReadingBatch, Refusal> {
-    if bytes.len() > MAX_DATAGRAM {
-        return Err(Refusal::Oversize(bytes.len()));
+/// A budget for log lines about refused datagrams: bursts of `burst` lines,
+/// then one a second; what it holds back is counted and told with the next
+/// line. Why: refusals are counted in full in `/metrics`, but one line per
+/// datagram would let anyone on the LAN fill the disk with the log.
+#[derive(Debug)]
+pub struct LogBudget {
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+    held_back: u64,
+}
+
+impl LogBudget {
+    pub fn new(burst: u32, now: Instant) -> Self {
+        Self {
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            last: now,
+            held_back: 0,
+        }
     }
-    let batch = ReadingBatch::decode(bytes).map_err(|e| Refusal::NotABatch(e.to_string()))?;
-    if batch.device_id.is_empty() {
-        return Err(Refusal::Unnamed);
+
+    /// Whether a line may be logged at `now`: `Some(n)`, where `n` lines
+    /// were held back since the last one, or `None`.
+    pub fn allow(&mut self, now: Instant) -> Option<u64> {
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64()).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Some(std::mem::take(&mut self.held_back))
+        } else {
+            self.held_back += 1;
+            None
+        }
     }
-    Ok(batch)
 }
 
 /// A token bucket per source address: `rate` datagrams per second, bursts
@@ -234,6 +316,9 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// The MQTT bridge between the LAN and cloud brokers, if both are set.
     pub bridge: Option<bridge::BridgeConfig>,
+    /// The devices' keys (`DEVICE_ID HEX_KEY` lines); without it the
+    /// gateway takes unsigned datagrams, and only on loopback.
+    pub keys_file: Option<PathBuf>,
 }
 
 /// The queue, and how many readings its batches hold.
@@ -274,16 +359,20 @@ impl Backlog {
 }
 
 type Queue = Arc<Mutex<Backlog>>;
+type Gate = Arc<Mutex<Admission>>;
 
-/// Receives datagrams on `socket` and appends the valid ones to the queue.
+/// Receives datagrams on `socket` and appends those [`Admission`] takes to
+/// the queue.
 async fn receive(
     socket: UdpSocket,
     queue: Queue,
+    gate: Gate,
     mut limit: RateLimit,
     counters: Arc<Counters>,
 ) -> anyhow::Result<()> {
     // One byte more than allowed, so an oversize datagram is seen as such.
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut log = LogBudget::new(LOG_BURST, Instant::now());
     loop {
         let (n, from) = socket.recv_from(&mut buf).await?;
         counters.received.inc();
@@ -291,19 +380,24 @@ async fn receive(
             counters.dropped.add(DropReason::RateLimited);
             continue;
         }
-        let batch = match decode_datagram(&buf[..n]) {
-            Ok(batch) => batch,
+        // Why one lock for check, append and record: nothing else takes
+        // this gate but the marks' writer, once a second, so it is never
+        // contended, and a number is recorded only once its batch is queued.
+        let mut admission = gate.lock().expect("admission lock");
+        let admitted = match admission.check(&buf[..n]) {
+            Ok(admitted) => admitted,
             Err(refusal) => {
                 counters.dropped.add(refusal.reason());
-                warn!(%from, %refusal, "datagram dropped");
+                if let Some(held_back) = log.allow(Instant::now()) {
+                    warn!(%from, reason = refusal.reason().label(), %refusal, held_back, "datagram dropped");
+                }
                 continue;
             }
         };
-        // Why the raw bytes: they decoded, and forwarding re-decodes anyway.
-        let readings = batch.readings.len() as u64;
+        let readings = admitted.batch.readings.len() as u64;
         let appended = {
             let mut backlog = queue.lock().expect("queue lock");
-            let appended = backlog.queue.append(&buf[..n])?;
+            let appended = backlog.queue.append(&admitted.bytes)?;
             if appended.is_ok() {
                 backlog.readings += readings;
             }
@@ -311,15 +405,94 @@ async fn receive(
         };
         match appended {
             Ok(()) => {
+                admission.record(&admitted.batch);
                 counters.accepted_batches.inc();
                 counters.accepted_readings.inc_by(readings);
             }
             Err(_) => {
                 counters.dropped.add(DropReason::QueueFull);
-                warn!(%from, device = batch.device_id, "queue full; datagram refused");
+                if let Some(held_back) = log.allow(Instant::now()) {
+                    warn!(%from, device = ?admitted.batch.device_id, held_back, "queue full; datagram refused");
+                }
             }
         }
     }
+}
+
+/// Writes the replay marks to `dir` every [`SAVE_MARKS_EVERY`] if they changed.
+async fn save_marks(gate: Gate, dir: PathBuf) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(SAVE_MARKS_EVERY);
+    loop {
+        tick.tick().await;
+        write_marks(&gate, &dir).await?;
+    }
+}
+
+/// Writes the replay marks to `dir` if they changed since the last write.
+async fn write_marks(gate: &Gate, dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let Some(text) = gate.lock().expect("admission lock").take_marks() else {
+        return Ok(());
+    };
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        queue::write_atomically(&dir, replay::MARKS_FILE, text.as_bytes())
+            .with_context(|| format!("writing {}", dir.join(replay::MARKS_FILE).display()))
+    })
+    .await?
+}
+
+/// How datagrams are checked, from `config`: with its keys file, signed and
+/// new (the marks of the last run read from the queue's directory); without
+/// one, unchecked, which is refused unless the gateway listens on loopback.
+pub fn admission(config: &Config) -> anyhow::Result<Admission> {
+    use anyhow::Context as _;
+    let Some(path) = &config.keys_file else {
+        if config.udp.ip().is_loopback() {
+            warn!(udp = %config.udp, "HEARTH_GATEWAY_KEYS_FILE is not set: taking unsigned datagrams, which only processes on this host can send (loopback)");
+            return Ok(Admission::Open);
+        }
+        anyhow::bail!(
+            "HEARTH_GATEWAY_KEYS_FILE is not set, and HEARTH_GATEWAY_UDP={} is not a loopback \
+             address: anyone on the LAN could send readings as any device. Name a keys file \
+             (a line `DEVICE_ID KEY` per sensor, the key 64 hex digits from `openssl rand -hex 32`; \
+             see README.md, \"The gateway\"), or listen on 127.0.0.1 for a test on this host",
+            config.udp
+        );
+    };
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "HEARTH_GATEWAY_KEYS_FILE={}: cannot read the keys file",
+            path.display()
+        )
+    })?;
+    let keys = DeviceKeys::parse(&text)
+        .with_context(|| format!("HEARTH_GATEWAY_KEYS_FILE={}", path.display()))?;
+    let marks_file = config.data_dir.join(replay::MARKS_FILE);
+    let marks = match std::fs::read_to_string(&marks_file) {
+        Ok(text) => replay::parse_marks(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {e}. It holds each device's highest sequence number, so that replays \
+                 are refused after a restart; delete it to start afresh (a datagram captured \
+                 before could then be taken once more)",
+                marks_file.display()
+            )
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read {}", marks_file.display()));
+        }
+    };
+    // Why only listed devices: a device whose key was removed has no use
+    // for its mark, and the marks stay bounded by the keys file.
+    let marks = marks
+        .into_iter()
+        .filter(|(device, _)| keys.get(device).is_some());
+    info!(devices = keys.len(), keys = %path.display(), "taking datagrams signed by these devices only");
+    Ok(Admission::Signed {
+        replay: replay::ReplayGuard::from_marks(marks),
+        keys,
+    })
 }
 
 /// Fsyncs appended datagrams every `every` and wakes the forwarder.
@@ -443,6 +616,10 @@ async fn report(queue: Queue, counters: Arc<Counters>, every: Duration) -> anyho
             accepted = counters.accepted_batches.get(),
             forwarded = counters.forwarded_batches.get(),
             malformed = d(DropReason::Malformed) + d(DropReason::Oversize) + d(DropReason::Unnamed),
+            refused_unsigned_or_forged = d(DropReason::Unsigned)
+                + d(DropReason::UnknownDevice)
+                + d(DropReason::BadSignature),
+            refused_replay = d(DropReason::Replay),
             dropped_rate = d(DropReason::RateLimited),
             dropped_full = d(DropReason::QueueFull),
             rejected_by_cloud = d(DropReason::RejectedByBackend),
@@ -466,6 +643,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         })?;
     let (backlog, _) = queue.queue.depth();
     let queue = Arc::new(Mutex::new(queue));
+    let gate: Gate = Arc::new(Mutex::new(admission(&config)?));
     let socket = UdpSocket::bind(config.udp)
         .await
         .with_context(|| format!("HEARTH_GATEWAY_UDP={}: cannot listen there", config.udp))?;
@@ -518,7 +696,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             metrics_done = true;
             r
         }
-        r = receive(socket, queue.clone(), RateLimit::new(config.rate), counters.clone()) => r,
+        r = receive(socket, queue.clone(), gate.clone(), RateLimit::new(config.rate), counters.clone()) => r,
+        r = save_marks(gate.clone(), config.data_dir.clone()) => r,
         r = sync(queue.clone(), config.sync_every, wake.clone()) => r,
         r = forward(config.cloud, queue.clone(), wake, counters.clone()) => r,
         r = report(queue.clone(), counters, config.stats_every) => r,
@@ -532,6 +711,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     {
         warn!("a /metrics connection outlived the gateway's shutdown");
     }
+    // Why after the receiver stopped: no number is recorded after this write.
+    if let Err(e) = write_marks(&gate, &config.data_dir).await {
+        warn!(
+            error = format!("{e:#}"),
+            "the replay marks were not saved on the way out"
+        );
+    }
     let queued = tokio::task::spawn_blocking(move || {
         let mut backlog = queue.lock().expect("queue lock");
         backlog.queue.sync().map(|_| backlog.queue.depth().0)
@@ -544,8 +730,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
 #[cfg(test)]
 mod tests {
-    use hearth_proto::v1::Reading;
-
     use super::*;
 
     #[test]
@@ -592,31 +776,160 @@ mod tests {
             DropReason::Malformed
         );
         assert_eq!(Refusal::Unnamed.reason(), DropReason::Unnamed);
+        assert_eq!(Refusal::Unsigned.reason(), DropReason::Unsigned);
+        assert_eq!(
+            Refusal::UnknownDevice(String::new()).reason(),
+            DropReason::UnknownDevice
+        );
+        assert_eq!(
+            Refusal::BadSignature(String::new()).reason(),
+            DropReason::BadSignature
+        );
+        assert_eq!(
+            Refusal::Replay {
+                device: String::new(),
+                seq: 1
+            }
+            .reason(),
+            DropReason::Replay
+        );
+    }
+
+    fn config(udp: &str, keys_file: Option<PathBuf>, data_dir: PathBuf) -> Config {
+        Config {
+            udp: udp.parse().unwrap(),
+            cloud: "http://127.0.0.1:1".into(),
+            data_dir,
+            max_queue_bytes: 1 << 20,
+            rate: 10,
+            sync_every: Duration::from_millis(20),
+            stats_every: Duration::from_secs(10),
+            metrics: None,
+            bridge: None,
+            keys_file,
+        }
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("hearth-gateway-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]
-    fn decodes_a_named_batch_and_refuses_the_rest() {
-        let batch = ReadingBatch {
-            device_id: "s1".into(),
-            seq: 4,
-            readings: vec![Reading {
-                metric: 1,
-                value: 20.5,
-            }],
-            ..Default::default()
+    fn without_keys_the_gateway_listens_on_loopback_only() {
+        let dir = temp_dir("open");
+        for udp in ["127.0.0.1:7878", "[::1]:0"] {
+            assert!(matches!(
+                admission(&config(udp, None, dir.clone())),
+                Ok(Admission::Open)
+            ));
+        }
+        for udp in ["0.0.0.0:7878", "192.168.1.10:7878", "[::]:7878"] {
+            let e = format!(
+                "{:#}",
+                admission(&config(udp, None, dir.clone())).unwrap_err()
+            );
+            assert!(
+                e.starts_with("HEARTH_GATEWAY_KEYS_FILE is not set, and HEARTH_GATEWAY_UDP="),
+                "{e}"
+            );
+            assert!(e.contains("openssl rand -hex 32"), "{e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn with_keys_the_marks_of_the_last_run_refuse_replays() {
+        use hearth_proto::signing::DeviceKey;
+        let dir = temp_dir("keys");
+        let keys = dir.join("keys");
+        let hex_key = "11".repeat(32);
+        std::fs::write(&keys, format!("s1 {hex_key}\ns2 {hex_key}\n")).unwrap();
+        std::fs::write(dir.join(replay::MARKS_FILE), "s1 10\ngone 5\n").unwrap();
+        let config = config("0.0.0.0:0", Some(keys.clone()), dir.clone());
+        let mut admission = admission(&config).unwrap();
+        let key = DeviceKey::from_bytes([0x11; 32]);
+        let sealed = |device: &str, seq| {
+            key.seal(
+                ReadingBatch {
+                    device_id: device.into(),
+                    seq,
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            )
         };
-        assert_eq!(decode_datagram(&batch.encode_to_vec()), Ok(batch));
         assert_eq!(
-            decode_datagram(&ReadingBatch::default().encode_to_vec()),
-            Err(Refusal::Unnamed)
+            admission.check(&sealed("s1", 10)).unwrap_err().reason(),
+            DropReason::Replay
         );
-        assert!(matches!(
-            decode_datagram(&[0xff, 0xff, 0xff]),
-            Err(Refusal::NotABatch(_))
-        ));
+        assert!(admission.check(&sealed("s1", 11)).is_ok());
+        assert!(admission.check(&sealed("s2", 1)).is_ok());
         assert_eq!(
-            decode_datagram(&vec![0u8; MAX_DATAGRAM + 1]),
-            Err(Refusal::Oversize(MAX_DATAGRAM + 1))
+            admission.check(&sealed("gone", 6)).unwrap_err().reason(),
+            DropReason::UnknownDevice
         );
+        let batch = admission.check(&sealed("s1", 11)).unwrap().batch;
+        admission.record(&batch);
+        assert_eq!(
+            admission.take_marks().as_deref(),
+            Some("s1 11\n"),
+            "the marks of removed devices are dropped"
+        );
+
+        std::fs::write(dir.join(replay::MARKS_FILE), "s1 ten\n").unwrap();
+        let e = format!("{:#}", crate::admission(&config).unwrap_err());
+        assert!(e.contains("replay-marks: line 1"), "{e}");
+        std::fs::write(&keys, format!("s1 {}\n", &hex_key[..10])).unwrap();
+        let e = format!("{:#}", crate::admission(&config).unwrap_err());
+        assert!(e.contains("HEARTH_GATEWAY_KEYS_FILE="), "{e}");
+        assert!(e.contains("line 1: the key is not 64 hex digits"), "{e}");
+        assert!(!e.contains(&hex_key[..10]), "no key in errors: {e}");
+        std::fs::remove_file(&keys).unwrap();
+        let e = format!("{:#}", crate::admission(&config).unwrap_err());
+        assert!(e.contains("cannot read the keys file"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_log_budget_allows_bursts_then_a_line_a_second_and_tells_what_it_held_back() {
+        let t0 = Instant::now();
+        let mut log = LogBudget::new(3, t0);
+        assert_eq!(
+            (0..10).map(|_| log.allow(t0)).collect::<Vec<_>>(),
+            [
+                Some(0),
+                Some(0),
+                Some(0),
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None
+            ]
+        );
+        assert_eq!(log.allow(t0 + Duration::from_millis(500)), None);
+        assert_eq!(
+            log.allow(t0 + Duration::from_millis(1_000)),
+            Some(8),
+            "the next line says how many were held back"
+        );
+        assert_eq!(log.allow(t0 + Duration::from_millis(1_000)), None);
+        // A flood of a million datagrams over 100 s logs about 100 lines.
+        let mut logged = 0;
+        for i in 0..1_000_000u64 {
+            if log
+                .allow(t0 + Duration::from_micros(1_000 + i * 100))
+                .is_some()
+            {
+                logged += 1;
+            }
+        }
+        assert!((99..=101).contains(&logged), "{logged}");
     }
 }

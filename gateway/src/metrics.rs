@@ -200,6 +200,8 @@ mod tests {
             counters.dropped.add(DropReason::RateLimited);
         }
         counters.dropped.add(DropReason::Oversize);
+        counters.dropped.add(DropReason::BadSignature);
+        counters.dropped.add(DropReason::BadSignature);
         let sources = Sources {
             queue: Arc::new(Mutex::new(Backlog::new(queue).unwrap())),
             counters: Arc::new(counters),
@@ -230,6 +232,10 @@ mod tests {
             "hearth_gateway_dropped_total{reason=\"queue_full\"} 0",
             "hearth_gateway_dropped_total{reason=\"rejected_by_backend\"} 0",
             "hearth_gateway_dropped_total{reason=\"corrupt\"} 0",
+            "hearth_gateway_dropped_total{reason=\"unsigned\"} 0",
+            "hearth_gateway_dropped_total{reason=\"unknown_device\"} 0",
+            "hearth_gateway_dropped_total{reason=\"bad_signature\"} 2",
+            "hearth_gateway_dropped_total{reason=\"replay\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

@@ -291,11 +291,21 @@ fn read_cursor(dir: &Path) -> io::Result<Option<Position>> {
 }
 
 fn write_cursor(dir: &Path, at: Position) -> io::Result<()> {
-    let tmp = dir.join("cursor.tmp");
+    write_atomically(
+        dir,
+        "cursor",
+        format!("{} {}\n", at.segment, at.offset).as_bytes(),
+    )
+}
+
+/// Writes `contents` to `dir/name` so that a crash leaves the old or the new
+/// file, never half of one: a temporary file, fsynced, renamed over it.
+pub fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
     let mut file = File::create(&tmp)?;
-    writeln!(file, "{} {}", at.segment, at.offset)?;
+    file.write_all(contents)?;
     file.sync_all()?;
-    fs::rename(&tmp, dir.join("cursor"))?;
+    fs::rename(&tmp, dir.join(name))?;
     sync_dir(dir)
 }
 

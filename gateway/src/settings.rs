@@ -102,6 +102,11 @@ pub struct Cli {
     #[arg(long, env = "HEARTH_TOPIC_PREFIX", value_name = "PREFIX", default_value = DEFAULT_PREFIX,
         value_parser = topics)]
     topic_prefix: Topics,
+    /// The sensors' keys: a line `DEVICE_ID KEY` per device, the key 64 hex
+    /// digits (`openssl rand -hex 32`); only datagrams signed with them are
+    /// taken. Unset: unsigned datagrams, allowed only on a loopback --udp.
+    #[arg(long, env = "HEARTH_GATEWAY_KEYS_FILE", value_name = "PATH")]
+    keys_file: Option<PathBuf>,
     /// Log filter (tracing syntax, e.g. `hearth_gateway=debug`).
     #[arg(
         long,
@@ -136,6 +141,7 @@ impl From<Cli> for Config {
                 }),
                 _ => None,
             },
+            keys_file: cli.keys_file,
         }
     }
 }
@@ -171,6 +177,7 @@ mod tests {
         assert_eq!(c.stats_every, Duration::from_secs(10));
         assert_eq!(c.metrics, None);
         assert!(c.bridge.is_none());
+        assert_eq!(c.keys_file, None);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::{future::Future, time::Duration};
 
 use tokio::{sync::watch, task::JoinSet};
-use tracing::info;
+use tracing::{info, warn};
 
 use hearth_device::{
     mqtt::{run_actuator_with, DeviceLink, LinkOptions},
@@ -43,6 +43,13 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         link_options,
         role,
     } = settings;
+    if let Role::Sensor { plan, .. } = &role {
+        if plan.udp_keys.is_some() && plan.state_dir.is_none() {
+            // Why a warning, not an error: with a clock that is right (NTP,
+            // or a clock battery) numbers from the clock alone keep growing.
+            warn!("signing UDP datagrams without HEARTH_AGENT_STATE_DIR: if this device restarts with its clock behind, the gateway refuses its batches as replays (the systemd unit sets it)");
+        }
+    }
     match role {
         Role::Sensor {
             hardware:

@@ -8,11 +8,12 @@
 //! setting at fault (the variable, or the key and the file). An empty
 //! variable counts as unset.
 
-use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
 use clap::{CommandFactory as _, Parser};
 use hearth_proto::{
     ids::check_id,
+    signing::DeviceKeys,
     topics::{Topics, DEFAULT_PREFIX},
 };
 use hearth_runtime::mqtt::{self, Credentials};
@@ -115,6 +116,12 @@ pub struct Cli {
     /// clock went back.
     #[arg(long, env = "HEARTH_AGENT_STATE_DIR", value_name = "DIR")]
     state_dir: Option<String>,
+    /// A keys file holding the device's key (a line `DEVICE_ID KEY`, the key
+    /// 64 hex digits; with sim_sensors a line per simulated device): UDP
+    /// datagrams are then signed, as a gateway with keys requires (udp,
+    /// mqtt+udp) [default: unsigned].
+    #[arg(long, env = "HEARTH_AGENT_UDP_KEY_FILE", value_name = "PATH")]
+    udp_key_file: Option<String>,
     /// Log filter (tracing syntax).
     #[arg(
         long,
@@ -145,6 +152,7 @@ impl Cli {
             ("transport", &self.transport),
             ("gateway_udp", &self.gateway_udp),
             ("state_dir", &self.state_dir),
+            ("udp_key_file", &self.udp_key_file),
         ]
         .into_iter()
         // Why: an empty variable counts as unset, as `VAR= command` means in a shell.
@@ -479,12 +487,31 @@ impl Layers {
         };
         let transport = self.transport()?;
         let state_dir = self.take("state_dir").map(|raw| PathBuf::from(raw.value));
+        let udp_keys = match self.take("udp_key_file") {
+            None => None,
+            Some(file) if transport.udp_gateway().is_none() => {
+                return Err(invalid(
+                    &file.origin,
+                    "does not apply to a sensor sending over MQTT only; set HEARTH_AGENT_TRANSPORT to udp or mqtt+udp",
+                ))
+            }
+            Some(file) => {
+                let devices: Vec<String> = match &hardware {
+                    SensorHardware::Simulated {
+                        fleet: Some(count), ..
+                    } => (0..*count).map(|i| format!("{device_id}-{i}")).collect(),
+                    _ => vec![device_id.to_owned()],
+                };
+                Some(Arc::new(read_udp_keys(&file, &devices)?))
+            }
+        };
         Ok(Role::Sensor {
             hardware,
             plan: SensorPlan {
                 interval,
                 transport,
                 state_dir,
+                udp_keys,
             },
         })
     }
@@ -623,6 +650,24 @@ fn read_password(file: &Raw) -> Result<String, SettingsError> {
         return Err(invalid(&file.origin, format!("{} is empty", file.value)));
     }
     Ok(password.to_owned())
+}
+
+/// Reads a keys file that must hold the key of each of `devices`.
+fn read_udp_keys(file: &Raw, devices: &[String]) -> Result<DeviceKeys, SettingsError> {
+    let text = std::fs::read_to_string(&file.value).map_err(|cause| SettingsError::Unreadable {
+        setting: file.origin.clone(),
+        path: file.value.clone(),
+        cause,
+    })?;
+    let keys = DeviceKeys::parse(&text)
+        .map_err(|e| invalid(&file.origin, format!("{}: {e}", file.value)))?;
+    if let Some(missing) = devices.iter().find(|d| keys.get(d).is_none()) {
+        return Err(invalid(
+            &file.origin,
+            format!("{} holds no key for device {missing:?}", file.value),
+        ));
+    }
+    Ok(keys)
 }
 
 #[cfg(feature = "rpi")]
@@ -946,8 +991,69 @@ mod tests {
                         gateway: "gateway.lan:7878".into()
                     },
                     state_dir: Some("/var/lib/hearth-agent".into()),
+                    udp_keys: None,
                 },
             }
+        );
+    }
+
+    #[test]
+    fn a_udp_key_file_must_hold_the_key_of_every_device_it_signs_for() {
+        let key = "ab".repeat(32);
+        let file = TempFile::new("udp-keys", &format!("d {key}\nd-0 {key}\nd-1 {key}\n"));
+        let udp = [
+            ("HEARTH_AGENT_TRANSPORT", "udp"),
+            ("HEARTH_AGENT_GATEWAY_UDP", "10.0.0.1:7878"),
+            ("HEARTH_AGENT_UDP_KEY_FILE", file.path()),
+        ];
+        let keys = |vars: &[(&str, &str)]| match load_device(vars).unwrap().role {
+            Role::Sensor { plan, .. } => plan.udp_keys.expect("keys"),
+            other => panic!("{other:?}"),
+        };
+        let expected = hearth_proto::signing::DeviceKey::from_hex(&key).unwrap();
+        assert_eq!(keys(&udp).get("d"), Some(&expected));
+        let fleet = [&udp[..], &[("HEARTH_AGENT_SIM_SENSORS", "2")]].concat();
+        assert_eq!(keys(&fleet).len(), 3);
+
+        let three = [&udp[..], &[("HEARTH_AGENT_SIM_SENSORS", "3")]].concat();
+        assert_eq!(
+            error(&three),
+            format!(
+                "HEARTH_AGENT_UDP_KEY_FILE: {} holds no key for device \"d-2\"",
+                file.path()
+            )
+        );
+        let bad = TempFile::new("udp-keys-bad", &format!("d {}\n", &key[..20]));
+        let message = error(&[&udp[..2], &[("HEARTH_AGENT_UDP_KEY_FILE", bad.path())]].concat());
+        assert_eq!(
+            message,
+            format!(
+                "HEARTH_AGENT_UDP_KEY_FILE: {}: line 1: the key is not 64 hex digits (32 random bytes, e.g. from `openssl rand -hex 32`)",
+                bad.path()
+            )
+        );
+        assert!(!message.contains(&key[..20]));
+        let message = error(
+            &[
+                &udp[..2],
+                &[("HEARTH_AGENT_UDP_KEY_FILE", "/nonexistent/keys")],
+            ]
+            .concat(),
+        );
+        assert!(
+            message.starts_with("HEARTH_AGENT_UDP_KEY_FILE: cannot read /nonexistent/keys"),
+            "{message}"
+        );
+        assert_eq!(
+            error(&[("HEARTH_AGENT_UDP_KEY_FILE", file.path())]),
+            "HEARTH_AGENT_UDP_KEY_FILE: does not apply to a sensor sending over MQTT only; set HEARTH_AGENT_TRANSPORT to udp or mqtt+udp"
+        );
+        assert_eq!(
+            error(&[
+                ("HEARTH_AGENT_ROLE", "actuator"),
+                ("HEARTH_AGENT_UDP_KEY_FILE", file.path())
+            ]),
+            "HEARTH_AGENT_UDP_KEY_FILE: does not apply to a simulated actuator"
         );
     }
 

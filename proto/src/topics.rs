@@ -236,6 +236,121 @@ impl Topics {
     }
 }
 
+/// The level under the prefix where Hearth's Home Assistant entities live;
+/// outside `v1/`, so no device filter matches it.
+const HOME_ASSISTANT_LEVEL: &str = "ha";
+
+/// Home Assistant's default discovery prefix.
+pub const DEFAULT_DISCOVERY_PREFIX: &str = "homeassistant";
+
+/// The topics of Home Assistant's MQTT discovery for one Hearth deployment:
+///
+/// ```text
+/// {discovery}/{component}/{node}/{object_id}/config   discovery config (retained JSON)
+/// {prefix}/ha/{home}/{device}/availability             online | offline (retained)
+/// {prefix}/ha/{home}/{device}/{entity}/state           the entity's state (retained)
+/// {prefix}/ha/{home}/{device}/{entity}/set             Home Assistant's command
+/// ```
+///
+/// `node` is the topic prefix with `/` as `_` (`hearth`), so each deployment
+/// sharing a broker and discovery prefix has its own configs, and can find
+/// and remove the ones it no longer wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HomeAssistantTopics {
+    discovery: String,
+    node: String,
+    /// `{prefix}/ha/`.
+    root: String,
+}
+
+impl Topics {
+    /// Home Assistant's topics for this deployment, discovery under
+    /// `discovery_prefix` (e.g. `homeassistant`).
+    pub fn home_assistant(
+        &self,
+        discovery_prefix: &str,
+    ) -> Result<HomeAssistantTopics, TopicError> {
+        let discovery = Topics::new(discovery_prefix)?;
+        Ok(HomeAssistantTopics {
+            discovery: discovery.prefix().to_owned(),
+            node: self.prefix().replace('/', "_"),
+            root: format!("{}/{HOME_ASSISTANT_LEVEL}/", self.prefix()),
+        })
+    }
+}
+
+impl HomeAssistantTopics {
+    /// This deployment's node id in discovery topics.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Where the config of entity `object_id` of `component` (`sensor`,
+    /// `fan`, `light`, `select`) is published.
+    pub fn config(&self, component: &str, object_id: &str) -> String {
+        format!(
+            "{}/{component}/{}/{object_id}/config",
+            self.discovery, self.node
+        )
+    }
+
+    /// Filter matching every config of this deployment, whatever the component.
+    pub fn all_configs(&self) -> String {
+        format!("{}/+/{}/+/config", self.discovery, self.node)
+    }
+
+    /// Whether `topic` is one of this deployment's configs.
+    pub fn is_config(&self, topic: &str) -> bool {
+        let Some(rest) = topic
+            .strip_prefix(self.discovery.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            return false;
+        };
+        let levels: Vec<&str> = rest.split('/').collect();
+        matches!(levels.as_slice(), [component, node, object, "config"]
+            if check_id(component).is_ok() && *node == self.node && check_id(object).is_ok())
+    }
+
+    /// Where a device's availability is published. Ids must be valid ids.
+    pub fn availability(&self, home_id: &str, device_id: &str) -> String {
+        format!("{}{home_id}/{device_id}/availability", self.root)
+    }
+
+    /// Where the state of a device's `entity` is published.
+    pub fn state(&self, home_id: &str, device_id: &str, entity: &str) -> String {
+        format!("{}{home_id}/{device_id}/{entity}/state", self.root)
+    }
+
+    /// Where Home Assistant sends commands for a device's `entity`.
+    pub fn command(&self, home_id: &str, device_id: &str, entity: &str) -> String {
+        format!("{}{home_id}/{device_id}/{entity}/set", self.root)
+    }
+
+    /// Filter matching every command topic.
+    pub fn all_commands(&self) -> String {
+        format!("{}+/+/+/set", self.root)
+    }
+
+    /// `(home_id, device_id, entity)` of a command topic.
+    pub fn parse_command<'t>(
+        &self,
+        topic: &'t str,
+    ) -> Result<(&'t str, &'t str, &'t str), TopicError> {
+        let rest = topic
+            .strip_prefix(self.root.as_str())
+            .ok_or(TopicError::OtherPrefix)?;
+        let levels: Vec<&str> = rest.split('/').collect();
+        let [home_id, device_id, entity, "set"] = levels.as_slice() else {
+            return Err(TopicError::WrongShape);
+        };
+        check_id(home_id).map_err(TopicError::BadHomeId)?;
+        check_id(device_id).map_err(TopicError::BadDeviceId)?;
+        check_id(entity).map_err(|_| TopicError::UnknownChannel((*entity).to_owned()))?;
+        Ok((home_id, device_id, entity))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -349,5 +464,61 @@ mod tests {
                 "{prefix:?}"
             );
         }
+    }
+
+    #[test]
+    fn home_assistant_topics_are_per_deployment_and_round_trip() {
+        let ha = Topics::new("t-1/hearth")
+            .unwrap()
+            .home_assistant("homeassistant")
+            .unwrap();
+        assert_eq!(ha.node(), "t-1_hearth");
+        let config = ha.config("sensor", "home_s1_temperature_celsius");
+        assert_eq!(
+            config,
+            "homeassistant/sensor/t-1_hearth/home_s1_temperature_celsius/config"
+        );
+        assert!(ha.is_config(&config));
+        assert!(!ha.is_config("homeassistant/sensor/other/x/config"));
+        assert!(!ha.is_config("homeassistant/sensor/t-1_hearth/x/state"));
+        assert_eq!(ha.all_configs(), "homeassistant/+/t-1_hearth/+/config");
+        assert_eq!(
+            ha.availability("home", "fan"),
+            "t-1/hearth/ha/home/fan/availability"
+        );
+        assert_eq!(
+            ha.state("home", "fan", "power"),
+            "t-1/hearth/ha/home/fan/power/state"
+        );
+        let command = ha.command("home", "fan", "power");
+        assert_eq!(command, "t-1/hearth/ha/home/fan/power/set");
+        assert_eq!(ha.parse_command(&command), Ok(("home", "fan", "power")));
+        assert_eq!(ha.all_commands(), "t-1/hearth/ha/+/+/+/set");
+    }
+
+    #[test]
+    fn home_assistant_refuses_bad_prefixes_and_command_topics() {
+        let topics = Topics::default();
+        for bad in ["", "home/+", "$SYS", "a//b"] {
+            assert!(topics.home_assistant(bad).is_err(), "{bad:?}");
+        }
+        let ha = topics.home_assistant("ha-test/homeassistant").unwrap();
+        assert_eq!(
+            ha.config("fan", "h_f"),
+            "ha-test/homeassistant/fan/hearth/h_f/config"
+        );
+        assert_eq!(
+            ha.parse_command("other/ha/h/f/power/set"),
+            Err(TopicError::OtherPrefix)
+        );
+        assert_eq!(
+            ha.parse_command("hearth/ha/h/f/power/state"),
+            Err(TopicError::WrongShape)
+        );
+        assert_eq!(
+            ha.parse_command("hearth/ha/h/f/set"),
+            Err(TopicError::WrongShape)
+        );
+        assert!(ha.parse_command("hearth/ha/h/f$/power/set").is_err());
     }
 }

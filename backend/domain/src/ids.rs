@@ -49,6 +49,14 @@ id_type!(
     /// An automation rule.
     RuleId
 );
+id_type!(
+    /// A person's login name.
+    Username
+);
+id_type!(
+    /// An API token's label, unique.
+    TokenName
+);
 
 #[cfg(test)]
 mod tests {

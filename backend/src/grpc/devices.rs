@@ -13,12 +13,15 @@ use hearth_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use super::{
-    convert,
+    convert, scope,
     status::{invalid, invalid_id},
 };
 use crate::{
+    access::caller,
     core::Core,
-    domain::{rule::MAX_DURATION_S, ActuatorState, Device, DeviceId, Home, HomeId, Mode},
+    domain::{
+        rule::MAX_DURATION_S, ActuatorState, Caller, Device, DeviceId, Home, HomeId, Mode, Role,
+    },
 };
 
 /// Longest accepted display name or requester.
@@ -64,6 +67,12 @@ impl DeviceService for DeviceApi {
         &self,
         request: Request<CreateHomeRequest>,
     ) -> Result<Response<v1::Home>, Status> {
+        let auth = caller(&request)?;
+        if let Caller::Token { .. } = auth.caller.as_ref() {
+            return Err(Status::permission_denied(
+                "an API token reaches the homes it was made for and cannot create homes",
+            ));
+        }
         let r = request.into_inner();
         let id = HomeId::parse(&r.id, "id").map_err(invalid_id)?;
         let home = Home {
@@ -72,16 +81,39 @@ impl DeviceService for DeviceApi {
             created_at: self.core.clock.now(),
         };
         self.core.storage.create_home(&home).await?;
+        // A new home is its creator's.
+        if let Caller::User { name, .. } = auth.caller.as_ref() {
+            let user = crate::domain::Username::parse(name, "username").map_err(invalid_id)?;
+            self.core
+                .access
+                .set_membership(&user, &home.id, Some(Role::Admin))
+                .await?;
+        }
+        self.core
+            .access
+            .audit(
+                &auth.caller.name(),
+                "home.create",
+                Some(&home.id),
+                home.id.as_str(),
+                true,
+            )
+            .await;
         Ok(Response::new(convert::home(&home)))
     }
 
     async fn list_homes(
         &self,
-        _: Request<ListHomesRequest>,
+        request: Request<ListHomesRequest>,
     ) -> Result<Response<ListHomesResponse>, Status> {
+        let auth = caller(&request)?;
         let homes = self.core.storage.list_homes().await?;
         Ok(Response::new(ListHomesResponse {
-            homes: homes.iter().map(convert::home).collect(),
+            homes: homes
+                .iter()
+                .filter(|h| auth.caller.sees(&h.id))
+                .map(convert::home)
+                .collect(),
         }))
     }
 
@@ -89,8 +121,10 @@ impl DeviceService for DeviceApi {
         &self,
         request: Request<RegisterDeviceRequest>,
     ) -> Result<Response<v1::Device>, Status> {
+        let auth = caller(&request)?;
         let r = request.into_inner();
         let home_id = HomeId::parse(&r.home_id, "home_id").map_err(invalid_id)?;
+        scope::home(&self.core, &auth.caller, &home_id, Role::Admin, "home_id").await?;
         let id = DeviceId::parse(&r.id, "id").map_err(invalid_id)?;
         let kind = convert::kind_from_proto(r.kind, "kind")?;
         let device = Device {
@@ -105,6 +139,16 @@ impl DeviceService for DeviceApi {
         };
         self.core.storage.register_device(&device).await?;
         self.core.directory.remember(&device);
+        self.core
+            .access
+            .audit(
+                &auth.caller.name(),
+                "device.register",
+                Some(&device.home_id),
+                device.id.as_str(),
+                true,
+            )
+            .await;
         Ok(Response::new(self.to_proto(&device)))
     }
 
@@ -112,14 +156,22 @@ impl DeviceService for DeviceApi {
         &self,
         request: Request<ListDevicesRequest>,
     ) -> Result<Response<ListDevicesResponse>, Status> {
+        let auth = caller(&request)?;
         let r = request.into_inner();
         let home = match r.home_id.as_str() {
             "" => None,
             id => Some(HomeId::parse(id, "home_id").map_err(invalid_id)?),
         };
+        if let Some(home) = &home {
+            scope::home(&self.core, &auth.caller, home, Role::Viewer, "home_id").await?;
+        }
         let devices = self.core.storage.list_devices(home.as_ref()).await?;
         Ok(Response::new(ListDevicesResponse {
-            devices: devices.iter().map(|d| self.to_proto(d)).collect(),
+            devices: devices
+                .iter()
+                .filter(|d| auth.caller.sees(&d.home_id))
+                .map(|d| self.to_proto(d))
+                .collect(),
         }))
     }
 
@@ -127,12 +179,14 @@ impl DeviceService for DeviceApi {
         &self,
         request: Request<GetDeviceRequest>,
     ) -> Result<Response<v1::Device>, Status> {
+        let auth = caller(&request)?;
         let id = DeviceId::parse(&request.into_inner().id, "id").map_err(invalid_id)?;
         let device = self
             .core
             .storage
             .get_device(&id)
             .await?
+            .filter(|d| auth.caller.sees(&d.home_id))
             .ok_or_else(|| Status::not_found(format!("device {id} not found")))?;
         Ok(Response::new(self.to_proto(&device)))
     }
@@ -141,10 +195,13 @@ impl DeviceService for DeviceApi {
         &self,
         request: Request<SetModeRequest>,
     ) -> Result<Response<v1::Device>, Status> {
+        let auth = caller(&request)?;
         let r = request.into_inner();
         let id = DeviceId::parse(&r.device_id, "device_id").map_err(invalid_id)?;
         let mode = convert::mode_from_proto(r.mode, "mode")?;
-        let requested_by = display_name(&r.requested_by, "api", "requested_by")?;
+        scope::device(&self.core, &auth.caller, &id, Role::Operator, "device_id").await?;
+        // Who asks is who the token says, never what the request claims.
+        let requested_by = auth.caller.name();
         let override_until = match (r.override_seconds, mode) {
             (0, _) => None,
             (_, Mode::Auto) => {
@@ -176,6 +233,7 @@ impl DeviceService for DeviceApi {
         &self,
         request: Request<v1::ListCommandsRequest>,
     ) -> Result<Response<v1::ListCommandsResponse>, Status> {
+        let auth = caller(&request)?;
         let r = request.into_inner();
         let id = DeviceId::parse(&r.device_id, "device_id").map_err(invalid_id)?;
         let limit = match r.limit {
@@ -183,9 +241,7 @@ impl DeviceService for DeviceApi {
             n if n <= MAX_COMMANDS => n,
             n => return Err(invalid("limit", format!("is {n}, at most {MAX_COMMANDS}"))),
         };
-        if self.core.directory.lookup(&id).await?.is_none() {
-            return Err(Status::not_found(format!("device {id} not found")));
-        }
+        scope::device(&self.core, &auth.caller, &id, Role::Viewer, "device_id").await?;
         let commands = self.core.storage.list_commands(&id, limit).await?;
         Ok(Response::new(v1::ListCommandsResponse {
             commands: commands.iter().map(convert::command).collect(),
@@ -198,7 +254,11 @@ impl DeviceService for DeviceApi {
         &self,
         request: Request<v1::WatchDevicesRequest>,
     ) -> Result<Response<Self::WatchDevicesStream>, Status> {
+        let auth = caller(&request)?;
         let home = HomeId::parse(&request.into_inner().home_id, "home_id").map_err(invalid_id)?;
+        if auth.caller.require(&home, Role::Viewer).is_err() {
+            return Err(Status::not_found(format!("home {home} not found")));
+        }
         // Subscribe before reading the snapshot, so no change falls between.
         let changes = BroadcastStream::new(self.core.control.subscribe_changes());
         let devices = self.core.storage.list_devices(Some(&home)).await?;

@@ -4,23 +4,29 @@ use std::{pin::Pin, sync::Arc};
 
 use futures::{Stream, StreamExt as _};
 use hearth_proto::v1::{
-    telemetry_service_server::TelemetryService, GetSeriesRequest, GetSeriesResponse,
-    IngestBatchRequest, IngestBatchResponse, ListReadingsRequest, ListReadingsResponse,
-    RejectedBatch, SeriesPoint, WatchReadingsRequest, WatchReadingsResponse,
+    telemetry_service_server::TelemetryService, ExportReadingsRequest, ExportReadingsResponse,
+    GetSeriesRequest, GetSeriesResponse, IngestBatchRequest, IngestBatchResponse,
+    ListReadingsRequest, ListReadingsResponse, RejectedBatch, SeriesPoint, WatchReadingsRequest,
+    WatchReadingsResponse,
 };
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 use tonic::{Request, Response, Status};
 
 use super::{
-    convert,
+    convert, scope,
     status::{invalid, invalid_id},
 };
 use crate::{
+    access::caller,
     core::Core,
-    domain::{series::plan, validate_batch, DeviceId, DeviceKind, HomeId},
+    domain::{
+        export::{append_csv_rows, CSV_HEADER},
+        series::plan,
+        validate_batch, Denied, DeviceId, DeviceKind, HomeId, Role, UnixMs,
+    },
     ingest::{Done, IngestItem},
-    storage::{ReadingCursor, ReadingQuery},
+    storage::{ReadingCursor, ReadingOrder, ReadingQuery},
 };
 
 /// Most batches in one IngestBatch call.
@@ -29,6 +35,8 @@ const DEFAULT_PAGE_SIZE: u32 = 100;
 const DEFAULT_POINTS: u32 = 300;
 const MAX_POINTS: u32 = 2_000;
 const MAX_PAGE_SIZE: u32 = 1_000;
+/// Readings read from storage per exported chunk.
+const EXPORT_PAGE_SIZE: u32 = 1_000;
 
 pub struct TelemetryApi {
     core: Arc<Core>,
@@ -41,6 +49,27 @@ impl TelemetryApi {
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchReadingsResponse, Status>> + Send>>;
+type ExportStream = Pin<Box<dyn Stream<Item = Result<ExportReadingsResponse, Status>> + Send>>;
+
+/// `[start, end)` of a history request, Unix ms, 0 meaning unbounded.
+fn time_range(
+    start_unix_ms: i64,
+    end_unix_ms: i64,
+) -> Result<(Option<UnixMs>, Option<UnixMs>), Status> {
+    if start_unix_ms < 0 || end_unix_ms < 0 {
+        return Err(invalid(
+            "start_unix_ms",
+            "and end_unix_ms must not be negative",
+        ));
+    }
+    if end_unix_ms != 0 && start_unix_ms > end_unix_ms {
+        return Err(invalid("start_unix_ms", "must not be after end_unix_ms"));
+    }
+    Ok((
+        (start_unix_ms != 0).then_some(start_unix_ms),
+        (end_unix_ms != 0).then_some(end_unix_ms),
+    ))
+}
 
 #[tonic::async_trait]
 impl TelemetryService for TelemetryApi {
@@ -48,6 +77,7 @@ impl TelemetryService for TelemetryApi {
         &self,
         request: Request<IngestBatchRequest>,
     ) -> Result<Response<IngestBatchResponse>, Status> {
+        let auth = caller(&request)?;
         let batches = request.into_inner().batches;
         if batches.len() > MAX_BATCHES_PER_CALL {
             return Err(invalid(
@@ -71,7 +101,16 @@ impl TelemetryService for TelemetryApi {
                     .lookup(&device_id)
                     .await
                     .map_err(|e| e.to_string())?;
-                let known = known.ok_or_else(|| format!("unknown device {device_id}"))?;
+                let known = known
+                    .filter(|k| auth.caller.sees(&k.home_id))
+                    .ok_or_else(|| format!("unknown device {device_id}"))?;
+                if let Err(Denied::Forbidden { role, need }) =
+                    auth.caller.require(&known.home_id, Role::Admin)
+                {
+                    return Err(format!(
+                        "device {device_id}: a {role} of its home may not write readings (it needs {need})"
+                    ));
+                }
                 if !batch.home_id.is_empty() && batch.home_id != known.home_id.as_str() {
                     return Err(format!(
                         "device {device_id} belongs to home {}, not {}",
@@ -134,6 +173,7 @@ impl TelemetryService for TelemetryApi {
         &self,
         request: Request<ListReadingsRequest>,
     ) -> Result<Response<ListReadingsResponse>, Status> {
+        let auth = caller(&request)?;
         let r = request.into_inner();
         let device_id = DeviceId::parse(&r.device_id, "device_id").map_err(invalid_id)?;
         let metric = convert::metric_filter(r.metric, "metric")?;
@@ -154,25 +194,23 @@ impl TelemetryService for TelemetryApi {
                     .ok_or_else(|| invalid("page_token", "is not a token this server issued"))?,
             ),
         };
-        if r.start_unix_ms < 0 || r.end_unix_ms < 0 {
-            return Err(invalid(
-                "start_unix_ms",
-                "and end_unix_ms must not be negative",
-            ));
-        }
-        if r.end_unix_ms != 0 && r.start_unix_ms > r.end_unix_ms {
-            return Err(invalid("start_unix_ms", "must not be after end_unix_ms"));
-        }
-        if self.core.directory.lookup(&device_id).await?.is_none() {
-            return Err(Status::not_found(format!("device {device_id} not found")));
-        }
+        let (start, end) = time_range(r.start_unix_ms, r.end_unix_ms)?;
+        scope::device(
+            &self.core,
+            &auth.caller,
+            &device_id,
+            Role::Viewer,
+            "device_id",
+        )
+        .await?;
         let query = ReadingQuery {
             device_id,
             metric,
-            start: (r.start_unix_ms != 0).then_some(r.start_unix_ms),
-            end: (r.end_unix_ms != 0).then_some(r.end_unix_ms),
-            before,
+            start,
+            end,
+            cursor: before,
             limit: limit + 1,
+            order: ReadingOrder::NewestFirst,
         };
         let mut readings = self.core.storage.list_readings(&query).await?;
         let next_page_token = if readings.len() > limit as usize {
@@ -190,12 +228,79 @@ impl TelemetryService for TelemetryApi {
         }))
     }
 
+    type ExportReadingsStream = ExportStream;
+
+    async fn export_readings(
+        &self,
+        request: Request<ExportReadingsRequest>,
+    ) -> Result<Response<Self::ExportReadingsStream>, Status> {
+        let auth = caller(&request)?;
+        let r = request.into_inner();
+        let device_id = DeviceId::parse(&r.device_id, "device_id").map_err(invalid_id)?;
+        let metric = convert::metric_filter(r.metric, "metric")?;
+        let (start, end) = time_range(r.start_unix_ms, r.end_unix_ms)?;
+        // A device of a home the caller has no role in is as missing as one
+        // that does not exist (every role may read).
+        let known = self.core.directory.lookup(&device_id).await?;
+        if !known.is_some_and(|k| auth.caller.sees(&k.home_id)) {
+            return Err(Status::not_found(format!(
+                "device_id {device_id}: no such device"
+            )));
+        }
+        let first = ReadingQuery {
+            device_id,
+            metric,
+            start,
+            end,
+            cursor: None,
+            limit: EXPORT_PAGE_SIZE,
+            order: ReadingOrder::OldestFirst,
+        };
+        let (storage, closing) = (self.core.storage.clone(), self.core.closing.clone());
+        // Why unfold: the next page is read only when the client has taken
+        // the previous chunk, so memory holds one page however long the
+        // range, and a client that goes away stops the reading.
+        let chunks = futures::stream::unfold(Some(first), move |state| {
+            let (storage, closing) = (storage.clone(), closing.clone());
+            async move {
+                let mut query = state?;
+                // Why an error, not a quiet end: a cut-off export must not
+                // pass for a whole one.
+                if closing.is_cancelled() {
+                    let status = Status::unavailable("the server is shutting down; export again");
+                    return Some((Err(status), None));
+                }
+                let page = match storage.list_readings(&query).await {
+                    Ok(page) => page,
+                    Err(e) => return Some((Err(Status::from(e)), None)),
+                };
+                let mut csv = match query.cursor {
+                    None => String::from(CSV_HEADER),
+                    Some(_) => String::new(),
+                };
+                append_csv_rows(&mut csv, &page);
+                let next = (page.len() == query.limit as usize).then(|| {
+                    query.cursor = page.last().map(ReadingCursor::of);
+                    query
+                });
+                let chunk = ExportReadingsResponse {
+                    csv: csv.into_bytes(),
+                };
+                Some((Ok(chunk), next))
+            }
+        })
+        // A range that ends on a page boundary reads one empty page last.
+        .filter(|chunk| futures::future::ready(!matches!(chunk, Ok(c) if c.csv.is_empty())));
+        Ok(Response::new(Box::pin(chunks)))
+    }
+
     type WatchReadingsStream = WatchStream;
 
     async fn watch_readings(
         &self,
         request: Request<WatchReadingsRequest>,
     ) -> Result<Response<Self::WatchReadingsStream>, Status> {
+        let auth = caller(&request)?;
         let r = request.into_inner();
         let home_id = HomeId::parse(&r.home_id, "home_id").map_err(invalid_id)?;
         let devices = r
@@ -212,16 +317,7 @@ impl TelemetryService for TelemetryApi {
                     .ok_or_else(|| invalid("metrics", "must not contain METRIC_UNSPECIFIED"))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if !self
-            .core
-            .storage
-            .list_homes()
-            .await?
-            .iter()
-            .any(|h| h.id == home_id)
-        {
-            return Err(Status::not_found(format!("home {home_id} not found")));
-        }
+        scope::home(&self.core, &auth.caller, &home_id, Role::Viewer, "home_id").await?;
         // Why a broadcast receiver per subscriber: it is bounded, and a slow
         // subscriber only loses its own messages (reported as `skipped`).
         let stream = BroadcastStream::new(self.core.stored.subscribe()).filter_map(move |item| {
@@ -256,6 +352,7 @@ impl TelemetryService for TelemetryApi {
         &self,
         request: Request<GetSeriesRequest>,
     ) -> Result<Response<GetSeriesResponse>, Status> {
+        let auth = caller(&request)?;
         let r = request.into_inner();
         let device = DeviceId::parse(&r.device_id, "device_id").map_err(invalid_id)?;
         let metric = convert::metric_filter(r.metric, "metric")?
@@ -280,9 +377,7 @@ impl TelemetryService for TelemetryApi {
                 ))
             }
         };
-        if self.core.directory.lookup(&device).await?.is_none() {
-            return Err(Status::not_found(format!("device {device} not found")));
-        }
+        scope::device(&self.core, &auth.caller, &device, Role::Viewer, "device_id").await?;
         let plan = plan(r.start_unix_ms, end, max_points);
         let points = self.core.storage.series(&device, metric, &plan).await?;
         Ok(Response::new(GetSeriesResponse {

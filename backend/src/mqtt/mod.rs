@@ -1,12 +1,13 @@
 //! The backend's MQTT side: the embedded broker, the connection to whichever
 //! broker is in use, routing of what devices publish, and publishing desired
-//! states.
+//! states; the Home Assistant bridge ([`home_assistant`]).
 //!
 //! Messages are acknowledged (MQTT PUBACK) only after their effect is stored,
 //! so a broker redelivers anything the backend had not finished with.
 
 mod ack;
 pub mod broker;
+pub mod home_assistant;
 pub mod news;
 
 use std::{

@@ -4,6 +4,7 @@
 //! each says its own way beside its connect options in `sqlite.rs` and
 //! `mysql.rs`. Migrations run at start-up.
 
+pub mod access;
 mod mysql;
 mod sql;
 mod sqlite;
@@ -18,6 +19,7 @@ use crate::domain::{
     Resolution, RuleId, RuleState, SeriesPlan, SeriesPoint, ThresholdRule, UnixMs,
 };
 
+pub use access::{AccessStore, ApiTokenInfo, AuditEvent};
 pub use mysql::MySqlStorage;
 pub use sqlite::SqliteStorage;
 
@@ -60,7 +62,8 @@ impl From<sqlx::Error> for StorageError {
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
-/// A page of history: newest first, strictly older than `before` if given.
+/// A page of history in `order`, strictly past `cursor` (in that order) if
+/// given.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReadingQuery {
     pub device_id: DeviceId,
@@ -70,11 +73,22 @@ pub struct ReadingQuery {
     pub start: Option<UnixMs>,
     /// Exclusive upper bound.
     pub end: Option<UnixMs>,
-    pub before: Option<ReadingCursor>,
+    pub cursor: Option<ReadingCursor>,
     pub limit: u32,
+    pub order: ReadingOrder,
 }
 
-/// Position in the newest-first order `(time, metric, seq)`.
+/// The order of a page of history, by `(time, metric, seq)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadingOrder {
+    /// What a history table shows first.
+    #[default]
+    NewestFirst,
+    /// What an export writes: the order a spreadsheet plots.
+    OldestFirst,
+}
+
+/// Position in the order `(time, metric, seq)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadingCursor {
     pub time: UnixMs,
@@ -118,9 +132,10 @@ pub struct Applied {
     pub published_at: Option<UnixMs>,
 }
 
-/// Persistence of homes, devices, readings and rules.
+/// Persistence of homes, devices, readings and rules (and, through
+/// [`AccessStore`], of people and tokens).
 #[async_trait]
-pub trait Storage: Send + Sync + 'static {
+pub trait Storage: AccessStore + Send + Sync + 'static {
     /// `Conflict` if the id is taken.
     /// Answers once the database does: what health checks ask.
     async fn ping(&self) -> Result<()>;

@@ -13,7 +13,9 @@ use sqlx::{
     Transaction, Type,
 };
 
-use super::{kind_of, Applied, DecisionsOf, ReadingQuery, Result, Storage, StorageError};
+use super::{
+    kind_of, Applied, DecisionsOf, ReadingOrder, ReadingQuery, Result, Storage, StorageError,
+};
 use crate::domain::{
     Action, ActuatorState, Command, CommandState, Desired, Device, DeviceId, Home, HomeId,
     LoggedDecision, Mode, Pending, Reading, Reported, Resolution, RuleDecision, RuleId, RuleState,
@@ -639,16 +641,25 @@ where
         if let Some(end) = query.end {
             q.push(" AND ts < ").push_bind(end);
         }
-        if let Some(c) = query.before {
+        let (past, direction) = match query.order {
+            ReadingOrder::NewestFirst => ("<", "DESC"),
+            ReadingOrder::OldestFirst => (">", "ASC"),
+        };
+        if let Some(c) = query.cursor {
             // Why expanded: MySQL does not use an index for row-value comparisons.
-            q.push(" AND (ts < ").push_bind(c.time);
+            q.push(&format!(" AND (ts {past} ")).push_bind(c.time);
             q.push(" OR (ts = ").push_bind(c.time);
-            q.push(" AND (metric < ").push_bind(c.metric as i16);
+            q.push(&format!(" AND (metric {past} "))
+                .push_bind(c.metric as i16);
             q.push(" OR (metric = ").push_bind(c.metric as i16);
-            q.push(" AND seq < ").push_bind(c.seq as i64).push("))))");
+            q.push(&format!(" AND seq {past} "))
+                .push_bind(c.seq as i64)
+                .push("))))");
         }
-        q.push(" ORDER BY ts DESC, metric DESC, seq DESC LIMIT ")
-            .push_bind(i64::from(query.limit));
+        q.push(&format!(
+            " ORDER BY ts {direction}, metric {direction}, seq {direction} LIMIT "
+        ))
+        .push_bind(i64::from(query.limit));
         let rows = q.query().fetch_all(&self.pool).await?;
         rows.iter()
             .map(|row| {

@@ -42,6 +42,12 @@ pub struct TestApp {
 /// prefix, no demo home, a manual clock at the current time. Logs go to the
 /// test output only with `TEST_LOG` set (its value is the filter).
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// [`spawn_app`] with more settings (`HEARTH_*` name, value), e.g. a first
+/// admin.
+pub async fn spawn_app_with(extra: &[(&'static str, &str)]) -> TestApp {
     static LOGGING: Once = Once::new();
     LOGGING.call_once(|| {
         if let Ok(filter) = std::env::var("TEST_LOG") {
@@ -50,7 +56,7 @@ pub async fn spawn_app() -> TestApp {
     });
     let dir = tempfile::tempdir().expect("a temporary directory");
     let prefix = format!("test-{:016x}/hearth", rand::random::<u64>());
-    let vars = HashMap::from([
+    let mut vars = HashMap::from([
         ("HEARTH_LISTEN", "127.0.0.1:0".to_owned()),
         ("HEARTH_MQTT_LISTEN", "127.0.0.1:0".to_owned()),
         (
@@ -60,6 +66,7 @@ pub async fn spawn_app() -> TestApp {
         ("HEARTH_DEMO", "false".to_owned()),
         ("HEARTH_TOPIC_PREFIX", prefix),
     ]);
+    vars.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     let settings = Settings::from_lookup(|name| vars.get(name).cloned()).expect("valid settings");
     let topics = settings.topics.clone();
     let command_ttl_ms = settings.command_ttl_ms;

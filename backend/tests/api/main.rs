@@ -6,6 +6,9 @@
 //!
 //! One test binary, one module per area, as in zero2prod.
 
+mod access;
 mod commands;
+mod export;
 mod helpers;
+mod home_assistant;
 mod service;

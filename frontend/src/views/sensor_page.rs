@@ -153,7 +153,7 @@ pub fn SensorPage(device: Memo<Device>, home: HomeState) -> impl IntoView {
             </section>
             {move || {
                 let (id, name) = device.with(|d| (d.id.clone(), display::device_name(d).to_owned()));
-                view! { <History device_id=id name /> }
+                view! { <History device_id=id name window /> }
             }}
         </article>
     }

@@ -1,16 +1,57 @@
-//! The LAN path: a sensor's UDP datagrams → `hearth-gateway` (durable queue)
-//! → the backend. Nothing the gateway accepted is lost when the backend or
-//! the gateway itself goes away; bad datagrams are counted by reason and do
-//! not hold up good ones; `/metrics` shows all of it.
+//! The LAN path: a sensor's signed UDP datagrams → `hearth-gateway`
+//! (durable queue) → the backend. Nothing the gateway accepted is lost when
+//! the backend or the gateway itself goes away; bad datagrams are counted by
+//! reason and do not hold up good ones; forged and replayed ones are refused,
+//! also after a restart; `/metrics` shows all of it.
 
 use std::{collections::HashSet, net::SocketAddr, time::Duration};
 
 use futures::StreamExt as _;
-use hearth_proto::v1::{
-    DeviceKind, Metric, Reading, ReadingBatch, StoredReading, WatchReadingsRequest,
+use hearth_proto::{
+    signing::DeviceKey,
+    v1::{DeviceKind, Metric, Reading, ReadingBatch, StoredReading, WatchReadingsRequest},
 };
 use hearth_tests::{both, unique, Backend, TempDir, TestApp, TestGateway};
 use prost::Message as _;
+
+/// Sensors' keys and the gateway's keys file listing them, as an operator
+/// makes them (`openssl rand -hex 32` per device).
+struct Keys {
+    _dir: TempDir,
+    /// The keys file's path.
+    file: String,
+}
+
+impl Keys {
+    /// A fresh random key for each of `devices`, in a keys file.
+    fn new(devices: &[&str]) -> (Self, Vec<DeviceKey>) {
+        let dir = TempDir::new();
+        let mut text = String::from("# DEVICE_ID KEY\n");
+        let mut keys = Vec::new();
+        for device in devices {
+            let bytes: [u8; 32] = rand::random();
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            text.push_str(&format!("{device} {hex}\n"));
+            keys.push(DeviceKey::from_bytes(bytes));
+        }
+        let file = dir.0.join("gateway-keys");
+        std::fs::write(&file, text).unwrap();
+        let file = file.display().to_string();
+        (Self { _dir: dir, file }, keys)
+    }
+
+    /// The gateway's environment: this keys file, and `extra`.
+    fn env<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut env = vec![("HEARTH_GATEWAY_KEYS_FILE", self.file.as_str())];
+        env.extend_from_slice(extra);
+        env
+    }
+}
+
+/// A random key that no keys file lists: a forger's.
+fn forger_key() -> DeviceKey {
+    DeviceKey::from_bytes(rand::random())
+}
 
 fn batch(home: &str, sensor: &str, seq: u64, base: i64) -> ReadingBatch {
     ReadingBatch {
@@ -25,8 +66,10 @@ fn batch(home: &str, sensor: &str, seq: u64, base: i64) -> ReadingBatch {
     }
 }
 
+/// Sends `sensor`'s batches numbered `seqs`, signed with `key`.
 async fn send(
     to: SocketAddr,
+    key: &DeviceKey,
     home: &str,
     sensor: &str,
     seqs: std::ops::RangeInclusive<u64>,
@@ -35,7 +78,10 @@ async fn send(
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     for seq in seqs {
         socket
-            .send_to(&batch(home, sensor, seq, base).encode_to_vec(), to)
+            .send_to(
+                &key.seal(batch(home, sensor, seq, base).encode_to_vec()),
+                to,
+            )
             .await
             .unwrap();
         if seq % 50 == 0 {
@@ -95,7 +141,9 @@ async fn udp_datagrams_reach_storage_through_the_gateway(backend: Backend) {
         .unwrap()
         .into_inner();
     let data = TempDir::new();
-    let gateway = TestGateway::spawn(&app, &data).await;
+    let (keys, key) = Keys::new(&[&sensor]);
+    let gateway =
+        TestGateway::spawn_with(&app.grpc_url(), &data, "127.0.0.1:0", &keys.env(&[])).await;
 
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     socket
@@ -104,6 +152,7 @@ async fn udp_datagrams_reach_storage_through_the_gateway(backend: Backend) {
         .unwrap();
     send(
         gateway.udp,
+        &key[0],
         &home,
         &sensor,
         1..=20,
@@ -146,17 +195,20 @@ async fn a_backend_outage_loses_nothing() {
     let sensor = unique("sensor");
     let home = app.home_with(&[(&sensor, DeviceKind::Sensor)]).await;
     let data = TempDir::new();
-    let gateway = TestGateway::spawn(&app, &data).await;
+    let (keys, key) = Keys::new(&[&sensor]);
+    let key = &key[0];
+    let gateway =
+        TestGateway::spawn_with(&app.grpc_url(), &data, "127.0.0.1:0", &keys.env(&[])).await;
     let base = hearth_agent::unix_ms_now() - 60_000;
 
-    send(gateway.udp, &home, &sensor, 1..=100, base).await;
+    send(gateway.udp, key, &home, &sensor, 1..=100, base).await;
     wait_for_count(&app, &sensor, 100, &gateway).await;
     // Stop the backend; readings sent meanwhile wait in the gateway's queue.
     assert!(app.terminate().success());
-    send(gateway.udp, &home, &sensor, 101..=300, base).await;
+    send(gateway.udp, key, &home, &sensor, 101..=300, base).await;
     gateway.wait_for_queued(200).await;
     app.restart().await;
-    send(gateway.udp, &home, &sensor, 301..=400, base).await;
+    send(gateway.udp, key, &home, &sensor, 301..=400, base).await;
     wait_for_count(&app, &sensor, 400, &gateway).await;
     assert_exactly_once_in_order(&stored(&app, &sensor).await, 400, base);
 }
@@ -178,13 +230,15 @@ async fn a_killed_gateway_keeps_its_backlog() {
             .unwrap()
             .port()
     );
-    let gateway = TestGateway::spawn_to(&nowhere, &data, "127.0.0.1:0").await;
+    let (keys, key) = Keys::new(&[&sensor]);
+    let env = keys.env(&[]);
+    let gateway = TestGateway::spawn_with(&nowhere, &data, "127.0.0.1:0", &env).await;
     let base = hearth_agent::unix_ms_now() - 60_000;
-    send(gateway.udp, &home, &sensor, 1..=300, base).await;
+    send(gateway.udp, &key[0], &home, &sensor, 1..=300, base).await;
     gateway.wait_for_queued(300).await;
     gateway.kill();
 
-    let gateway = TestGateway::spawn(&app, &data).await;
+    let gateway = TestGateway::spawn_with(&app.grpc_url(), &data, "127.0.0.1:0", &env).await;
     wait_for_count(&app, &sensor, 300, &gateway).await;
     assert_exactly_once_in_order(&stored(&app, &sensor).await, 300, base);
 }
@@ -247,26 +301,29 @@ async fn bad_datagrams_are_counted_by_reason_and_do_not_stop_valid_ones() {
     let sensor = unique("sensor");
     let home = app.home_with(&[(&sensor, DeviceKind::Sensor)]).await;
     let data = TempDir::new();
+    let (keys, key) = Keys::new(&[&sensor]);
     let gateway = TestGateway::spawn_with(
         &app.grpc_url(),
         &data,
         "127.0.0.1:0",
-        &[("HEARTH_GATEWAY_METRICS_LISTEN", "127.0.0.1:0")],
+        &keys.env(&[("HEARTH_GATEWAY_METRICS_LISTEN", "127.0.0.1:0")]),
     )
     .await;
     let base = hearth_agent::unix_ms_now() - 60_000;
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let unnamed = ReadingBatch {
-        device_id: String::new(),
-        ..batch(&home, &sensor, 1, base)
-    }
-    .encode_to_vec();
+    let unnamed = key[0].seal(
+        ReadingBatch {
+            device_id: String::new(),
+            ..batch(&home, &sensor, 1, base)
+        }
+        .encode_to_vec(),
+    );
     for seq in 1..=30 {
         for datagram in [
             vec![0xff, 0xff, 0xff],
             vec![0u8; 8 * 1024 + 1],
             unnamed.clone(),
-            batch(&home, &sensor, seq, base).encode_to_vec(),
+            key[0].seal(batch(&home, &sensor, seq, base).encode_to_vec()),
         ] {
             socket.send_to(&datagram, gateway.udp).await.unwrap();
         }
@@ -317,7 +374,8 @@ async fn metrics_show_the_backlog_and_a_stopped_gateway_keeps_it() {
             .unwrap()
             .port()
     );
-    let metrics = [("HEARTH_GATEWAY_METRICS_LISTEN", "127.0.0.1:0")];
+    let (keys, key) = Keys::new(&[&sensor]);
+    let metrics = keys.env(&[("HEARTH_GATEWAY_METRICS_LISTEN", "127.0.0.1:0")]);
     let gateway = TestGateway::spawn_with(&nowhere, &data, "127.0.0.1:0", &metrics).await;
     // Batches of three readings, the oldest taken 90 s ago.
     let base = hearth_agent::unix_ms_now() - 90_000;
@@ -339,7 +397,7 @@ async fn metrics_show_the_backlog_and_a_stopped_gateway_keeps_it() {
         })
         .collect();
         socket
-            .send_to(&b.encode_to_vec(), gateway.udp)
+            .send_to(&key[0].seal(b.encode_to_vec()), gateway.udp)
             .await
             .unwrap();
     }
@@ -378,5 +436,195 @@ async fn metrics_show_the_backlog_and_a_stopped_gateway_keeps_it() {
         value("hearth_gateway_oldest_unsent_age_seconds"),
         0.0,
         "{body}"
+    );
+}
+
+/// Issue 14: a host on the LAN can neither forge a sensor's readings nor
+/// replay them. Among a genuine sensor's datagrams: forged ones (another key,
+/// with other values), exact resends of captured genuine ones, a bare
+/// unsigned batch and one signed for a device with no key. Only the genuine
+/// readings are stored, each once with its own value; every other datagram is
+/// counted under its reason and logged, the log rate-limited under a flood;
+/// and a captured datagram is still refused after the gateway restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_replayed_datagrams_are_refused_and_counted() {
+    let app = TestApp::spawn(Backend::Embedded).await;
+    let sensor = unique("sensor");
+    let home = app.home_with(&[(&sensor, DeviceKind::Sensor)]).await;
+    let data = TempDir::new();
+    let (keys, key) = Keys::new(&[&sensor]);
+    let key = &key[0];
+    let env = keys.env(&[("HEARTH_GATEWAY_METRICS_LISTEN", "127.0.0.1:0")]);
+    let gateway = TestGateway::spawn_with(&app.grpc_url(), &data, "127.0.0.1:0", &env).await;
+    let base = hearth_agent::unix_ms_now() - 60_000;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sealed = |seq| key.seal(batch(&home, &sensor, seq, base).encode_to_vec());
+
+    // The genuine sensor's first ten; the attacker captures them on the LAN.
+    let captured: Vec<Vec<u8>> = (1..=10).map(sealed).collect();
+    for datagram in &captured {
+        socket.send_to(datagram, gateway.udp).await.unwrap();
+    }
+    wait_for_count(&app, &sensor, 10, &gateway).await;
+
+    // Forgeries of the next numbers, with values of the attacker's choosing.
+    let forger = forger_key();
+    for seq in 11..=15 {
+        let forged = ReadingBatch {
+            readings: vec![Reading {
+                metric: Metric::TemperatureCelsius as i32,
+                value: 99.0,
+            }],
+            ..batch(&home, &sensor, seq, base)
+        };
+        socket
+            .send_to(&forger.seal(forged.encode_to_vec()), gateway.udp)
+            .await
+            .unwrap();
+    }
+    // Exact resends of captured datagrams, a bare batch, an unknown device.
+    for datagram in &captured[2..6] {
+        socket.send_to(datagram, gateway.udp).await.unwrap();
+    }
+    socket
+        .send_to(
+            &batch(&home, &sensor, 16, base).encode_to_vec(),
+            gateway.udp,
+        )
+        .await
+        .unwrap();
+    socket
+        .send_to(
+            &forger.seal(batch(&home, "ghost", 1, base).encode_to_vec()),
+            gateway.udp,
+        )
+        .await
+        .unwrap();
+    // Then the genuine sensor goes on, with the numbers the forger used.
+    for seq in 11..=20 {
+        socket.send_to(&sealed(seq), gateway.udp).await.unwrap();
+    }
+    wait_for_count(&app, &sensor, 20, &gateway).await;
+    assert_exactly_once_in_order(&stored(&app, &sensor).await, 20, base);
+    let values: Vec<f64> = stored(&app, &sensor)
+        .await
+        .iter()
+        .map(|r| r.value)
+        .collect();
+    assert_eq!(
+        values,
+        (1..=20)
+            .map(|seq| 20.0 + seq as f64 / 100.0)
+            .collect::<Vec<_>>(),
+        "only the genuine values are stored"
+    );
+    let body = gateway.metrics().await;
+    for (name, value) in [
+        ("hearth_gateway_datagrams_received_total", 31.0),
+        ("hearth_gateway_accepted_batches_total", 20.0),
+        (
+            "hearth_gateway_dropped_total{reason=\"bad_signature\"}",
+            5.0,
+        ),
+        ("hearth_gateway_dropped_total{reason=\"replay\"}", 4.0),
+        ("hearth_gateway_dropped_total{reason=\"unsigned\"}", 1.0),
+        (
+            "hearth_gateway_dropped_total{reason=\"unknown_device\"}",
+            1.0,
+        ),
+        ("hearth_gateway_dropped_total{reason=\"malformed\"}", 0.0),
+    ] {
+        assert_eq!(
+            hearth_tests::metric_value(&body, name),
+            Some(value),
+            "{name} in\n{body}"
+        );
+    }
+    let logs = gateway.logs();
+    for needle in [
+        format!("signature does not match the key of device \"{sensor}\""),
+        format!("device \"{sensor}\"'s seq 3 was taken before"),
+        "reason=\"unsigned\"".to_owned(),
+        "device \"ghost\" has no key".to_owned(),
+    ] {
+        assert!(logs.contains(&needle), "no {needle} in the log:\n{logs}");
+    }
+    assert!(
+        logs.contains("from=127.0.0.1:"),
+        "the sender is named:\n{logs}"
+    );
+
+    // A flood of forgeries: each counted, the log rate-limited.
+    let logged_before = gateway.logs().matches("datagram dropped").count();
+    for i in 0..400u64 {
+        socket
+            .send_to(
+                &forger.seal(batch(&home, &sensor, 100 + i, base).encode_to_vec()),
+                gateway.udp,
+            )
+            .await
+            .unwrap();
+        if i % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while gateway
+        .metric("hearth_gateway_dropped_total{reason=\"bad_signature\"}")
+        .await
+        < 405.0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            gateway.metrics().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let logged = gateway.logs().matches("datagram dropped").count() - logged_before;
+    assert!(
+        logged < 40,
+        "{logged} log lines for 400 forged datagrams:\n{}",
+        gateway.logs()
+    );
+
+    // Restarted, the gateway still knows what it took.
+    assert!(gateway.terminate().success());
+    let gateway = TestGateway::spawn_with(&app.grpc_url(), &data, "127.0.0.1:0", &env).await;
+    for datagram in &captured {
+        socket.send_to(datagram, gateway.udp).await.unwrap();
+    }
+    socket.send_to(&sealed(21), gateway.udp).await.unwrap();
+    wait_for_count(&app, &sensor, 21, &gateway).await;
+    let body = gateway.metrics().await;
+    for (name, value) in [
+        ("hearth_gateway_accepted_batches_total", 1.0),
+        ("hearth_gateway_dropped_total{reason=\"replay\"}", 10.0),
+    ] {
+        assert_eq!(
+            hearth_tests::metric_value(&body, name),
+            Some(value),
+            "{name} after a restart in\n{body}"
+        );
+    }
+    assert_exactly_once_in_order(&stored(&app, &sensor).await, 21, base);
+}
+
+/// Without a keys file the gateway starts only on loopback, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_without_keys_refuses_to_listen_beyond_loopback() {
+    let data = TempDir::new();
+    let output =
+        std::process::Command::new(hearth_tests::binary("hearth-gateway", "hearth-gateway"))
+            .env("HEARTH_GATEWAY_UDP", "0.0.0.0:0")
+            .env("HEARTH_GATEWAY_DATA", &data.0)
+            .env_remove("HEARTH_GATEWAY_KEYS_FILE")
+            .output()
+            .expect("running hearth-gateway");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("HEARTH_GATEWAY_KEYS_FILE is not set, and HEARTH_GATEWAY_UDP=0.0.0.0:0 is not a loopback address"),
+        "{stderr}"
     );
 }

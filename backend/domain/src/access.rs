@@ -1,0 +1,260 @@
+//! Who may do what: roles per home, the caller a request runs as, and the
+//! decision for every RPC of the API.
+//!
+//! The rule a user sees: a role in a home lets you see (viewer), switch
+//! (operator) or change (admin) that home; a home you have no role in does
+//! not exist for you, so every answer about it is the one a missing home
+//! gets. [`decision`] is the one table of what each RPC needs; a method it
+//! does not list is refused, so a new RPC cannot ship open by accident.
+
+use crate::ids::HomeId;
+
+/// A role in one home; each includes what the ones below it may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Role::Viewer, Role::Operator, Role::Admin]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A role in a home.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Grant {
+    pub home: HomeId,
+    pub role: Role,
+}
+
+/// Whom a request runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// No users exist yet and every listener is on loopback: whoever can
+    /// reach the port is the machine's owner (the zero-setup embedded run).
+    Open,
+    User {
+        name: String,
+        grants: Vec<Grant>,
+    },
+    /// An API token, by its name.
+    Token {
+        name: String,
+        grants: Vec<Grant>,
+    },
+}
+
+/// Why a caller may not do something, as the caller may learn it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// No role in the thing's home: answered exactly like a thing that
+    /// does not exist.
+    NotFound,
+    /// A role in the home, but not enough of one.
+    Forbidden { role: Role, need: Role },
+}
+
+impl Caller {
+    /// What commands and audit records name as who asked: a user's name,
+    /// `token:<name>`, or `api` in open mode. Never what the request says.
+    pub fn name(&self) -> String {
+        match self {
+            Caller::Open => "api".to_owned(),
+            Caller::User { name, .. } => name.clone(),
+            Caller::Token { name, .. } => format!("token:{name}"),
+        }
+    }
+
+    pub fn grants(&self) -> &[Grant] {
+        match self {
+            Caller::Open => &[],
+            Caller::User { grants, .. } | Caller::Token { grants, .. } => grants,
+        }
+    }
+
+    /// The caller's role in `home`, if any (admin everywhere in open mode).
+    pub fn role_in(&self, home: &HomeId) -> Option<Role> {
+        match self {
+            Caller::Open => Some(Role::Admin),
+            _ => self
+                .grants()
+                .iter()
+                .filter(|g| &g.home == home)
+                .map(|g| g.role)
+                .max(),
+        }
+    }
+
+    /// Whether the caller sees `home` at all.
+    pub fn sees(&self, home: &HomeId) -> bool {
+        self.role_in(home).is_some()
+    }
+
+    /// Ok if the caller has at least `need` in `home`.
+    pub fn require(&self, home: &HomeId, need: Role) -> Result<(), Denied> {
+        match self.role_in(home) {
+            None => Err(Denied::NotFound),
+            Some(role) if role < need => Err(Denied::Forbidden { role, need }),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+/// What an RPC needs before its handler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Anyone, without a token (logging in).
+    Public,
+    /// Any authenticated caller; the handler answers only with what the
+    /// caller sees (its homes).
+    Caller,
+    /// At least this role in the home of the thing the request names; the
+    /// handler resolves the home and checks with [`Caller::require`].
+    Home(Role),
+}
+
+/// The decision for a gRPC method path (`/hearth.v1.DeviceService/SetMode`).
+/// `None`: Hearth has no decision for it, and the request is refused.
+pub fn decision(path: &str) -> Option<Decision> {
+    use Decision::*;
+    use Role::*;
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    Some(match (service, method) {
+        ("hearth.v1.AuthService", "Login") => Public,
+        ("hearth.v1.AuthService", "Renew" | "Logout" | "WhoAmI") => Caller,
+        (
+            "hearth.v1.AuthService",
+            "CreateUser" | "SetMembership" | "CreateApiToken" | "ListApiTokens" | "RevokeApiToken"
+            | "ListAuditEvents",
+        ) => Home(Admin),
+
+        // A new home is its creator's, who becomes its admin.
+        ("hearth.v1.DeviceService", "CreateHome" | "ListHomes") => Caller,
+        ("hearth.v1.DeviceService", "RegisterDevice") => Home(Admin),
+        (
+            "hearth.v1.DeviceService",
+            "ListDevices" | "GetDevice" | "ListCommands" | "WatchDevices",
+        ) => Home(Viewer),
+        ("hearth.v1.DeviceService", "SetMode") => Home(Operator),
+
+        // Readings written through the API are a home's data, not a device
+        // speaking: only its admins (imports, tools) may write them.
+        ("hearth.v1.TelemetryService", "IngestBatch") => Home(Admin),
+        (
+            "hearth.v1.TelemetryService",
+            "ListReadings" | "WatchReadings" | "GetSeries" | "ExportReadings",
+        ) => Home(Viewer),
+
+        ("hearth.v1.AutomationService", "CreateRule" | "UpdateRule" | "DeleteRule") => Home(Admin),
+        ("hearth.v1.AutomationService", "ListRules" | "ListDecisions" | "DryRun") => Home(Viewer),
+        _ => return None,
+    })
+}
+
+/// Whether `path` is one of Hearth's own API methods (which need a
+/// [`decision`]) rather than health, reflection or the web app.
+pub fn is_api(path: &str) -> bool {
+    path.starts_with("/hearth.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn home(id: &str) -> HomeId {
+        HomeId::parse(id, "home_id").unwrap()
+    }
+
+    fn user(grants: &[(&str, Role)]) -> Caller {
+        Caller::User {
+            name: "ann".into(),
+            grants: grants
+                .iter()
+                .map(|(h, role)| Grant {
+                    home: home(h),
+                    role: *role,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_role_includes_the_ones_below_it() {
+        let ann = user(&[("x", Role::Operator)]);
+        assert_eq!(ann.require(&home("x"), Role::Viewer), Ok(()));
+        assert_eq!(ann.require(&home("x"), Role::Operator), Ok(()));
+        assert_eq!(
+            ann.require(&home("x"), Role::Admin),
+            Err(Denied::Forbidden {
+                role: Role::Operator,
+                need: Role::Admin
+            })
+        );
+    }
+
+    #[test]
+    fn another_homes_things_do_not_exist_for_a_caller() {
+        let ann = user(&[("x", Role::Admin)]);
+        assert_eq!(ann.require(&home("y"), Role::Viewer), Err(Denied::NotFound));
+        assert!(!ann.sees(&home("y")));
+    }
+
+    #[test]
+    fn the_highest_of_several_grants_in_a_home_counts() {
+        let ann = user(&[("x", Role::Viewer), ("x", Role::Admin)]);
+        assert_eq!(ann.role_in(&home("x")), Some(Role::Admin));
+    }
+
+    #[test]
+    fn requested_by_is_who_the_caller_is() {
+        assert_eq!(user(&[]).name(), "ann");
+        let script = Caller::Token {
+            name: "backup".into(),
+            grants: vec![],
+        };
+        assert_eq!(script.name(), "token:backup");
+        assert_eq!(Caller::Open.name(), "api");
+    }
+
+    #[test]
+    fn unknown_methods_have_no_decision() {
+        assert_eq!(decision("/hearth.v1.DeviceService/DeleteEverything"), None);
+        assert_eq!(decision("/hearth.v1.DeviceService"), None);
+        assert_eq!(decision(""), None);
+        assert_eq!(
+            decision("/hearth.v1.DeviceService/SetMode"),
+            Some(Decision::Home(Role::Operator))
+        );
+        assert_eq!(
+            decision("/hearth.v1.AuthService/Login"),
+            Some(Decision::Public)
+        );
+    }
+
+    #[test]
+    fn roles_round_trip_their_names() {
+        for r in [Role::Viewer, Role::Operator, Role::Admin] {
+            assert_eq!(Role::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(Role::parse("root"), None);
+    }
+}
