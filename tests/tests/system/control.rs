@@ -37,7 +37,9 @@ async fn switching_a_fan_is_applied_and_acknowledged(backend: Backend) {
     assert_eq!(on.mode, Mode::On as i32);
     let desired = on.desired.expect("a desired state");
     assert_eq!((desired.version, desired.on), (1, true));
-    assert_eq!(on.desired_reason, "test: SetMode ON");
+    // Who asked is the caller (`api` in open mode), whatever the request
+    // claims (`requested_by: "test"` above).
+    assert_eq!(on.desired_reason, "api: SetMode ON");
 
     let acked = app
         .wait_for_device(&fan, WAIT, |d| {
