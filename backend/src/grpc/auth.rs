@@ -5,7 +5,10 @@ use std::sync::Arc;
 use hearth_proto::v1::{self, auth_service_server::AuthService};
 use tonic::{Request, Response, Status};
 
-use super::status::{invalid, invalid_id};
+use super::{
+    scope,
+    status::{invalid, invalid_id},
+};
 use crate::{
     access::{self, caller, require, Access},
     core::Core,
@@ -99,23 +102,15 @@ async fn admin_home(
     field: &'static str,
 ) -> Result<HomeId, Status> {
     let home = HomeId::parse(id, field).map_err(invalid_id)?;
-    require(
-        caller,
-        &home,
-        Role::Admin,
-        format_args!("home {home}"),
-        field,
-    )?;
-    if !core
-        .storage
-        .list_homes()
-        .await?
-        .iter()
-        .any(|h| h.id == home)
-    {
-        return Err(Status::not_found(format!("home {home} not found")));
-    }
+    scope::home(core, caller, &home, Role::Admin, field).await?;
     Ok(home)
+}
+
+fn user_to_proto(user: &Username, grants: &[Grant]) -> v1::User {
+    v1::User {
+        username: user.to_string(),
+        grants: grants_to_proto(grants),
+    }
 }
 
 #[tonic::async_trait]
@@ -187,10 +182,7 @@ impl AuthService for AuthApi {
                 true,
             )
             .await;
-        Ok(Response::new(v1::User {
-            username: user.to_string(),
-            grants: grants_to_proto(&grants),
-        }))
+        Ok(Response::new(user_to_proto(&user, &grants)))
     }
 
     async fn set_membership(
@@ -212,10 +204,7 @@ impl AuthService for AuthApi {
                 true,
             )
             .await;
-        Ok(Response::new(v1::User {
-            username: user.to_string(),
-            grants: grants_to_proto(&grants),
-        }))
+        Ok(Response::new(user_to_proto(&user, &grants)))
     }
 
     async fn create_api_token(
