@@ -81,7 +81,10 @@ cmd_run() {
     say "building hearth (release)"
     cargo build --release -p hearth-backend --bin hearth
     mkdir -p .hearth
-    export HEARTH_LISTEN="${HEARTH_LISTEN:-0.0.0.0:8080}"
+    # Loopback: with no user yet Hearth runs without logins, which it allows
+    # only there. Serving the LAN takes a user first (README, "Who may see
+    # and switch what") and HEARTH_LISTEN=0.0.0.0:8080.
+    export HEARTH_LISTEN="${HEARTH_LISTEN:-127.0.0.1:8080}"
     export HEARTH_DATABASE_URL="${HEARTH_DATABASE_URL:-sqlite://.hearth/hearth.db}"
     export HEARTH_WEB_DIR="${HEARTH_WEB_DIR:-frontend/dist}"
     say "Hearth on http://localhost:${HEARTH_LISTEN##*:} (Ctrl-C stops it)"
