@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 use crate::{
     access::{self, Access, Gate, GateLayer},
     core::Core,
-    demo,
+    delivery, demo,
     grpc::{AuthApi, AutomationApi, DeviceApi, TelemetryApi},
     ingest::{self, IngestItem},
     intake::Intake,
@@ -276,6 +276,15 @@ impl App {
             ))),
             _ => None,
         };
+        // Why the ingest role: it stores what the audit counts; the lease
+        // picks one of its replicas.
+        let audit = settings.roles.ingest.then(|| {
+            tokio::spawn(delivery::run_audit(
+                core.clone(),
+                replica.clone(),
+                stop.clone(),
+            ))
+        });
         let demo = settings.demo.then(|| {
             let (core, url, topics, stop) = (
                 core.clone(),
@@ -338,6 +347,9 @@ impl App {
         }
         if let Some(home_assistant) = home_assistant {
             let _ = home_assistant.await;
+        }
+        if let Some(audit) = audit {
+            let _ = audit.await;
         }
         if let Some(news) = news {
             let _ = news.await;

@@ -9,11 +9,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use hearth_runtime::Backoff;
+use hearth_runtime::{unix_ms_now, Backoff};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use crate::{
+    delivery::RunStarts,
     domain::{HomeId, Reading},
     metrics::Metrics,
     mqtt::Ack,
@@ -40,6 +41,8 @@ pub enum Done {
 pub struct IngestItem {
     pub home_id: HomeId,
     pub readings: Vec<Reading>,
+    /// The first number of the sender's current run; 0 if it does not say.
+    pub run_start: u64,
     pub done: Done,
 }
 
@@ -88,6 +91,7 @@ pub async fn run_writer(
     news: Publisher,
 ) {
     let mut items = Vec::new();
+    let run_starts = RunStarts::default();
     while let Some(first) = rx.recv().await {
         let mut rows = first.readings.len();
         items.push(first);
@@ -103,6 +107,7 @@ pub async fn run_writer(
         metrics.ingest_queue_depth.set(rx.len() as i64);
         metrics.ingest_batch_readings.observe(rows as f64);
         let started = std::time::Instant::now();
+        record_run_starts(&items, &run_starts, storage.as_ref(), &metrics).await;
         commit(&mut items, storage.as_ref(), &metrics).await;
         metrics
             .ingest_commit_seconds
@@ -116,6 +121,7 @@ pub async fn run_writer(
                 home_id,
                 readings,
                 done,
+                ..
             } = item;
             match done {
                 Done::Mqtt(ack) => ack.send().await,
@@ -130,6 +136,46 @@ pub async fn run_writer(
         let _ = stored.send(Arc::new(committed));
     }
     info!("ingest writer drained and stopped");
+}
+
+/// Records the agent runs `items` begin that this replica has not recorded,
+/// before their readings, so delivery figures never see a restart's jump
+/// without its run (which would count it as missing). Retried like a commit
+/// while the database is unavailable; another failure is logged, and the run
+/// is tried again with the device's next batch.
+async fn record_run_starts(
+    items: &[IngestItem],
+    run_starts: &RunStarts,
+    storage: &dyn Storage,
+    metrics: &Metrics,
+) {
+    let runs = run_starts.unrecorded(
+        items
+            .iter()
+            .filter_map(|i| Some((&i.readings.first()?.device_id, i.run_start))),
+        unix_ms_now(),
+    );
+    if runs.is_empty() {
+        return;
+    }
+    let mut attempt = 0u32;
+    loop {
+        match storage.record_run_starts(&runs).await {
+            Ok(()) => return run_starts.recorded(&runs),
+            Err(StorageError::Unavailable(e)) => {
+                metrics.ingest_commit_failures.inc();
+                if attempt == 0 || attempt.is_multiple_of(20) {
+                    error!(error = %e, attempt, "database unavailable; holding the batch and retrying");
+                }
+                DATABASE_RETRY.wait(attempt).await;
+                attempt += 1;
+            }
+            Err(e) => {
+                warn!(error = %e, runs = runs.len(), "could not record agent restarts; retrying with their next batches");
+                return;
+            }
+        }
+    }
 }
 
 /// Stores every reading of `items`, retrying while the database is

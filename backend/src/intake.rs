@@ -52,6 +52,7 @@ impl Intake {
                             let item = IngestItem {
                                 home_id,
                                 readings,
+                                run_start: batch.run_start,
                                 done: Done::Mqtt(ack),
                             };
                             if self.ingest.submit(item).await.is_err() {

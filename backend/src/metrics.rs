@@ -2,8 +2,11 @@
 //! registry and served at `/metrics` (see `hearth_runtime::metrics`).
 
 use hearth_runtime::metrics::{
-    encode, Counter, Gauge, Histogram, Metric, Registry, LATENCY_SECONDS,
+    encode, Counter, Family, Gauge, Histogram, Metric, Registry, LATENCY_SECONDS,
 };
+
+/// The `home` label: per home, never per device, so the series stay few.
+pub type HomeLabel = [(&'static str, String); 1];
 
 /// Readings per commit.
 const BATCH_BOUNDS: [f64; 7] = [1.0, 10.0, 100.0, 500.0, 1000.0, 2500.0, 5000.0];
@@ -45,6 +48,10 @@ pub struct Metrics {
     /// Messages the broker says it dropped (all clients), since this replica
     /// started watching.
     pub broker_dropped: Counter,
+    /// Readings sensors sent, by their sequence numbers, and of those the
+    /// ones never stored (`delivery::run_audit`), per home.
+    pub readings_expected: Family<HomeLabel, Counter>,
+    pub readings_missing: Family<HomeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -150,6 +157,18 @@ impl Default for Metrics {
                 "hearth_broker_dropped",
                 "Messages the broker reports it dropped (all its clients), seen by this replica",
                 counter(),
+            ),
+            readings_expected: registered(
+                r,
+                "hearth_readings_expected",
+                "Readings sensors sent, by their sequence numbers (counted by the delivery lease holder)",
+                Family::default(),
+            ),
+            readings_missing: registered(
+                r,
+                "hearth_readings_missing",
+                "Readings sensors sent that were never stored (counted by the delivery lease holder)",
+                Family::default(),
             ),
             mqtt_lanes_down: registered(
                 r,

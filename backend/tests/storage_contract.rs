@@ -9,9 +9,9 @@ use std::{future::Future, panic::AssertUnwindSafe, sync::Arc};
 use futures::FutureExt as _;
 use hearth_backend::{
     domain::{
-        Action, ActuatorState, Command, CommandState, Device, DeviceId, DeviceKind, Home, HomeId,
-        LoggedDecision, Mode, Pending, Reading, Resolution, RuleDecision, RuleId, RuleState,
-        SeriesPlan, SeriesPoint, StaleAction, ThresholdRule, HOUR_MS, MINUTE_MS,
+        delivery::StoredHour, Action, ActuatorState, Command, CommandState, Device, DeviceId,
+        DeviceKind, Home, HomeId, LoggedDecision, Mode, Pending, Reading, Resolution, RuleDecision,
+        RuleId, RuleState, SeriesPlan, SeriesPoint, StaleAction, ThresholdRule, HOUR_MS, MINUTE_MS,
     },
     storage::{
         connect, Applied, DecisionsOf, ReadingCursor, ReadingOrder, ReadingQuery, Storage,
@@ -64,6 +64,9 @@ on_both_databases!(
     readings_page_oldest_first_by_cursor,
     readings_filter_by_metric_and_time_range,
     readings_after_a_cursor_come_oldest_first_within_the_limit,
+    stored_hours_count_each_metric_with_its_lowest_and_highest_number,
+    the_highest_number_below_and_the_numbers_after_are_found_by_key,
+    run_starts_are_recorded_once_and_listed_in_a_range,
     minute_series_come_from_rollups_refreshed_twice,
     raw_series_bucket_readings_from_the_start_of_the_plan,
     hour_series_come_from_minute_rollups,
@@ -902,4 +905,108 @@ async fn a_released_lease_is_free_at_once(storage: Arc<dyn Storage>) {
         storage.acquire_lease("auto", "a", 171, 271).await.unwrap(),
         "a released lease is free at once"
     );
+}
+
+/// Temperature of `s1` numbered `seq`, taken at `time`.
+fn temperature(seq: u64, time: i64) -> Reading {
+    Reading {
+        device_id: sensor(),
+        metric: Metric::TemperatureCelsius,
+        seq,
+        time,
+        value: 21.0,
+    }
+}
+
+async fn stored_hours_count_each_metric_with_its_lowest_and_highest_number(
+    storage: Arc<dyn Storage>,
+) {
+    seed(storage.as_ref()).await;
+    let mut readings = vec![
+        temperature(1, HOUR_MS - 1),
+        temperature(2, HOUR_MS),
+        temperature(4, HOUR_MS + 10),
+        temperature(9, 3 * HOUR_MS),
+    ];
+    readings.push(Reading {
+        metric: Metric::HumidityPercent,
+        ..temperature(3, HOUR_MS + 5)
+    });
+    storage.insert_readings(&readings).await.unwrap();
+    let hour = |metric, hour, stored, lowest_seq, highest_seq| StoredHour {
+        metric,
+        hour,
+        stored,
+        lowest_seq,
+        highest_seq,
+    };
+    assert_eq!(
+        storage
+            .stored_hours(&sensor(), HOUR_MS - 1, 3 * HOUR_MS)
+            .await
+            .unwrap(),
+        [
+            hour(Metric::TemperatureCelsius, 0, 1, 1, 1),
+            hour(Metric::TemperatureCelsius, HOUR_MS, 2, 2, 4),
+            hour(Metric::HumidityPercent, HOUR_MS, 1, 3, 3),
+        ],
+        "by hour then metric; the end is exclusive"
+    );
+}
+
+async fn the_highest_number_below_and_the_numbers_after_are_found_by_key(
+    storage: Arc<dyn Storage>,
+) {
+    seed(storage.as_ref()).await;
+    let readings = [
+        temperature(5, 1_000),
+        temperature(7, 2_000),
+        temperature(8, 9_000),
+    ];
+    storage.insert_readings(&readings).await.unwrap();
+    let t = Metric::TemperatureCelsius;
+    let below = |seq| {
+        let storage = storage.clone();
+        async move { storage.highest_seq_below(&sensor(), t, seq).await.unwrap() }
+    };
+    assert_eq!(below(5).await, None);
+    assert_eq!(below(7).await, Some(5));
+    assert_eq!(below(u64::MAX).await, Some(8), "clamped to what is stored");
+    assert_eq!(
+        storage
+            .highest_seq_below(&sensor(), Metric::PressureHpa, 100)
+            .await
+            .unwrap(),
+        None
+    );
+    let after = storage
+        .stored_after(&sensor(), t, 5, 5_000)
+        .await
+        .unwrap()
+        .expect("7 is after 5 and taken before 5,000");
+    assert_eq!(
+        (after.stored, after.lowest_seq, after.highest_seq),
+        (1, 7, 7)
+    );
+    assert_eq!(
+        storage.stored_after(&sensor(), t, 8, 10_000).await.unwrap(),
+        None
+    );
+}
+
+async fn run_starts_are_recorded_once_and_listed_in_a_range(storage: Arc<dyn Storage>) {
+    seed(storage.as_ref()).await;
+    let runs = [(sensor(), 100, 1), (sensor(), 5_000, 2)];
+    storage.record_run_starts(&runs).await.unwrap();
+    storage.record_run_starts(&runs[..1]).await.unwrap();
+    assert_eq!(
+        storage.run_starts(&sensor(), 0, u64::MAX).await.unwrap(),
+        [100, 5_000]
+    );
+    assert_eq!(
+        storage.run_starts(&sensor(), 100, 5_000).await.unwrap(),
+        [5_000],
+        "after is exclusive, up_to inclusive"
+    );
+    storage.record_run_starts(&[]).await.unwrap();
 }

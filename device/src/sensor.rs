@@ -228,6 +228,7 @@ pub async fn run_sensor_with(
                     seq: sequence.next_seq(),
                     time_unix_ms: now,
                     readings: sample.into_iter().map(|(metric, value)| Reading { metric: metric as i32, value }).collect(),
+                    run_start: sequence.run_start(),
                 }
                 .encode_to_vec();
                 if let Some(m) = &mqtt {

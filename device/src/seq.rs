@@ -29,6 +29,9 @@ pub const BLOCK: u64 = 10_000;
 pub struct Sequence {
     /// The last number given.
     last: u64,
+    /// The first number of this run (this process's numbers): sent with
+    /// every batch, so the backend tells the jump of a restart from loss.
+    run_start: u64,
     /// Every number below this may be given without writing the file.
     reserved: u64,
     file: Option<PathBuf>,
@@ -39,8 +42,10 @@ pub struct Sequence {
 impl Sequence {
     /// Numbers from the clock alone (`now_ms`, Unix ms).
     pub fn from_clock(now_ms: i64) -> Self {
+        let last = now_ms.max(0) as u64;
         Self {
-            last: now_ms.max(0) as u64,
+            last,
+            run_start: last + 1,
             reserved: u64::MAX,
             file: None,
             failing: false,
@@ -74,6 +79,7 @@ impl Sequence {
         }
         let mut sequence = Self {
             last,
+            run_start: last + 1,
             reserved: last,
             file: Some(file),
             failing: false,
@@ -108,6 +114,12 @@ impl Sequence {
             }
         }
         self.last
+    }
+
+    /// The first number of this run: every number from it up to the last
+    /// one given was given by this process, one per batch.
+    pub fn run_start(&self) -> u64 {
+        self.run_start
     }
 
     fn reserve(&mut self) -> io::Result<()> {
@@ -159,6 +171,7 @@ mod tests {
     fn without_a_file_numbers_start_at_the_clock_and_grow_by_one() {
         let mut seq = Sequence::from_clock(1_000);
         assert_eq!((seq.next_seq(), seq.next_seq()), (1_001, 1_002));
+        assert_eq!(seq.run_start(), 1_001);
     }
 
     #[test]
@@ -171,6 +184,7 @@ mod tests {
         // A power cut: the Pi boots with the clock an hour behind.
         let mut second = Sequence::with_file(1_000_000 - 3_600_000, file).unwrap();
         let after = second.next_seq();
+        assert_eq!(second.run_start(), after, "a restart starts a new run");
         assert!(
             after > *used.last().unwrap(),
             "{after} after {}",

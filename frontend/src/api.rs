@@ -5,11 +5,12 @@
 use hearth_proto::v1::{
     automation_service_client::AutomationServiceClient, device_service_client::DeviceServiceClient,
     telemetry_service_client::TelemetryServiceClient, Command, CreateRuleRequest, Decision,
-    DeleteRuleRequest, Device, DryRunRequest, DryRunResponse, ExportReadingsRequest,
-    ExportReadingsResponse, GetSeriesRequest, GetSeriesResponse, Home, ListCommandsRequest,
-    ListDecisionsRequest, ListDevicesRequest, ListHomesRequest, ListReadingsRequest,
-    ListReadingsResponse, ListRulesRequest, Metric, Mode, Rule, SetModeRequest, UpdateRuleRequest,
-    WatchDevicesRequest, WatchDevicesResponse, WatchReadingsRequest, WatchReadingsResponse,
+    DeleteRuleRequest, Delivery, Device, DryRunRequest, DryRunResponse, ExportReadingsRequest,
+    ExportReadingsResponse, GetDeliveryRequest, GetSeriesRequest, GetSeriesResponse, Home,
+    ListCommandsRequest, ListDecisionsRequest, ListDevicesRequest, ListHomesRequest,
+    ListReadingsRequest, ListReadingsResponse, ListRulesRequest, Metric, Mode, Rule,
+    SetModeRequest, UpdateRuleRequest, WatchDevicesRequest, WatchDevicesResponse,
+    WatchReadingsRequest, WatchReadingsResponse,
 };
 use tonic::{Code, Status, Streaming};
 use tonic_web_wasm_client::Client;
@@ -162,6 +163,17 @@ pub async fn get_series(
         max_points,
     };
     Ok(telemetry()?.get_series(request).await?.into_inner())
+}
+
+/// How many of the readings `device_id` sent over the last day were stored
+/// (from their sequence numbers: a reading lost anywhere counts).
+pub async fn get_delivery(device_id: &str) -> Result<Delivery, ApiError> {
+    let request = GetDeliveryRequest {
+        device_id: device_id.to_owned(),
+        start_unix_ms: 0,
+        end_unix_ms: 0,
+    };
+    Ok(telemetry()?.get_delivery(request).await?.into_inner())
 }
 
 /// Opens the CSV export of `device_id`'s readings over `[start, end)`, every

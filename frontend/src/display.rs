@@ -209,6 +209,31 @@ pub fn stale_action(action: StaleAction) -> &'static str {
     }
 }
 
+/// A sensor's delivery over the last day, for its tile: `All 1234 readings
+/// arrived`, or `99.2% arrived: 10 missing, last lost 2 h ago`; `None`
+/// before any reading was sent.
+pub fn delivery(
+    expected: u64,
+    stored: u64,
+    last_loss_unix_ms: i64,
+    now_unix_ms: i64,
+) -> Option<String> {
+    if expected == 0 {
+        return None;
+    }
+    let missing = expected.saturating_sub(stored);
+    if missing == 0 {
+        return Some(format!("All {expected} readings of the last day arrived"));
+    }
+    // Why floor, to one decimal: 99.96% must not read as 100% with readings lost.
+    let percent = (stored as f64 / expected as f64 * 1000.0).floor() / 10.0;
+    Some(format!(
+        "{}% arrived: {missing} missing, last lost {}",
+        number::fixed(percent, 1),
+        time_ago(now_unix_ms, last_loss_unix_ms)
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,6 +333,23 @@ mod tests {
         assert_eq!(
             export_filename("demo-sensor", "2026-11-30T07:30", "2026-11-30T08:30"),
             "demo-sensor_2026-11-30T07-30_2026-11-30T08-30.csv"
+        );
+    }
+
+    #[test]
+    fn delivery_says_what_was_lost_and_when() {
+        assert_eq!(delivery(0, 0, 0, 0), None);
+        assert_eq!(
+            delivery(1234, 1234, 0, 0).as_deref(),
+            Some("All 1234 readings of the last day arrived")
+        );
+        assert_eq!(
+            delivery(10_000, 9_996, 1_000, 7_201_000).as_deref(),
+            Some("99.9% arrived: 4 missing, last lost 2 h ago")
+        );
+        assert_eq!(
+            delivery(3, 1, 1_000, 1_000).as_deref(),
+            Some("33.3% arrived: 2 missing, last lost just now")
         );
     }
 }

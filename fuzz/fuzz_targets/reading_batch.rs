@@ -49,6 +49,7 @@ fuzz_target!(|input: Input| {
                 value: f64::from_bits(bits),
             })
             .collect(),
+        ..Default::default()
     };
     let accepted = hearth_fuzz::check_readings_message(
         &Topics::default(),

@@ -35,6 +35,7 @@ fn batch(i: u64) -> Vec<u8> {
             value: 20.0 + (i % 100) as f64 / 10.0,
         })
         .collect(),
+        ..Default::default()
     }
     .encode_to_vec()
 }

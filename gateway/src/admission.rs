@@ -129,6 +129,7 @@ mod tests {
                 metric: Metric::TemperatureCelsius as i32,
                 value: 21.5,
             }],
+            ..Default::default()
         }
     }
 

@@ -161,7 +161,7 @@ pub fn decision(path: &str) -> Option<Decision> {
         ("hearth.v1.TelemetryService", "IngestBatch") => Home(Admin),
         (
             "hearth.v1.TelemetryService",
-            "ListReadings" | "WatchReadings" | "GetSeries" | "ExportReadings",
+            "ListReadings" | "WatchReadings" | "GetSeries" | "ExportReadings" | "GetDelivery",
         ) => Home(Viewer),
 
         ("hearth.v1.AutomationService", "CreateRule" | "UpdateRule" | "DeleteRule") => Home(Admin),

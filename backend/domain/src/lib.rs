@@ -1,10 +1,11 @@
 //! Hearth's domain: ids, devices and their desired/reported state machine,
 //! decoding what devices publish, reading validation, threshold rules and
-//! series plans; readings as CSV; devices as Home Assistant entities.
+//! series plans; delivery figures from sequence numbers; readings as CSV; devices as Home Assistant entities.
 //! Nothing here does I/O or knows about tonic, sqlx or rumqttc; time comes
 //! in as arguments. The backend re-exports it as `hearth_backend::domain`.
 
 pub mod access;
+pub mod delivery;
 pub mod device;
 pub mod export;
 pub mod home_assistant;

@@ -56,6 +56,8 @@ pub enum RejectReason {
     DuplicateMetric(usize),
     #[error("seq {0} is above {MAX_SEQ}, the largest Hearth keeps")]
     SeqOutOfRange(u64),
+    #[error("run_start {run_start} is above seq {seq}: a run starts at or before its batches")]
+    RunStartAfterSeq { run_start: u64, seq: u64 },
     #[error(
         "readings[{index}].value {value} is outside what a {metric} sensor reports ({min} to {max})",
         value = short(*value),
@@ -111,6 +113,12 @@ pub fn validate_batch(
     }
     if batch.seq > MAX_SEQ {
         return Err(RejectReason::SeqOutOfRange(batch.seq));
+    }
+    if batch.run_start > batch.seq {
+        return Err(RejectReason::RunStartAfterSeq {
+            run_start: batch.run_start,
+            seq: batch.seq,
+        });
     }
     let time = if batch.time_unix_ms == 0 {
         now
@@ -221,6 +229,18 @@ mod tests {
         assert_eq!(
             validate_batch(&dev(), &batch(&[(1, 1.0), (1, 2.0)], NOW), NOW),
             Err(RejectReason::DuplicateMetric(1))
+        );
+    }
+
+    #[test]
+    fn rejects_a_run_that_starts_after_its_batch() {
+        let mut b = batch(&[(1, 20.0)], NOW);
+        b.run_start = b.seq;
+        assert!(validate_batch(&dev(), &b, NOW).is_ok());
+        b.run_start = b.seq + 1;
+        assert_eq!(
+            validate_batch(&dev(), &b, NOW).unwrap_err().to_string(),
+            "run_start 10 is above seq 9: a run starts at or before its batches"
         );
     }
 

@@ -4,10 +4,10 @@ use std::{pin::Pin, sync::Arc};
 
 use futures::{Stream, StreamExt as _};
 use hearth_proto::v1::{
-    telemetry_service_server::TelemetryService, ExportReadingsRequest, ExportReadingsResponse,
-    GetSeriesRequest, GetSeriesResponse, IngestBatchRequest, IngestBatchResponse,
-    ListReadingsRequest, ListReadingsResponse, RejectedBatch, SeriesPoint, WatchReadingsRequest,
-    WatchReadingsResponse,
+    telemetry_service_server::TelemetryService, Delivery, DeliveryFigures, DeliveryHour,
+    ExportReadingsRequest, ExportReadingsResponse, GetDeliveryRequest, GetSeriesRequest,
+    GetSeriesResponse, IngestBatchRequest, IngestBatchResponse, ListReadingsRequest,
+    ListReadingsResponse, RejectedBatch, SeriesPoint, WatchReadingsRequest, WatchReadingsResponse,
 };
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
@@ -20,7 +20,9 @@ use super::{
 use crate::{
     access::caller,
     core::Core,
+    delivery::delivery,
     domain::{
+        delivery::{range, Figures, RangeError},
         export::{append_csv_rows, CSV_HEADER},
         series::plan,
         validate_batch, Denied, DeviceId, DeviceKind, HomeId, Role, UnixMs,
@@ -135,6 +137,7 @@ impl TelemetryService for TelemetryApi {
                         .submit(IngestItem {
                             home_id,
                             readings,
+                            run_start: batch.run_start,
                             done: Done::Grpc(tx),
                         })
                         .await
@@ -391,6 +394,41 @@ impl TelemetryService for TelemetryApi {
                     avg: p.sum / p.count.max(1) as f64,
                     max: p.max,
                     count: p.count,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_delivery(
+        &self,
+        request: Request<GetDeliveryRequest>,
+    ) -> Result<Response<Delivery>, Status> {
+        let auth = caller(&request)?;
+        let r = request.into_inner();
+        let device = DeviceId::parse(&r.device_id, "device_id").map_err(invalid_id)?;
+        let (from, to) =
+            range(r.start_unix_ms, r.end_unix_ms, self.core.clock.now()).map_err(|e| match e {
+                RangeError::Backwards => invalid("start_unix_ms", e.to_string()),
+                RangeError::TooLong => invalid("end_unix_ms", e.to_string()),
+            })?;
+        scope::device(&self.core, &auth.caller, &device, Role::Viewer, "device_id").await?;
+        let found = delivery(self.core.storage.as_ref(), &device, from, to).await?;
+        let figures = |f: Figures| DeliveryFigures {
+            expected: f.expected,
+            stored: f.stored,
+            missing: f.missing(),
+            restarts: f.restarts,
+        };
+        Ok(Response::new(Delivery {
+            device_id: device.to_string(),
+            total: Some(figures(found.total)),
+            last_loss_unix_ms: found.last_loss().unwrap_or(0),
+            hours: found
+                .hours
+                .iter()
+                .map(|&(hour, f)| DeliveryHour {
+                    start_unix_ms: hour,
+                    figures: Some(figures(f)),
                 })
                 .collect(),
         }))

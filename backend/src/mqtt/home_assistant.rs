@@ -46,8 +46,9 @@ use crate::{
     core::Core,
     domain::{
         home_assistant::{self as ha, Retained},
-        Device, DeviceId, HomeId, Reading, UnixMs,
+        Device, DeviceId, HomeId, Reading,
     },
+    lease::Lease,
     storage::{ReadingOrder, ReadingQuery, StorageError},
 };
 
@@ -79,7 +80,7 @@ pub async fn run(
 ) {
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut lease = Lease::new(core.clone(), replica.clone());
+    let mut lease = Lease::new(core.clone(), LEASE_NAME, LEASE_MS, replica.clone());
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -103,64 +104,6 @@ pub async fn run(
             .await;
     }
     lease.release().await;
-}
-
-/// The `home-assistant` lease as this replica sees it.
-struct Lease {
-    core: Arc<Core>,
-    holder: String,
-    until: UnixMs,
-}
-
-impl Lease {
-    fn new(core: Arc<Core>, holder: String) -> Self {
-        Self {
-            core,
-            holder,
-            until: 0,
-        }
-    }
-
-    /// Takes or renews the lease when due; whether this replica holds it.
-    async fn hold(&mut self) -> bool {
-        let now = self.core.clock.now();
-        if self.until - now < LEASE_MS / 2 {
-            match self
-                .core
-                .storage
-                .acquire_lease(LEASE_NAME, &self.holder, now, now + LEASE_MS)
-                .await
-            {
-                Ok(true) => self.until = now + LEASE_MS,
-                Ok(false) => {
-                    if self.until > now {
-                        info!(
-                            holder = self.holder,
-                            "another replica bridges Home Assistant now"
-                        );
-                    }
-                    self.until = 0;
-                }
-                Err(e) => warn!(error = %e, "could not renew the Home Assistant lease"),
-            }
-        }
-        self.until > now
-    }
-
-    /// Why: on a rolling update the next holder takes over at once.
-    async fn release(&mut self) {
-        if self.until > self.core.clock.now() {
-            if let Err(e) = self
-                .core
-                .storage
-                .release_lease(LEASE_NAME, &self.holder)
-                .await
-            {
-                warn!(error = %e, "could not release the Home Assistant lease");
-            }
-            self.until = 0;
-        }
-    }
 }
 
 /// What the connection hands the bridge.

@@ -15,8 +15,9 @@ use async_trait::async_trait;
 use hearth_proto::v1::Metric;
 
 use crate::domain::{
-    ActuatorState, Command, Device, DeviceId, DeviceKind, Home, HomeId, LoggedDecision, Reading,
-    Resolution, RuleId, RuleState, SeriesPlan, SeriesPoint, ThresholdRule, UnixMs,
+    delivery::StoredHour, ActuatorState, Command, Device, DeviceId, DeviceKind, Home, HomeId,
+    LoggedDecision, Reading, Resolution, RuleId, RuleState, SeriesPlan, SeriesPoint, ThresholdRule,
+    UnixMs,
 };
 
 pub use access::{AccessStore, ApiTokenInfo, AuditEvent};
@@ -183,6 +184,36 @@ pub trait Storage: AccessStore + Send + Sync + 'static {
     /// Inserts readings, ignoring any whose idempotency key is already stored.
     /// Returns how many were new.
     async fn insert_readings(&self, readings: &[Reading]) -> Result<u64>;
+    /// Records that runs of these devices' agents began at these numbers
+    /// (`(device, run_start, seen_at)`); a run recorded already is kept.
+    async fn record_run_starts(&self, runs: &[(DeviceId, u64, UnixMs)]) -> Result<()>;
+    /// Per metric and hour of `device`'s readings taken in `[from, to)`: how
+    /// many are stored, and their lowest and highest numbers.
+    async fn stored_hours(
+        &self,
+        device: &DeviceId,
+        from: UnixMs,
+        to: UnixMs,
+    ) -> Result<Vec<StoredHour>>;
+    /// How many of `device`'s `metric` readings numbered above `after` and
+    /// taken before `taken_before` are stored, and their lowest and highest
+    /// numbers (`hour` is that of `taken_before`); `None` if there are none.
+    async fn stored_after(
+        &self,
+        device: &DeviceId,
+        metric: Metric,
+        after: u64,
+        taken_before: UnixMs,
+    ) -> Result<Option<StoredHour>>;
+    /// The highest number of `device`'s `metric` stored below `seq`.
+    async fn highest_seq_below(
+        &self,
+        device: &DeviceId,
+        metric: Metric,
+        seq: u64,
+    ) -> Result<Option<u64>>;
+    /// The recorded run starts of `device` in `(after, up_to]`, ascending.
+    async fn run_starts(&self, device: &DeviceId, after: u64, up_to: u64) -> Result<Vec<u64>>;
     async fn list_readings(&self, query: &ReadingQuery) -> Result<Vec<Reading>>;
     /// Readings of one metric strictly after `after` = `(time, seq)` and
     /// before `until` (if given), oldest first: what a rule evaluates next.

@@ -17,9 +17,10 @@ use super::{
     kind_of, Applied, DecisionsOf, ReadingOrder, ReadingQuery, Result, Storage, StorageError,
 };
 use crate::domain::{
-    Action, ActuatorState, Command, CommandState, Desired, Device, DeviceId, Home, HomeId,
-    LoggedDecision, Mode, Pending, Reading, Reported, Resolution, RuleDecision, RuleId, RuleState,
-    SeriesPlan, SeriesPoint, StaleAction, ThresholdRule, UnixMs,
+    delivery::StoredHour, reading::MAX_SEQ, Action, ActuatorState, Command, CommandState, Desired,
+    Device, DeviceId, Home, HomeId, LoggedDecision, Mode, Pending, Reading, Reported, Resolution,
+    RuleDecision, RuleId, RuleState, SeriesPlan, SeriesPoint, StaleAction, ThresholdRule, UnixMs,
+    HOUR_MS,
 };
 
 /// Rows per multi-row INSERT. Why: MySQL allows 65,535 placeholders per
@@ -626,6 +627,116 @@ where
         }
         tx.commit().await?;
         Ok(inserted)
+    }
+
+    async fn record_run_starts(&self, runs: &[(DeviceId, u64, UnixMs)]) -> Result<()> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let mut q = Statement::new(&format!(
+            "{} INTO delivery_runs (device_id, run_start, seen_at) VALUES ",
+            DB::INSERT_IGNORE
+        ));
+        for (i, (device, start, seen)) in runs.iter().enumerate() {
+            q.push(if i == 0 { "(" } else { ", (" });
+            q.push_bind(device.as_str()).push(", ");
+            q.push_bind(*start as i64).push(", ");
+            q.push_bind(*seen).push(")");
+        }
+        q.query().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn stored_hours(
+        &self,
+        device: &DeviceId,
+        from: UnixMs,
+        to: UnixMs,
+    ) -> Result<Vec<StoredHour>> {
+        // Answered from the (device_id, ts, metric) index, which holds seq
+        // as part of the key: no table rows are read.
+        let mut q = Statement::new("SELECT metric, ts");
+        q.push(DB::INT_DIV).push_bind(HOUR_MS);
+        q.push(" AS h, COUNT(*) AS n, MIN(seq) AS lowest, MAX(seq) AS highest");
+        q.push(" FROM readings WHERE device_id = ")
+            .push_bind(device.as_str());
+        q.push(" AND ts >= ").push_bind(from);
+        q.push(" AND ts < ").push_bind(to);
+        q.push(" GROUP BY metric, h ORDER BY h, metric");
+        let rows = q.query().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredHour {
+                    metric: metric_of(row.try_get("metric")?)?,
+                    hour: row.try_get::<i64, _>("h")? * HOUR_MS,
+                    stored: row.try_get::<i64, _>("n")? as u64,
+                    lowest_seq: row.try_get::<i64, _>("lowest")? as u64,
+                    highest_seq: row.try_get::<i64, _>("highest")? as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn stored_after(
+        &self,
+        device: &DeviceId,
+        metric: Metric,
+        after: u64,
+        taken_before: UnixMs,
+    ) -> Result<Option<StoredHour>> {
+        // A range of the primary key: the work is the new readings'.
+        let mut q = Statement::new(
+            "SELECT COUNT(*) AS n, MIN(seq) AS lowest, MAX(seq) AS highest \
+             FROM readings WHERE device_id = ",
+        );
+        q.push_bind(device.as_str());
+        q.push(" AND metric = ").push_bind(metric as i16);
+        q.push(" AND seq > ").push_bind(after.min(MAX_SEQ) as i64);
+        q.push(" AND ts < ").push_bind(taken_before);
+        let row = q.query().fetch_one(&self.pool).await?;
+        let stored = row.try_get::<i64, _>("n")? as u64;
+        if stored == 0 {
+            return Ok(None);
+        }
+        Ok(Some(StoredHour {
+            metric,
+            hour: taken_before.div_euclid(HOUR_MS) * HOUR_MS,
+            stored,
+            lowest_seq: row.try_get::<i64, _>("lowest")? as u64,
+            highest_seq: row.try_get::<i64, _>("highest")? as u64,
+        }))
+    }
+
+    async fn highest_seq_below(
+        &self,
+        device: &DeviceId,
+        metric: Metric,
+        seq: u64,
+    ) -> Result<Option<u64>> {
+        // ORDER BY ... LIMIT 1 rather than MAX: one step back along the
+        // primary key in both databases.
+        let mut q = Statement::new("SELECT seq FROM readings WHERE device_id = ");
+        q.push_bind(device.as_str());
+        q.push(" AND metric = ").push_bind(metric as i16);
+        q.push(" AND seq < ").push_bind(seq.min(MAX_SEQ) as i64);
+        q.push(" ORDER BY seq DESC LIMIT 1");
+        let row = q.query().fetch_optional(&self.pool).await?;
+        row.map(|row| Ok(row.try_get::<i64, _>("seq")? as u64))
+            .transpose()
+    }
+
+    async fn run_starts(&self, device: &DeviceId, after: u64, up_to: u64) -> Result<Vec<u64>> {
+        let mut q = Statement::new("SELECT run_start FROM delivery_runs WHERE device_id = ");
+        q.push_bind(device.as_str());
+        q.push(" AND run_start > ")
+            .push_bind(after.min(MAX_SEQ) as i64);
+        q.push(" AND run_start <= ")
+            .push_bind(up_to.min(MAX_SEQ) as i64);
+        q.push(" ORDER BY run_start");
+        let rows = q.query().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| Ok(row.try_get::<i64, _>("run_start")? as u64))
+            .collect()
     }
 
     async fn list_readings(&self, query: &ReadingQuery) -> Result<Vec<Reading>> {

@@ -314,6 +314,7 @@ fn calls() -> Vec<(&'static str, Call)> {
                             metric: v1::Metric::TemperatureCelsius as i32,
                             value: 21.5,
                         }],
+                        ..Default::default()
                     }],
                 });
                 let answer = c.telemetry().await.ingest_batch(r).await?.into_inner();
@@ -374,6 +375,16 @@ fn calls() -> Vec<(&'static str, Call)> {
                 // The header comes first, whatever the range holds.
                 stream.message().await?.expect("a first chunk");
                 Ok(())
+            }),
+        ),
+        (
+            "/hearth.v1.TelemetryService/GetDelivery",
+            call(|c| async move {
+                let r = c.req(v1::GetDeliveryRequest {
+                    device_id: SENSOR_X.into(),
+                    ..Default::default()
+                });
+                c.telemetry().await.get_delivery(r).await.map(drop)
             }),
         ),
         (

@@ -2,38 +2,26 @@
 //! streamed a page at a time.
 
 use hearth_proto::v1::{
-    telemetry_service_client::TelemetryServiceClient, DeviceKind, ExportReadingsRequest, Metric,
-    Reading, ReadingBatch, RegisterDeviceRequest,
+    telemetry_service_client::TelemetryServiceClient, ExportReadingsRequest, Metric, Reading,
+    ReadingBatch,
 };
 use tonic::{transport::Channel, Code, Status};
 
-use crate::helpers::{spawn_app, TestApp, HOME};
+use crate::helpers::{spawn_app, TestApp, HOME, SENSOR};
 
-const SENSOR: &str = "sensor";
 /// 2026-11-30T07:30:00.000Z, the app's clock in these tests.
-const T0: i64 = 1_796_023_800_000;
+pub(crate) const T0: i64 = 1_796_023_800_000;
 
-async fn app_with_a_sensor() -> (TestApp, TelemetryServiceClient<Channel>) {
+pub(crate) async fn app_with_a_sensor() -> (TestApp, TelemetryServiceClient<Channel>) {
     let app = spawn_app().await;
     app.clock.set(T0);
     app.home_with_a_fan().await;
-    app.devices()
-        .await
-        .register_device(RegisterDeviceRequest {
-            home_id: HOME.into(),
-            id: SENSOR.into(),
-            kind: DeviceKind::Sensor as i32,
-            name: "Sensor".into(),
-        })
-        .await
-        .unwrap();
-    let telemetry = TelemetryServiceClient::connect(app.url.clone())
-        .await
-        .expect("the gRPC port answers");
+    app.add_sensor("Sensor").await;
+    let telemetry = app.telemetry().await;
     (app, telemetry)
 }
 
-fn batch(seq: u64, time_unix_ms: i64, readings: &[(Metric, f64)]) -> ReadingBatch {
+pub(crate) fn batch(seq: u64, time_unix_ms: i64, readings: &[(Metric, f64)]) -> ReadingBatch {
     ReadingBatch {
         home_id: HOME.into(),
         device_id: SENSOR.into(),
@@ -46,10 +34,14 @@ fn batch(seq: u64, time_unix_ms: i64, readings: &[(Metric, f64)]) -> ReadingBatc
                 value,
             })
             .collect(),
+        ..Default::default()
     }
 }
 
-async fn ingest(telemetry: &mut TelemetryServiceClient<Channel>, batches: Vec<ReadingBatch>) {
+pub(crate) async fn ingest(
+    telemetry: &mut TelemetryServiceClient<Channel>,
+    batches: Vec<ReadingBatch>,
+) {
     let count = batches.len() as u32;
     let response = telemetry
         .ingest_batch(hearth_proto::v1::IngestBatchRequest { batches })

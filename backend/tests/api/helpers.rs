@@ -6,8 +6,9 @@ use hearth_backend::{app::App, settings::Settings};
 use hearth_proto::{
     topics::{Channel, Topics},
     v1::{
-        device_service_client::DeviceServiceClient, CreateHomeRequest, DesiredState, DeviceKind,
-        DeviceStatus, RegisterDeviceRequest, ReportedState,
+        device_service_client::DeviceServiceClient,
+        telemetry_service_client::TelemetryServiceClient, CreateHomeRequest, DesiredState,
+        DeviceKind, DeviceStatus, RegisterDeviceRequest, ReportedState,
     },
 };
 use hearth_runtime::Clock;
@@ -23,6 +24,7 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// The home every test app starts with, and its devices.
 pub const HOME: &str = "home";
 pub const FAN: &str = "fan";
+pub const SENSOR: &str = "sensor";
 
 /// A running app and what a test needs to talk to it.
 pub struct TestApp {
@@ -113,6 +115,26 @@ impl TestApp {
                 id: FAN.into(),
                 kind: DeviceKind::Fan as i32,
                 name: "Fan".into(),
+            })
+            .await
+            .unwrap();
+    }
+
+    pub async fn telemetry(&self) -> TelemetryServiceClient<GrpcChannel> {
+        TelemetryServiceClient::connect(self.url.clone())
+            .await
+            .expect("the gRPC port answers")
+    }
+
+    /// Registers the sensor `SENSOR` named `name` in `HOME`, through the API.
+    pub async fn add_sensor(&self, name: &str) {
+        self.devices()
+            .await
+            .register_device(RegisterDeviceRequest {
+                home_id: HOME.into(),
+                id: SENSOR.into(),
+                kind: DeviceKind::Sensor as i32,
+                name: name.into(),
             })
             .await
             .unwrap();

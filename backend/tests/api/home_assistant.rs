@@ -6,17 +6,14 @@
 use std::collections::HashMap;
 
 use hearth_proto::v1::{
-    telemetry_service_client::TelemetryServiceClient, CommandState, DeviceKind, GetDeviceRequest,
-    IngestBatchRequest, ListCommandsRequest, Metric, Mode, Reading, ReadingBatch,
-    RegisterDeviceRequest,
+    CommandState, GetDeviceRequest, IngestBatchRequest, ListCommandsRequest, Metric, Mode, Reading,
+    ReadingBatch,
 };
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::Value;
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use crate::helpers::{spawn_app_with, SimDevice, TestApp, FAN, HOME, PATIENCE};
-
-const SENSOR: &str = "sensor";
+use crate::helpers::{spawn_app_with, SimDevice, TestApp, FAN, HOME, PATIENCE, SENSOR};
 
 /// A client doing what Home Assistant's MQTT integration does with
 /// discovery: every message it has seen, newest per topic.
@@ -160,21 +157,10 @@ async fn home_assistant_sees_the_home_and_switches_the_fan_through_hearth() {
         .unwrap();
 
     app.home_with_a_fan().await;
-    app.devices()
-        .await
-        .register_device(RegisterDeviceRequest {
-            home_id: HOME.into(),
-            id: SENSOR.into(),
-            kind: DeviceKind::Sensor as i32,
-            name: "Living room".into(),
-        })
-        .await
-        .unwrap();
+    app.add_sensor("Living room").await;
     let mut fan = SimDevice::connect(&app, FAN).await;
     fan.online(FAN).await;
-    let mut telemetry = TelemetryServiceClient::connect(app.url.clone())
-        .await
-        .unwrap();
+    let mut telemetry = app.telemetry().await;
     let accepted = telemetry
         .ingest_batch(IngestBatchRequest {
             batches: vec![ReadingBatch {
@@ -193,6 +179,7 @@ async fn home_assistant_sees_the_home_and_switches_the_fan_through_hearth() {
                     value,
                 })
                 .collect(),
+                ..Default::default()
             }],
         })
         .await

@@ -8,6 +8,7 @@
 
 mod access;
 mod commands;
+mod delivery;
 mod export;
 mod helpers;
 mod home_assistant;

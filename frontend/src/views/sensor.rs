@@ -1,7 +1,10 @@
 //! A sensor tile's body: the latest value of each metric, live from the
-//! home's reading stream.
+//! home's reading stream, and the delivery of the last day.
 
-use hearth_proto::v1::{Device, Metric};
+use std::time::Duration;
+
+use gloo_timers::future::sleep;
+use hearth_proto::v1::{Delivery, Device, Metric};
 use leptos::prelude::*;
 
 use super::home::HomeState;
@@ -11,7 +14,11 @@ use crate::{
     tasks::spawn_scoped,
 };
 
-/// Latest temperature, humidity and pressure of `device`.
+/// How often a tile asks again how many readings arrived.
+const DELIVERY_EVERY: Duration = Duration::from_secs(60);
+
+/// Latest temperature, humidity and pressure of `device`, and how many of
+/// its readings of the last day arrived (marked when some did not).
 #[component]
 pub fn SensorReadings(device: Memo<Device>, home: HomeState) -> impl IntoView {
     let device_id = device.with_untracked(|d| d.id.clone());
@@ -57,6 +64,7 @@ pub fn SensorReadings(device: Memo<Device>, home: HomeState) -> impl IntoView {
         })
         .collect_view();
 
+    let delivery_of = device_id.clone();
     let updated = move || {
         let newest = home.latest.with(|latest| {
             SENSOR_METRICS
@@ -71,8 +79,43 @@ pub fn SensorReadings(device: Memo<Device>, home: HomeState) -> impl IntoView {
         }
     };
 
+    // How many readings of the last day arrived, asked again every minute.
+    // A failure leaves the line as it was (the device stream shows outages).
+    let delivery = RwSignal::new(None::<Delivery>);
+    spawn_scoped({
+        let device_id = delivery_of;
+        async move {
+            loop {
+                if let Ok(found) = api::get_delivery(&device_id).await {
+                    delivery.set(Some(found));
+                }
+                sleep(DELIVERY_EVERY).await;
+            }
+        }
+    });
+    let delivered = move || {
+        delivery.with(|d| {
+            let d = d.as_ref()?;
+            let total = d.total.as_ref()?;
+            display::delivery(
+                total.expected,
+                total.stored,
+                d.last_loss_unix_ms,
+                home.now.get(),
+            )
+        })
+    };
+    let lossy = move || {
+        delivery.with(|d| {
+            d.as_ref()
+                .and_then(|d| d.total.as_ref())
+                .is_some_and(|t| t.missing > 0)
+        })
+    };
+
     view! {
         <dl class="metrics">{metrics}</dl>
         <p class="seen">{updated}</p>
+        <p class="delivery" class:lossy=lossy>{delivered}</p>
     }
 }

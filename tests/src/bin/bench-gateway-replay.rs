@@ -93,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
                     metric: Metric::TemperatureCelsius as i32,
                     value: 20.0 + (i % 100) as f64 / 10.0,
                 }],
+                ..Default::default()
             };
             queue
                 .append(&batch.encode_to_vec())?

@@ -430,6 +430,8 @@ fn reading_batch(seq: u64, time_unix_ms: i64, metrics: usize) -> ReadingBatch {
                 },
             })
             .collect(),
+        // Every device's numbers start at 1, in one run.
+        run_start: 1,
     }
 }
 

@@ -63,6 +63,7 @@ fn batch(home: &str, sensor: &str, seq: u64, base: i64) -> ReadingBatch {
             metric: Metric::TemperatureCelsius as i32,
             value: 20.0 + seq as f64 / 100.0,
         }],
+        ..Default::default()
     }
 }
 

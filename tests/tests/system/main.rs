@@ -4,6 +4,7 @@
 mod api;
 mod automation;
 mod control;
+mod delivery;
 mod edge;
 mod gateway;
 mod image;

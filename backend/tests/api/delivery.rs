@@ -1,0 +1,170 @@
+//! `GetDelivery`: how many of the readings a sensor sent were stored, from
+//! their sequence numbers; gaps counted, late readings filling them, agent
+//! restarts not counted.
+
+use hearth_proto::v1::{
+    telemetry_service_client::TelemetryServiceClient, DeliveryFigures, GetDeliveryRequest,
+    IngestBatchRequest, Metric, ReadingBatch,
+};
+use tonic::{transport::Channel, Code};
+
+use crate::{
+    export::{app_with_a_sensor, batch, ingest, T0},
+    helpers::SENSOR,
+};
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// A batch of `seq` in the run that began at `run_start`, taken `seq`
+/// seconds after an hour before T0, with a temperature and a humidity.
+fn numbered(run_start: u64, seq: u64) -> ReadingBatch {
+    ReadingBatch {
+        run_start,
+        ..batch(
+            seq,
+            T0 - HOUR_MS + (seq % 3_000) as i64 * 1_000,
+            &[
+                (Metric::TemperatureCelsius, 21.0),
+                (Metric::HumidityPercent, 40.0),
+            ],
+        )
+    }
+}
+
+async fn delivery(telemetry: &mut TelemetryServiceClient<Channel>) -> DeliveryFigures {
+    telemetry
+        .get_delivery(GetDeliveryRequest {
+            device_id: SENSOR.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .total
+        .expect("a total")
+}
+
+fn figures(expected: u64, stored: u64, restarts: u32) -> DeliveryFigures {
+    DeliveryFigures {
+        expected,
+        stored,
+        missing: expected - stored,
+        restarts,
+    }
+}
+
+#[tokio::test]
+async fn gaps_count_as_missing_until_the_late_readings_arrive() {
+    let (app, mut telemetry) = app_with_a_sensor().await;
+    // Batches 1..=10 of a run that began at 1; 4 and 5 lost on the way.
+    let sent: Vec<_> = (1..=10)
+        .filter(|s| ![4, 5].contains(s))
+        .map(|s| numbered(1, s))
+        .collect();
+    ingest(&mut telemetry, sent).await;
+    // Two metrics a batch: 20 readings sent, 16 stored.
+    assert_eq!(delivery(&mut telemetry).await, figures(20, 16, 0));
+
+    // 4 arrives late (a gateway's backlog); a repeat of 6 changes nothing.
+    ingest(&mut telemetry, vec![numbered(1, 4), numbered(1, 6)]).await;
+    assert_eq!(delivery(&mut telemetry).await, figures(20, 18, 0));
+
+    // The hour and when the loss was.
+    let answer = telemetry
+        .get_delivery(GetDeliveryRequest {
+            device_id: SENSOR.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let lossy = answer
+        .hours
+        .iter()
+        .find(|h| h.figures.as_ref().is_some_and(|f| f.missing > 0))
+        .expect("an hour with the loss");
+    assert_eq!(answer.last_loss_unix_ms, lossy.start_unix_ms);
+    assert_eq!(lossy.start_unix_ms % HOUR_MS, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_agent_restart_is_not_loss_but_the_first_batch_it_loses_is() {
+    let (app, mut telemetry) = app_with_a_sensor().await;
+    // Run 1 began at 1 and sent 1..=5. The agent restarted and its numbers
+    // jumped to 1000 (the clock); batch 1000 was lost, 1001..=1003 arrive.
+    let mut sent: Vec<_> = (1..=5).map(|s| numbered(1, s)).collect();
+    sent.extend((1001..=1003).map(|s| numbered(1000, s)));
+    ingest(&mut telemetry, sent).await;
+    assert_eq!(delivery(&mut telemetry).await, figures(18, 16, 1));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_sender_that_names_no_run_has_every_gap_counted() {
+    let (app, mut telemetry) = app_with_a_sensor().await;
+    ingest(&mut telemetry, vec![numbered(0, 1), numbered(0, 11)]).await;
+    assert_eq!(delivery(&mut telemetry).await, figures(22, 4, 0));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_run_that_starts_after_its_batch_is_refused_with_the_reason() {
+    let (app, mut telemetry) = app_with_a_sensor().await;
+    let response = telemetry
+        .ingest_batch(IngestBatchRequest {
+            batches: vec![numbered(8, 7)],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.accepted, 0);
+    assert_eq!(
+        response.rejected[0].reason,
+        "run_start 8 is above seq 7: a run starts at or before its batches"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_delivery_requests_name_their_field() {
+    let (app, mut telemetry) = app_with_a_sensor().await;
+    let cases = [
+        (
+            GetDeliveryRequest {
+                device_id: "nobody".into(),
+                ..Default::default()
+            },
+            Code::NotFound,
+            "device nobody",
+        ),
+        (
+            GetDeliveryRequest {
+                device_id: SENSOR.into(),
+                start_unix_ms: T0,
+                end_unix_ms: T0 - 1,
+            },
+            Code::InvalidArgument,
+            "start_unix_ms",
+        ),
+        (
+            GetDeliveryRequest {
+                device_id: SENSOR.into(),
+                start_unix_ms: T0 - 40 * 24 * HOUR_MS,
+                end_unix_ms: T0,
+            },
+            Code::InvalidArgument,
+            "end_unix_ms",
+        ),
+    ];
+    for (request, code, named) in cases {
+        let status = telemetry.get_delivery(request.clone()).await.unwrap_err();
+        assert_eq!(status.code(), code, "{request:?}: {status:?}");
+        assert!(
+            status.message().contains(named),
+            "{request:?}: {}",
+            status.message()
+        );
+    }
+    app.stop().await;
+}

@@ -1,0 +1,128 @@
+//! Loss you can see: a stock Mosquitto (its default queue of 1,000 messages
+//! per client) drops what a stalled Hearth cannot take, every publish having
+//! been acknowledged to the device; Hearth's delivery figures still account
+//! for every reading sent, in `GetDelivery`, `/metrics` and its log.
+
+use std::time::Duration;
+
+use hearth_proto::v1::{DeviceKind, GetDeliveryRequest, Metric, Reading, ReadingBatch};
+use hearth_tests::{metric_value, Backend, PrivateBroker, TestApp};
+
+const SENSOR: &str = "sensor";
+/// Batches sent while Hearth is stalled: well past the broker's queue.
+const STALLED: u64 = 3_000;
+/// Every batch sent: those, and one after Hearth goes on.
+const SENT: u64 = STALLED + 1;
+/// Readings per batch.
+const METRICS: u64 = 2;
+
+fn batch(seq: u64) -> ReadingBatch {
+    ReadingBatch {
+        seq,
+        run_start: 1,
+        time_unix_ms: hearth_agent::unix_ms_now(),
+        readings: vec![
+            Reading {
+                metric: Metric::TemperatureCelsius as i32,
+                value: 21.0,
+            },
+            Reading {
+                metric: Metric::HumidityPercent as i32,
+                value: 40.0,
+            },
+        ],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_a_stock_broker_drops_are_counted_and_stored_plus_missing_is_sent() {
+    let broker = PrivateBroker::start().await;
+    let app = TestApp::spawn_with(
+        Backend::External,
+        &[("HEARTH_DEMO", "false"), ("HEARTH_MQTT_URL", &broker.url())],
+    )
+    .await;
+    let home = app.home_with(&[(SENSOR, DeviceKind::Sensor)]).await;
+    let mut device = app.connect_as_device(SENSOR).await;
+
+    // Hearth stalls (a long GC pause, a database that hangs): the broker
+    // queues for it, then drops, acknowledging every publish to the device.
+    app.pause();
+    for seq in 1..=STALLED {
+        device
+            .publish_readings(&app.topics, &home, SENSOR, &batch(seq))
+            .await;
+    }
+    app.resume();
+    // The sensor goes on: its next batch shows where the dropped ones were
+    // (a loss at the very end of what a device sends shows with its next).
+    device
+        .publish_readings(&app.topics, &home, SENSOR, &batch(SENT + 1))
+        .await;
+
+    // Everything that reached Hearth gets stored; then the figures settle.
+    let mut telemetry = app.telemetry().await;
+    let mut last = None;
+    let figures = loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let figures = telemetry
+            .get_delivery(GetDeliveryRequest {
+                device_id: SENSOR.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("GetDelivery")
+            .into_inner()
+            .total
+            .expect("a total");
+        if last.as_ref() == Some(&figures) {
+            break figures;
+        }
+        last = Some(figures);
+    };
+    assert_eq!(
+        figures.stored + figures.missing,
+        SENT * METRICS,
+        "stored + missing = sent: {figures:?}"
+    );
+    assert_eq!(figures.expected, SENT * METRICS, "{figures:?}");
+    assert!(
+        figures.missing > 0,
+        "the stock queue holds 1,000 messages; {STALLED} were sent to a stalled Hearth: {figures:?}"
+    );
+    let stored = app.stored_readings(SENSOR).await.len() as u64;
+    assert_eq!(stored, figures.stored, "the figures count what is stored");
+
+    // The audit counts the same loss into /metrics, and logs it by device.
+    let series = format!("hearth_readings_missing_total{{home=\"{home}\"}}");
+    let counted = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let counted = metric_value(&app.metrics().await, &series).unwrap_or(0.0);
+            if counted >= figures.missing as f64 {
+                return counted;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "{series} never reached {}:\n{}",
+            figures.missing,
+            app.logs()
+        )
+    });
+    assert_eq!(counted, figures.missing as f64);
+    let expected_series = format!("hearth_readings_expected_total{{home=\"{home}\"}}");
+    assert_eq!(
+        metric_value(&app.metrics().await, &expected_series),
+        Some((SENT * METRICS) as f64)
+    );
+    assert!(
+        app.logs().contains("readings missing"),
+        "the loss is logged:\n{}",
+        app.logs()
+    );
+    broker.stop();
+}
