@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use hearth_proto::v1::{DeviceKind, GetDeliveryRequest, Metric, Reading, ReadingBatch};
+use hearth_proto::v1::{
+    telemetry_service_client::TelemetryServiceClient, DeliveryFigures, DeviceKind,
+    GetDeliveryRequest, Metric, Reading, ReadingBatch,
+};
 use hearth_tests::{metric_value, Backend, PrivateBroker, TestApp};
 
 const SENSOR: &str = "sensor";
@@ -35,6 +38,31 @@ fn batch(seq: u64) -> ReadingBatch {
     }
 }
 
+/// The sensor's delivery once two answers 2 s apart agree (everything that
+/// reached Hearth is stored by then).
+async fn settled(
+    telemetry: &mut TelemetryServiceClient<tonic::transport::Channel>,
+) -> DeliveryFigures {
+    let mut last = None;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let figures = telemetry
+            .get_delivery(GetDeliveryRequest {
+                device_id: SENSOR.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("GetDelivery")
+            .into_inner()
+            .total
+            .expect("a total");
+        if last.as_ref() == Some(&figures) {
+            return figures;
+        }
+        last = Some(figures);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_a_stock_broker_drops_are_counted_and_stored_plus_missing_is_sent() {
     let broker = PrivateBroker::start().await;
@@ -55,32 +83,15 @@ async fn readings_a_stock_broker_drops_are_counted_and_stored_plus_missing_is_se
             .await;
     }
     app.resume();
+    let mut telemetry = app.telemetry().await;
+    settled(&mut telemetry).await;
     // The sensor goes on: its next batch shows where the dropped ones were
     // (a loss at the very end of what a device sends shows with its next).
     device
-        .publish_readings(&app.topics, &home, SENSOR, &batch(SENT + 1))
+        .publish_readings(&app.topics, &home, SENSOR, &batch(SENT))
         .await;
-
-    // Everything that reached Hearth gets stored; then the figures settle.
-    let mut telemetry = app.telemetry().await;
-    let mut last = None;
-    let figures = loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let figures = telemetry
-            .get_delivery(GetDeliveryRequest {
-                device_id: SENSOR.into(),
-                ..Default::default()
-            })
-            .await
-            .expect("GetDelivery")
-            .into_inner()
-            .total
-            .expect("a total");
-        if last.as_ref() == Some(&figures) {
-            break figures;
-        }
-        last = Some(figures);
-    };
+    let figures = settled(&mut telemetry).await;
+    eprintln!("delivery after the stall: {figures:?}");
     assert_eq!(
         figures.stored + figures.missing,
         SENT * METRICS,
