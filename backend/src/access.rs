@@ -37,9 +37,10 @@ use tracing::{info, warn};
 
 use crate::{
     domain::{
-        access::{decision, is_api},
+        access::{decision, is_api, is_stream},
         Caller, Decision, Denied, Grant, Home, HomeId, Role, TokenName, UnixMs, Username,
     },
+    limits::{Limits, SlotBody},
     settings::FirstAdmin,
     storage::{ApiTokenInfo, AuditEvent, Storage, StorageError},
 };
@@ -83,6 +84,7 @@ pub struct Access {
     open: AtomicBool,
     session_ttl_ms: i64,
     cache: Mutex<HashMap<String, Cached>>,
+    limits: Limits,
 }
 
 /// The hex SHA-256 of a token: what the database holds and is looked up by.
@@ -154,6 +156,7 @@ impl Access {
         clock: Clock,
         session_ttl_ms: i64,
         loopback_only: bool,
+        limits: Limits,
     ) -> anyhow::Result<Self> {
         let users = storage.count_users().await?;
         let open = users == 0;
@@ -178,6 +181,7 @@ impl Access {
             open: AtomicBool::new(open),
             session_ttl_ms,
             cache: Mutex::default(),
+            limits,
         })
     }
 
@@ -525,8 +529,19 @@ pub fn require(
         .map_err(|d| denied(what, field, d))
 }
 
-/// The tower layer that authenticates every call to Hearth's API and
-/// refuses methods [`decision`] has no entry for.
+/// The name a caller's limits are kept under; none in open mode, where no
+/// caller can be told from another.
+fn limited_as(caller: &Caller) -> Option<String> {
+    match caller {
+        Caller::Open => None,
+        Caller::User { name, .. } => Some(format!("user {name}")),
+        Caller::Token { name, .. } => Some(format!("token {name}")),
+    }
+}
+
+/// The tower layer that authenticates every call to Hearth's API, refuses
+/// methods [`decision`] has no entry for, and applies each caller's limits
+/// (`limits.rs`).
 #[derive(Clone)]
 pub struct GateLayer {
     access: Arc<Access>,
@@ -584,6 +599,7 @@ where
         let access = self.access.clone();
         Box::pin(async move {
             let path = request.uri().path().to_owned();
+            let mut stream_slot = None;
             if is_api(&path) {
                 let Some(decision) = decision(&path) else {
                     return Ok(Status::permission_denied(format!(
@@ -596,15 +612,32 @@ where
                         .headers()
                         .get(http::header::AUTHORIZATION)
                         .and_then(|v| v.to_str().ok());
-                    match access.authenticate(header).await {
-                        Ok(auth) => {
-                            request.extensions_mut().insert(auth);
-                        }
+                    let auth = match access.authenticate(header).await {
+                        Ok(auth) => auth,
                         Err(status) => return Ok(status.into_http()),
+                    };
+                    if let Some(who) = limited_as(&auth.caller) {
+                        let admitted = access.limits.admit(&who, access.clock.now());
+                        let slot = match admitted {
+                            Ok(()) if is_stream(&path) => access.limits.open_stream(&who).map(Some),
+                            Ok(()) => Ok(None),
+                            Err(status) => Err(status),
+                        };
+                        match slot {
+                            Ok(s) => stream_slot = s,
+                            Err(status) => return Ok(status.into_http()),
+                        }
                     }
+                    request.extensions_mut().insert(auth);
                 }
             }
-            inner.call(request).await
+            let response = inner.call(request).await?;
+            Ok(match stream_slot {
+                Some(slot) => {
+                    response.map(|body| tonic::body::Body::new(SlotBody { body, _slot: slot }))
+                }
+                None => response,
+            })
         })
     }
 }

@@ -37,6 +37,8 @@ use crate::{
     grpc::{AuthApi, AutomationApi, DeviceApi, TelemetryApi},
     ingest::{self, IngestItem},
     intake::Intake,
+    limits::Limits,
+    metrics::Metrics,
     mqtt,
     rollup::Rollups,
     settings::{Exposed, MqttBroker, Settings},
@@ -94,12 +96,15 @@ impl App {
                 MqttBroker::Embedded { listen } => listen.ip().is_loopback(),
                 MqttBroker::External { .. } => true,
             };
+        // Why here: the gate counts what its limits refuse.
+        let metrics = Arc::new(Metrics::default());
         let access = Arc::new(
             Access::start(
                 storage.clone(),
                 clock.clone(),
                 settings.session_ttl_ms,
                 loopback_only,
+                Limits::new(settings.allowance, metrics.requests_refused.clone()),
             )
             .await?,
         );
@@ -151,6 +156,7 @@ impl App {
             clock,
             settings.command_ttl_ms,
             replica.clone(),
+            metrics,
         );
         let core = Arc::new(core);
         if settings.demo {

@@ -50,8 +50,8 @@ impl Core {
         clock: Clock,
         command_ttl_ms: i64,
         replica: String,
+        metrics: Arc<Metrics>,
     ) -> (Self, mpsc::Receiver<IngestItem>) {
-        let metrics = Arc::new(Metrics::default());
         let directory = Arc::new(Directory::new(storage.clone()));
         let (ingest, ingest_rx) = Ingest::new();
         let (stored, _) = broadcast::channel(LIVE_BUFFER);

@@ -36,6 +36,7 @@ pub mod grpc;
 pub mod ingest;
 pub mod intake;
 pub mod lease;
+pub mod limits;
 pub mod metrics;
 pub mod mqtt;
 pub mod rollup;

@@ -52,6 +52,8 @@ pub struct Metrics {
     /// ones never stored (`delivery::run_audit`), per home.
     pub readings_expected: Family<HomeLabel, Counter>,
     pub readings_missing: Family<HomeLabel, Counter>,
+    /// API calls refused by a caller's limits (`limits.rs`), by reason.
+    pub requests_refused: Family<crate::limits::ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -168,6 +170,12 @@ impl Default for Metrics {
                 r,
                 "hearth_readings_missing",
                 "Readings sensors sent that were never stored (counted by the delivery lease holder)",
+                Family::default(),
+            ),
+            requests_refused: registered(
+                r,
+                "hearth_requests_refused",
+                "API calls refused by a caller's limits: rate or streams",
                 Family::default(),
             ),
             mqtt_lanes_down: registered(

@@ -8,6 +8,8 @@ use std::{net::SocketAddr, path::PathBuf};
 use clap::{builder::BoolishValueParser, Parser};
 use hearth_runtime::logging::DEFAULT_FILTER;
 
+use crate::limits::Allowance;
+
 use hearth_proto::{
     topics::{HomeAssistantTopics, Topics, DEFAULT_DISCOVERY_PREFIX, DEFAULT_PREFIX},
     v1::Metric,
@@ -54,6 +56,9 @@ pub struct Settings {
     /// HEARTH_SESSION_MINUTES: how long a login's session token lasts
     /// unless renewed.
     pub session_ttl_ms: i64,
+    /// HEARTH_REQUESTS_PER_SECOND, HEARTH_REQUEST_BURST and
+    /// HEARTH_STREAMS_PER_CALLER: what each user or API token may do.
+    pub allowance: Allowance,
     /// HEARTH_ADMIN and HEARTH_ADMIN_PASSWORD: the first admin, created at
     /// start if no user exists yet (how a cluster gets one from a Secret).
     pub first_admin: Option<FirstAdmin>,
@@ -299,6 +304,29 @@ pub struct Cli {
     #[arg(long, env = "HEARTH_SESSION_MINUTES", value_name = "MINUTES", default_value_t = 15,
         value_parser = clap::value_parser!(u32).range(1..=10_080))]
     session_minutes: u32,
+    /// Requests a second each user or API token may make, sustained
+    /// (0: unlimited; open mode is never limited).
+    #[arg(
+        long,
+        env = "HEARTH_REQUESTS_PER_SECOND",
+        value_name = "N",
+        default_value_t = 20
+    )]
+    requests_per_second: u32,
+    /// Requests each user or API token may make at once before the rate
+    /// applies (an app opening a home asks for a few dozen things).
+    #[arg(long, env = "HEARTH_REQUEST_BURST", value_name = "N", default_value_t = 100,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    request_burst: u32,
+    /// Streams (live views, exports) each user or API token may hold open
+    /// at once (0: unlimited).
+    #[arg(
+        long,
+        env = "HEARTH_STREAMS_PER_CALLER",
+        value_name = "N",
+        default_value_t = 16
+    )]
+    streams_per_caller: u32,
     /// The first admin, `NAME@HOME`, created at start if no user exists
     /// (the home too, if missing) [default: none].
     #[arg(long, env = "HEARTH_ADMIN", value_name = "NAME@HOME", value_parser = first_admin,
@@ -432,6 +460,11 @@ impl From<Cli> for Settings {
             cors_origins: cli.cors_origins,
             replica: cli.replica,
             session_ttl_ms: i64::from(cli.session_minutes) * 60_000,
+            allowance: Allowance {
+                per_second: cli.requests_per_second,
+                burst: cli.request_burst,
+                streams: cli.streams_per_caller,
+            },
             first_admin: cli
                 .admin
                 .zip(cli.admin_password)

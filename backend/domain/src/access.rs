@@ -176,6 +176,17 @@ pub fn is_api(path: &str) -> bool {
     path.starts_with("/hearth.")
 }
 
+/// Whether `path` is a server-streaming method: each open one holds one of
+/// its caller's stream slots until it ends.
+pub fn is_stream(path: &str) -> bool {
+    matches!(
+        path,
+        "/hearth.v1.DeviceService/WatchDevices"
+            | "/hearth.v1.TelemetryService/WatchReadings"
+            | "/hearth.v1.TelemetryService/ExportReadings"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

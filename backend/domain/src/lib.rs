@@ -11,6 +11,7 @@ pub mod export;
 pub mod home_assistant;
 pub mod ids;
 pub mod inbound;
+pub mod limits;
 pub mod reading;
 pub mod rule;
 pub mod series;

@@ -28,7 +28,7 @@ use tonic::{Code, Request, Status};
 
 use crate::helpers::{spawn_app_with, TestApp};
 
-const PASSWORD: &str = "a long enough password";
+pub(crate) const PASSWORD: &str = "a long enough password";
 const X: &str = "home-x";
 const Y: &str = "home-y";
 const SENSOR_X: &str = "sensor-x";
@@ -89,7 +89,7 @@ impl Ctx {
     }
 }
 
-fn with_token<T>(message: T, token: Option<&str>) -> Request<T> {
+pub(crate) fn with_token<T>(message: T, token: Option<&str>) -> Request<T> {
     let mut r = Request::new(message);
     if let Some(t) = token {
         r.metadata_mut()
@@ -445,6 +445,23 @@ fn calls() -> Vec<(&'static str, Call)> {
     ]
 }
 
+#[test]
+fn the_gate_knows_every_streaming_method_as_a_stream() {
+    let set = prost_types::FileDescriptorSet::decode(hearth_proto::FILE_DESCRIPTOR_SET).unwrap();
+    for f in &set.file {
+        for s in &f.service {
+            for m in &s.method {
+                let path = format!("/{}.{}/{}", f.package(), s.name(), m.name());
+                assert_eq!(
+                    hearth_backend::domain::access::is_stream(&path),
+                    m.server_streaming(),
+                    "{path}: a stream holds one of its caller's stream slots"
+                );
+            }
+        }
+    }
+}
+
 /// Every method of Hearth's own services, from the descriptors reflection
 /// serves.
 fn every_api_method() -> BTreeSet<String> {
@@ -504,7 +521,7 @@ fn expected(method: &str, who: Who) -> Code {
     }
 }
 
-async fn login(app: &TestApp, user: &str) -> String {
+pub(crate) async fn login(app: &TestApp, user: &str) -> String {
     AuthServiceClient::connect(app.url.clone())
         .await
         .unwrap()
@@ -594,6 +611,9 @@ async fn every_rpc_answers_each_caller_as_the_access_table_says() {
     let app = spawn_app_with(&[
         ("HEARTH_ADMIN", "root@home-y"),
         ("HEARTH_ADMIN_PASSWORD", PASSWORD),
+        // This test makes hundreds of calls as each caller; limits.rs has its own.
+        ("HEARTH_REQUESTS_PER_SECOND", "0"),
+        ("HEARTH_STREAMS_PER_CALLER", "0"),
     ])
     .await;
     let root = login(&app, "root").await;
@@ -691,6 +711,9 @@ async fn another_homes_things_answer_exactly_as_missing_ones() {
     let app = spawn_app_with(&[
         ("HEARTH_ADMIN", "root@home-y"),
         ("HEARTH_ADMIN_PASSWORD", PASSWORD),
+        // This test makes hundreds of calls as each caller; limits.rs has its own.
+        ("HEARTH_REQUESTS_PER_SECOND", "0"),
+        ("HEARTH_STREAMS_PER_CALLER", "0"),
     ])
     .await;
     let root = login(&app, "root").await;
@@ -749,6 +772,9 @@ async fn a_command_records_who_asked_whatever_the_request_claims() {
     let app = spawn_app_with(&[
         ("HEARTH_ADMIN", "root@home-y"),
         ("HEARTH_ADMIN_PASSWORD", PASSWORD),
+        // This test makes hundreds of calls as each caller; limits.rs has its own.
+        ("HEARTH_REQUESTS_PER_SECOND", "0"),
+        ("HEARTH_STREAMS_PER_CALLER", "0"),
     ])
     .await;
     let root = login(&app, "root").await;
@@ -814,6 +840,9 @@ async fn a_wrong_password_and_an_unknown_user_get_the_same_answer() {
     let app = spawn_app_with(&[
         ("HEARTH_ADMIN", "root@home-y"),
         ("HEARTH_ADMIN_PASSWORD", PASSWORD),
+        // This test makes hundreds of calls as each caller; limits.rs has its own.
+        ("HEARTH_REQUESTS_PER_SECOND", "0"),
+        ("HEARTH_STREAMS_PER_CALLER", "0"),
     ])
     .await;
     let mut auth = AuthServiceClient::connect(app.url.clone()).await.unwrap();
@@ -844,6 +873,9 @@ async fn the_audit_log_shows_logins_failed_logins_and_changes_to_the_home() {
     let app = spawn_app_with(&[
         ("HEARTH_ADMIN", "root@home-y"),
         ("HEARTH_ADMIN_PASSWORD", PASSWORD),
+        // This test makes hundreds of calls as each caller; limits.rs has its own.
+        ("HEARTH_REQUESTS_PER_SECOND", "0"),
+        ("HEARTH_STREAMS_PER_CALLER", "0"),
     ])
     .await;
     let root = login(&app, "root").await;

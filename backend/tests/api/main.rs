@@ -12,4 +12,5 @@ mod delivery;
 mod export;
 mod helpers;
 mod home_assistant;
+mod limits;
 mod service;
