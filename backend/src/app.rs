@@ -36,7 +36,7 @@ use crate::{
     delivery, demo,
     grpc::{AuthApi, AutomationApi, DeviceApi, TelemetryApi},
     ingest::{self, IngestItem},
-    intake::Intake,
+    intake::{DeviceRates, Intake},
     limits::Limits,
     metrics::Metrics,
     mqtt,
@@ -244,6 +244,7 @@ impl App {
             control: core.control.clone(),
             metrics: core.metrics.clone(),
             clock: core.clock.clone(),
+            rates: Arc::new(DeviceRates::new(settings.device_messages_per_second)),
         };
         // Each lane (readings; control) has its own connection, inbox and
         // intake task, so neither waits for the other.

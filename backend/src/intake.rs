@@ -3,7 +3,10 @@
 //! Anything rejected is logged with its device, counted and acknowledged, and
 //! never stops the messages after it.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use hearth_runtime::Clock;
 use tokio::sync::mpsc;
@@ -12,7 +15,7 @@ use tracing::warn;
 use crate::{
     control::Control,
     directory::{Directory, Known},
-    domain::{validate_batch, DeviceId, DeviceKind, HomeId},
+    domain::{limits::Bucket, validate_batch, DeviceId, DeviceKind, HomeId, UnixMs},
     ingest::{Done, Ingest, IngestItem},
     metrics::Metrics,
     mqtt::{Ack, Inbound},
@@ -25,12 +28,86 @@ pub struct Intake {
     pub control: Arc<Control>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
+    pub rates: Arc<DeviceRates>,
+}
+
+/// Each device's message rate (HEARTH_DEVICE_MESSAGES_PER_SECOND), shared
+/// by the lanes: a device flooding its topics is throttled, the others not.
+pub struct DeviceRates {
+    per_second: u32,
+    burst: u32,
+    /// Each device's bucket, and whether it is being throttled now (so a
+    /// flood is logged once when it starts, not per message).
+    buckets: Mutex<HashMap<DeviceId, (Bucket, bool)>>,
+}
+
+/// Why bounded: a replica forgets devices beyond this (each starts with a
+/// full bucket again) rather than grow without limit.
+const REMEMBERED_DEVICES: usize = 100_000;
+
+/// Whether a device's message may go on.
+#[derive(Debug, PartialEq, Eq)]
+enum Admission {
+    Admitted,
+    /// `first`: the first message refused since the device was last admitted.
+    Throttled {
+        first: bool,
+    },
+}
+
+impl DeviceRates {
+    /// `per_second` messages a second per device after a burst of ten
+    /// seconds' worth (an agent flushing its queue after an outage); 0:
+    /// unlimited.
+    pub fn new(per_second: u32) -> Self {
+        Self {
+            per_second,
+            burst: per_second.saturating_mul(10),
+            buckets: Mutex::default(),
+        }
+    }
+
+    fn admit(&self, device: &DeviceId, now: UnixMs) -> Admission {
+        if self.per_second == 0 {
+            return Admission::Admitted;
+        }
+        let mut buckets = self.buckets.lock().expect("rates lock");
+        if buckets.len() >= REMEMBERED_DEVICES && !buckets.contains_key(device) {
+            buckets.clear();
+        }
+        let (bucket, throttled) = buckets
+            .entry(device.clone())
+            .or_insert_with(|| (Bucket::full(self.burst, now), false));
+        if bucket.take(now, self.per_second, self.burst) {
+            *throttled = false;
+            Admission::Admitted
+        } else {
+            let first = !std::mem::replace(throttled, true);
+            Admission::Throttled { first }
+        }
+    }
 }
 
 impl Intake {
     /// Handles inbound messages until the channel closes.
     pub async fn run(self, mut inbox: mpsc::Receiver<Inbound>) {
         while let Some(message) = inbox.recv().await {
+            let (home_id, device_id, channel) = message.sender();
+            if let Admission::Throttled { first } = self.rates.admit(device_id, self.clock.now()) {
+                self.metrics.device_messages_throttled.inc();
+                if first {
+                    warn!(
+                        home = %home_id,
+                        device = %device_id,
+                        channel,
+                        per_second = self.rates.per_second,
+                        "device sends more messages than HEARTH_DEVICE_MESSAGES_PER_SECOND; \
+                         dropping them (counted in hearth_device_messages_throttled_total)"
+                    );
+                }
+                message.into_ack().send().await;
+                continue;
+            }
             match message {
                 Inbound::Readings {
                     home_id,
@@ -186,6 +263,10 @@ mod tests {
 
     impl Running {
         async fn new() -> Self {
+            Self::with_rates(DeviceRates::new(0)).await
+        }
+
+        async fn with_rates(rates: DeviceRates) -> Self {
             let home = TestHome::new(Mode::Off).await;
             let (ingest, queued) = Ingest::new();
             let intake = Intake {
@@ -194,6 +275,7 @@ mod tests {
                 control: home.control.clone(),
                 metrics: home.metrics.clone(),
                 clock: home.clock.clone(),
+                rates: Arc::new(rates),
             };
             let (inbox, inbox_rx) = mpsc::channel(16);
             tokio::spawn(intake.run(inbox_rx));
@@ -279,6 +361,41 @@ mod tests {
             }],
             ..ReadingBatch::default()
         }
+    }
+
+    #[tokio::test]
+    async fn a_device_past_its_rate_is_throttled_and_acknowledged_and_others_are_not() {
+        // 1 a second after a burst of 10; the test's clock stands still.
+        let mut t = Running::with_rates(DeviceRates::new(1)).await;
+        for _ in 0..12 {
+            t.status(FAN, true).await;
+        }
+        for _ in 0..12 {
+            t.next_ack().await;
+        }
+        assert_eq!(t.home.metrics.device_messages_throttled.get(), 2);
+        // Another device goes on.
+        t.readings(HOME, SENSOR, temperature(21.5)).await;
+        tokio::time::timeout(Duration::from_secs(5), t.queued.recv())
+            .await
+            .unwrap()
+            .expect("the sensor's batch is queued");
+    }
+
+    #[test]
+    fn a_flood_is_reported_once_until_the_device_is_admitted_again() {
+        let rates = DeviceRates::new(1);
+        let fan = id(FAN);
+        assert!((0..10).all(|_| rates.admit(&fan, 0) == Admission::Admitted));
+        assert_eq!(rates.admit(&fan, 0), Admission::Throttled { first: true });
+        assert_eq!(rates.admit(&fan, 0), Admission::Throttled { first: false });
+        assert_eq!(rates.admit(&fan, 1_000), Admission::Admitted);
+        assert_eq!(
+            rates.admit(&fan, 1_000),
+            Admission::Throttled { first: true }
+        );
+        let unlimited = DeviceRates::new(0);
+        assert!((0..100_000).all(|_| unlimited.admit(&fan, 0) == Admission::Admitted));
     }
 
     #[tokio::test]

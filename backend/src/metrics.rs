@@ -52,6 +52,8 @@ pub struct Metrics {
     /// ones never stored (`delivery::run_audit`), per home.
     pub readings_expected: Family<HomeLabel, Counter>,
     pub readings_missing: Family<HomeLabel, Counter>,
+    /// Device messages dropped for coming faster than the device's rate.
+    pub device_messages_throttled: Counter,
     /// API calls refused by a caller's limits (`limits.rs`), by reason.
     pub requests_refused: Family<crate::limits::ReasonLabel, Counter>,
 }
@@ -172,6 +174,12 @@ impl Default for Metrics {
                 "Readings sensors sent that were never stored (counted by the delivery lease holder)",
                 Family::default(),
             ),
+            device_messages_throttled: registered(
+                r,
+                "hearth_device_messages_throttled",
+                "Device messages dropped for exceeding HEARTH_DEVICE_MESSAGES_PER_SECOND",
+                counter(),
+            ),
             requests_refused: registered(
                 r,
                 "hearth_requests_refused",
@@ -225,7 +233,9 @@ mod tests {
             .lines()
             .filter(|l| l.split(' ').next().is_some_and(|n| n.ends_with("_total")))
             .count();
-        assert_eq!(counter_lines, 12);
+        // Every plain counter; a family (per home, per reason) shows only
+        // the labels it has counted.
+        assert_eq!(counter_lines, 13);
     }
 
     #[test]

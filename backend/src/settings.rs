@@ -59,6 +59,8 @@ pub struct Settings {
     /// HEARTH_REQUESTS_PER_SECOND, HEARTH_REQUEST_BURST and
     /// HEARTH_STREAMS_PER_CALLER: what each user or API token may do.
     pub allowance: Allowance,
+    /// HEARTH_DEVICE_MESSAGES_PER_SECOND: what each device may publish.
+    pub device_messages_per_second: u32,
     /// HEARTH_ADMIN and HEARTH_ADMIN_PASSWORD: the first admin, created at
     /// start if no user exists yet (how a cluster gets one from a Secret).
     pub first_admin: Option<FirstAdmin>,
@@ -327,6 +329,16 @@ pub struct Cli {
         default_value_t = 16
     )]
     streams_per_caller: u32,
+    /// MQTT messages a second each device may publish, sustained, after a
+    /// burst of ten seconds' worth; past it they are dropped and counted
+    /// (0: unlimited).
+    #[arg(
+        long,
+        env = "HEARTH_DEVICE_MESSAGES_PER_SECOND",
+        value_name = "N",
+        default_value_t = 100
+    )]
+    device_messages_per_second: u32,
     /// The first admin, `NAME@HOME`, created at start if no user exists
     /// (the home too, if missing) [default: none].
     #[arg(long, env = "HEARTH_ADMIN", value_name = "NAME@HOME", value_parser = first_admin,
@@ -460,6 +472,7 @@ impl From<Cli> for Settings {
             cors_origins: cli.cors_origins,
             replica: cli.replica,
             session_ttl_ms: i64::from(cli.session_minutes) * 60_000,
+            device_messages_per_second: cli.device_messages_per_second,
             allowance: Allowance {
                 per_second: cli.requests_per_second,
                 burst: cli.request_burst,

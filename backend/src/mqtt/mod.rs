@@ -61,6 +61,32 @@ pub enum Inbound {
     },
 }
 
+impl Inbound {
+    /// Who sent it, and on which channel.
+    pub fn sender(&self) -> (&HomeId, &DeviceId, &'static str) {
+        match self {
+            Inbound::Readings {
+                home_id, device_id, ..
+            } => (home_id, device_id, "readings"),
+            Inbound::Reported {
+                home_id, device_id, ..
+            } => (home_id, device_id, "reported"),
+            Inbound::Status {
+                home_id, device_id, ..
+            } => (home_id, device_id, "status"),
+        }
+    }
+
+    /// The message's acknowledgement, the rest dropped.
+    pub fn into_ack(self) -> Ack {
+        match self {
+            Inbound::Readings { ack, .. }
+            | Inbound::Reported { ack, .. }
+            | Inbound::Status { ack, .. } => ack,
+        }
+    }
+}
+
 /// Publishes to devices, and to the other replicas what this one changed.
 #[derive(Clone)]
 pub struct Publisher {
