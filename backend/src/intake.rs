@@ -56,13 +56,13 @@ enum Admission {
 }
 
 impl DeviceRates {
-    /// `per_second` messages a second per device after a burst of ten
-    /// seconds' worth (an agent flushing its queue after an outage); 0:
-    /// unlimited.
+    /// `per_second` messages a second per device after a burst of a
+    /// minute's worth (a broker or an agent flushing a backlog after an
+    /// outage comes all at once); 0: unlimited.
     pub fn new(per_second: u32) -> Self {
         Self {
             per_second,
-            burst: per_second.saturating_mul(10),
+            burst: per_second.saturating_mul(60),
             buckets: Mutex::default(),
         }
     }
@@ -365,12 +365,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_device_past_its_rate_is_throttled_and_acknowledged_and_others_are_not() {
-        // 1 a second after a burst of 10; the test's clock stands still.
+        // 1 a second after a burst of 60; the test's clock stands still.
         let mut t = Running::with_rates(DeviceRates::new(1)).await;
-        for _ in 0..12 {
+        for _ in 0..62 {
             t.status(FAN, true).await;
-        }
-        for _ in 0..12 {
             t.next_ack().await;
         }
         assert_eq!(t.home.metrics.device_messages_throttled.get(), 2);
@@ -386,7 +384,7 @@ mod tests {
     fn a_flood_is_reported_once_until_the_device_is_admitted_again() {
         let rates = DeviceRates::new(1);
         let fan = id(FAN);
-        assert!((0..10).all(|_| rates.admit(&fan, 0) == Admission::Admitted));
+        assert!((0..60).all(|_| rates.admit(&fan, 0) == Admission::Admitted));
         assert_eq!(rates.admit(&fan, 0), Admission::Throttled { first: true });
         assert_eq!(rates.admit(&fan, 0), Admission::Throttled { first: false });
         assert_eq!(rates.admit(&fan, 1_000), Admission::Admitted);

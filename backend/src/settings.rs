@@ -330,7 +330,7 @@ pub struct Cli {
     )]
     streams_per_caller: u32,
     /// MQTT messages a second each device may publish, sustained, after a
-    /// burst of ten seconds' worth; past it they are dropped and counted
+    /// burst of a minute's worth; past it they are dropped and counted
     /// (0: unlimited).
     #[arg(
         long,
