@@ -210,8 +210,9 @@ pub fn stale_action(action: StaleAction) -> &'static str {
 }
 
 /// A sensor's delivery over the last day, for its tile: `All 1234 readings
-/// arrived`, or `99.2% arrived: 10 missing, last lost 2 h ago`; `None`
-/// before any reading was sent.
+/// of the last day arrived`, or `99.2% arrived: 10 missing, the last in the
+/// hour from 2 h ago` (the API names the hour of the last loss, not its
+/// minute); `None` before any reading was sent.
 pub fn delivery(
     expected: u64,
     stored: u64,
@@ -228,7 +229,7 @@ pub fn delivery(
     // Why floor, to one decimal: 99.96% must not read as 100% with readings lost.
     let percent = (stored as f64 / expected as f64 * 1000.0).floor() / 10.0;
     Some(format!(
-        "{}% arrived: {missing} missing, last lost {}",
+        "{}% arrived: {missing} missing, the last in the hour from {}",
         number::fixed(percent, 1),
         time_ago(now_unix_ms, last_loss_unix_ms)
     ))
@@ -345,11 +346,11 @@ mod tests {
         );
         assert_eq!(
             delivery(10_000, 9_996, 1_000, 7_201_000).as_deref(),
-            Some("99.9% arrived: 4 missing, last lost 2 h ago")
+            Some("99.9% arrived: 4 missing, the last in the hour from 2 h ago")
         );
         assert_eq!(
             delivery(3, 1, 1_000, 1_000).as_deref(),
-            Some("33.3% arrived: 2 missing, last lost just now")
+            Some("33.3% arrived: 2 missing, the last in the hour from just now")
         );
     }
 }

@@ -9,6 +9,7 @@
 //! them. Tests take turns with the browser, so they do not starve each other.
 
 mod automation;
+mod delivery;
 mod sensor_charts;
 
 use std::time::Duration;
