@@ -1,21 +1,25 @@
 //! Every call the app makes to the backend: the generated `hearth.v1` gRPC
-//! clients over gRPC-web (fetch) to the origin that served the page, and
-//! [`ApiError`], the one error type the views show.
+//! clients over gRPC-web (fetch) to the origin that served the page, each
+//! call carrying the session's token (`auth`), and [`ApiError`], the one
+//! error type the views show.
 
 use hearth_proto::v1::{
-    automation_service_client::AutomationServiceClient, device_service_client::DeviceServiceClient,
-    telemetry_service_client::TelemetryServiceClient, Command, CreateRuleRequest, Decision,
-    DeleteRuleRequest, Device, DryRunRequest, DryRunResponse, ExportReadingsRequest,
-    ExportReadingsResponse, GetSeriesRequest, GetSeriesResponse, Home, ListCommandsRequest,
-    ListDecisionsRequest, ListDevicesRequest, ListHomesRequest, ListReadingsRequest,
-    ListReadingsResponse, ListRulesRequest, Metric, Mode, Rule, SetModeRequest, UpdateRuleRequest,
+    auth_service_client::AuthServiceClient, automation_service_client::AutomationServiceClient,
+    device_service_client::DeviceServiceClient, telemetry_service_client::TelemetryServiceClient,
+    Caller, Command, CreateRuleRequest, Decision, DeleteRuleRequest, Device, DryRunRequest,
+    DryRunResponse, ExportReadingsRequest, ExportReadingsResponse, GetSeriesRequest,
+    GetSeriesResponse, Home, ListCommandsRequest, ListDecisionsRequest, ListDevicesRequest,
+    ListHomesRequest, ListReadingsRequest, ListReadingsResponse, ListRulesRequest, LoginRequest,
+    LogoutRequest, Metric, Mode, RenewRequest, Rule, Session, SetModeRequest, UpdateRuleRequest,
     WatchDevicesRequest, WatchDevicesResponse, WatchReadingsRequest, WatchReadingsResponse,
+    WhoAmIRequest,
 };
-use tonic::{Code, Status, Streaming};
+use tonic::{
+    codegen::InterceptedService, metadata::MetadataValue, Code, Request, Status, Streaming,
+};
 use tonic_web_wasm_client::Client;
 
-/// Recorded as `requested_by` with every command this app sends.
-const REQUESTED_BY: &str = "web";
+use crate::auth;
 
 /// Why a call failed, by what the user can do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +33,13 @@ pub enum ApiError {
     /// The backend refused the request as given: change it.
     #[error("rejected: {0}")]
     InvalidArgument(String),
+    /// No session, or not one the backend takes (wrong password, expired,
+    /// revoked): log in.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Signed in, but the role in this home does not allow it: ask an admin.
+    #[error("not allowed: {0}")]
+    PermissionDenied(String),
     /// The backend does not offer this call (an older Hearth): upgrade it.
     #[error("this Hearth server does not offer it yet ({0})")]
     Unimplemented(String),
@@ -52,6 +63,14 @@ impl From<Status> for ApiError {
                 Self::InvalidArgument(detail)
             }
             Code::Unimplemented => Self::Unimplemented(detail),
+            Code::Unauthenticated => {
+                // Why here: every call's failure passes through this one
+                // place, so no view needs to tell the app that the session
+                // ended.
+                auth::refused();
+                Self::Unauthenticated(detail)
+            }
+            Code::PermissionDenied => Self::PermissionDenied(detail),
             _ => Self::Failed(detail),
         }
     }
@@ -60,8 +79,15 @@ impl From<Status> for ApiError {
 impl ApiError {
     /// Whether asking again later can help (the backend was away), as
     /// opposed to an answer that will not change.
+    ///
+    /// Why Unauthenticated counts: a stream reopened with the token a
+    /// renewal just replaced is refused, and works again with the new one;
+    /// a session that really ended takes the page away (`auth`).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unreachable(_) | Self::Failed(_))
+        matches!(
+            self,
+            Self::Unreachable(_) | Self::Failed(_) | Self::Unauthenticated(_)
+        )
     }
 }
 
@@ -92,7 +118,9 @@ pub async fn set_mode(
     let request = SetModeRequest {
         device_id: device_id.to_owned(),
         mode: mode as i32,
-        requested_by: REQUESTED_BY.into(),
+        // Why empty: the backend records the signed-in caller, whatever
+        // the request says.
+        requested_by: String::new(),
         override_seconds,
     };
     Ok(devices()?.set_mode(request).await?.into_inner())
@@ -256,6 +284,30 @@ pub async fn dry_run(
     Ok(automation()?.dry_run(request).await?.into_inner())
 }
 
+// ---- sessions ------------------------------------------------------------
+
+/// A session for `username` and `password`.
+pub async fn login(username: String, password: String) -> Result<Session, ApiError> {
+    let request = LoginRequest { username, password };
+    Ok(sessions()?.login(request).await?.into_inner())
+}
+
+/// A fresh session in place of the current one, which stops working.
+pub async fn renew() -> Result<Session, ApiError> {
+    Ok(sessions()?.renew(RenewRequest {}).await?.into_inner())
+}
+
+/// Ends the current session at the backend.
+pub async fn logout() -> Result<(), ApiError> {
+    sessions()?.logout(LogoutRequest {}).await?;
+    Ok(())
+}
+
+/// Who the current token (or none, in open mode) is, and its roles.
+pub async fn who_am_i() -> Result<Caller, ApiError> {
+    Ok(sessions()?.who_am_i(WhoAmIRequest {}).await?.into_inner())
+}
+
 // ---- plumbing ------------------------------------------------------------
 
 /// An open server stream.
@@ -268,16 +320,40 @@ impl<T> Stream<T> {
     }
 }
 
-fn devices() -> Result<DeviceServiceClient<Client>, ApiError> {
-    Ok(DeviceServiceClient::new(Client::new(origin()?)))
+/// The gRPC-web client with the session's token on every call.
+///
+/// Why a fn pointer: one interceptor type, so each service client is
+/// compiled once, as before.
+type Channel = InterceptedService<Client, fn(Request<()>) -> Result<Request<()>, Status>>;
+
+fn channel() -> Result<Channel, ApiError> {
+    Ok(InterceptedService::new(Client::new(origin()?), with_token))
 }
 
-fn telemetry() -> Result<TelemetryServiceClient<Client>, ApiError> {
-    Ok(TelemetryServiceClient::new(Client::new(origin()?)))
+/// Adds `authorization: Bearer <token>` while there is a session; in open
+/// mode there is none and the request goes as it is.
+fn with_token(mut request: Request<()>) -> Result<Request<()>, Status> {
+    let bearer = auth::token().and_then(|t| MetadataValue::try_from(format!("Bearer {t}")).ok());
+    if let Some(bearer) = bearer {
+        request.metadata_mut().insert("authorization", bearer);
+    }
+    Ok(request)
 }
 
-fn automation() -> Result<AutomationServiceClient<Client>, ApiError> {
-    Ok(AutomationServiceClient::new(Client::new(origin()?)))
+fn devices() -> Result<DeviceServiceClient<Channel>, ApiError> {
+    Ok(DeviceServiceClient::new(channel()?))
+}
+
+fn telemetry() -> Result<TelemetryServiceClient<Channel>, ApiError> {
+    Ok(TelemetryServiceClient::new(channel()?))
+}
+
+fn automation() -> Result<AutomationServiceClient<Channel>, ApiError> {
+    Ok(AutomationServiceClient::new(channel()?))
+}
+
+fn sessions() -> Result<AuthServiceClient<Channel>, ApiError> {
+    Ok(AuthServiceClient::new(channel()?))
 }
 
 /// The backend serves the app and the API on one port, so the API lives at
