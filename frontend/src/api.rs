@@ -3,6 +3,8 @@
 //! call carrying the session's token (`auth`), and [`ApiError`], the one
 //! error type the views show.
 
+use std::task::{Context, Poll};
+
 use hearth_proto::v1::{
     auth_service_client::AuthServiceClient, automation_service_client::AutomationServiceClient,
     device_service_client::DeviceServiceClient, telemetry_service_client::TelemetryServiceClient,
@@ -14,10 +16,10 @@ use hearth_proto::v1::{
     WatchDevicesRequest, WatchDevicesResponse, WatchReadingsRequest, WatchReadingsResponse,
     WhoAmIRequest,
 };
-use tonic::{
-    codegen::InterceptedService, metadata::MetadataValue, Code, Request, Status, Streaming,
-};
+use http::{header::AUTHORIZATION, HeaderValue};
+use tonic::{body::Body, Code, Status, Streaming};
 use tonic_web_wasm_client::Client;
+use tower_service::Service;
 
 use crate::auth;
 
@@ -322,22 +324,35 @@ impl<T> Stream<T> {
 
 /// The gRPC-web client with the session's token on every call.
 ///
-/// Why a fn pointer: one interceptor type, so each service client is
-/// compiled once, as before.
-type Channel = InterceptedService<Client, fn(Request<()>) -> Result<Request<()>, Status>>;
+/// Why a wrapper that sets the HTTP header rather than tonic's
+/// `InterceptedService`: the interceptor converts each request to a
+/// `tonic::Request` and back and can answer with a `Status` of its own:
+/// 0.8 KiB more of the gzipped app (measured) for one header.
+#[derive(Clone)]
+struct Channel(Client);
 
-fn channel() -> Result<Channel, ApiError> {
-    Ok(InterceptedService::new(Client::new(origin()?), with_token))
+impl Service<http::Request<Body>> for Channel {
+    type Response = <Client as Service<http::Request<Body>>>::Response;
+    type Error = <Client as Service<http::Request<Body>>>::Error;
+    type Future = <Client as Service<http::Request<Body>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    /// Adds `authorization: Bearer <token>` while there is a session; in
+    /// open mode there is none and the request goes as it is.
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        let bearer = auth::token().and_then(|t| HeaderValue::try_from(format!("Bearer {t}")).ok());
+        if let Some(bearer) = bearer {
+            request.headers_mut().insert(AUTHORIZATION, bearer);
+        }
+        self.0.call(request)
+    }
 }
 
-/// Adds `authorization: Bearer <token>` while there is a session; in open
-/// mode there is none and the request goes as it is.
-fn with_token(mut request: Request<()>) -> Result<Request<()>, Status> {
-    let bearer = auth::token().and_then(|t| MetadataValue::try_from(format!("Bearer {t}")).ok());
-    if let Some(bearer) = bearer {
-        request.metadata_mut().insert("authorization", bearer);
-    }
-    Ok(request)
+fn channel() -> Result<Channel, ApiError> {
+    Ok(Channel(Client::new(origin()?)))
 }
 
 fn devices() -> Result<DeviceServiceClient<Channel>, ApiError> {
