@@ -1,6 +1,7 @@
 //! What the app takes from the browser besides the network: the clock and
 //! local time, the URL path and history, the home remembered in
-//! localStorage, and files handed to the user as downloads.
+//! localStorage, the session kept in sessionStorage, and files handed to the
+//! user as downloads.
 
 use js_sys::{Array, Date, Object, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast as _, JsValue};
@@ -8,6 +9,7 @@ use wasm_bindgen::{JsCast as _, JsValue};
 use crate::range;
 
 const HOME_KEY: &str = "hearth.home_id";
+const SESSION_KEY: &str = "hearth.session";
 
 /// The browser's clock, Unix milliseconds.
 pub fn now_unix_ms() -> i64 {
@@ -102,6 +104,26 @@ pub fn remember_home(home_id: &str) {
     }
 }
 
+/// The session kept for this tab (`Session::stored` form), if any.
+///
+/// Why sessionStorage, not localStorage: it lives as long as the tab, so a
+/// reload keeps the login while a closed tab forgets it, and other tabs
+/// never see the token.
+pub fn stored_session() -> Option<String> {
+    session_storage()?.get_item(SESSION_KEY).ok().flatten()
+}
+
+/// Keeps `session` for this tab; `None` forgets it.
+pub fn store_session(session: Option<&str>) {
+    // Why ignore failure: without storage a reload asks for a login again.
+    if let Some(storage) = session_storage() {
+        let _ = match session {
+            Some(session) => storage.set_item(SESSION_KEY, session),
+            None => storage.remove_item(SESSION_KEY),
+        };
+    }
+}
+
 /// A file being put together from chunks, then saved by the browser as a
 /// download. The chunks go to the browser's own memory as they arrive, so
 /// the app does not keep a second copy.
@@ -154,4 +176,8 @@ impl Download {
 
 fn storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok().flatten()
+}
+
+fn session_storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.session_storage().ok().flatten()
 }

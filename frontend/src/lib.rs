@@ -3,6 +3,9 @@
 //!
 //! - [`views`]: the components, one file per part of the page; `App` is the root.
 //! - `api`: every network call, through the generated `hearth.v1` clients.
+//! - `auth`: who uses the app (open mode, signed in, or a login needed), the
+//!   session token every call carries, its renewal; `session`: the plain
+//!   logic of both (renewal timing, what a role may do), tested natively.
 //! - `live`: server streams kept open across backend restarts, and the
 //!   connection state the banner shows.
 //! - `display`, `number`, `command`, `readings`, `range`, `chart`, `rules`,
@@ -13,6 +16,7 @@
 //!   loops tied to a view.
 
 mod api;
+mod auth;
 mod browser;
 mod chart;
 mod command;
@@ -23,6 +27,7 @@ mod range;
 mod readings;
 mod route;
 mod rules;
+mod session;
 mod tasks;
 pub mod views;
 

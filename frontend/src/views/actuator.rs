@@ -79,27 +79,29 @@ pub fn ActuatorControls(
             })
         })
     };
-    let buttons = MODES
-        .into_iter()
-        .map(|mode| {
-            let label =
-                move || device.with(|d| display::mode_action(mode, display::device_name(d)));
-            let current = move || device.with(|d| d.mode() == mode);
-            view! {
-                <button
-                    class="mode-button"
-                    data-mode=display::mode(mode)
-                    aria-label=label
-                    aria-pressed=move || current().to_string()
-                    disabled=move || sending.get().is_some()
-                    on:click=move |_| set_mode(mode)
-                >
-                    {display::mode(mode)}
-                </button>
-            }
-        })
-        .collect_view();
-    let choice = override_choice.then(|| {
+    let buttons = move || {
+        MODES
+            .into_iter()
+            .map(|mode| {
+                let label =
+                    move || device.with(|d| display::mode_action(mode, display::device_name(d)));
+                let current = move || device.with(|d| d.mode() == mode);
+                view! {
+                    <button
+                        class="mode-button"
+                        data-mode=display::mode(mode)
+                        aria-label=label
+                        aria-pressed=move || current().to_string()
+                        disabled=move || sending.get().is_some()
+                        on:click=move |_| set_mode(mode)
+                    >
+                        {display::mode(mode)}
+                    </button>
+                }
+            })
+            .collect_view()
+    };
+    let choice = move || {
         let options = OVERRIDES
             .into_iter()
             .map(|(seconds, label)| view! { <option value=seconds.to_string()>{label}</option> })
@@ -117,7 +119,7 @@ pub fn ActuatorControls(
                 </select>
             </label>
         }
-    });
+    };
 
     view! {
         <dl class="facts">
@@ -133,8 +135,12 @@ pub fn ActuatorControls(
             {status}
         </p>
         <p class="reason">{move || device.with(|d| d.desired_reason.clone())}</p>
-        <div class="modes" role="group" aria-label="Mode">{buttons}</div>
-        {choice}
+        // Why hidden rather than disabled: a viewer cannot switch at all, and
+        // buttons that never work only say so by failing.
+        {move || home.controls.get().switch.then(|| view! {
+            <div class="modes" role="group" aria-label="Mode">{buttons()}</div>
+        })}
+        {move || (override_choice && home.controls.get().switch).then(choice)}
         <p class="seen">{overridden}</p>
         {move || failure.get().map(|e| alert(format!("Could not set the mode: {e}.")))}
     }

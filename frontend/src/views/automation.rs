@@ -84,7 +84,9 @@ pub fn AutomationPage(home: HomeState) -> impl IntoView {
         <section id="rules" class="panel" aria-labelledby="rules-title">
             <div class="panel-head">
                 <h3 id="rules-title">"Rules"</h3>
-                <button id="new-rule" aria-label="Create a new rule" on:click=new_rule>"New rule"</button>
+                {move || home.controls.get().edit_rules.then(|| view! {
+                    <button id="new-rule" aria-label="Create a new rule" on:click=new_rule>"New rule"</button>
+                })}
             </div>
             {move || failure.get().map(alert)}
             <Loaded loader=rules loading="Loading rules…" />
@@ -178,6 +180,8 @@ fn RuleCard(rule: Rule, home: HomeState, actions: RuleActions) -> impl IntoView 
         ));
     }
     let enabled = rule.enabled;
+    // Only admins change rules; everyone in the home may dry-run them.
+    let editable = home.controls.get_untracked().edit_rules;
     let name = rule.name.clone();
     let toggle = {
         let rule = rule.clone();
@@ -223,12 +227,16 @@ fn RuleCard(rule: Rule, home: HomeState, actions: RuleActions) -> impl IntoView 
             <p>{summary}</p>
             {(!details.is_empty()).then(|| view! { <p class="hint">{details.join(" · ")}</p> })}
             <div class="rule-buttons">
-                <button data-action="toggle" aria-pressed=enabled.to_string() aria-label=format!("Rule {name} enabled") on:click=toggle>
-                    {if enabled { "Enabled" } else { "Disabled" }}
-                </button>
-                <button data-action="edit" aria-label=format!("Edit rule {name}") on:click=edit>"Edit"</button>
+                {editable.then(|| view! {
+                    <button data-action="toggle" aria-pressed=enabled.to_string() aria-label=format!("Rule {name} enabled") on:click=toggle>
+                        {if enabled { "Enabled" } else { "Disabled" }}
+                    </button>
+                    <button data-action="edit" aria-label=format!("Edit rule {name}") on:click=edit>"Edit"</button>
+                })}
                 <button data-action="dry-run" aria-label=format!("Dry run rule {name}") on:click=dry>"Dry run"</button>
-                <button data-action="delete" aria-label=format!("Delete rule {name}") on:click=delete>"Delete"</button>
+                {editable.then(|| view! {
+                    <button data-action="delete" aria-label=format!("Delete rule {name}") on:click=delete>"Delete"</button>
+                })}
             </div>
         </article>
     }

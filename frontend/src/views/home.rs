@@ -14,10 +14,12 @@ use super::{
 };
 use crate::{
     api::{self, ApiError},
+    auth::Auth,
     browser, command,
     live::{self, Connectivity, LiveStatus},
     readings::LatestReadings,
     route::Route,
+    session::Controls,
     tasks::spawn_scoped,
 };
 
@@ -35,6 +37,8 @@ pub struct HomeState {
     pub latest: RwSignal<LatestReadings>,
     /// The browser's clock, Unix ms, ticking every second.
     pub now: RwSignal<i64>,
+    /// What the caller's role in the home lets them use.
+    pub controls: Signal<Controls>,
 }
 
 impl HomeState {
@@ -78,11 +82,19 @@ enum Page {
 /// Home `home_id` with the page `route` shows.
 #[component]
 pub fn HomeScope(home_id: String, route: RwSignal<Route>) -> impl IntoView {
+    let auth = Auth::get();
     let home = HomeState {
         home_id: StoredValue::new(home_id.clone()),
         devices: RwSignal::new(None),
         latest: RwSignal::new(LatestReadings::default()),
         now: RwSignal::new(browser::now_unix_ms()),
+        // Why a memo: the controls change only with a role, not with every
+        // renewal of the session.
+        controls: Memo::new({
+            let home_id = home_id.clone();
+            move |_| auth.controls(&home_id)
+        })
+        .into(),
     };
     let devices_status = RwSignal::new(LiveStatus::Connecting);
     let readings_status = RwSignal::new(LiveStatus::Connecting);

@@ -4,7 +4,8 @@
 //! device page is a [`sensor_page`] (charts, [`history`]) or an
 //! [`actuator_page`] (controls, commands), and [`automation`] edits rules.
 //! [`chart`] draws SVG charts for all of them; [`loaded`] shows what they
-//! load from the backend.
+//! load from the backend. [`login`] stands in for all of it while the
+//! backend wants a login.
 
 pub mod actuator;
 pub mod actuator_page;
@@ -15,6 +16,7 @@ pub mod history;
 pub mod home;
 pub mod home_picker;
 pub mod loaded;
+pub mod login;
 pub mod sensor;
 pub mod sensor_page;
 pub mod tile;

@@ -1,8 +1,9 @@
 //! The web app in headless Chromium against a real `hearth`: the flows of
 //! issue 6 on a desktop window and on a 360-pixel-wide phone, with a
 //! screenshot of each step in `target/browser-artifacts/`; the automation
-//! page (`automation`) and a sensor's range buttons (`sensor_charts`) on a
-//! desktop window.
+//! page (`automation`), a sensor's range buttons (`sensor_charts`) and
+//! logins, roles and CORS with users configured (`logins`) on a desktop
+//! window.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`./hearth.sh test`
 //! installs them) and the built web app in `frontend/dist`; fails without
@@ -10,6 +11,7 @@
 
 mod automation;
 mod delivery;
+mod logins;
 mod sensor_charts;
 
 use std::time::Duration;
