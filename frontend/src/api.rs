@@ -225,15 +225,19 @@ pub async fn export_readings(
 
 /// Opens the live stream of readings stored for `home_id`, of `device_ids`
 /// and `metrics` only (empty: all).
+/// The home's readings as they are stored; with `since_unix_ms` (not 0),
+/// first those taken since then (a resume after a lost stream).
 pub async fn watch_readings(
     home_id: &str,
     device_ids: Vec<String>,
     metrics: &[Metric],
+    since_unix_ms: i64,
 ) -> Result<Stream<WatchReadingsResponse>, ApiError> {
     let request = WatchReadingsRequest {
         home_id: home_id.to_owned(),
         device_ids,
         metrics: metrics.iter().map(|&m| m as i32).collect(),
+        since_unix_ms,
     };
     Ok(Stream(
         telemetry()?.watch_readings(request).await?.into_inner(),

@@ -1,6 +1,6 @@
 //! `hearth.v1.DeviceService`.
 
-use std::{pin::Pin, sync::Arc};
+use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt as _};
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
@@ -31,6 +31,75 @@ const MAX_COMMANDS: u32 = 200;
 const DEFAULT_COMMANDS: u32 = 20;
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::WatchDevicesResponse, Status>> + Send>>;
+
+/// How often a `WatchDevices` stream reads its home again. Why at all: the
+/// replica that stored a change tells the others after its commit, and one
+/// killed in between, or news lost across a broker reconnect, would leave
+/// the change unseen here until the device changed again.
+const RESYNC: Duration = Duration::from_secs(2);
+
+/// One `WatchDevices` stream after its first message: this replica's
+/// changes (and the other replicas', through news) as they come, and the
+/// home read again every [`RESYNC`] for what no news brought.
+struct DeviceWatch {
+    core: Arc<Core>,
+    home: HomeId,
+    changes: BroadcastStream<Device>,
+    resync: tokio::time::Interval,
+    /// What the stream last sent of each device, by id ([`resync_key`]).
+    sent: HashMap<String, v1::Device>,
+}
+
+impl DeviceWatch {
+    /// The next message; `None` when the channel closes.
+    async fn next(&mut self) -> Option<Result<v1::WatchDevicesResponse, Status>> {
+        loop {
+            let resynced = tokio::select! {
+                change = self.changes.next() => match change? {
+                    Ok(d) if d.home_id == self.home => {
+                        let d = convert::device(&d, self.core.directory.last_seen(&d));
+                        self.sent.insert(d.id.clone(), resync_key(&d));
+                        return Some(Ok(v1::WatchDevicesResponse { devices: vec![d] }));
+                    }
+                    Ok(_) => continue,
+                    // Fell behind: read the whole home again now.
+                    Err(BroadcastStreamRecvError::Lagged(_)) => self.read_home(true).await,
+                },
+                _ = self.resync.tick() => self.read_home(false).await,
+            };
+            match resynced {
+                Ok(devices) if devices.is_empty() => continue,
+                Ok(devices) => return Some(Ok(v1::WatchDevicesResponse { devices })),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// The home's devices that differ from what was sent (all of them if
+    /// `all`), recorded as sent.
+    async fn read_home(&mut self, all: bool) -> Result<Vec<v1::Device>, Status> {
+        let devices = self.core.storage.list_devices(Some(&self.home)).await?;
+        let mut changed = Vec::new();
+        for d in &devices {
+            let d = convert::device(d, self.core.directory.last_seen(d));
+            let key = resync_key(&d);
+            if all || self.sent.get(&d.id) != Some(&key) {
+                self.sent.insert(d.id.clone(), key);
+                changed.push(d);
+            }
+        }
+        Ok(changed)
+    }
+}
+
+/// A device as the resync compares it: without when it was last seen,
+/// which moves with every message the device sends and is not news.
+fn resync_key(d: &v1::Device) -> v1::Device {
+    v1::Device {
+        last_seen_unix_ms: 0,
+        ..d.clone()
+    }
+}
 
 pub struct DeviceApi {
     core: Arc<Core>,
@@ -273,33 +342,24 @@ impl DeviceService for DeviceApi {
         {
             return Err(Status::not_found(format!("home {home} not found")));
         }
-        let first = v1::WatchDevicesResponse {
-            devices: devices.iter().map(|d| self.to_proto(d)).collect(),
+        let first: Vec<v1::Device> = devices.iter().map(|d| self.to_proto(d)).collect();
+        let sent = first
+            .iter()
+            .map(|d| (d.id.clone(), resync_key(d)))
+            .collect();
+        let first = v1::WatchDevicesResponse { devices: first };
+        let mut resync = tokio::time::interval_at(tokio::time::Instant::now() + RESYNC, RESYNC);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let watch = DeviceWatch {
+            core: self.core.clone(),
+            home,
+            changes,
+            resync,
+            sent,
         };
-        let core = self.core.clone();
-        let updates = changes.filter_map(move |change| {
-            let core = core.clone();
-            let home = home.clone();
-            async move {
-                match change {
-                    Ok(d) if d.home_id == home => Some(Ok(v1::WatchDevicesResponse {
-                        devices: vec![convert::device(&d, core.directory.last_seen(&d))],
-                    })),
-                    Ok(_) => None,
-                    // Fell behind: send the whole home again.
-                    Err(BroadcastStreamRecvError::Lagged(_)) => {
-                        match core.storage.list_devices(Some(&home)).await {
-                            Ok(all) => Some(Ok(v1::WatchDevicesResponse {
-                                devices: all
-                                    .iter()
-                                    .map(|d| convert::device(d, core.directory.last_seen(d)))
-                                    .collect(),
-                            })),
-                            Err(e) => Some(Err(Status::from(e))),
-                        }
-                    }
-                }
-            }
+        let updates = futures::stream::unfold(watch, |mut watch| async move {
+            let next = watch.next().await?;
+            Some((next, watch))
         });
         let closing = self.core.closing.clone();
         let stream = futures::stream::once(async move { Ok(first) })

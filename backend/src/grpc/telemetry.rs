@@ -7,7 +7,8 @@ use hearth_proto::v1::{
     telemetry_service_server::TelemetryService, Delivery, DeliveryFigures, DeliveryHour,
     ExportReadingsRequest, ExportReadingsResponse, GetDeliveryRequest, GetSeriesRequest,
     GetSeriesResponse, IngestBatchRequest, IngestBatchResponse, ListReadingsRequest,
-    ListReadingsResponse, RejectedBatch, SeriesPoint, WatchReadingsRequest, WatchReadingsResponse,
+    ListReadingsResponse, Metric, RejectedBatch, SeriesPoint, WatchReadingsRequest,
+    WatchReadingsResponse,
 };
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
@@ -39,6 +40,11 @@ const MAX_POINTS: u32 = 2_000;
 const MAX_PAGE_SIZE: u32 = 1_000;
 /// Readings read from storage per exported chunk.
 const EXPORT_PAGE_SIZE: u32 = 1_000;
+/// How far back a resuming `WatchReadings` may ask: a reconnect's gap, not
+/// history (which ListReadings and ExportReadings page through).
+const REPLAY_REACH_MS: i64 = 3_600_000;
+/// Readings read from storage per replayed message.
+const REPLAY_PAGE_SIZE: u32 = 1_000;
 
 pub struct TelemetryApi {
     core: Arc<Core>,
@@ -71,6 +77,66 @@ fn time_range(
         (start_unix_ms != 0).then_some(start_unix_ms),
         (end_unix_ms != 0).then_some(end_unix_ms),
     ))
+}
+
+/// The replay of a resuming `WatchReadings`: `devices`' stored readings
+/// taken at or after `since` (of `metrics`, all if empty), a page per
+/// message, device after device, oldest first.
+fn replay(
+    core: Arc<Core>,
+    devices: Vec<DeviceId>,
+    metrics: Vec<Metric>,
+    since: UnixMs,
+) -> impl Stream<Item = Result<WatchReadingsResponse, Status>> + Send {
+    // Why one query for every metric unless one is asked for: a device has
+    // at most a few, and the index serves (device, time) either way.
+    let only = match metrics.as_slice() {
+        [one] => Some(*one),
+        _ => None,
+    };
+    let pages = devices.into_iter().map(move |device_id| ReadingQuery {
+        device_id,
+        metric: only,
+        start: Some(since),
+        end: None,
+        cursor: None,
+        limit: REPLAY_PAGE_SIZE,
+        order: ReadingOrder::OldestFirst,
+    });
+    futures::stream::unfold(
+        (core, pages, None::<ReadingQuery>),
+        move |(core, mut pages, mut next)| {
+            let metrics = metrics.clone();
+            async move {
+                loop {
+                    let Some(mut query) = next.take().or_else(|| pages.next()) else {
+                        return None;
+                    };
+                    let page = match core.storage.list_readings(&query).await {
+                        Ok(page) => page,
+                        Err(e) => return Some((Err(Status::from(e)), (core, pages, None))),
+                    };
+                    if page.len() == query.limit as usize {
+                        query.cursor = page.last().map(ReadingCursor::of);
+                        next = Some(query);
+                    }
+                    let readings: Vec<_> = page
+                        .iter()
+                        .filter(|r| metrics.is_empty() || metrics.contains(&r.metric))
+                        .map(convert::reading)
+                        .collect();
+                    if !readings.is_empty() {
+                        let message = WatchReadingsResponse {
+                            readings,
+                            replayed: true,
+                            ..Default::default()
+                        };
+                        return Some((Ok(message), (core, pages, next)));
+                    }
+                }
+            }
+        },
+    )
 }
 
 #[tonic::async_trait]
@@ -320,10 +386,42 @@ impl TelemetryService for TelemetryApi {
                     .ok_or_else(|| invalid("metrics", "must not contain METRIC_UNSPECIFIED"))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // A time ahead of this replica's clock replays nothing: a client's
+        // clock may run ahead, and that is no reason to refuse it.
+        let since = r.since_unix_ms;
+        if since < 0 {
+            return Err(invalid("since_unix_ms", "must not be negative"));
+        }
+        if since != 0 && since < self.core.clock.now() - REPLAY_REACH_MS {
+            return Err(invalid(
+                "since_unix_ms",
+                "must be within the last hour; older readings come from ListReadings or ExportReadings",
+            ));
+        }
         scope::home(&self.core, &auth.caller, &home_id, Role::Viewer, "home_id").await?;
         // Why a broadcast receiver per subscriber: it is bounded, and a slow
         // subscriber only loses its own messages (reported as `skipped`).
-        let stream = BroadcastStream::new(self.core.stored.subscribe()).filter_map(move |item| {
+        // Subscribed before the replay reads storage, so no commit falls
+        // between the two.
+        let live = self.core.stored.subscribe();
+        let replay = if since == 0 {
+            None
+        } else {
+            // Why from the home's list even when devices are named: a named
+            // device of another home must replay nothing, as live shows it
+            // nothing.
+            let replayed = self
+                .core
+                .storage
+                .list_devices(Some(&home_id))
+                .await?
+                .into_iter()
+                .map(|d| d.id)
+                .filter(|id| devices.is_empty() || devices.contains(id))
+                .collect();
+            Some(replay(self.core.clone(), replayed, metrics.clone(), since))
+        };
+        let live = BroadcastStream::new(live).filter_map(move |item| {
             let message = match item {
                 Ok(commit) => {
                     let readings: Vec<_> = commit
@@ -336,16 +434,20 @@ impl TelemetryService for TelemetryApi {
                         .collect();
                     (!readings.is_empty()).then_some(WatchReadingsResponse {
                         readings,
-                        skipped: 0,
+                        ..Default::default()
                     })
                 }
                 Err(BroadcastStreamRecvError::Lagged(n)) => Some(WatchReadingsResponse {
-                    readings: vec![],
                     skipped: n,
+                    ..Default::default()
                 }),
             };
             futures::future::ready(message.map(Ok))
         });
+        let stream: WatchStream = match replay {
+            Some(replay) => Box::pin(replay.chain(live)),
+            None => Box::pin(live),
+        };
         Ok(Response::new(Box::pin(
             stream.take_until(self.core.closing.clone().cancelled_owned()),
         )))

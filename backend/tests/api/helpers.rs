@@ -35,6 +35,9 @@ pub struct TestApp {
     /// Every part of the app reads "now" from this; it moves only when told.
     pub clock: Clock,
     pub command_ttl_ms: i64,
+    /// Where it stores: another app given this URL shares its database, as
+    /// a second replica would.
+    pub database_url: String,
     stop: CancellationToken,
     running: Option<JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -72,6 +75,7 @@ pub async fn spawn_app_with(extra: &[(&'static str, &str)]) -> TestApp {
     let settings = Settings::from_lookup(|name| vars.get(name).cloned()).expect("valid settings");
     let topics = settings.topics.clone();
     let command_ttl_ms = settings.command_ttl_ms;
+    let database_url = vars["HEARTH_DATABASE_URL"].clone();
     let clock = Clock::manual(hearth_runtime::clock::unix_ms_now());
     let app = App::build_with_clock(settings, clock.clone())
         .await
@@ -86,6 +90,7 @@ pub async fn spawn_app_with(extra: &[(&'static str, &str)]) -> TestApp {
         topics,
         clock,
         command_ttl_ms,
+        database_url,
         stop,
         running: Some(running),
         _dir: dir,

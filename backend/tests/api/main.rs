@@ -14,3 +14,4 @@ mod helpers;
 mod home_assistant;
 mod limits;
 mod service;
+mod watch;

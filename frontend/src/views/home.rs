@@ -113,7 +113,9 @@ pub fn HomeScope(home_id: String, route: RwSignal<Route>) -> impl IntoView {
             live::follow(
                 move || {
                     let home_id = home_id.clone();
-                    async move { api::watch_readings(&home_id, Vec::new(), &[]).await }
+                    // Why no resume: the tiles show the newest reading,
+                    // which the next one replaces anyway.
+                    async move { api::watch_readings(&home_id, Vec::new(), &[], 0).await }
                 },
                 move |message: hearth_proto::v1::WatchReadingsResponse, _| {
                     home.latest.update(|held| held.apply(&message.readings));

@@ -24,6 +24,10 @@ use crate::{
 
 /// Live points kept per metric: ten minutes at one reading a second.
 const LIVE_CAPACITY: usize = 600;
+/// How far before the newest point held a resumed stream starts: readings
+/// of one batch commit together, but batches of a device can commit out of
+/// their time order (a gateway's backlog, ingest's batching).
+const RESUME_MARGIN_MS: i64 = 10_000;
 
 /// The live points of each charted metric.
 // Why a list, not a map: there are three metrics at most, and a hash map
@@ -37,6 +41,15 @@ impl LiveMap {
             .iter()
             .find(|(m, _)| *m == metric)
             .map(|(_, points)| points)
+    }
+
+    /// The time of the newest point of any metric.
+    fn newest(&self) -> Option<i64> {
+        self.0
+            .iter()
+            .filter_map(|(_, points)| points.latest())
+            .map(|p| p.time_unix_ms)
+            .max()
     }
 
     /// The points of `metric`, new and empty if it has none yet.
@@ -229,7 +242,18 @@ fn LiveFeed(
                 move || {
                     let (home_id, device_id, metrics) =
                         (home_id.clone(), open_device.clone(), open_metrics.clone());
-                    async move { api::watch_readings(&home_id, vec![device_id], &metrics).await }
+                    // A reconnect resumes from the newest point held, less a
+                    // margin for readings committed out of order; the chart
+                    // ignores the ones it has.
+                    let since = live
+                        .with_untracked(LiveMap::newest)
+                        .map_or(0, |newest| {
+                            (newest - RESUME_MARGIN_MS)
+                                .max(browser::now_unix_ms() - range::LIVE_MS)
+                        });
+                    async move {
+                        api::watch_readings(&home_id, vec![device_id], &metrics, since).await
+                    }
                 },
                 {
                     move |message: WatchReadingsResponse, _| {

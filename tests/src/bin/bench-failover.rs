@@ -86,6 +86,9 @@ const SWING: (f64, f64) = (22.5, 26.5);
 const ROLES: [&str; 4] = ["ingest", "control", "automation", "web"];
 /// A stream silent this long is taken for dead (a browser's keep-alive).
 const STREAM_SILENCE: Duration = Duration::from_secs(5);
+/// How far before the newest reading seen a reconnect resumes (the app's
+/// margin too).
+const RESUME_MARGIN_MS: i64 = 10_000;
 /// How long a gRPC call of the probe may take before it counts as failed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -646,7 +649,11 @@ impl StreamLog {
 #[derive(Default)]
 struct SeenReadings {
     keys: HashSet<(String, i32, u64)>,
+    /// Live readings seen twice (a replay repeats some by design; the
+    /// watcher keys them away, as the app does).
     twice: u64,
+    /// The newest reading time seen: where a reconnect resumes from.
+    newest_ms: i64,
     /// Messages the server said this client fell behind on (`skipped`).
     skipped: u64,
     log: StreamLog,
@@ -752,19 +759,34 @@ impl Watcher {
                 endpoints.clone(),
                 stop.clone(),
                 readings.clone(),
-                |channel| async move {
-                    TelemetryServiceClient::new(channel)
-                        .watch_readings(WatchReadingsRequest {
-                            home_id: HOME.into(),
-                            ..Default::default()
-                        })
-                        .await
-                        .map(tonic::Response::into_inner)
+                {
+                    let readings = readings.clone();
+                    move |channel| {
+                        // As the app does: resume from the newest time seen,
+                        // less a margin for commits out of time order.
+                        let newest = readings.lock().expect("watch state").newest_ms;
+                        let since = if newest == 0 {
+                            0
+                        } else {
+                            newest - RESUME_MARGIN_MS
+                        };
+                        async move {
+                            TelemetryServiceClient::new(channel)
+                                .watch_readings(WatchReadingsRequest {
+                                    home_id: HOME.into(),
+                                    since_unix_ms: since,
+                                    ..Default::default()
+                                })
+                                .await
+                                .map(tonic::Response::into_inner)
+                        }
+                    }
                 },
                 |s: &mut SeenReadings, m: hearth_proto::v1::WatchReadingsResponse| {
                     s.skipped += m.skipped;
                     for r in m.readings {
-                        if !s.keys.insert((r.device_id, r.metric, r.seq)) {
+                        s.newest_ms = s.newest_ms.max(r.time_unix_ms);
+                        if !s.keys.insert((r.device_id, r.metric, r.seq)) && !m.replayed {
                             s.twice += 1;
                         }
                     }

@@ -1062,6 +1062,7 @@ impl CommitWatch {
                 home_id: HOME.into(),
                 device_ids: (0..devices).map(device_id).collect(),
                 metrics: vec![],
+                ..Default::default()
             })
             .await?
             .into_inner();
@@ -1393,6 +1394,7 @@ async fn live(
                 home_id: HOME.into(),
                 device_ids: vec![device_id(i % watched)],
                 metrics: vec![],
+                ..Default::default()
             })
             .await
             .with_context(|| format!("opening live stream {i}"))?
