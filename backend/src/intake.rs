@@ -72,12 +72,15 @@ impl DeviceRates {
             return Admission::Admitted;
         }
         let mut buckets = self.buckets.lock().expect("rates lock");
-        if buckets.len() >= REMEMBERED_DEVICES && !buckets.contains_key(device) {
-            buckets.clear();
+        // Why a lookup before the entry: the entry API would clone the id on
+        // every message, and nearly every message is from a known device.
+        if !buckets.contains_key(device) {
+            if buckets.len() >= REMEMBERED_DEVICES {
+                buckets.clear();
+            }
+            buckets.insert(device.clone(), (Bucket::full(self.burst, now), false));
         }
-        let (bucket, throttled) = buckets
-            .entry(device.clone())
-            .or_insert_with(|| (Bucket::full(self.burst, now), false));
+        let (bucket, throttled) = buckets.get_mut(device).expect("inserted above");
         if bucket.take(now, self.per_second, self.burst) {
             *throttled = false;
             Admission::Admitted

@@ -62,12 +62,15 @@ impl Limits {
             return Ok(());
         }
         let mut buckets = self.buckets.lock().expect("buckets lock");
-        if buckets.len() >= REMEMBERED_CALLERS && !buckets.contains_key(caller) {
-            buckets.clear();
+        // Why a lookup before the entry: the entry API would copy the name
+        // on every call, and nearly every call is from a known caller.
+        if !buckets.contains_key(caller) {
+            if buckets.len() >= REMEMBERED_CALLERS {
+                buckets.clear();
+            }
+            buckets.insert(caller.to_owned(), Bucket::full(burst, now));
         }
-        let bucket = buckets
-            .entry(caller.to_owned())
-            .or_insert_with(|| Bucket::full(burst, now));
+        let bucket = buckets.get_mut(caller).expect("inserted above");
         if bucket.take(now, per_second, burst) {
             return Ok(());
         }

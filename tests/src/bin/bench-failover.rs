@@ -1213,6 +1213,20 @@ async fn check_watcher(db: &mut MySqlConnection, watcher: &Watcher) -> anyhow::R
         .iter()
         .filter_map(|(d, v, _, at)| Some(((d.clone(), *v as u64), (*at)?)))
         .collect();
+    // A state never seen is lost for good only if no newer state of its
+    // device was seen after it: a live view shows each device's state, and
+    // one superseded before the stream could show it (a probe switching a
+    // light ten times a second) is history, in ListCommands.
+    let newest_seen = |states: &HashSet<(String, u64)>| {
+        let mut newest: HashMap<String, u64> = HashMap::new();
+        for (d, v) in states {
+            let n = newest.entry(d.clone()).or_default();
+            *n = (*n).max(*v);
+        }
+        newest
+    };
+    let (newest_desired, newest_applied) = (newest_seen(&seen.desired), newest_seen(&seen.applied));
+    let (mut desired_lost, mut acks_lost) = (0u64, 0u64);
     for (device, version, requested_at_ms, applied_at_ms) in &commands {
         let key = (device.clone(), *version as u64);
         // Why "the next within 1 s": news names the device, and a web
@@ -1221,6 +1235,7 @@ async fn check_watcher(db: &mut MySqlConnection, watcher: &Watcher) -> anyhow::R
         let next = (device.clone(), *version as u64 + 1);
         if !seen.desired.contains(&key) {
             desired += 1;
+            desired_lost += u64::from(newest_desired.get(device).is_none_or(|n| n < &key.1));
             desired_reconnecting += u64::from(in_window(*requested_at_ms, windows));
             desired_coalesced += u64::from(
                 seen.desired.contains(&next)
@@ -1232,6 +1247,7 @@ async fn check_watcher(db: &mut MySqlConnection, watcher: &Watcher) -> anyhow::R
         if let Some(at) = applied_at_ms {
             if !seen.applied.contains(&key) {
                 acks += 1;
+                acks_lost += u64::from(newest_applied.get(device).is_none_or(|n| n < &key.1));
                 acks_reconnecting += u64::from(in_window(*at, windows));
                 let coalesced = seen.applied.contains(&next)
                     && applied_at.get(&next).is_some_and(|n| n - at < 1_000);
@@ -1255,9 +1271,11 @@ async fn check_watcher(db: &mut MySqlConnection, watcher: &Watcher) -> anyhow::R
         "desired_missed": desired,
         "desired_missed_while_reconnecting": desired_reconnecting,
         "desired_missed_shown_as_the_next_within_1s": desired_coalesced,
+        "desired_never_seen_nor_a_newer": desired_lost,
         "acks_missed": acks,
         "acks_missed_while_reconnecting": acks_reconnecting,
         "acks_missed_shown_as_the_next_within_1s": acks_coalesced,
+        "acks_never_seen_nor_a_newer": acks_lost,
     }))
 }
 
@@ -1527,8 +1545,9 @@ fn report(s: &Value) {
         );
     }
     println!(
-        "  watcher missed: {} readings ({} while reconnecting), seen twice {}; \
-         {} desired states ({} while reconnecting, {} shown as the next one within 1 s), {} acknowledgements ({} while reconnecting, {} shown as the next one within 1 s) of {} commands; \
+        "  watcher missed: {} readings ({} while reconnecting), live readings seen again after a resume {}; \
+         {} desired states ({} while reconnecting, {} shown as the next one within 1 s, {} with no newer state seen after), \
+         {} acknowledgements ({} while reconnecting, {} shown as the next one within 1 s, {} with no newer one seen after) of {} commands; \
          {} messages skipped by the server (client behind)",
         w["readings_missed"],
         w["readings_missed_while_reconnecting"],
@@ -1536,9 +1555,11 @@ fn report(s: &Value) {
         w["desired_missed"],
         w["desired_missed_while_reconnecting"],
         w["desired_missed_shown_as_the_next_within_1s"],
+        w["desired_never_seen_nor_a_newer"],
         w["acks_missed"],
         w["acks_missed_while_reconnecting"],
         w["acks_missed_shown_as_the_next_within_1s"],
+        w["acks_never_seen_nor_a_newer"],
         w["commands"],
         w["messages_skipped_by_server"]
     );
