@@ -26,6 +26,12 @@
 //!   `WatchDevices` stream, gRPC both ways included.
 //!
 //! Prints p50/p99 and writes `target/bench/command.json`.
+//!
+//! `--auth` measures the cost of authorization: Hearth starts with a first
+//! admin (so logins are on) and every call carries the admin's session
+//! token through the gate, with the caller limits raised out of the way
+//! (they are still counted). Run it alternately with and without to compare
+//! on a busy machine; JSON in `command[-embedded]-auth.json`.
 
 use std::{
     path::PathBuf,
@@ -41,9 +47,9 @@ use futures::StreamExt as _;
 use hearth_proto::{
     topics::{Channel, Topics},
     v1::{
-        device_service_client::DeviceServiceClient, CreateHomeRequest, DeviceKind,
-        ListCommandsRequest, Metric, Mode, Reading, ReadingBatch, RegisterDeviceRequest,
-        SetModeRequest, WatchDevicesRequest,
+        auth_service_client::AuthServiceClient, device_service_client::DeviceServiceClient,
+        CreateHomeRequest, DeviceKind, ListCommandsRequest, LoginRequest, Metric, Mode, Reading,
+        ReadingBatch, RegisterDeviceRequest, SetModeRequest, WatchDevicesRequest,
     },
 };
 use hearth_tests::{
@@ -52,6 +58,10 @@ use hearth_tests::{
 };
 use prost::Message as _;
 use rumqttc::{AsyncClient, QoS};
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    service::{interceptor::InterceptedService, Interceptor},
+};
 
 const HOME: &str = "bench";
 const FAN: &str = "bench-fan";
@@ -96,8 +106,55 @@ impl Run {
 /// Hearth's log line for each acknowledged command.
 const APPLIED_LINE: &str = "device applied the command";
 
+/// The API as the benchmark calls it: with a session token when `--auth`.
+type Devices = DeviceServiceClient<InterceptedService<tonic::transport::Channel, Bearer>>;
+
+/// Adds `authorization: Bearer …` to every call, when there is a token.
+#[derive(Clone)]
+struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The password of the benchmark's first admin (`--auth`).
+const ADMIN_PASSWORD: &str = "bench-password-not-secret";
+
+/// The device API on `grpc`; logged in as the first admin when `auth`.
+async fn devices_client(grpc: &str, auth: bool) -> anyhow::Result<Devices> {
+    let channel = tonic::transport::Endpoint::from_shared(grpc.to_owned())?
+        .connect()
+        .await?;
+    let token = if auth {
+        let session = AuthServiceClient::new(channel.clone())
+            .login(LoginRequest {
+                username: "bench".into(),
+                password: ADMIN_PASSWORD.into(),
+            })
+            .await?
+            .into_inner();
+        Some(format!("Bearer {}", session.token).parse()?)
+    } else {
+        None
+    };
+    Ok(DeviceServiceClient::with_interceptor(
+        channel,
+        Bearer(token),
+    ))
+}
+
 async fn round_trips(
-    devices: &mut DeviceServiceClient<tonic::transport::Channel>,
+    devices: &mut Devices,
     logs: &Mutex<Vec<String>>,
     commands: usize,
 ) -> anyhow::Result<Run> {
@@ -362,6 +419,7 @@ async fn mqtt_floor(url: &str, prefix: &str) -> anyhow::Result<(f64, f64)> {
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let embedded = args.iter().any(|a| a == "--embedded");
+    let auth = args.iter().any(|a| a == "--auth");
     let mut numbers = args.iter().filter(|a| !a.starts_with("--"));
     let commands: usize = numbers.next().map_or(Ok(500), |a| a.parse())?;
     let load_per_s: u64 = numbers.next().map_or(Ok(25_000), |a| a.parse())?;
@@ -388,6 +446,13 @@ async fn main() -> anyhow::Result<()> {
             "HEARTH_LOG",
             "warn,hearth_backend::app=info,hearth_backend::control=info",
         );
+    if auth {
+        hearth
+            .env("HEARTH_ADMIN", format!("bench@{HOME}"))
+            .env("HEARTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("HEARTH_REQUESTS_PER_SECOND", "1000000")
+            .env("HEARTH_REQUEST_BURST", "1000000");
+    }
     let mysql = if embedded {
         hearth
             .env("HEARTH_DATABASE_URL", "sqlite://bench.db")
@@ -408,6 +473,14 @@ async fn main() -> anyhow::Result<()> {
         external_mqtt_url()
     };
 
+    println!(
+        "authorization: {}",
+        if auth {
+            "on (a session token on every call, checked by the gate)"
+        } else {
+            "off (open mode)"
+        }
+    );
     eprintln!("measuring the floors (no Hearth in the path)…");
     let commit = match &mysql {
         Some((_, db_url)) => Some(commit_floor(db_url).await?),
@@ -427,13 +500,16 @@ async fn main() -> anyhow::Result<()> {
             "     floor: a command's round trip (2 commits + 1 MQTT round trip) p50 {floor_p50:.3} ms"
         );
     }
-    let mut devices = DeviceServiceClient::connect(grpc).await?;
-    devices
-        .create_home(CreateHomeRequest {
-            id: HOME.into(),
-            name: "Benchmark".into(),
-        })
-        .await?;
+    let mut devices = devices_client(&grpc, auth).await?;
+    // With `--auth` the first admin's home exists already.
+    if !auth {
+        devices
+            .create_home(CreateHomeRequest {
+                id: HOME.into(),
+                name: "Benchmark".into(),
+            })
+            .await?;
+    }
     let register = |id: String, kind: DeviceKind| RegisterDeviceRequest {
         home_id: HOME.into(),
         id,
@@ -512,13 +588,14 @@ async fn main() -> anyhow::Result<()> {
 
     let out = workspace_dir().join("target/bench");
     std::fs::create_dir_all(&out)?;
-    let file = if embedded {
-        "command-embedded.json"
-    } else {
-        "command.json"
-    };
+    let file = format!(
+        "command{}{}.json",
+        if embedded { "-embedded" } else { "" },
+        if auth { "-auth" } else { "" }
+    );
     let json = serde_json::json!({
         "backend": if embedded { "sqlite + embedded broker" } else { "mariadb + mosquitto" },
+        "authorization": auth,
         "floor": {
             "commit_p50_ms": commit.map(|c| c.0), "commit_p99_ms": commit.map(|c| c.1),
             "mqtt_round_trip_p50_ms": mqtt.0, "mqtt_round_trip_p99_ms": mqtt.1,
@@ -529,8 +606,8 @@ async fn main() -> anyhow::Result<()> {
         "loaded": loaded,
         "load_readings_per_s": load_rate,
     });
-    std::fs::write(out.join(file), serde_json::to_string_pretty(&json)?)?;
-    println!("wrote {}", out.join(file).display());
+    std::fs::write(out.join(&file), serde_json::to_string_pretty(&json)?)?;
+    println!("wrote {}", out.join(&file).display());
 
     let _ = stop_agent.send(());
     let _ = agent.await;
