@@ -5,12 +5,14 @@ use std::{pin::Pin, sync::Arc};
 use futures::{Stream, StreamExt as _};
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
+use hearth_proto::topics::agent_client_id;
 use hearth_proto::v1::{
     self, device_service_server::DeviceService, CreateHomeRequest, GetDeviceRequest,
     ListDevicesRequest, ListDevicesResponse, ListHomesRequest, ListHomesResponse,
     RegisterDeviceRequest, SetModeRequest,
 };
 use tonic::{Request, Response, Status};
+use tracing::warn;
 
 use super::{
     convert, scope,
@@ -19,6 +21,7 @@ use super::{
 use crate::{
     access::caller,
     core::Core,
+    credentials::BACKEND_USERNAME,
     domain::{
         rule::MAX_DURATION_S, ActuatorState, Caller, Device, DeviceId, Home, HomeId, Mode, Role,
     },
@@ -43,6 +46,18 @@ impl DeviceApi {
 
     fn to_proto(&self, d: &Device) -> v1::Device {
         convert::device(d, self.core.directory.last_seen(d))
+    }
+
+    /// The device with its new MQTT credential: the one answer that shows it.
+    fn with_credential(&self, d: &Device, password: String) -> v1::Device {
+        v1::Device {
+            mqtt_credential: Some(v1::MqttCredential {
+                username: d.id.to_string(),
+                password,
+                client_id: agent_client_id(d.id.as_str()),
+            }),
+            ..self.to_proto(d)
+        }
     }
 }
 
@@ -126,6 +141,12 @@ impl DeviceService for DeviceApi {
         let home_id = HomeId::parse(&r.home_id, "home_id").map_err(invalid_id)?;
         scope::home(&self.core, &auth.caller, &home_id, Role::Admin, "home_id").await?;
         let id = DeviceId::parse(&r.id, "id").map_err(invalid_id)?;
+        if id.as_str() == BACKEND_USERNAME {
+            return Err(invalid(
+                "id",
+                format!("{BACKEND_USERNAME:?} is Hearth's own broker login"),
+            ));
+        }
         let kind = convert::kind_from_proto(r.kind, "kind")?;
         let device = Device {
             name: display_name(&r.name, id.as_str(), "name")?,
@@ -149,7 +170,83 @@ impl DeviceService for DeviceApi {
                 true,
             )
             .await;
-        Ok(Response::new(self.to_proto(&device)))
+        let secret = self.core.logins.issue(&device).await.map_err(|e| {
+            warn!(device = %device.id, error = %e, "issuing a new device's MQTT credential");
+            Status::unavailable(format!(
+                "device {} is registered, but its MQTT credential could not be set ({e}); \
+                 call RotateDeviceCredential to try again",
+                device.id
+            ))
+        })?;
+        Ok(Response::new(self.with_credential(&device, secret)))
+    }
+
+    async fn rotate_device_credential(
+        &self,
+        request: Request<v1::RotateDeviceCredentialRequest>,
+    ) -> Result<Response<v1::Device>, Status> {
+        let auth = caller(&request)?;
+        let id =
+            DeviceId::parse(&request.into_inner().device_id, "device_id").map_err(invalid_id)?;
+        scope::device(&self.core, &auth.caller, &id, Role::Admin, "device_id").await?;
+        let device = self
+            .core
+            .storage
+            .get_device(&id)
+            .await?
+            .ok_or_else(|| Status::not_found(format!("device {id} not found")))?;
+        let issued = self.core.logins.issue(&device).await;
+        self.core
+            .access
+            .audit(
+                &auth.caller.name(),
+                "device.credential.rotate",
+                Some(&device.home_id),
+                device.id.as_str(),
+                issued.is_ok(),
+            )
+            .await;
+        let secret = issued.map_err(|e| {
+            warn!(device = %id, error = %e, "rotating a device's MQTT credential");
+            Status::unavailable(format!(
+                "the broker did not take the new credential ({e}); try again"
+            ))
+        })?;
+        Ok(Response::new(self.with_credential(&device, secret)))
+    }
+
+    async fn revoke_device_credential(
+        &self,
+        request: Request<v1::RevokeDeviceCredentialRequest>,
+    ) -> Result<Response<v1::RevokeDeviceCredentialResponse>, Status> {
+        let auth = caller(&request)?;
+        let id =
+            DeviceId::parse(&request.into_inner().device_id, "device_id").map_err(invalid_id)?;
+        scope::device(&self.core, &auth.caller, &id, Role::Admin, "device_id").await?;
+        let device = self
+            .core
+            .storage
+            .get_device(&id)
+            .await?
+            .ok_or_else(|| Status::not_found(format!("device {id} not found")))?;
+        let revoked = self.core.logins.revoke(&device).await;
+        self.core
+            .access
+            .audit(
+                &auth.caller.name(),
+                "device.credential.revoke",
+                Some(&device.home_id),
+                device.id.as_str(),
+                revoked.is_ok(),
+            )
+            .await;
+        revoked.map_err(|e| {
+            warn!(device = %id, error = %e, "revoking a device's MQTT credential");
+            Status::unavailable(format!(
+                "the credential is gone from the database, but the broker did not confirm ({e}); try again"
+            ))
+        })?;
+        Ok(Response::new(v1::RevokeDeviceCredentialResponse {}))
     }
 
     async fn list_devices(

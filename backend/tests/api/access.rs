@@ -300,6 +300,32 @@ fn calls() -> Vec<(&'static str, Call)> {
             }),
         ),
         (
+            "/hearth.v1.DeviceService/RotateDeviceCredential",
+            call(|c| async move {
+                let r = c.req(v1::RotateDeviceCredentialRequest {
+                    device_id: FAN_X.into(),
+                });
+                let device = c.devices().await.rotate_device_credential(r).await?;
+                // The one answer that shows the secret shows it.
+                let login = device.into_inner().mqtt_credential.expect("a credential");
+                assert!(login.password.starts_with("hd_") && login.username == FAN_X);
+                Ok(())
+            }),
+        ),
+        (
+            "/hearth.v1.DeviceService/RevokeDeviceCredential",
+            call(|c| async move {
+                let r = c.req(v1::RevokeDeviceCredentialRequest {
+                    device_id: FAN_X.into(),
+                });
+                c.devices()
+                    .await
+                    .revoke_device_credential(r)
+                    .await
+                    .map(drop)
+            }),
+        ),
+        (
             "/hearth.v1.TelemetryService/IngestBatch",
             call(|c| async move {
                 let n = c.unique("seq");
