@@ -173,7 +173,7 @@ impl DeviceService for DeviceApi {
         let secret = self.core.logins.issue(&device).await.map_err(|e| {
             warn!(device = %device.id, error = %e, "issuing a new device's MQTT credential");
             Status::unavailable(format!(
-                "device {} is registered, but its MQTT credential could not be set ({e}); \
+                "device {} is registered, but its MQTT credential could not be set ({e:#}); \
                  call RotateDeviceCredential to try again",
                 device.id
             ))
@@ -209,7 +209,7 @@ impl DeviceService for DeviceApi {
         let secret = issued.map_err(|e| {
             warn!(device = %id, error = %e, "rotating a device's MQTT credential");
             Status::unavailable(format!(
-                "the broker did not take the new credential ({e}); try again"
+                "the broker did not take the new credential ({e:#}); try again"
             ))
         })?;
         Ok(Response::new(self.with_credential(&device, secret)))
@@ -243,7 +243,7 @@ impl DeviceService for DeviceApi {
         revoked.map_err(|e| {
             warn!(device = %id, error = %e, "revoking a device's MQTT credential");
             Status::unavailable(format!(
-                "the credential is gone from the database, but the broker did not confirm ({e}); try again"
+                "the credential is gone from the database, but the broker did not confirm ({e:#}); try again"
             ))
         })?;
         Ok(Response::new(v1::RevokeDeviceCredentialResponse {}))

@@ -103,6 +103,7 @@ impl Dynsec {
             .context("subscribing to the dynamic security answers")?;
         let pending: Pending = Arc::default();
         let answers = pending.clone();
+        let resubscribe = client.clone();
         tokio::spawn(async move {
             loop {
                 let event = tokio::select! {
@@ -110,6 +111,14 @@ impl Dynsec {
                     event = events.poll() => event,
                 };
                 match event {
+                    // A clean session: the subscription goes with the
+                    // connection (and Mosquitto ends it when the admin's
+                    // roles change).
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        if let Err(e) = resubscribe.try_subscribe(RESPONSE, QoS::AtLeastOnce) {
+                            warn!(error = %e, "resubscribing to the dynamic security answers");
+                        }
+                    }
                     Ok(Event::Incoming(Packet::Publish(p))) if p.topic == RESPONSE => {
                         let Ok(body) = serde_json::from_slice::<Value>(&p.payload) else {
                             warn!("unreadable answer from the dynamic security plugin");
@@ -143,9 +152,13 @@ impl Dynsec {
         }))
     }
 
-    /// Runs `commands` as one batch; the errors of those that failed, other
-    /// than "exists already".
-    async fn run(&self, mut commands: Vec<Value>) -> anyhow::Result<Vec<(String, String)>> {
+    /// Runs `commands` as one batch and returns the plugin's answers, one per
+    /// command, waiting at most `within`.
+    async fn request(
+        &self,
+        mut commands: Vec<Value>,
+        within: Duration,
+    ) -> anyhow::Result<Vec<Value>> {
         let _turn = self.one_at_a_time.lock().await;
         let id = format!("{:016x}", rand::random::<u64>());
         for c in &mut commands {
@@ -158,12 +171,18 @@ impl Dynsec {
             .publish(CONTROL, QoS::AtLeastOnce, false, body)
             .await
             .context("sending dynamic security commands")?;
-        let answer = tokio::time::timeout(ANSWER_WITHIN, rx).await;
+        let answer = tokio::time::timeout(within, rx).await;
         self.pending.lock().expect("pending").remove(&id);
-        let responses = match answer {
-            Ok(Ok(r)) => r,
-            _ => bail!("the dynamic security plugin did not answer within {ANSWER_WITHIN:?}"),
-        };
+        match answer {
+            Ok(Ok(r)) => Ok(r),
+            _ => bail!("the dynamic security plugin did not answer within {within:?}"),
+        }
+    }
+
+    /// Runs `commands` as one batch; the errors of those that failed, other
+    /// than "exists already".
+    async fn run(&self, commands: Vec<Value>) -> anyhow::Result<Vec<(String, String)>> {
+        let responses = self.request(commands, ANSWER_WITHIN).await?;
         Ok(responses
             .iter()
             .filter_map(|r| {
@@ -181,13 +200,24 @@ impl Dynsec {
     /// Runs `commands` and fails on any error but "exists already".
     async fn run_all(&self, commands: Vec<Value>) -> anyhow::Result<()> {
         let errors = self.run(commands).await?;
-        if let Some((command, error)) = errors.first() {
+        // Why: 2.0.11 answers addClientRole of a role the client has already
+        // with "Internal error" (and changes nothing).
+        let errors = errors
+            .iter()
+            .filter(|(command, error)| !(command == "addClientRole" && error == "Internal error"));
+        if let Some((command, error)) = errors.clone().next() {
             bail!("dynamic security {command}: {error}");
         }
         Ok(())
     }
 
     /// Hearth's own role, allowed everything, on the admin client.
+    ///
+    /// Why the admin gets the role only if it lacks it, and without waiting
+    /// for the answer: changing a client's roles makes Mosquitto disconnect
+    /// every connection logged in as it (measured with 2.0.11), this one and
+    /// every replica's included; so it happens once, on the first start, and
+    /// the answer is lost with the connection, which comes back.
     pub async fn ensure_backend(&self) -> anyhow::Result<()> {
         self.run_all(vec![
             json!({"command": "createRole", "rolename": BACKEND_ROLE,
@@ -198,9 +228,46 @@ impl Dynsec {
                 "acltype": "subscribePattern", "topic": "#", "allow": true}),
             json!({"command": "addRoleACL", "rolename": BACKEND_ROLE,
                 "acltype": "subscribePattern", "topic": "$SYS/#", "allow": true}),
-            json!({"command": "addClientRole", "username": self.admin, "rolename": BACKEND_ROLE}),
         ])
-        .await
+        .await?;
+        if self.admin_has_backend_role(ANSWER_WITHIN).await? {
+            return Ok(());
+        }
+        let body = json!({"commands": [
+            {"command": "addClientRole", "username": self.admin, "rolename": BACKEND_ROLE}
+        ]});
+        self.client
+            .publish(CONTROL, QoS::AtLeastOnce, false, body.to_string())
+            .await
+            .context("sending dynamic security commands")?;
+        let deadline = tokio::time::Instant::now() + ANSWER_WITHIN * 2;
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            // Errors here are the connection coming back.
+            if let Ok(true) = self.admin_has_backend_role(Duration::from_secs(1)).await {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "the admin {} did not get the role {BACKEND_ROLE}",
+                    self.admin
+                );
+            }
+        }
+    }
+
+    async fn admin_has_backend_role(&self, within: Duration) -> anyhow::Result<bool> {
+        let answer = self
+            .request(
+                vec![json!({"command": "getClient", "username": self.admin})],
+                within,
+            )
+            .await?;
+        let roles = answer
+            .first()
+            .and_then(|r| r["data"]["client"]["roles"].as_array().cloned())
+            .unwrap_or_default();
+        Ok(roles.iter().any(|r| r["rolename"] == BACKEND_ROLE))
     }
 
     /// Ensures `device`'s role, ACLs and client; with `password`, sets it.
@@ -226,7 +293,10 @@ impl Dynsec {
         commands.push(json!({"command": "addRoleACL", "rolename": role,
             "acltype": "subscribeLiteral", "topic": topic(Channel::Desired)?, "allow": true}));
         let existed = self.client_exists(device).await?;
-        if existed {
+        // Why an existing client is changed only with a new password: any
+        // change to a client makes Mosquitto disconnect it, and a replica's
+        // start (which passes none) must not cut every device off.
+        if let (true, Some(password)) = (existed, password) {
             commands.push(
                 json!({"command": "setClientId", "username": device.as_str(),
                 "clientid": agent_client_id(device.as_str())}),
@@ -234,11 +304,9 @@ impl Dynsec {
             commands.push(
                 json!({"command": "addClientRole", "username": device.as_str(), "rolename": role}),
             );
-            if let Some(password) = password {
-                commands.push(json!({"command": "setClientPassword",
-                    "username": device.as_str(), "password": password}));
-            }
-        } else {
+            commands.push(json!({"command": "setClientPassword",
+                "username": device.as_str(), "password": password}));
+        } else if !existed {
             let mut client = json!({"command": "createClient", "username": device.as_str(),
                 "clientid": agent_client_id(device.as_str()),
                 "roles": [{"rolename": role}]});
