@@ -822,6 +822,22 @@ async fn a_command_records_who_asked_whatever_the_request_claims() {
     app.stop().await;
 }
 
+/// Creates the first user, `ann`, admin of the test home (which must exist),
+/// through the open API.
+pub(crate) async fn create_first_user(app: &TestApp) {
+    AuthServiceClient::connect(app.url.clone())
+        .await
+        .unwrap()
+        .create_user(v1::CreateUserRequest {
+            username: "ann".into(),
+            password: PASSWORD.into(),
+            home_id: crate::helpers::HOME.into(),
+            role: v1::Role::Admin as i32,
+        })
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn with_no_users_the_api_is_open_and_the_first_user_closes_it() {
     let app = crate::helpers::spawn_app().await;
@@ -833,14 +849,7 @@ async fn with_no_users_the_api_is_open_and_the_first_user_closes_it() {
         .into_inner();
     assert!(me.open);
     app.home_with_a_fan().await;
-    auth.create_user(v1::CreateUserRequest {
-        username: "ann".into(),
-        password: PASSWORD.into(),
-        home_id: crate::helpers::HOME.into(),
-        role: v1::Role::Admin as i32,
-    })
-    .await
-    .unwrap();
+    create_first_user(&app).await;
     let refused = app
         .devices()
         .await

@@ -315,4 +315,53 @@ async fn in_open_mode_anonymous_devices_connect_but_never_as_hearth() {
         connect(&app, "hearth-backend-x-control", None).await.err(),
         Some(ConnectReturnCode::BadClientId)
     );
+
+    // The first user ends open mode: the anonymous connection is closed at
+    // its next packet, and a new one is refused.
+    app.home_with_a_fan().await;
+    crate::access::create_first_user(&app).await;
+    client
+        .publish(&readings, QoS::AtLeastOnce, false, vec![1])
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if events.poll().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the anonymous connection is closed");
+    assert_eq!(
+        connect(&app, "tool-2", None).await.err(),
+        Some(ConnectReturnCode::BadUserNamePassword)
+    );
+}
+
+#[tokio::test]
+async fn a_last_will_on_another_devices_topic_is_refused() {
+    let (app, _root, a, _b) = app_with_two_sensors().await;
+    let mut options = hearth_runtime::mqtt::options(&app.mqtt_url, &a.client_id, None).unwrap();
+    options.set_credentials(a.username.as_str(), a.password.as_str());
+    options.set_last_will(rumqttc::LastWill::new(
+        app.topics.device(HOME, B, Channel::Status).unwrap(),
+        vec![0],
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let (_client, mut events) = hearth_runtime::mqtt::client(options, 16);
+    let answer = tokio::time::timeout(PATIENCE, events.poll())
+        .await
+        .expect("an answer to CONNECT");
+    assert!(
+        matches!(
+            answer,
+            Err(ConnectionError::ConnectionRefused(
+                ConnectReturnCode::NotAuthorized
+            ))
+        ),
+        "{answer:?}"
+    );
+    assert_eq!(refused(&app, "publish").await, 1.0);
 }
