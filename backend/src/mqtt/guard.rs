@@ -138,7 +138,15 @@ impl Guard {
     }
 
     /// Counts a refusal and, within the rate, logs and audits it.
-    async fn refused(&self, reason: BrokerRefusal, who: &str, what: &str) {
+    /// `client`, once known, puts a device's refusals in its home's audit
+    /// log, where the home's admins read them.
+    async fn refused(
+        &self,
+        reason: BrokerRefusal,
+        who: &str,
+        client: Option<&BrokerClient>,
+        what: &str,
+    ) {
         self.metrics.mqtt_refused(reason);
         let log = {
             let mut logged = self.logged.lock().expect("refusal log");
@@ -159,7 +167,10 @@ impl Guard {
                 .audit(
                     who,
                     "mqtt.refused",
-                    None,
+                    match client {
+                        Some(BrokerClient::Device { home, .. }) => Some(home),
+                        _ => None,
+                    },
                     &format!("{}: {what}", reason.as_str()),
                     false,
                 )
@@ -221,7 +232,7 @@ impl Guard {
             Ok(c) => c,
             Err(reason) => {
                 let what = format!("client id {}", connect.client_id);
-                self.refused(reason, &who, &what).await;
+                self.refused(reason, &who, None, &what).await;
                 let code = match reason {
                     BrokerRefusal::Credential => ConnectReturnCode::BadUserNamePassword,
                     BrokerRefusal::ClientId => ConnectReturnCode::BadClientId,
@@ -306,7 +317,7 @@ impl Guard {
                             match client.may_publish(&guard.topics, &p.topic, p.retain) {
                                 Ok(()) => to_broker.write_all(&frame).await?,
                                 Err(reason) => {
-                                    guard.refused(reason, &who, &p.topic).await;
+                                    guard.refused(reason, &who, Some(&client), &p.topic).await;
                                     let ack = match p.qos {
                                         rumqttc::QoS::AtMostOnce => None,
                                         rumqttc::QoS::AtLeastOnce => {
@@ -334,7 +345,7 @@ impl Guard {
                             let mut refused = Vec::new();
                             for (i, f) in sub.filters.iter().enumerate() {
                                 if let Err(reason) = client.may_subscribe(&guard.topics, &f.path) {
-                                    guard.refused(reason, &who, &f.path).await;
+                                    guard.refused(reason, &who, Some(&client), &f.path).await;
                                     refused.push(i);
                                 }
                             }

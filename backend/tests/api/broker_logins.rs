@@ -206,6 +206,29 @@ async fn a_device_reaches_only_its_own_topics_on_the_embedded_broker() {
     assert_eq!(refused(&app, "subscribe").await, 2.0);
     assert_eq!(refused(&app, "publish").await, 2.0);
     assert_eq!(refused(&app, "retain").await, 1.0);
+
+    // The home's admins read the refusals in its audit log.
+    let events = app
+        .auth()
+        .await
+        .list_audit_events(with_token(
+            v1::ListAuditEventsRequest {
+                home_id: HOME.into(),
+                limit: 50,
+            },
+            Some(&root),
+        ))
+        .await
+        .expect("ListAuditEvents")
+        .into_inner()
+        .events;
+    let b_readings = topic(B, Channel::Readings);
+    assert!(
+        events.iter().any(|e| e.action == "mqtt.refused"
+            && e.actor == A
+            && e.target == format!("publish: {b_readings}")),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]

@@ -109,6 +109,14 @@ impl TestApp {
         body
     }
 
+    pub async fn auth(
+        &self,
+    ) -> hearth_proto::v1::auth_service_client::AuthServiceClient<GrpcChannel> {
+        hearth_proto::v1::auth_service_client::AuthServiceClient::connect(self.url.clone())
+            .await
+            .expect("the gRPC port answers")
+    }
+
     pub async fn devices(&self) -> DeviceServiceClient<GrpcChannel> {
         DeviceServiceClient::connect(self.url.clone())
             .await
