@@ -34,8 +34,6 @@ use crate::{
 
 /// How long a checked device login is trusted without asking the database.
 pub const CACHE_MS: i64 = 5_000;
-/// The username of Hearth's own connections to the embedded broker.
-pub const BACKEND_USERNAME: &str = "hearth-backend";
 /// Marks a device secret at a glance (and to secret scanners).
 const SECRET_PREFIX: &str = "hd_";
 
@@ -49,9 +47,6 @@ pub struct BrokerLogins {
     storage: Arc<dyn Storage>,
     access: Arc<Access>,
     clock: Clock,
-    /// The embedded broker's backend password, made at start; replicas on
-    /// an external broker log in as its URL or HEARTH_MQTT_DYNSEC_ADMIN says.
-    backend_password: String,
     cache: Mutex<HashMap<String, CachedLogin>>,
     /// Open connections of each device through the guard, to close on
     /// rotation and revocation.
@@ -70,22 +65,9 @@ impl BrokerLogins {
             storage,
             access,
             clock,
-            backend_password: new_token("hb_"),
             cache: Mutex::default(),
             live: Mutex::default(),
             dynsec,
-        }
-    }
-
-    /// `url` (`mqtt://host:port`) with the backend's login on the embedded
-    /// broker in it, for Hearth's own connections.
-    pub fn backend_url(&self, url: &str) -> String {
-        match url.split_once("://") {
-            Some((scheme, rest)) => format!(
-                "{scheme}://{BACKEND_USERNAME}:{}@{rest}",
-                self.backend_password
-            ),
-            None => url.to_owned(),
         }
     }
 
@@ -143,12 +125,6 @@ impl BrokerLogins {
                 _ => Err(BrokerRefusal::Credential),
             };
         };
-        if username == BACKEND_USERNAME {
-            return match constant_time_eq(password.as_bytes(), self.backend_password.as_bytes()) {
-                true => Ok(BrokerClient::Hearth),
-                false => Err(BrokerRefusal::Credential),
-            };
-        }
         let device =
             DeviceId::parse(username, "username").map_err(|_| BrokerRefusal::Credential)?;
         let hash = token_hash(password);

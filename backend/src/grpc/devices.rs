@@ -21,7 +21,6 @@ use super::{
 use crate::{
     access::caller,
     core::Core,
-    credentials::BACKEND_USERNAME,
     domain::{
         rule::MAX_DURATION_S, ActuatorState, Caller, Device, DeviceId, Home, HomeId, Mode, Role,
     },
@@ -141,12 +140,6 @@ impl DeviceService for DeviceApi {
         let home_id = HomeId::parse(&r.home_id, "home_id").map_err(invalid_id)?;
         scope::home(&self.core, &auth.caller, &home_id, Role::Admin, "home_id").await?;
         let id = DeviceId::parse(&r.id, "id").map_err(invalid_id)?;
-        if id.as_str() == BACKEND_USERNAME {
-            return Err(invalid(
-                "id",
-                format!("{BACKEND_USERNAME:?} is Hearth's own broker login"),
-            ));
-        }
         let kind = convert::kind_from_proto(r.kind, "kind")?;
         let device = Device {
             name: display_name(&r.name, id.as_str(), "name")?,

@@ -52,8 +52,8 @@ use crate::{
 
 /// The largest packet taken from a client (rumqttd's own limit is the same).
 const MAX_PACKET: usize = 256 * 1024 + 1024;
-/// The largest packet passed on from rumqttd (Hearth's own connections take
-/// up to 4 MiB).
+/// The largest packet passed on from rumqttd (which itself takes nothing
+/// over [`MAX_PACKET`]; a margin, not a limit devices meet).
 const MAX_FROM_BROKER: usize = 4 * 1024 * 1024;
 /// How long a new connection has to send its CONNECT.
 const CONNECT_WITHIN: Duration = Duration::from_secs(10);
