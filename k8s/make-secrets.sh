@@ -22,6 +22,7 @@ admin-password=$(random)
 database-url=mysql://hearth:$password@mariadb:3306/hearth
 password=$password
 root-password=$(random)
+mqtt-dynsec-password=$(random)
 END
 )
 echo "wrote $dir/database.env (the first admin, \"admin\", logs in with its admin-password)"

@@ -93,7 +93,8 @@ pub fn token_hash(token: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn new_token(prefix: &str) -> String {
+/// A new secret: `prefix` and 32 random bytes, URL-safe base64.
+pub(crate) fn new_token(prefix: &str) -> String {
     let secret: [u8; 32] = rand::random();
     format!(
         "{prefix}{}",

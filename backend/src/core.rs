@@ -12,6 +12,7 @@ use crate::{
     access::Access,
     automation::Automation,
     control::Control,
+    credentials::BrokerLogins,
     directory::Directory,
     ingest::{Ingest, IngestItem, StoredCommit},
     metrics::Metrics,
@@ -33,6 +34,8 @@ pub struct Core {
     pub automation: Arc<Automation>,
     pub stored: broadcast::Sender<Arc<StoredCommit>>,
     pub metrics: Arc<Metrics>,
+    /// Devices' MQTT credentials.
+    pub logins: Arc<BrokerLogins>,
     pub clock: Clock,
     /// Cancelled when shutdown starts, so long-lived streams end and the
     /// server's graceful shutdown does not wait on open browser tabs.
@@ -51,6 +54,7 @@ impl Core {
         command_ttl_ms: i64,
         replica: String,
         metrics: Arc<Metrics>,
+        logins: Arc<BrokerLogins>,
     ) -> (Self, mpsc::Receiver<IngestItem>) {
         let directory = Arc::new(Directory::new(storage.clone()));
         let (ingest, ingest_rx) = Ingest::new();
@@ -79,6 +83,7 @@ impl Core {
             automation,
             stored,
             metrics,
+            logins,
             clock,
             closing: CancellationToken::new(),
         };

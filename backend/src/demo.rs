@@ -7,7 +7,8 @@
 use std::{sync::Arc, time::Duration};
 
 use hearth_device::{
-    mqtt::{run_actuator, run_sensor, DeviceLink},
+    mqtt::{run_actuator_with, Credentials, DeviceLink, LinkOptions},
+    sensor::{run_sensor_with, SensorPlan},
     sim::{SimulatedOutput, SimulatedSensors, Waveform},
 };
 use hearth_proto::{topics::Topics, v1::Metric};
@@ -104,6 +105,17 @@ fn ignore_conflict(r: Result<(), StorageError>) -> Result<(), StorageError> {
     }
 }
 
+/// A new MQTT credential for demo device `id`.
+async fn login(core: &Core, id: &str) -> anyhow::Result<LinkOptions> {
+    let device = core
+        .storage
+        .get_device(&self::id(DeviceId::parse, id))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("demo device {id} is missing"))?;
+    let secret = core.logins.issue(&device).await?;
+    Ok(LinkOptions::default().with_credentials(Credentials::new(id, secret)))
+}
+
 /// Runs the demo home's simulated devices until `shutdown` (after [`provision`]).
 pub async fn run(
     core: Arc<Core>,
@@ -126,24 +138,35 @@ pub async fn run(
             period_ms: 180_000,
         },
     );
+    // Why a fresh credential each start: the demo devices log in like real
+    // ones, and only their hashes survive a restart.
+    let (sensor_login, fan_login, light_login) = (
+        login(&core, SENSOR).await?,
+        login(&core, FAN).await?,
+        login(&core, LIGHT).await?,
+    );
+    let plan = SensorPlan::mqtt(Duration::from_secs(2));
     info!(
         home = HOME,
         "demo home running: {SENSOR}, {FAN} (AUTO above 25 °C), {LIGHT}"
     );
     let (sensor, fan, light) = tokio::join!(
-        run_sensor(
+        run_sensor_with(
             link(SENSOR),
+            &sensor_login,
             sensors,
-            Duration::from_secs(2),
+            &plan,
             shutdown.clone().cancelled_owned()
         ),
-        run_actuator(
+        run_actuator_with(
             link(FAN),
+            &fan_login,
             SimulatedOutput::default(),
             shutdown.clone().cancelled_owned()
         ),
-        run_actuator(
+        run_actuator_with(
             link(LIGHT),
+            &light_login,
             SimulatedOutput::default(),
             shutdown.cancelled_owned()
         ),

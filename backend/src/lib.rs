@@ -8,7 +8,9 @@
 //!   web app on one port ([`web`]: the built app, precompressed, with cache
 //!   headers).
 //! - [`core`]: [`core::Core`], the state the services share.
-//! - [`mqtt`]: the embedded broker, the broker connection, topic routing.
+//! - [`mqtt`]: the embedded broker and the guard in front of it, the broker
+//!   connection, topic routing, Mosquitto's dynamic security.
+//! - [`credentials`]: devices' MQTT credentials, and checking broker logins.
 //! - [`intake`]: what devices publish → validated readings for [`ingest`],
 //!   reports and status for [`control`].
 //! - [`ingest`]: bounded queue → batched inserts → acknowledgements and the
@@ -29,6 +31,7 @@ pub mod app;
 pub mod automation;
 pub mod control;
 pub mod core;
+pub mod credentials;
 pub mod delivery;
 pub mod demo;
 pub mod directory;

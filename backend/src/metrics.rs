@@ -56,7 +56,13 @@ pub struct Metrics {
     pub device_messages_throttled: Counter,
     /// API calls refused by a caller's limits (`limits.rs`), by reason.
     pub requests_refused: Family<crate::limits::ReasonLabel, Counter>,
+    /// What the embedded broker's guard refused (`mqtt::guard`), by reason
+    /// (`BrokerRefusal::as_str`): connections, publishes, subscriptions.
+    pub mqtt_refused: Family<MqttRefusedLabel, Counter>,
 }
+
+/// The `reason` label of `hearth_mqtt_refused_total`.
+pub type MqttRefusedLabel = [(&'static str, &'static str); 1];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -192,6 +198,20 @@ impl Default for Metrics {
                 "Broker connections of this replica that are lost",
                 gauge(),
             ),
+            mqtt_refused: {
+                let family: Family<MqttRefusedLabel, Counter> = Family::default();
+                // Why every reason at 0: an alert on a rate needs the series
+                // before the first refusal.
+                for reason in crate::domain::BrokerRefusal::ALL {
+                    let _ = family.get_or_create(&[("reason", reason.as_str())]);
+                }
+                registered(
+                    r,
+                    "hearth_mqtt_refused",
+                    "MQTT connections, publishes and subscriptions the embedded broker's guard refused",
+                    family,
+                )
+            },
             registry,
         }
     }
@@ -204,6 +224,13 @@ fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str
 }
 
 impl Metrics {
+    /// Counts one refusal by the broker's guard.
+    pub fn mqtt_refused(&self, reason: crate::domain::BrokerRefusal) {
+        self.mqtt_refused
+            .get_or_create(&[("reason", reason.as_str())])
+            .inc();
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         encode(&self.registry)
@@ -234,8 +261,18 @@ mod tests {
             .filter(|l| l.split(' ').next().is_some_and(|n| n.ends_with("_total")))
             .count();
         // Every plain counter; a family (per home, per reason) shows only
-        // the labels it has counted.
+        // the labels it has counted...
         assert_eq!(counter_lines, 13);
+        // ...but for the guard's refusals, every reason from the start.
+        let refusals = text
+            .lines()
+            .filter(|l| l.starts_with("hearth_mqtt_refused_total{reason="))
+            .count();
+        assert_eq!(refusals, crate::domain::BrokerRefusal::ALL.len());
+        assert!(
+            text.contains("\nhearth_mqtt_refused_total{reason=\"subscribe\"} 0\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -67,6 +67,38 @@ pub struct Settings {
     /// HEARTH_HOME_ASSISTANT and HEARTH_HOME_ASSISTANT_PREFIX: Home
     /// Assistant's topics when the bridge is on, `None` when off.
     pub home_assistant: Option<HomeAssistantTopics>,
+    /// HEARTH_MQTT_DYNSEC_ADMIN and HEARTH_MQTT_DYNSEC_PASSWORD: the admin of
+    /// Mosquitto's dynamic security plugin, as whom Hearth manages devices'
+    /// logins there and logs in itself; `None`: Hearth does not manage the
+    /// external broker's logins.
+    pub dynsec_admin: Option<DynsecAdmin>,
+}
+
+/// The dynamic security plugin's admin login.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DynsecAdmin {
+    pub username: String,
+    pub password: String,
+}
+
+// Why by hand: the password must never reach a log through `{:?}`.
+impl std::fmt::Debug for DynsecAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DynsecAdmin({}, password: ***)", self.username)
+    }
+}
+
+impl DynsecAdmin {
+    /// `url` (`mqtt://host:port`) with this login in it: how every MQTT
+    /// connection of Hearth's carries it (rumqttc reads it from the URL).
+    pub fn url(&self, url: &str) -> String {
+        match url.split_once("://") {
+            Some((scheme, rest)) => {
+                format!("{scheme}://{}:{}@{rest}", self.username, self.password)
+            }
+            None => url.to_owned(),
+        }
+    }
 }
 
 /// The first admin, `NAME@HOME`, with a password.
@@ -350,6 +382,19 @@ pub struct Cli {
         value_parser = admin_password, requires = "admin")]
     admin_password: Option<String>,
 
+    /// Manage devices' logins on Mosquitto's dynamic security plugin as this
+    /// admin (`mosquitto_ctrl dynsec init FILE USER`); Hearth's replicas log
+    /// in as it too. Needs HEARTH_MQTT_URL [default: none, Hearth does not
+    /// manage the broker's logins].
+    #[arg(long, env = "HEARTH_MQTT_DYNSEC_ADMIN", value_name = "USER",
+        value_parser = dynsec_username, requires = "mqtt_dynsec_password", requires = "mqtt_url")]
+    mqtt_dynsec_admin: Option<String>,
+    /// That admin's password (URL-safe characters: A-Z a-z 0-9 . _ ~ -); use
+    /// HEARTH_MQTT_DYNSEC_PASSWORD_FILE (a Secret) rather than the variable.
+    #[arg(long, env = "HEARTH_MQTT_DYNSEC_PASSWORD", value_name = "PASSWORD",
+        hide_env_values = true, value_parser = dynsec_password, requires = "mqtt_dynsec_admin")]
+    mqtt_dynsec_password: Option<String>,
+
     /// Announce the devices to Home Assistant through MQTT discovery on the
     /// broker Hearth uses, and take its switches (see README.md, "Home
     /// Assistant"); run by replicas with the control role.
@@ -377,6 +422,27 @@ fn admin_password(value: &str) -> Result<String, String> {
     let value = value.trim_end_matches(['\n', '\r']);
     crate::access::check_password(value, "the password")?;
     Ok(value.to_owned())
+}
+
+fn dynsec_username(value: &str) -> Result<String, String> {
+    hearth_proto::ids::check_id(value).map_err(|e| format!("the username {e}"))?;
+    Ok(value.to_owned())
+}
+
+/// Why only URL-safe characters: the login travels in the broker URL that
+/// every MQTT connection of Hearth's is made from.
+fn dynsec_password(value: &str) -> Result<String, String> {
+    let value = value.trim_end_matches(['\n', '\r']);
+    let ok = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._~-".contains(c));
+    match ok {
+        true => Ok(value.to_owned()),
+        false => {
+            Err("must be 1 or more of A-Z a-z 0-9 . _ ~ - (e.g. `openssl rand -hex 24`)".into())
+        }
+    }
 }
 
 fn discovery_prefix(value: &str) -> Result<String, String> {
@@ -486,6 +552,10 @@ impl From<Cli> for Settings {
                     home,
                     password,
                 }),
+            dynsec_admin: cli
+                .mqtt_dynsec_admin
+                .zip(cli.mqtt_dynsec_password)
+                .map(|(username, password)| DynsecAdmin { username, password }),
             home_assistant: cli.home_assistant.then(|| {
                 cli.topic_prefix
                     .home_assistant(&cli.home_assistant_prefix)
@@ -721,6 +791,35 @@ mod tests {
             settings.len(),
             "README.md lists a setting hearth lacks"
         );
+    }
+
+    #[test]
+    fn dynamic_security_needs_an_external_broker_and_a_url_safe_password() {
+        assert_eq!(settings(&[]).unwrap().dynsec_admin, None);
+        let on = settings(&[
+            ("HEARTH_MQTT_URL", "mqtt://127.0.0.1:1883"),
+            ("HEARTH_MQTT_DYNSEC_ADMIN", "hearth-admin"),
+            ("HEARTH_MQTT_DYNSEC_PASSWORD", "s3cret-pw\n"),
+        ])
+        .unwrap();
+        let admin = on.dynsec_admin.expect("set");
+        assert_eq!(
+            admin.url("mqtt://127.0.0.1:1883"),
+            "mqtt://hearth-admin:s3cret-pw@127.0.0.1:1883"
+        );
+        assert!(!format!("{admin:?}").contains("s3cret"));
+        let e = settings(&[
+            ("HEARTH_MQTT_URL", "mqtt://127.0.0.1:1883"),
+            ("HEARTH_MQTT_DYNSEC_ADMIN", "hearth-admin"),
+            ("HEARTH_MQTT_DYNSEC_PASSWORD", "has@and:"),
+        ])
+        .unwrap_err();
+        assert_eq!(named(&e), "HEARTH_MQTT_DYNSEC_PASSWORD");
+        assert!(settings(&[
+            ("HEARTH_MQTT_DYNSEC_ADMIN", "hearth-admin"),
+            ("HEARTH_MQTT_DYNSEC_PASSWORD", "pw"),
+        ])
+        .is_err());
     }
 
     #[test]

@@ -83,6 +83,7 @@ on_both_databases!(
     a_lease_has_one_holder_until_it_expires,
     only_its_holder_releases_a_lease,
     a_released_lease_is_free_at_once,
+    a_device_credential_is_replaced_and_revoked,
 );
 
 /// Runs `behaviour` on a new SQLite file, removed afterwards even if it fails.
@@ -1009,4 +1010,26 @@ async fn run_starts_are_recorded_once_and_listed_in_a_range(storage: Arc<dyn Sto
         "after is exclusive, up_to inclusive"
     );
     storage.record_run_starts(&[]).await.unwrap();
+}
+
+async fn a_device_credential_is_replaced_and_revoked(storage: Arc<dyn Storage>) {
+    seed(storage.as_ref()).await;
+    assert_eq!(storage.device_credential(&fan()).await.unwrap(), None);
+    storage
+        .set_device_credential(&fan(), "first-hash", 1)
+        .await
+        .unwrap();
+    storage
+        .set_device_credential(&fan(), "second-hash", 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        storage.device_credential(&fan()).await.unwrap().as_deref(),
+        Some("second-hash")
+    );
+    assert_eq!(storage.devices_with_credentials().await.unwrap(), [fan()]);
+    assert!(storage.delete_device_credential(&fan()).await.unwrap());
+    assert!(!storage.delete_device_credential(&fan()).await.unwrap());
+    assert_eq!(storage.device_credential(&fan()).await.unwrap(), None);
+    assert!(storage.devices_with_credentials().await.unwrap().is_empty());
 }

@@ -61,7 +61,7 @@ impl DeviceLink {
     pub(crate) fn options(&self, extra: &LinkOptions) -> anyhow::Result<MqttOptions> {
         let mut options = options(
             &self.broker_url,
-            &format!("hearth-agent-{}", self.device_id),
+            &hearth_proto::topics::agent_client_id(&self.device_id),
             extra.credentials(),
         )?;
         options.set_last_will(LastWill::new(

@@ -236,6 +236,28 @@ impl Topics {
     }
 }
 
+/// Every MQTT client id of a backend replica starts with this. Why it is
+/// reserved: a broker hands a client id to whoever connects with it last, so
+/// a device taking a replica's id would cut that replica off; brokers in
+/// front of Hearth refuse it to anyone but Hearth.
+pub const BACKEND_CLIENT_PREFIX: &str = "hearth-backend-";
+
+/// The MQTT client id of device `device_id`'s agent. A device with its own
+/// credential must connect with exactly this id, so it can take over neither
+/// a replica's session nor another device's.
+pub fn agent_client_id(device_id: &str) -> String {
+    format!("hearth-agent-{device_id}")
+}
+
+/// Whether `filter` (a topic or a subscription filter) lies in the part of
+/// the tree this deployment owns (`{prefix}/…`), where only Hearth may
+/// retain messages.
+pub fn is_under_prefix(topics: &Topics, filter: &str) -> bool {
+    filter
+        .strip_prefix(topics.prefix())
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// The level under the prefix where Hearth's Home Assistant entities live;
 /// outside `v1/`, so no device filter matches it.
 const HOME_ASSISTANT_LEVEL: &str = "ha";

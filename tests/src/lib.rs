@@ -649,6 +649,9 @@ pub fn metric_value(body: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// Debian's build of Mosquitto's dynamic security plugin.
+pub const DYNSEC_PLUGIN: &str = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
+
 /// A Mosquitto of a test's own on a free port, so the test can stop it (or
 /// use it as a second broker) without disturbing the others. Killed on drop.
 pub struct PrivateBroker {
@@ -691,6 +694,46 @@ impl PrivateBroker {
         let child = Command::new("mosquitto")
             .arg("-c")
             .arg(&path)
+            .spawn()
+            .expect("starting mosquitto (Debian package mosquitto)");
+        Self::listening(child, port).await
+    }
+
+    /// A broker on a free port with Mosquitto's dynamic security plugin,
+    /// whose admin is `admin` with `password` (`mosquitto_ctrl dynsec init`);
+    /// anonymous clients are refused. Its files live in `dir`.
+    pub async fn start_with_dynsec(dir: &TempDir, admin: &str, password: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("a free port")
+            .local_addr()
+            .expect("address")
+            .port();
+        let state = dir.0.join("dynamic-security.json");
+        let status = Command::new("mosquitto_ctrl")
+            .args(["dynsec", "init"])
+            .arg(&state)
+            .args([admin, password])
+            .stdout(Stdio::null())
+            .status()
+            .expect("running mosquitto_ctrl (Debian package mosquitto-clients)");
+        assert!(status.success(), "mosquitto_ctrl dynsec init failed");
+        let config = dir.0.join("mosquitto-dynsec.conf");
+        // Why `user root`: started as root, Mosquitto would switch to its own
+        // user, who may not write the plugin's file in a root-owned temp dir
+        // (ignored when not started as root).
+        std::fs::write(
+            &config,
+            format!(
+                "user root\nlistener {port} 127.0.0.1\nallow_anonymous false\n\
+                 plugin {DYNSEC_PLUGIN}\nplugin_opt_config_file {}\n",
+                state.display()
+            ),
+        )
+        .expect("writing mosquitto.conf");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&config)
+            .stderr(Stdio::null())
             .spawn()
             .expect("starting mosquitto (Debian package mosquitto)");
         Self::listening(child, port).await

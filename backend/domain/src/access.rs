@@ -149,7 +149,11 @@ pub fn decision(path: &str) -> Option<Decision> {
 
         // A new home is its creator's, who becomes its admin.
         ("hearth.v1.DeviceService", "CreateHome" | "ListHomes") => Caller,
-        ("hearth.v1.DeviceService", "RegisterDevice") => Home(Admin),
+        // A device's credential is the key to its topics: admins only.
+        (
+            "hearth.v1.DeviceService",
+            "RegisterDevice" | "RotateDeviceCredential" | "RevokeDeviceCredential",
+        ) => Home(Admin),
         (
             "hearth.v1.DeviceService",
             "ListDevices" | "GetDevice" | "ListCommands" | "WatchDevices",

@@ -5,6 +5,7 @@
 //! in as arguments. The backend re-exports it as `hearth_backend::domain`.
 
 pub mod access;
+pub mod broker_acl;
 pub mod delivery;
 pub mod device;
 pub mod export;
@@ -17,6 +18,7 @@ pub mod rule;
 pub mod series;
 
 pub use access::{Caller, Decision, Denied, Grant, Role};
+pub use broker_acl::{BrokerClient, BrokerRefusal};
 pub use device::{
     ActuatorState, Command, CommandState, Desired, Device, DeviceKind, Home, Mode, ReportError,
     Reported, Transition,

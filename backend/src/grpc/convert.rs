@@ -105,6 +105,7 @@ pub fn device(d: &Device, last_seen: Option<i64>) -> v1::Device {
         last_seen_unix_ms: last_seen.unwrap_or_default(),
         last_command: d.last_command.as_ref().map(command),
         override_expires_unix_ms: s.override_until.unwrap_or_default(),
+        mqtt_credential: None,
     }
 }
 

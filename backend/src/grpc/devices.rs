@@ -5,12 +5,14 @@ use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
 use futures::{Stream, StreamExt as _};
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
+use hearth_proto::topics::agent_client_id;
 use hearth_proto::v1::{
     self, device_service_server::DeviceService, CreateHomeRequest, GetDeviceRequest,
     ListDevicesRequest, ListDevicesResponse, ListHomesRequest, ListHomesResponse,
     RegisterDeviceRequest, SetModeRequest,
 };
 use tonic::{Request, Response, Status};
+use tracing::warn;
 
 use super::{
     convert, scope,
@@ -112,6 +114,18 @@ impl DeviceApi {
 
     fn to_proto(&self, d: &Device) -> v1::Device {
         convert::device(d, self.core.directory.last_seen(d))
+    }
+
+    /// The device with its new MQTT credential: the one answer that shows it.
+    fn with_credential(&self, d: &Device, password: String) -> v1::Device {
+        v1::Device {
+            mqtt_credential: Some(v1::MqttCredential {
+                username: d.id.to_string(),
+                password,
+                client_id: agent_client_id(d.id.as_str()),
+            }),
+            ..self.to_proto(d)
+        }
     }
 }
 
@@ -218,7 +232,83 @@ impl DeviceService for DeviceApi {
                 true,
             )
             .await;
-        Ok(Response::new(self.to_proto(&device)))
+        let secret = self.core.logins.issue(&device).await.map_err(|e| {
+            warn!(device = %device.id, error = %e, "issuing a new device's MQTT credential");
+            Status::unavailable(format!(
+                "device {} is registered, but its MQTT credential could not be set ({e:#}); \
+                 call RotateDeviceCredential to try again",
+                device.id
+            ))
+        })?;
+        Ok(Response::new(self.with_credential(&device, secret)))
+    }
+
+    async fn rotate_device_credential(
+        &self,
+        request: Request<v1::RotateDeviceCredentialRequest>,
+    ) -> Result<Response<v1::Device>, Status> {
+        let auth = caller(&request)?;
+        let id =
+            DeviceId::parse(&request.into_inner().device_id, "device_id").map_err(invalid_id)?;
+        scope::device(&self.core, &auth.caller, &id, Role::Admin, "device_id").await?;
+        let device = self
+            .core
+            .storage
+            .get_device(&id)
+            .await?
+            .ok_or_else(|| Status::not_found(format!("device {id} not found")))?;
+        let issued = self.core.logins.issue(&device).await;
+        self.core
+            .access
+            .audit(
+                &auth.caller.name(),
+                "device.credential.rotate",
+                Some(&device.home_id),
+                device.id.as_str(),
+                issued.is_ok(),
+            )
+            .await;
+        let secret = issued.map_err(|e| {
+            warn!(device = %id, error = %e, "rotating a device's MQTT credential");
+            Status::unavailable(format!(
+                "the broker did not take the new credential ({e:#}); try again"
+            ))
+        })?;
+        Ok(Response::new(self.with_credential(&device, secret)))
+    }
+
+    async fn revoke_device_credential(
+        &self,
+        request: Request<v1::RevokeDeviceCredentialRequest>,
+    ) -> Result<Response<v1::RevokeDeviceCredentialResponse>, Status> {
+        let auth = caller(&request)?;
+        let id =
+            DeviceId::parse(&request.into_inner().device_id, "device_id").map_err(invalid_id)?;
+        scope::device(&self.core, &auth.caller, &id, Role::Admin, "device_id").await?;
+        let device = self
+            .core
+            .storage
+            .get_device(&id)
+            .await?
+            .ok_or_else(|| Status::not_found(format!("device {id} not found")))?;
+        let revoked = self.core.logins.revoke(&device).await;
+        self.core
+            .access
+            .audit(
+                &auth.caller.name(),
+                "device.credential.revoke",
+                Some(&device.home_id),
+                device.id.as_str(),
+                revoked.is_ok(),
+            )
+            .await;
+        revoked.map_err(|e| {
+            warn!(device = %id, error = %e, "revoking a device's MQTT credential");
+            Status::unavailable(format!(
+                "the credential is gone from the database, but the broker did not confirm ({e:#}); try again"
+            ))
+        })?;
+        Ok(Response::new(v1::RevokeDeviceCredentialResponse {}))
     }
 
     async fn list_devices(

@@ -1,4 +1,6 @@
-//! The embedded MQTT broker (rumqttd) of the one-process run.
+//! The embedded MQTT broker (rumqttd) of the one-process run. It listens
+//! on a loopback port of its own and takes only the guard's login
+//! ([`super::guard`] is what devices reach, on HEARTH_MQTT_LISTEN).
 
 use std::{
     collections::HashMap,
@@ -9,15 +11,16 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
-/// Starts rumqttd on `listen` and returns the address it will accept on
-/// (the caller's MQTT connection retries until it does).
+/// Starts rumqttd on `listen`, accepting only `login` (username, password),
+/// and returns the address it will accept on (the caller's MQTT connection
+/// retries until it does).
 ///
 /// Port 0 picks a free port. Why probe first: rumqttd binds inside its own
 /// thread and only logs a bind failure, so a taken port is detected here and
 /// reported naming the setting.
-pub fn start(listen: SocketAddr) -> anyhow::Result<SocketAddr> {
+pub fn start(listen: SocketAddr, login: (&str, &str)) -> anyhow::Result<SocketAddr> {
     let addr = match TcpListener::bind(listen) {
         Ok(probe) => probe.local_addr().context("reading the probed broker address")?,
         Err(e) if e.kind() == ErrorKind::AddrInUse => bail!(
@@ -36,7 +39,7 @@ pub fn start(listen: SocketAddr) -> anyhow::Result<SocketAddr> {
             connection_timeout_ms: 60_000,
             max_payload_size: 256 * 1024,
             max_inflight_count: 500,
-            auth: None,
+            auth: Some(HashMap::from([(login.0.to_owned(), login.1.to_owned())])),
             external_auth: None,
             dynamic_filters: true,
         },
@@ -64,7 +67,7 @@ pub fn start(listen: SocketAddr) -> anyhow::Result<SocketAddr> {
         .context("starting the embedded MQTT broker thread")?;
 
     match disable_nagle(addr, Duration::from_secs(5)) {
-        Ok(()) => info!(%addr, "embedded MQTT broker listening"),
+        Ok(()) => debug!(%addr, "embedded MQTT broker listening"),
         Err(e) => {
             warn!(%addr, error = %e, "embedded MQTT broker listening, with Nagle's algorithm on: each MQTT hop may wait up to 40 ms")
         }

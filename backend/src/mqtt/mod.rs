@@ -7,6 +7,8 @@
 
 mod ack;
 pub mod broker;
+pub mod dynsec;
+pub mod guard;
 pub mod home_assistant;
 pub mod news;
 

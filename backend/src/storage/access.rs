@@ -9,7 +9,7 @@ use super::{
     sql::{decode_err, Dialect, SqlStorage},
     Result, StorageError,
 };
-use crate::domain::{Grant, HomeId, Role, TokenName, UnixMs, Username};
+use crate::domain::{DeviceId, Grant, HomeId, Role, TokenName, UnixMs, Username};
 
 /// An API token as listed (its hash stays in the database).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +70,16 @@ pub trait AccessStore: Send + Sync + 'static {
     async fn list_api_tokens(&self, home: &HomeId) -> Result<Vec<ApiTokenInfo>>;
     /// `NotFound` if there is no such token.
     async fn delete_api_token(&self, name: &TokenName) -> Result<()>;
+
+    /// Sets `device`'s MQTT credential to the one hashed as `hash`,
+    /// replacing any it had.
+    async fn set_device_credential(&self, device: &DeviceId, hash: &str, at: UnixMs) -> Result<()>;
+    /// The hash of `device`'s MQTT credential, if it has one.
+    async fn device_credential(&self, device: &DeviceId) -> Result<Option<String>>;
+    /// Removes `device`'s MQTT credential; whether it had one.
+    async fn delete_device_credential(&self, device: &DeviceId) -> Result<bool>;
+    /// The devices that have an MQTT credential, by id.
+    async fn devices_with_credentials(&self) -> Result<Vec<DeviceId>>;
 
     async fn record_audit(&self, event: &AuditEvent) -> Result<()>;
     /// Newest first: the events of `home`, and the logins of its members.
@@ -319,6 +329,55 @@ where
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn set_device_credential(&self, device: &DeviceId, hash: &str, at: UnixMs) -> Result<()> {
+        // Why delete and insert: both dialects run it, where an upsert is
+        // spelled differently in each.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM device_credentials WHERE device_id = ?")
+            .bind(device.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO device_credentials (device_id, secret_hash, created_at) VALUES (?, ?, ?)",
+        )
+        .bind(device.as_str())
+        .bind(hash)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn device_credential(&self, device: &DeviceId) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT secret_hash FROM device_credentials WHERE device_id = ?")
+            .bind(device.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| r.try_get("secret_hash").map_err(StorageError::from))
+            .transpose()
+    }
+
+    async fn delete_device_credential(&self, device: &DeviceId) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM device_credentials WHERE device_id = ?")
+            .bind(device.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&done) > 0)
+    }
+
+    async fn devices_with_credentials(&self) -> Result<Vec<DeviceId>> {
+        let rows = sqlx::query("SELECT device_id FROM device_credentials ORDER BY device_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("device_id")?;
+                DeviceId::parse(&id, "device_id").map_err(|_| decode_err("credential device"))
+            })
+            .collect()
     }
 
     async fn record_audit(&self, e: &AuditEvent) -> Result<()> {

@@ -300,6 +300,32 @@ fn calls() -> Vec<(&'static str, Call)> {
             }),
         ),
         (
+            "/hearth.v1.DeviceService/RotateDeviceCredential",
+            call(|c| async move {
+                let r = c.req(v1::RotateDeviceCredentialRequest {
+                    device_id: FAN_X.into(),
+                });
+                let device = c.devices().await.rotate_device_credential(r).await?;
+                // The one answer that shows the secret shows it.
+                let login = device.into_inner().mqtt_credential.expect("a credential");
+                assert!(login.password.starts_with("hd_") && login.username == FAN_X);
+                Ok(())
+            }),
+        ),
+        (
+            "/hearth.v1.DeviceService/RevokeDeviceCredential",
+            call(|c| async move {
+                let r = c.req(v1::RevokeDeviceCredentialRequest {
+                    device_id: FAN_X.into(),
+                });
+                c.devices()
+                    .await
+                    .revoke_device_credential(r)
+                    .await
+                    .map(drop)
+            }),
+        ),
+        (
             "/hearth.v1.TelemetryService/IngestBatch",
             call(|c| async move {
                 let n = c.unique("seq");
@@ -796,6 +822,22 @@ async fn a_command_records_who_asked_whatever_the_request_claims() {
     app.stop().await;
 }
 
+/// Creates the first user, `ann`, admin of the test home (which must exist),
+/// through the open API.
+pub(crate) async fn create_first_user(app: &TestApp) {
+    AuthServiceClient::connect(app.url.clone())
+        .await
+        .unwrap()
+        .create_user(v1::CreateUserRequest {
+            username: "ann".into(),
+            password: PASSWORD.into(),
+            home_id: crate::helpers::HOME.into(),
+            role: v1::Role::Admin as i32,
+        })
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn with_no_users_the_api_is_open_and_the_first_user_closes_it() {
     let app = crate::helpers::spawn_app().await;
@@ -807,14 +849,7 @@ async fn with_no_users_the_api_is_open_and_the_first_user_closes_it() {
         .into_inner();
     assert!(me.open);
     app.home_with_a_fan().await;
-    auth.create_user(v1::CreateUserRequest {
-        username: "ann".into(),
-        password: PASSWORD.into(),
-        home_id: crate::helpers::HOME.into(),
-        role: v1::Role::Admin as i32,
-    })
-    .await
-    .unwrap();
+    create_first_user(&app).await;
     let refused = app
         .devices()
         .await

@@ -98,6 +98,30 @@ pub async fn spawn_app_with(extra: &[(&'static str, &str)]) -> TestApp {
 }
 
 impl TestApp {
+    /// The text of `/metrics`, over a plain HTTP/1.1 GET.
+    pub async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let addr = self.url.trim_start_matches("http://").to_owned();
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        conn.write_all(
+            format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut body = String::new();
+        conn.read_to_string(&mut body).await.unwrap();
+        body
+    }
+
+    pub async fn auth(
+        &self,
+    ) -> hearth_proto::v1::auth_service_client::AuthServiceClient<GrpcChannel> {
+        hearth_proto::v1::auth_service_client::AuthServiceClient::connect(self.url.clone())
+            .await
+            .expect("the gRPC port answers")
+    }
+
     pub async fn devices(&self) -> DeviceServiceClient<GrpcChannel> {
         DeviceServiceClient::connect(self.url.clone())
             .await

@@ -43,7 +43,7 @@ async fn list_homes(devices: &mut DeviceServiceClient<Channel>, token: &str) -> 
 }
 
 async fn refused(app: &TestApp, reason: &str) -> f64 {
-    let text = reqwest_free_metrics(app).await;
+    let text = app.metrics().await;
     let series = format!("hearth_requests_refused_total{{reason=\"{reason}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&series)?.parse().ok())
@@ -51,20 +51,6 @@ async fn refused(app: &TestApp, reason: &str) -> f64 {
 }
 
 /// `/metrics` over a plain HTTP/1 request (no extra client crate).
-async fn reqwest_free_metrics(app: &TestApp) -> String {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let addr = app.url.trim_start_matches("http://").to_owned();
-    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    conn.write_all(
-        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut body = String::new();
-    conn.read_to_string(&mut body).await.unwrap();
-    body
-}
-
 #[tokio::test]
 async fn a_caller_past_its_rate_is_refused_and_others_are_not() {
     let (app, root) = app_with_root(&[

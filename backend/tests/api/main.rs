@@ -7,6 +7,7 @@
 //! One test binary, one module per area, as in zero2prod.
 
 mod access;
+mod broker_logins;
 mod commands;
 mod delivery;
 mod export;

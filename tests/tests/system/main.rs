@@ -3,6 +3,7 @@
 
 mod api;
 mod automation;
+mod broker_logins;
 mod control;
 mod delivery;
 mod edge;

@@ -1,0 +1,478 @@
+//! The guard in front of the embedded broker: what devices reach on
+//! HEARTH_MQTT_LISTEN. rumqttd 0.20 checks only a CONNECT's login and has
+//! no per-topic authorization, so Hearth listens itself, reads each MQTT
+//! 3.1.1 packet a client sends (rumqttc's `mqttbytes` codec), and forwards it
+//! to rumqttd on a loopback port of its own only if the client may send it
+//! ([`BrokerClient`]'s rules):
+//!
+//! - a CONNECT with a bad login, a client id that is not the client's, or a
+//!   last will on a topic it may not publish gets CONNACK refused;
+//! - a PUBLISH it may not send is dropped, and acknowledged as if delivered
+//!   (PUBACK, or PUBREC/PUBCOMP for QoS 2), as Mosquitto answers an MQTT 3.1.1
+//!   client;
+//! - a SUBSCRIBE's refused filters get the failure code 0x80 in the SUBACK
+//!   (the others are forwarded);
+//! - an anonymous connection of open mode is closed when open mode ends,
+//!   and a device's connections when its credential is rotated or revoked.
+//!
+//! Each refusal is counted (`hearth_mqtt_refused_total{reason}`) and, at a
+//! limited rate, logged naming the client and topic and written to the
+//! audit log.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use bytes::BytesMut;
+use hearth_proto::topics::Topics;
+use rumqttc::mqttbytes::{
+    self,
+    v4::{
+        ConnAck, ConnectReturnCode, Login, Packet, PubAck, PubComp, PubRec, SubAck,
+        SubscribeReasonCode,
+    },
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{tcp::OwnedWriteHalf, TcpListener, TcpStream},
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::{
+    access::Access,
+    credentials::BrokerLogins,
+    domain::{BrokerClient, BrokerRefusal},
+    metrics::Metrics,
+};
+
+/// The largest packet taken from a client (rumqttd's own limit is the same).
+const MAX_PACKET: usize = 256 * 1024 + 1024;
+/// The largest packet passed on from rumqttd (which itself takes nothing
+/// over [`MAX_PACKET`]; a margin, not a limit devices meet).
+const MAX_FROM_BROKER: usize = 4 * 1024 * 1024;
+/// How long a new connection has to send its CONNECT.
+const CONNECT_WITHIN: Duration = Duration::from_secs(10);
+/// Refusals logged (and audited) per [`LOG_WINDOW`]; the rest are counted.
+const LOGGED_PER_WINDOW: u32 = 20;
+const LOG_WINDOW: Duration = Duration::from_secs(60);
+
+pub struct Guard {
+    pub logins: Arc<BrokerLogins>,
+    pub access: Arc<Access>,
+    pub metrics: Arc<Metrics>,
+    pub topics: Topics,
+    /// What the guard logs in to rumqttd with, in place of the client's
+    /// login: rumqttd takes nothing else, so its port is no way around the
+    /// guard.
+    upstream_login: (String, String),
+    /// Refusals logged in the current window, and when it began.
+    logged: Mutex<(Instant, u32)>,
+}
+
+/// Binds HEARTH_MQTT_LISTEN, failing with a message naming the setting.
+pub async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
+    match TcpListener::bind(listen).await {
+        Ok(listener) => Ok(listener),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
+            "HEARTH_MQTT_LISTEN={listen}: the port is already taken (another MQTT broker?). \
+             Choose another port with HEARTH_MQTT_LISTEN, or use that broker with HEARTH_MQTT_URL=mqtt://{listen}"
+        ),
+        Err(e) => bail!("HEARTH_MQTT_LISTEN={listen}: cannot listen there: {e}"),
+    }
+}
+
+impl Guard {
+    pub fn new(
+        logins: Arc<BrokerLogins>,
+        access: Arc<Access>,
+        metrics: Arc<Metrics>,
+        topics: Topics,
+        upstream_login: (String, String),
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            logins,
+            access,
+            metrics,
+            topics,
+            upstream_login,
+            logged: Mutex::new((Instant::now(), 0)),
+        })
+    }
+
+    /// Accepts on `listener` and serves each connection through to `broker`
+    /// until `stop`.
+    pub fn spawn(
+        self: Arc<Self>,
+        listener: TcpListener,
+        broker: SocketAddr,
+        stop: CancellationToken,
+    ) {
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    accepted = listener.accept() => accepted,
+                };
+                match accepted {
+                    Ok((stream, peer)) => {
+                        let guard = self.clone();
+                        let stop = stop.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = guard.serve(stream, broker, stop).await {
+                                debug!(%peer, error = %e, "MQTT connection ended");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "accepting an MQTT connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Counts a refusal and, within the rate, logs and audits it.
+    /// `client`, once known, puts a device's refusals in its home's audit
+    /// log, where the home's admins read them.
+    async fn refused(
+        &self,
+        reason: BrokerRefusal,
+        who: &str,
+        client: Option<&BrokerClient>,
+        what: &str,
+    ) {
+        self.metrics.mqtt_refused(reason);
+        let log = {
+            let mut logged = self.logged.lock().expect("refusal log");
+            if logged.0.elapsed() >= LOG_WINDOW {
+                *logged = (Instant::now(), 0);
+            }
+            logged.1 += 1;
+            logged.1 <= LOGGED_PER_WINDOW
+        };
+        if log {
+            warn!(
+                client = who,
+                topic = what,
+                reason = reason.as_str(),
+                "MQTT refused"
+            );
+            self.access
+                .audit(
+                    who,
+                    "mqtt.refused",
+                    match client {
+                        Some(BrokerClient::Device { home, .. }) => Some(home),
+                        _ => None,
+                    },
+                    &format!("{}: {what}", reason.as_str()),
+                    false,
+                )
+                .await;
+        }
+    }
+
+    async fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        broker: SocketAddr,
+        stop: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let _ = stream.set_nodelay(true);
+        let (mut from_client, to_client) = stream.into_split();
+        let mut to_client = to_client;
+        let mut buf = BytesMut::with_capacity(4 * 1024);
+        let frame = tokio::time::timeout(
+            CONNECT_WITHIN,
+            read_frame(&mut from_client, &mut buf, MAX_PACKET),
+        )
+        .await
+        .context("no CONNECT in time")??;
+        let connect = match Packet::read(&mut frame.clone(), MAX_PACKET) {
+            Ok(Packet::Connect(c)) => c,
+            Ok(_) => bail!("the first packet is not a CONNECT"),
+            Err(e) => {
+                // An MQTT 5 client, say: rumqttd here speaks 3.1.1.
+                let _ = send(
+                    &mut to_client,
+                    Packet::ConnAck(ConnAck::new(
+                        ConnectReturnCode::RefusedProtocolVersion,
+                        false,
+                    )),
+                )
+                .await;
+                bail!("unreadable CONNECT: {e}");
+            }
+        };
+        let login = connect.login.as_ref();
+        let client = self
+            .logins
+            .login(
+                login.map(|l| l.username.as_str()),
+                login.map(|l| l.password.as_str()),
+            )
+            .await;
+        let who = login.map_or_else(
+            || format!("anonymous ({})", connect.client_id),
+            |l| l.username.clone(),
+        );
+        let client = match client.and_then(|c| {
+            c.may_use_client_id(&connect.client_id)?;
+            if let Some(will) = &connect.last_will {
+                c.may_publish(&self.topics, &will.topic, will.retain)?;
+            }
+            Ok(c)
+        }) {
+            Ok(c) => c,
+            Err(reason) => {
+                let what = format!("client id {}", connect.client_id);
+                self.refused(reason, &who, None, &what).await;
+                let code = match reason {
+                    BrokerRefusal::Credential => ConnectReturnCode::BadUserNamePassword,
+                    BrokerRefusal::ClientId => ConnectReturnCode::BadClientId,
+                    _ => ConnectReturnCode::NotAuthorized,
+                };
+                let _ = send(&mut to_client, Packet::ConnAck(ConnAck::new(code, false))).await;
+                return Ok(());
+            }
+        };
+        let ended = match &client {
+            BrokerClient::Device { device, .. } => self.logins.watch(device),
+            _ => CancellationToken::new(),
+        };
+
+        let upstream = TcpStream::connect(broker)
+            .await
+            .context("reaching the embedded broker")?;
+        let _ = upstream.set_nodelay(true);
+        let (mut from_broker, mut to_broker) = upstream.into_split();
+        let mut connect = connect;
+        connect.login = Some(Login::new(
+            self.upstream_login.0.as_str(),
+            self.upstream_login.1.as_str(),
+        ));
+        send(&mut to_broker, Packet::Connect(connect)).await?;
+        let to_client = Arc::new(tokio::sync::Mutex::new(to_client));
+        // SUBSCRIBEs with refused filters, by packet id: where the broker's
+        // SUBACK gets a 0x80 inserted.
+        let refused_filters: Arc<Mutex<HashMap<u16, Vec<usize>>>> = Arc::default();
+
+        let downstream = {
+            let to_client = to_client.clone();
+            let refused_filters = refused_filters.clone();
+            async move {
+                let mut buf = BytesMut::with_capacity(16 * 1024);
+                loop {
+                    let frame = read_frame(&mut from_broker, &mut buf, MAX_FROM_BROKER).await?;
+                    // Only a SUBACK may need changing; the rest passes as read.
+                    let is_suback = frame.first().is_some_and(|b| b >> 4 == 9);
+                    let mut out = frame;
+                    if is_suback {
+                        if let Ok(Packet::SubAck(ack)) =
+                            Packet::read(&mut out.clone(), MAX_FROM_BROKER)
+                        {
+                            let positions =
+                                refused_filters.lock().expect("filters").remove(&ack.pkid);
+                            if let Some(positions) = positions {
+                                out = merged_suback(ack, &positions)?;
+                            }
+                        }
+                    }
+                    to_client.lock().await.write_all(&out).await?;
+                }
+                #[allow(unreachable_code)]
+                anyhow::Ok(())
+            }
+        };
+
+        let upstream = {
+            let guard = self.clone();
+            let client = client.clone();
+            async move {
+                // QoS 2 publishes dropped, whose PUBREL gets our PUBCOMP.
+                let mut dropped_qos2 = HashSet::new();
+                loop {
+                    let frame = read_frame(&mut from_client, &mut buf, MAX_PACKET).await?;
+                    if client == BrokerClient::Anonymous && !guard.access.is_open() {
+                        info!(
+                            client = who,
+                            "open mode ended: closing an anonymous MQTT connection"
+                        );
+                        return Ok(());
+                    }
+                    let kind = frame.first().map_or(0, |b| b >> 4);
+                    // PUBLISH, PUBREL, SUBSCRIBE: read; everything else passes.
+                    if !matches!(kind, 3 | 6 | 8) {
+                        to_broker.write_all(&frame).await?;
+                        continue;
+                    }
+                    match Packet::read(&mut frame.clone(), MAX_PACKET) {
+                        Ok(Packet::Publish(p)) => {
+                            match client.may_publish(&guard.topics, &p.topic, p.retain) {
+                                Ok(()) => to_broker.write_all(&frame).await?,
+                                Err(reason) => {
+                                    guard.refused(reason, &who, Some(&client), &p.topic).await;
+                                    let ack = match p.qos {
+                                        rumqttc::QoS::AtMostOnce => None,
+                                        rumqttc::QoS::AtLeastOnce => {
+                                            Some(Packet::PubAck(PubAck::new(p.pkid)))
+                                        }
+                                        rumqttc::QoS::ExactlyOnce => {
+                                            dropped_qos2.insert(p.pkid);
+                                            Some(Packet::PubRec(PubRec::new(p.pkid)))
+                                        }
+                                    };
+                                    if let Some(ack) = ack {
+                                        send(&mut *to_client.lock().await, ack).await?;
+                                    }
+                                }
+                            }
+                        }
+                        Ok(Packet::PubRel(rel)) if dropped_qos2.remove(&rel.pkid) => {
+                            send(
+                                &mut *to_client.lock().await,
+                                Packet::PubComp(PubComp::new(rel.pkid)),
+                            )
+                            .await?;
+                        }
+                        Ok(Packet::Subscribe(mut sub)) => {
+                            let mut refused = Vec::new();
+                            for (i, f) in sub.filters.iter().enumerate() {
+                                if let Err(reason) = client.may_subscribe(&guard.topics, &f.path) {
+                                    guard.refused(reason, &who, Some(&client), &f.path).await;
+                                    refused.push(i);
+                                }
+                            }
+                            if refused.is_empty() {
+                                to_broker.write_all(&frame).await?;
+                            } else if refused.len() == sub.filters.len() {
+                                let codes = vec![SubscribeReasonCode::Failure; refused.len()];
+                                send(
+                                    &mut *to_client.lock().await,
+                                    Packet::SubAck(SubAck::new(sub.pkid, codes)),
+                                )
+                                .await?;
+                            } else {
+                                let mut i = 0;
+                                sub.filters.retain(|_| {
+                                    i += 1;
+                                    !refused.contains(&(i - 1))
+                                });
+                                refused_filters
+                                    .lock()
+                                    .expect("filters")
+                                    .insert(sub.pkid, refused);
+                                let mut out = BytesMut::new();
+                                Packet::Subscribe(sub)
+                                    .write(&mut out, MAX_PACKET)
+                                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                                to_broker.write_all(&out).await?;
+                            }
+                        }
+                        Ok(_) => to_broker.write_all(&frame).await?,
+                        Err(e) => bail!("unreadable packet: {e}"),
+                    }
+                }
+            }
+        };
+
+        tokio::select! {
+            r = downstream => r,
+            r = upstream => r,
+            _ = ended.cancelled() => {
+                info!(client = %client_name(&client), "credential rotated or revoked: closing its MQTT connection");
+                Ok(())
+            }
+            _ = stop.cancelled() => Ok(()),
+        }
+    }
+}
+
+fn client_name(client: &BrokerClient) -> String {
+    match client {
+        BrokerClient::Hearth => "hearth".into(),
+        BrokerClient::Device { device, .. } => device.to_string(),
+        BrokerClient::Anonymous => "anonymous".into(),
+    }
+}
+
+/// The broker's SUBACK with a failure code put back at each of `refused`
+/// (positions in the client's SUBSCRIBE, ascending).
+fn merged_suback(ack: SubAck, refused: &[usize]) -> anyhow::Result<BytesMut> {
+    let mut codes = ack.return_codes.into_iter();
+    let total = codes.len() + refused.len();
+    let merged = (0..total)
+        .map(|i| match refused.contains(&i) {
+            true => SubscribeReasonCode::Failure,
+            false => codes.next().unwrap_or(SubscribeReasonCode::Failure),
+        })
+        .collect();
+    let mut out = BytesMut::new();
+    Packet::SubAck(SubAck::new(ack.pkid, merged))
+        .write(&mut out, MAX_PACKET)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(out)
+}
+
+async fn send(to: &mut OwnedWriteHalf, packet: Packet) -> anyhow::Result<()> {
+    let mut out = BytesMut::new();
+    packet
+        .write(&mut out, MAX_PACKET)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    to.write_all(&out).await?;
+    Ok(())
+}
+
+/// The next whole packet from `from` (at most `max` bytes), reading into
+/// `buf` as needed.
+async fn read_frame(
+    from: &mut (impl tokio::io::AsyncRead + Unpin),
+    buf: &mut BytesMut,
+    max: usize,
+) -> anyhow::Result<BytesMut> {
+    loop {
+        match mqttbytes::check(buf.iter(), max) {
+            Ok(header) => return Ok(buf.split_to(header.frame_length())),
+            Err(mqttbytes::Error::InsufficientBytes(_)) => {}
+            Err(e) => bail!("bad packet: {e}"),
+        }
+        if from.read_buf(buf).await? == 0 {
+            bail!("closed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_suback_gets_failures_back_where_filters_were_refused() {
+        let ack = SubAck::new(
+            7,
+            vec![
+                SubscribeReasonCode::Success(rumqttc::QoS::AtLeastOnce),
+                SubscribeReasonCode::Success(rumqttc::QoS::AtMostOnce),
+            ],
+        );
+        let mut out = merged_suback(ack, &[0, 2]).unwrap();
+        let Ok(Packet::SubAck(merged)) = Packet::read(&mut out, MAX_PACKET) else {
+            panic!("a SUBACK");
+        };
+        assert_eq!(
+            merged.return_codes,
+            vec![
+                SubscribeReasonCode::Failure,
+                SubscribeReasonCode::Success(rumqttc::QoS::AtLeastOnce),
+                SubscribeReasonCode::Failure,
+                SubscribeReasonCode::Success(rumqttc::QoS::AtMostOnce),
+            ]
+        );
+    }
+}

@@ -1,0 +1,390 @@
+//! Devices' MQTT credentials on the embedded broker: what the guard in front
+//! of rumqttd lets each client do, as a device (or an impostor) sees it.
+
+use hearth_proto::{
+    topics::Channel,
+    v1::{self, Metric, MqttCredential, ReadingBatch},
+};
+use prost::Message as _;
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Packet, QoS,
+    SubscribeReasonCode,
+};
+
+use crate::{
+    access::{login, with_token, PASSWORD},
+    helpers::{eventually, spawn_app, spawn_app_with, TestApp, PATIENCE},
+};
+
+const HOME: &str = "home-y";
+const A: &str = "sensor-a";
+const B: &str = "sensor-b";
+
+/// An app with logins required (root administers `HOME`), sensors A and B
+/// registered; root's token and each sensor's credential.
+async fn app_with_two_sensors() -> (TestApp, String, MqttCredential, MqttCredential) {
+    let app = spawn_app_with(&[
+        ("HEARTH_ADMIN", "root@home-y"),
+        ("HEARTH_ADMIN_PASSWORD", PASSWORD),
+        // Waiting for a reading to be stored polls faster than a user may.
+        ("HEARTH_REQUESTS_PER_SECOND", "0"),
+    ])
+    .await;
+    let root = login(&app, "root").await;
+    let mut credentials = Vec::new();
+    for id in [A, B] {
+        let device = app
+            .devices()
+            .await
+            .register_device(with_token(
+                v1::RegisterDeviceRequest {
+                    home_id: HOME.into(),
+                    id: id.into(),
+                    kind: v1::DeviceKind::Sensor as i32,
+                    name: String::new(),
+                },
+                Some(&root),
+            ))
+            .await
+            .expect("RegisterDevice")
+            .into_inner();
+        credentials.push(device.mqtt_credential.expect("a new device's credential"));
+    }
+    let b = credentials.pop().unwrap();
+    let a = credentials.pop().unwrap();
+    (app, root, a, b)
+}
+
+/// Connects as `client_id` with `login` (username, password); the broker's
+/// answer: the connection, or the CONNACK code it was refused with.
+async fn connect(
+    app: &TestApp,
+    client_id: &str,
+    login: Option<(&str, &str)>,
+) -> Result<(AsyncClient, EventLoop), ConnectReturnCode> {
+    let mut options = hearth_runtime::mqtt::options(&app.mqtt_url, client_id, None).unwrap();
+    if let Some((user, password)) = login {
+        options.set_credentials(user, password);
+    }
+    let (client, mut events) = hearth_runtime::mqtt::client(options, 16);
+    let answer = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(ConnectionError::ConnectionRefused(code)) => return Err(code),
+                Err(e) => panic!("connecting: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("an answer to CONNECT");
+    answer.map(|()| (client, events))
+}
+
+async fn connect_as(app: &TestApp, login: &MqttCredential) -> (AsyncClient, EventLoop) {
+    connect(
+        app,
+        &login.client_id,
+        Some((&login.username, &login.password)),
+    )
+    .await
+    .unwrap_or_else(|code| panic!("{} is refused: {code:?}", login.username))
+}
+
+/// The next packet the broker sends.
+async fn next_packet(events: &mut EventLoop) -> Packet {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Event::Incoming(p) = events.poll().await.expect("the connection holds") {
+                return p;
+            }
+        }
+    })
+    .await
+    .expect("a packet from the broker")
+}
+
+fn batch(device: &str, seq: u64) -> Vec<u8> {
+    ReadingBatch {
+        home_id: HOME.into(),
+        device_id: device.into(),
+        seq,
+        time_unix_ms: hearth_runtime::clock::unix_ms_now(),
+        readings: vec![v1::Reading {
+            metric: Metric::TemperatureCelsius as i32,
+            value: 21.5,
+        }],
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+async fn stored(app: &TestApp, token: &str, device: &str) -> usize {
+    app.telemetry()
+        .await
+        .list_readings(with_token(
+            v1::ListReadingsRequest {
+                device_id: device.into(),
+                ..Default::default()
+            },
+            Some(token),
+        ))
+        .await
+        .expect("ListReadings")
+        .into_inner()
+        .readings
+        .len()
+}
+
+async fn refused(app: &TestApp, reason: &str) -> f64 {
+    let text = app.metrics().await;
+    let line = format!("hearth_mqtt_refused_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&line)?.parse().ok())
+        .unwrap_or_else(|| panic!("{line} in /metrics"))
+}
+
+#[tokio::test]
+async fn a_device_reaches_only_its_own_topics_on_the_embedded_broker() {
+    let (app, root, a, _b) = app_with_two_sensors().await;
+    let (client, mut events) = connect_as(&app, &a).await;
+    let topic = |device, channel| app.topics.device(HOME, device, channel).unwrap();
+
+    // Subscribing to everything, or to another device's desired state: 0x80.
+    for filter in ["#".to_owned(), topic(B, Channel::Desired)] {
+        client.subscribe(&filter, QoS::AtLeastOnce).await.unwrap();
+        let Packet::SubAck(ack) = next_packet(&mut events).await else {
+            panic!("a SUBACK for {filter}");
+        };
+        assert_eq!(ack.return_codes, [SubscribeReasonCode::Failure], "{filter}");
+    }
+    client
+        .subscribe(topic(A, Channel::Desired), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let Packet::SubAck(ack) = next_packet(&mut events).await else {
+        panic!("a SUBACK");
+    };
+    assert_eq!(
+        ack.return_codes,
+        [SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+
+    // B's readings, a retained desired state, and a retained reading of its
+    // own: acknowledged as Mosquitto does for MQTT 3.1.1, and dropped.
+    for (t, payload, retain) in [
+        (topic(B, Channel::Readings), batch(B, 1), false),
+        (topic(A, Channel::Desired), vec![1, 2, 3], true),
+        (topic(A, Channel::Readings), batch(A, 1), true),
+    ] {
+        client
+            .publish(&t, QoS::AtLeastOnce, retain, payload)
+            .await
+            .unwrap();
+        assert!(
+            matches!(next_packet(&mut events).await, Packet::PubAck(_)),
+            "{t}"
+        );
+    }
+    // Its own readings are stored.
+    client
+        .publish(
+            topic(A, Channel::Readings),
+            QoS::AtLeastOnce,
+            false,
+            batch(A, 2),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(next_packet(&mut events).await, Packet::PubAck(_)));
+    eventually("A's own reading stored", || async {
+        (stored(&app, &root, A).await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(stored(&app, &root, B).await, 0, "nothing stored for B");
+    assert_eq!(refused(&app, "subscribe").await, 2.0);
+    assert_eq!(refused(&app, "publish").await, 2.0);
+    assert_eq!(refused(&app, "retain").await, 1.0);
+
+    // The home's admins read the refusals in its audit log.
+    let events = app
+        .auth()
+        .await
+        .list_audit_events(with_token(
+            v1::ListAuditEventsRequest {
+                home_id: HOME.into(),
+                limit: 50,
+            },
+            Some(&root),
+        ))
+        .await
+        .expect("ListAuditEvents")
+        .into_inner()
+        .events;
+    let b_readings = topic(B, Channel::Readings);
+    assert!(
+        events.iter().any(|e| e.action == "mqtt.refused"
+            && e.actor == A
+            && e.target == format!("publish: {b_readings}")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_revoked_rotated_or_borrowed_logins_are_refused() {
+    let (app, root, a, b) = app_with_two_sensors().await;
+    // A wrong password, another device's password, no login at all.
+    for (client_id, login) in [
+        (a.client_id.as_str(), Some((A, "hd_wrong"))),
+        (a.client_id.as_str(), Some((A, b.password.as_str()))),
+        ("anybody", None),
+    ] {
+        assert_eq!(
+            connect(&app, client_id, login).await.err(),
+            Some(ConnectReturnCode::BadUserNamePassword),
+            "{client_id} {login:?}"
+        );
+    }
+    // A's own login under a replica's client id, or under B's.
+    for client_id in ["hearth-backend-x-readings", b.client_id.as_str()] {
+        assert_eq!(
+            connect(&app, client_id, Some((A, &a.password))).await.err(),
+            Some(ConnectReturnCode::BadClientId),
+            "{client_id}"
+        );
+    }
+    assert_eq!(refused(&app, "credential").await, 3.0);
+    assert_eq!(refused(&app, "client_id").await, 2.0);
+
+    // Rotation: the open connection is closed, the old password refused,
+    // the new one works.
+    let (_client, mut events) = connect_as(&app, &a).await;
+    let rotated = app
+        .devices()
+        .await
+        .rotate_device_credential(with_token(
+            v1::RotateDeviceCredentialRequest {
+                device_id: A.into(),
+            },
+            Some(&root),
+        ))
+        .await
+        .expect("RotateDeviceCredential")
+        .into_inner()
+        .mqtt_credential
+        .expect("the new credential");
+    assert_ne!(rotated.password, a.password);
+    let closed = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if events.poll().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the connection with the old password is closed"
+    );
+    assert_eq!(
+        connect(&app, &a.client_id, Some((A, &a.password)))
+            .await
+            .err(),
+        Some(ConnectReturnCode::BadUserNamePassword)
+    );
+    let _ = connect_as(&app, &rotated).await;
+
+    // Revocation: the password stops working.
+    app.devices()
+        .await
+        .revoke_device_credential(with_token(
+            v1::RevokeDeviceCredentialRequest {
+                device_id: A.into(),
+            },
+            Some(&root),
+        ))
+        .await
+        .expect("RevokeDeviceCredential");
+    assert_eq!(
+        connect(&app, &a.client_id, Some((A, &rotated.password)))
+            .await
+            .err(),
+        Some(ConnectReturnCode::BadUserNamePassword)
+    );
+}
+
+#[tokio::test]
+async fn in_open_mode_anonymous_devices_connect_but_never_as_hearth() {
+    let app = spawn_app().await;
+    let readings = app.topics.device("h", "d", Channel::Readings).unwrap();
+    let desired = app.topics.device("h", "d", Channel::Desired).unwrap();
+    let (client, mut events) = connect(&app, "tool-1", None)
+        .await
+        .expect("anonymous in open mode");
+    client
+        .publish(&desired, QoS::AtLeastOnce, false, vec![1])
+        .await
+        .unwrap();
+    assert!(matches!(next_packet(&mut events).await, Packet::PubAck(_)));
+    client
+        .publish(&readings, QoS::AtLeastOnce, true, vec![1])
+        .await
+        .unwrap();
+    assert!(matches!(next_packet(&mut events).await, Packet::PubAck(_)));
+    assert_eq!(refused(&app, "publish").await, 1.0);
+    assert_eq!(refused(&app, "retain").await, 1.0);
+    assert_eq!(
+        connect(&app, "hearth-backend-x-control", None).await.err(),
+        Some(ConnectReturnCode::BadClientId)
+    );
+
+    // The first user ends open mode: the anonymous connection is closed at
+    // its next packet, and a new one is refused.
+    app.home_with_a_fan().await;
+    crate::access::create_first_user(&app).await;
+    client
+        .publish(&readings, QoS::AtLeastOnce, false, vec![1])
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if events.poll().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the anonymous connection is closed");
+    assert_eq!(
+        connect(&app, "tool-2", None).await.err(),
+        Some(ConnectReturnCode::BadUserNamePassword)
+    );
+}
+
+#[tokio::test]
+async fn a_last_will_on_another_devices_topic_is_refused() {
+    let (app, _root, a, _b) = app_with_two_sensors().await;
+    let mut options = hearth_runtime::mqtt::options(&app.mqtt_url, &a.client_id, None).unwrap();
+    options.set_credentials(a.username.as_str(), a.password.as_str());
+    options.set_last_will(rumqttc::LastWill::new(
+        app.topics.device(HOME, B, Channel::Status).unwrap(),
+        vec![0],
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let (_client, mut events) = hearth_runtime::mqtt::client(options, 16);
+    let answer = tokio::time::timeout(PATIENCE, events.poll())
+        .await
+        .expect("an answer to CONNECT");
+    assert!(
+        matches!(
+            answer,
+            Err(ConnectionError::ConnectionRefused(
+                ConnectReturnCode::NotAuthorized
+            ))
+        ),
+        "{answer:?}"
+    );
+    assert_eq!(refused(&app, "publish").await, 1.0);
+}

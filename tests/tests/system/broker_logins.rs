@@ -1,0 +1,404 @@
+//! Devices' MQTT credentials on Mosquitto with the dynamic security plugin,
+//! which `hearth` manages (HEARTH_MQTT_DYNSEC_ADMIN): a Mosquitto of the
+//! test's own, on a port of its own, with the plugin loaded.
+
+use std::time::Duration;
+
+use hearth_proto::{
+    topics::Channel,
+    v1::{
+        self, CreateHomeRequest, DesiredState, DeviceKind, Metric, MqttCredential, ReadingBatch,
+        RegisterDeviceRequest,
+    },
+};
+use hearth_tests::{unique, Backend, PrivateBroker, TempDir, TestApp};
+use prost::Message as _;
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Packet, QoS,
+    SubscribeReasonCode,
+};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+const ADMIN: &str = "hearth-admin";
+
+struct Setup {
+    app: TestApp,
+    home: String,
+    broker: PrivateBroker,
+    /// The dynamic security admin's.
+    password: String,
+    _dir: TempDir,
+}
+
+async fn hearth_on_dynsec_mosquitto() -> Setup {
+    let dir = TempDir::new();
+    let password = format!("pw-{:016x}", rand::random::<u64>());
+    let broker = PrivateBroker::start_with_dynsec(&dir, ADMIN, &password).await;
+    let app = TestApp::spawn_with(
+        Backend::External,
+        &[
+            ("HEARTH_DEMO", "false"),
+            ("HEARTH_MQTT_URL", &broker.url()),
+            ("HEARTH_MQTT_DYNSEC_ADMIN", ADMIN),
+            ("HEARTH_MQTT_DYNSEC_PASSWORD", &password),
+        ],
+    )
+    .await;
+    let home = unique("home");
+    app.devices()
+        .await
+        .create_home(CreateHomeRequest {
+            id: home.clone(),
+            name: String::new(),
+        })
+        .await
+        .expect("CreateHome");
+    Setup {
+        app,
+        home,
+        broker,
+        password,
+        _dir: dir,
+    }
+}
+
+impl Setup {
+    async fn register(&self, id: &str, kind: DeviceKind) -> MqttCredential {
+        self.app
+            .devices()
+            .await
+            .register_device(RegisterDeviceRequest {
+                home_id: self.home.clone(),
+                id: id.into(),
+                kind: kind as i32,
+                name: String::new(),
+            })
+            .await
+            .expect("RegisterDevice")
+            .into_inner()
+            .mqtt_credential
+            .expect("a new device's credential")
+    }
+
+    fn topic(&self, device: &str, channel: Channel) -> String {
+        self.app
+            .topics
+            .device(&self.home, device, channel)
+            .expect("a valid topic")
+    }
+}
+
+/// Connects as `client_id` with `login`; the connection, or the CONNACK
+/// code it was refused with.
+async fn connect(
+    app: &TestApp,
+    client_id: &str,
+    login: (&str, &str),
+) -> Result<(AsyncClient, EventLoop), ConnectReturnCode> {
+    let mut options = hearth_runtime::mqtt::options(&app.mqtt_url, client_id, None).unwrap();
+    options.set_credentials(login.0, login.1);
+    let (client, mut events) = hearth_runtime::mqtt::client(options, 16);
+    let answer = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(ConnectionError::ConnectionRefused(code)) => return Err(code),
+                Err(e) => panic!("connecting: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("an answer to CONNECT");
+    answer.map(|()| (client, events))
+}
+
+async fn connect_as(app: &TestApp, login: &MqttCredential) -> (AsyncClient, EventLoop) {
+    connect(app, &login.client_id, (&login.username, &login.password))
+        .await
+        .unwrap_or_else(|code| panic!("{} is refused: {code:?}", login.username))
+}
+
+/// Mosquitto refuses a bad login with "not authorised" or "bad username or
+/// password", depending on the reason.
+fn is_refused(answer: Result<(AsyncClient, EventLoop), ConnectReturnCode>) -> bool {
+    matches!(
+        answer.err(),
+        Some(ConnectReturnCode::NotAuthorized | ConnectReturnCode::BadUserNamePassword)
+    )
+}
+
+async fn next_packet(events: &mut EventLoop) -> Packet {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Event::Incoming(p) = events.poll().await.expect("the connection holds") {
+                return p;
+            }
+        }
+    })
+    .await
+    .expect("a packet from the broker")
+}
+
+fn batch(home: &str, device: &str, seq: u64) -> Vec<u8> {
+    ReadingBatch {
+        home_id: home.into(),
+        device_id: device.into(),
+        seq,
+        time_unix_ms: hearth_runtime::clock::unix_ms_now(),
+        readings: vec![v1::Reading {
+            metric: Metric::TemperatureCelsius as i32,
+            value: 21.5,
+        }],
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_reaches_only_its_own_topics_on_mosquitto_with_dynamic_security() {
+    let s = hearth_on_dynsec_mosquitto().await;
+    let (a, b) = (unique("sensor-a"), unique("fan-b"));
+    let login_a = s.register(&a, DeviceKind::Sensor).await;
+    let login_b = s.register(&b, DeviceKind::Fan).await;
+    let (client_a, mut events_a) = connect_as(&s.app, &login_a).await;
+    let (client_b, mut events_b) = connect_as(&s.app, &login_b).await;
+    client_b
+        .subscribe(s.topic(&b, Channel::Desired), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let Packet::SubAck(ack) = next_packet(&mut events_b).await else {
+        panic!("B's SUBACK");
+    };
+    assert_eq!(
+        ack.return_codes,
+        [SubscribeReasonCode::Success(QoS::AtLeastOnce)],
+        "a device subscribes to its own desired state"
+    );
+
+    for filter in ["#".to_owned(), s.topic(&b, Channel::Desired)] {
+        client_a.subscribe(&filter, QoS::AtLeastOnce).await.unwrap();
+        let Packet::SubAck(ack) = next_packet(&mut events_a).await else {
+            panic!("a SUBACK for {filter}");
+        };
+        assert_eq!(ack.return_codes, [SubscribeReasonCode::Failure], "{filter}");
+    }
+    // B's readings and B's desired state from A: acknowledged, dropped.
+    for (topic, payload, retain) in [
+        (s.topic(&b, Channel::Readings), batch(&s.home, &b, 1), false),
+        (s.topic(&b, Channel::Desired), vec![9, 9, 9], true),
+    ] {
+        client_a
+            .publish(&topic, QoS::AtLeastOnce, retain, payload)
+            .await
+            .unwrap();
+        assert!(
+            matches!(next_packet(&mut events_a).await, Packet::PubAck(_)),
+            "{topic}"
+        );
+    }
+    // A's own readings are stored, and nothing of B's.
+    client_a
+        .publish(
+            s.topic(&a, Channel::Readings),
+            QoS::AtLeastOnce,
+            false,
+            batch(&s.home, &a, 2),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_packet(&mut events_a).await,
+        Packet::PubAck(_)
+    ));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while s.app.stored_readings(&a).await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "A's reading stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(s.app.stored_readings(&b).await.is_empty());
+
+    // What B hears first is Hearth's command, not A's forgery. (Hearth
+    // sends commands to a device it knows is online.)
+    let online = v1::DeviceStatus {
+        online: true,
+        ..Default::default()
+    };
+    client_b
+        .publish(
+            s.topic(&b, Channel::Status),
+            QoS::AtLeastOnce,
+            false,
+            online.encode_to_vec(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_packet(&mut events_b).await,
+        Packet::PubAck(_)
+    ));
+    s.app
+        .devices()
+        .await
+        .set_mode(v1::SetModeRequest {
+            device_id: b.clone(),
+            mode: v1::Mode::On as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("SetMode");
+    let p = loop {
+        match next_packet(&mut events_b).await {
+            Packet::Publish(p) => break p,
+            Packet::PingResp => {}
+            other => panic!("B's desired state, not {other:?}"),
+        }
+    };
+    let desired = DesiredState::decode(p.payload.as_ref()).expect("Hearth's DesiredState");
+    assert!(desired.on && desired.version >= 1, "{desired:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_rotated_revoked_or_borrowed_logins_are_refused_by_mosquitto() {
+    let s = hearth_on_dynsec_mosquitto().await;
+    let (a, b) = (unique("sensor-a"), unique("sensor-b"));
+    let login_a = s.register(&a, DeviceKind::Sensor).await;
+    let login_b = s.register(&b, DeviceKind::Sensor).await;
+    assert!(is_refused(
+        connect(&s.app, &login_a.client_id, (&a, "hd_wrong")).await
+    ));
+    assert!(is_refused(
+        connect(&s.app, &login_a.client_id, (&a, &login_b.password)).await
+    ));
+    // A's login under a replica's client id, or under B's.
+    for client_id in [
+        format!("hearth-backend-{}-readings", unique("r")),
+        login_b.client_id.clone(),
+    ] {
+        assert!(
+            is_refused(connect(&s.app, &client_id, (&a, &login_a.password)).await),
+            "{client_id}"
+        );
+    }
+
+    let rotated = s
+        .app
+        .devices()
+        .await
+        .rotate_device_credential(v1::RotateDeviceCredentialRequest {
+            device_id: a.clone(),
+        })
+        .await
+        .expect("RotateDeviceCredential")
+        .into_inner()
+        .mqtt_credential
+        .expect("the new credential");
+    assert!(is_refused(
+        connect(&s.app, &login_a.client_id, (&a, &login_a.password)).await
+    ));
+    let (client, mut events) = connect_as(&s.app, &rotated).await;
+    client
+        .publish(
+            s.topic(&a, Channel::Readings),
+            QoS::AtLeastOnce,
+            false,
+            batch(&s.home, &a, 1),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(next_packet(&mut events).await, Packet::PubAck(_)));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while s.app.stored_readings(&a).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a reading with the new login stored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    s.app
+        .devices()
+        .await
+        .revoke_device_credential(v1::RevokeDeviceCredentialRequest {
+            device_id: a.clone(),
+        })
+        .await
+        .expect("RevokeDeviceCredential");
+    assert!(is_refused(
+        connect(&s.app, &rotated.client_id, (&a, &rotated.password)).await
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_puts_back_what_the_broker_lost_of_devices_logins() {
+    let mut s = hearth_on_dynsec_mosquitto().await;
+    let (a, b) = (unique("sensor-a"), unique("sensor-b"));
+    let login_a = s.register(&a, DeviceKind::Sensor).await;
+    let _ = s.register(&b, DeviceKind::Sensor).await;
+    let (client_a, mut events_a) = connect_as(&s.app, &login_a).await;
+    // The broker loses B's client and role (a restored backup, say).
+    for command in [
+        vec!["deleteClient", b.as_str()],
+        vec!["deleteRole", &format!("hearth-device-{b}")],
+    ] {
+        let status = std::process::Command::new("mosquitto_ctrl")
+            .args(["-h", "127.0.0.1", "-p", &s.broker.port.to_string()])
+            .args(["-u", ADMIN, "-P", &s.password, "dynsec"])
+            .args(&command)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("running mosquitto_ctrl");
+        assert!(status.success(), "{command:?}");
+    }
+    s.app.restart().await;
+    let logs = s.app.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("the broker had no client") && l.contains(&b))
+            && !logs
+                .lines()
+                .any(|l| l.contains("the broker had no client") && l.contains(&a)),
+        "{logs}"
+    );
+    // A's connection went on through the restart (a replica's start changes
+    // no device's client, which would make Mosquitto disconnect it).
+    client_a
+        .publish(
+            s.topic(&a, Channel::Readings),
+            QoS::AtLeastOnce,
+            false,
+            batch(&s.home, &a, 1),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_packet(&mut events_a).await,
+        Packet::PubAck(_)
+    ));
+    // B gets a client back, with a password once rotated.
+    let login_b = s
+        .app
+        .devices()
+        .await
+        .rotate_device_credential(v1::RotateDeviceCredentialRequest {
+            device_id: b.clone(),
+        })
+        .await
+        .expect("RotateDeviceCredential")
+        .into_inner()
+        .mqtt_credential
+        .expect("the new credential");
+    let (client, mut events) = connect_as(&s.app, &login_b).await;
+    client
+        .subscribe(s.topic(&a, Channel::Desired), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let Packet::SubAck(ack) = next_packet(&mut events).await else {
+        panic!("a SUBACK");
+    };
+    assert_eq!(
+        ack.return_codes,
+        [SubscribeReasonCode::Failure],
+        "B's rights came back as B's only"
+    );
+}
