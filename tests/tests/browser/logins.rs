@@ -1,7 +1,8 @@
 //! The web app against a `hearth` with users (issue 14): the login page and
 //! its wrong-password answer, the session surviving a reload in
-//! sessionStorage only, a viewer without mode buttons, an operator switching
-//! a fan, and a page of another origin getting no answer from the API.
+//! sessionStorage only, the session renewed before its token expires, a
+//! viewer without mode buttons, an operator switching a fan, and a page of
+//! another origin getting no answer from the API.
 
 use std::time::Duration;
 
@@ -320,6 +321,65 @@ async fn an_operator_switches_a_fan_on() {
         .into_inner()
         .commands;
     assert_eq!(commands[0].requested_by, "otto", "{commands:?}");
+    client.close().await.expect("closing the session");
+}
+
+/// A session outlives its first token: with one-minute sessions the app
+/// renews two thirds in (the old token stops working), and the user goes on
+/// switching without seeing the login page again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_renews_its_session_before_the_token_expires() {
+    let _turn = BROWSER.lock().await;
+    let users = UsersApp::spawn(&[("HEARTH_SESSION_MINUTES", "1")]).await;
+    let driver = Driver::start().await;
+    let client = driver.session(Screen::Desktop).await;
+    client
+        .goto(&format!("http://{}/homes/{}", users.app.http, users.home))
+        .await
+        .expect("opening the home");
+    log_in(&client, "root", PASSWORD).await;
+    assert_eq!(users.mode_buttons(&client).await, 3);
+    let session = || {
+        script(
+            &client,
+            "return sessionStorage.getItem('hearth.session') || ''",
+        )
+    };
+    let first = session().await;
+    let first_token = first.rsplit(':').next().expect("a token").to_owned();
+
+    // Renewal is due 40 s into the minute; allow the wait for it and more.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(70);
+    let renewed = loop {
+        let now = session().await;
+        if !now.is_empty() && now != first {
+            break now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session was not renewed within 70 s of a one-minute login"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let status = auth(&users.app)
+        .await
+        .who_am_i(with_token(WhoAmIRequest {}, &first_token))
+        .await
+        .expect_err("the renewed token opens nothing");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    let token = renewed.rsplit(':').next().expect("a token");
+    let me = auth(&users.app)
+        .await
+        .who_am_i(with_token(WhoAmIRequest {}, token))
+        .await
+        .expect("the new token works")
+        .into_inner();
+    assert_eq!(me.name, "root");
+
+    assert_eq!(count(&client, ".login").await, 0, "still logged in");
+    let tile = format!(r#"article[data-device="{}"]"#, users.fan);
+    click(&client, &format!(r#"{tile} button[data-mode="ON"]"#)).await;
+    wait_for_text(&client, &format!("{tile} .mode"), WAIT, |t| t == "ON").await;
     client.close().await.expect("closing the session");
 }
 
