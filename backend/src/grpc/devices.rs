@@ -117,6 +117,22 @@ impl DeviceApi {
     }
 
     /// The device with its new MQTT credential: the one answer that shows it.
+    /// The device `device_id` names, if `caller` is an admin of its home
+    /// (NOT_FOUND otherwise, as for a device that does not exist).
+    async fn administered_device(
+        &self,
+        caller: &Caller,
+        device_id: &str,
+    ) -> Result<Device, Status> {
+        let id = DeviceId::parse(device_id, "device_id").map_err(invalid_id)?;
+        scope::device(&self.core, caller, &id, Role::Admin, "device_id").await?;
+        self.core
+            .storage
+            .get_device(&id)
+            .await?
+            .ok_or_else(|| Status::not_found(format!("device {id} not found")))
+    }
+
     fn with_credential(&self, d: &Device, password: String) -> v1::Device {
         v1::Device {
             mqtt_credential: Some(v1::MqttCredential {
@@ -248,15 +264,10 @@ impl DeviceService for DeviceApi {
         request: Request<v1::RotateDeviceCredentialRequest>,
     ) -> Result<Response<v1::Device>, Status> {
         let auth = caller(&request)?;
-        let id =
-            DeviceId::parse(&request.into_inner().device_id, "device_id").map_err(invalid_id)?;
-        scope::device(&self.core, &auth.caller, &id, Role::Admin, "device_id").await?;
         let device = self
-            .core
-            .storage
-            .get_device(&id)
-            .await?
-            .ok_or_else(|| Status::not_found(format!("device {id} not found")))?;
+            .administered_device(&auth.caller, &request.into_inner().device_id)
+            .await?;
+        let id = &device.id;
         let issued = self.core.logins.issue(&device).await;
         self.core
             .access
@@ -282,15 +293,10 @@ impl DeviceService for DeviceApi {
         request: Request<v1::RevokeDeviceCredentialRequest>,
     ) -> Result<Response<v1::RevokeDeviceCredentialResponse>, Status> {
         let auth = caller(&request)?;
-        let id =
-            DeviceId::parse(&request.into_inner().device_id, "device_id").map_err(invalid_id)?;
-        scope::device(&self.core, &auth.caller, &id, Role::Admin, "device_id").await?;
         let device = self
-            .core
-            .storage
-            .get_device(&id)
-            .await?
-            .ok_or_else(|| Status::not_found(format!("device {id} not found")))?;
+            .administered_device(&auth.caller, &request.into_inner().device_id)
+            .await?;
+        let id = &device.id;
         let revoked = self.core.logins.revoke(&device).await;
         self.core
             .access

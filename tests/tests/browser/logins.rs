@@ -151,6 +151,16 @@ async fn script(client: &Client, script: &str) -> String {
     value.as_str().unwrap_or_default().to_owned()
 }
 
+/// What the app keeps of its session in `sessionStorage` (`…:TOKEN`), or
+/// "" when it keeps none.
+async fn kept_session(client: &Client) -> String {
+    script(
+        client,
+        "return sessionStorage.getItem('hearth.session') || ''",
+    )
+    .await
+}
+
 /// The login page comes first; a wrong password says so without a reload;
 /// the right one shows the home; a reload keeps the session, which is in
 /// sessionStorage and nowhere in localStorage; "Log out" ends it.
@@ -192,11 +202,7 @@ async fn a_user_logs_in_and_a_reload_keeps_the_session() {
         0,
         "the reload kept the session"
     );
-    let kept = script(
-        &client,
-        "return sessionStorage.getItem('hearth.session') || ''",
-    )
-    .await;
+    let kept = kept_session(&client).await;
     assert!(kept.contains(":hs_"), "sessionStorage holds {kept:?}");
     let token = kept.rsplit(':').next().expect("a token");
     let in_local_storage = script(
@@ -218,13 +224,7 @@ async fn a_user_logs_in_and_a_reload_keeps_the_session() {
         .expect("the login page after logging out");
     // Forgotten once the backend has ended the session.
     let deadline = tokio::time::Instant::now() + WAIT;
-    while !script(
-        &client,
-        "return sessionStorage.getItem('hearth.session') || ''",
-    )
-    .await
-    .is_empty()
-    {
+    while !kept_session(&client).await.is_empty() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "logging out leaves the session in sessionStorage"
@@ -339,19 +339,13 @@ async fn the_app_renews_its_session_before_the_token_expires() {
         .expect("opening the home");
     log_in(&client, "root", PASSWORD).await;
     assert_eq!(users.mode_buttons(&client).await, 3);
-    let session = || {
-        script(
-            &client,
-            "return sessionStorage.getItem('hearth.session') || ''",
-        )
-    };
-    let first = session().await;
+    let first = kept_session(&client).await;
     let first_token = first.rsplit(':').next().expect("a token").to_owned();
 
     // Renewal is due 40 s into the minute; allow the wait for it and more.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(70);
     let renewed = loop {
-        let now = session().await;
+        let now = kept_session(&client).await;
         if !now.is_empty() && now != first {
             break now;
         }
