@@ -43,7 +43,9 @@ enum Command {
 }
 
 fn role(value: &str) -> Result<Role, String> {
-    Role::parse(value).ok_or_else(|| format!("{value:?} is not viewer, operator or admin"))
+    Role::parse(value)
+        .filter(|r| *r != Role::Ingest)
+        .ok_or_else(|| format!("{value:?} is not viewer, operator or admin"))
 }
 
 /// Runs `hearth admin ARGS…`.

@@ -14,10 +14,12 @@ use hearth_proto::v1::{
     auth_service_server::AuthServiceServer, automation_service_server::AutomationServiceServer,
     device_service_server::DeviceServiceServer, telemetry_service_server::TelemetryServiceServer,
 };
-use hearth_runtime::Clock;
+use hearth_runtime::{
+    tls::{ServerTls, TlsAcceptor},
+    Clock,
+};
 use http::{header, HeaderName};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{server::NamedService, service::Routes, transport::Server};
 use tonic_health::{
@@ -39,6 +41,7 @@ use crate::{
     ingest::{self, IngestItem},
     intake::{DeviceRates, Intake},
     limits::Limits,
+    listener,
     metrics::Metrics,
     mqtt,
     rollup::Rollups,
@@ -51,11 +54,15 @@ const INBOX_CAPACITY: usize = 1_024;
 
 pub struct App {
     listener: TcpListener,
+    /// TLS on `listener` (HEARTH_TLS_CERT_FILE), the certificate kept current.
+    http_tls: Option<TlsAcceptor>,
     http_addr: SocketAddr,
     /// The broker devices reach (no login in it: it is logged).
     mqtt_url: String,
     /// The broker with Hearth's own login, for its connections.
     backend_url: String,
+    /// Where the demo home's devices connect.
+    demo_url: String,
     /// Stops the guard in front of the embedded broker and the dynamic
     /// security connection, after everything else.
     broker_stop: CancellationToken,
@@ -84,6 +91,13 @@ impl App {
             .await
             .with_context(|| format!("HEARTH_LISTEN={}: cannot listen there", settings.listen))?;
         let http_addr = listener.local_addr().context("reading the bound address")?;
+        let tls = match &settings.tls {
+            Some(files) => Some(
+                ServerTls::load(&files.cert, &files.key)
+                    .context("HEARTH_TLS_CERT_FILE and HEARTH_TLS_KEY_FILE")?,
+            ),
+            None => None,
+        };
         // What rumqttd takes from the guard in place of each client's login.
         let upstream_login = ("hearth-guard".to_owned(), access::new_token("hg_"));
         let (mqtt_url, mqtt_setting, subscription, embedded) = match &settings.mqtt {
@@ -96,8 +110,9 @@ impl App {
                     (std::net::Ipv4Addr::LOCALHOST, 0).into(),
                     (&upstream_login.0, &upstream_login.1),
                 )?;
+                let scheme = if tls.is_some() { "mqtts" } else { "mqtt" };
                 (
-                    format!("mqtt://{public}"),
+                    format!("{scheme}://{public}"),
                     "HEARTH_MQTT_LISTEN",
                     mqtt::Subscription::Exclusive,
                     Some((guard_listener, broker)),
@@ -172,15 +187,39 @@ impl App {
             (None, Some(admin)) => admin.url(&mqtt_url),
             (None, None) => mqtt_url.clone(),
         };
+        // Where the demo home's devices connect: as devices on the LAN do,
+        // except that with TLS on they get a plain loopback port of the
+        // guard's own, since they are in this process and do not hold the
+        // CA of the served certificate.
+        let mut demo_url = mqtt_url.clone();
         if let Some((guard_listener, broker)) = embedded {
-            mqtt::guard::Guard::new(
+            let guard = mqtt::guard::Guard::new(
                 logins.clone(),
                 access.clone(),
                 metrics.clone(),
                 settings.topics.clone(),
                 upstream_login,
-            )
-            .spawn(guard_listener, broker, broker_stop.clone());
+            );
+            if let Some(tls) = &tls {
+                let inner = mqtt::guard::bind((std::net::Ipv4Addr::LOCALHOST, 0).into()).await?;
+                demo_url = format!(
+                    "mqtt://{}",
+                    inner
+                        .local_addr()
+                        .context("reading the demo's MQTT address")?
+                );
+                guard
+                    .clone()
+                    .spawn(inner, None, broker, broker_stop.clone());
+                guard.spawn(
+                    guard_listener,
+                    Some(tls.acceptor(&[])?),
+                    broker,
+                    broker_stop.clone(),
+                );
+            } else {
+                guard.spawn(guard_listener, None, broker, broker_stop.clone());
+            }
             match access.is_open() {
                 true => warn!(
                     "MQTT: open mode, so devices without a credential may connect anonymously \
@@ -243,11 +282,17 @@ impl App {
                 .await
                 .context("creating the demo home (HEARTH_DEMO)")?;
         }
+        let http_tls = match &tls {
+            Some(tls) => Some(tls.acceptor(&[b"h2", b"http/1.1"])?),
+            None => None,
+        };
         Ok(Self {
             listener,
+            http_tls,
             http_addr,
             mqtt_url,
             backend_url,
+            demo_url,
             broker_stop,
             settings,
             core,
@@ -279,9 +324,11 @@ impl App {
     ) -> anyhow::Result<()> {
         let Self {
             listener,
+            http_tls,
             http_addr,
             mqtt_url,
             backend_url,
+            demo_url,
             broker_stop,
             settings,
             core,
@@ -378,7 +425,7 @@ impl App {
         let demo = settings.demo.then(|| {
             let (core, url, topics, stop) = (
                 core.clone(),
-                mqtt_url.clone(),
+                demo_url.clone(),
                 settings.topics.clone(),
                 stop.clone(),
             );
@@ -406,6 +453,7 @@ impl App {
             database = %storage::redact(&settings.database_url),
             roles = %settings.roles,
             demo = settings.demo,
+            tls = settings.tls.is_some(),
             home_assistant = settings.home_assistant.is_some() && settings.roles.control,
             "hearth ready"
         );
@@ -413,7 +461,7 @@ impl App {
             .accept_http1(true)
             .layer(cors(&settings.cors_origins))
             .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming(listener), {
+            .serve_with_incoming_shutdown(listener::incoming(listener, http_tls), {
                 let closing = core.closing.clone();
                 async move {
                     shutdown.await;
@@ -455,21 +503,6 @@ impl App {
         info!("stopped");
         served
     }
-}
-
-/// Accepted connections with Nagle's algorithm off. Why: a unary response is
-/// several small HTTP/2 frames, and Nagle holding the last one for the
-/// client's delayed ACK adds 40 ms to every call.
-fn incoming(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use futures::StreamExt as _;
-    TcpListenerStream::new(listener).map(|conn| {
-        if let Ok(stream) = &conn {
-            let _ = stream.set_nodelay(true);
-        }
-        conn
-    })
 }
 
 /// Pages of the listed origins (`HEARTH_CORS_ORIGINS`) may call the gRPC-web

@@ -6,7 +6,7 @@
 //! - [`app`]: start-up ([`app::App::build`]) and the run loop with graceful
 //!   shutdown; serves gRPC, gRPC-web, reflection, health, `/metrics` and the
 //!   web app on one port ([`web`]: the built app, precompressed, with cache
-//!   headers).
+//!   headers); [`listener`]: its connections, TLS when configured.
 //! - [`core`]: [`core::Core`], the state the services share.
 //! - [`mqtt`]: the embedded broker and the guard in front of it, the broker
 //!   connection, topic routing, Mosquitto's dynamic security.
@@ -40,6 +40,7 @@ pub mod ingest;
 pub mod intake;
 pub mod lease;
 pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod mqtt;
 pub mod rollup;

@@ -72,6 +72,17 @@ pub struct Settings {
     /// logins there and logs in itself; `None`: Hearth does not manage the
     /// external broker's logins.
     pub dynsec_admin: Option<DynsecAdmin>,
+    /// HEARTH_TLS_CERT_FILE and HEARTH_TLS_KEY_FILE: TLS on HEARTH_LISTEN
+    /// and on the embedded broker's HEARTH_MQTT_LISTEN; `None`: plain TCP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A server certificate chain and its key, PEM files read again when they
+/// change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The dynamic security plugin's admin login.
@@ -267,7 +278,9 @@ pub struct Cli {
     #[arg(long, env = "HEARTH_DATABASE_URL", value_name = "URL", hide_env_values = true,
         default_value = DEFAULT_DATABASE_URL, value_parser = database_url)]
     database_url: String,
-    /// Unset: run the embedded broker; `mqtt://host:port`: use that broker.
+    /// Unset: run the embedded broker; `mqtt://host:port`: use that broker;
+    /// `mqtts://host:8883[?ca_file=PATH]`: over TLS, trusting that CA file
+    /// or else the system's CAs.
     #[arg(long, env = "HEARTH_MQTT_URL", value_name = "URL", hide_env_values = true,
         value_parser = mqtt_url)]
     mqtt_url: Option<String>,
@@ -406,6 +419,25 @@ pub struct Cli {
     #[arg(long, env = "HEARTH_HOME_ASSISTANT_PREFIX", value_name = "PREFIX",
         default_value = DEFAULT_DISCOVERY_PREFIX, value_parser = discovery_prefix)]
     home_assistant_prefix: String,
+
+    /// Serve TLS with this certificate chain (PEM) on HEARTH_LISTEN and on
+    /// the embedded broker's HEARTH_MQTT_LISTEN (`mqtts://`); read again
+    /// when it changes [default: none, plain TCP].
+    #[arg(
+        long,
+        env = "HEARTH_TLS_CERT_FILE",
+        value_name = "FILE",
+        requires = "tls_key_file"
+    )]
+    tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of HEARTH_TLS_CERT_FILE's certificate.
+    #[arg(
+        long,
+        env = "HEARTH_TLS_KEY_FILE",
+        value_name = "FILE",
+        requires = "tls_cert_file"
+    )]
+    tls_key_file: Option<PathBuf>,
 }
 
 fn first_admin(value: &str) -> Result<(String, String), String> {
@@ -471,10 +503,13 @@ fn database_url(value: &str) -> Result<String, String> {
 }
 
 fn mqtt_url(value: &str) -> Result<String, String> {
-    if value.starts_with("mqtt://") || value.starts_with("tcp://") {
+    if ["mqtt://", "tcp://", "mqtts://", "ssl://"]
+        .iter()
+        .any(|s| value.starts_with(s))
+    {
         Ok(value.to_owned())
     } else {
-        Err("must start with mqtt://".into())
+        Err("must start with mqtt:// or mqtts://".into())
     }
 }
 
@@ -556,6 +591,10 @@ impl From<Cli> for Settings {
                 .mqtt_dynsec_admin
                 .zip(cli.mqtt_dynsec_password)
                 .map(|(username, password)| DynsecAdmin { username, password }),
+            tls: cli
+                .tls_cert_file
+                .zip(cli.tls_key_file)
+                .map(|(cert, key)| TlsFiles { cert, key }),
             home_assistant: cli.home_assistant.then(|| {
                 cli.topic_prefix
                     .home_assistant(&cli.home_assistant_prefix)

@@ -112,7 +112,10 @@ impl Access {
             Self::Open => Some(Role::Admin),
             Self::Member { grants, .. } => grants
                 .iter()
-                .filter(|(home, role)| home == home_id && *role != Role::Unspecified)
+                .filter(|(home, role)| {
+                    // Ingest is a gateway's: it shows and switches nothing.
+                    home == home_id && !matches!(role, Role::Unspecified | Role::Ingest)
+                })
                 .map(|(_, role)| *role)
                 .max(),
         }

@@ -52,7 +52,7 @@ use tokio::{
     net::{TcpListener, UdpSocket},
     sync::{watch, Notify},
 };
-use tonic::transport::Channel;
+use tonic::metadata::{Ascii, MetadataValue};
 use tracing::{info, warn};
 
 /// Batches per IngestBatch call.
@@ -303,7 +303,11 @@ impl RateLimit {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub udp: SocketAddr,
+    /// The backend's gRPC URL (`https://` with TLS), the CA its certificate
+    /// is from, and the API token sent with every call.
     pub cloud: String,
+    pub cloud_ca_file: Option<PathBuf>,
+    pub cloud_token: Option<hearth_runtime::Secret>,
     pub data_dir: PathBuf,
     pub max_queue_bytes: u64,
     /// Datagrams per second per source.
@@ -513,15 +517,32 @@ async fn sync(queue: Queue, every: Duration, wake: Arc<Notify>) -> anyhow::Resul
 /// Forwards accepted batches to the backend in order, retrying a call until
 /// the backend answers, and acknowledges them in the queue after it stored them.
 async fn forward(
-    cloud: String,
+    config: &Config,
     queue: Queue,
     wake: Arc<Notify>,
     counters: Arc<Counters>,
 ) -> anyhow::Result<()> {
-    let channel = Channel::from_shared(cloud.clone())?
-        .connect_timeout(Duration::from_secs(5))
-        .connect_lazy();
-    let mut client = TelemetryServiceClient::new(channel);
+    use anyhow::Context as _;
+    let cloud = &config.cloud;
+    let channel = hearth_runtime::tls::grpc_channel(cloud, config.cloud_ca_file.as_deref())
+        .context("HEARTH_GATEWAY_CLOUD")?;
+    let bearer: Option<MetadataValue<Ascii>> = match &config.cloud_token {
+        Some(token) => Some(
+            format!("Bearer {}", token.expose())
+                .parse()
+                .map_err(|_| anyhow::anyhow!("HEARTH_GATEWAY_CLOUD_TOKEN: not a token"))?,
+        ),
+        None => None,
+    };
+    let mut client =
+        TelemetryServiceClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+            if let Some(bearer) = &bearer {
+                request
+                    .metadata_mut()
+                    .insert("authorization", bearer.clone());
+            }
+            Ok(request)
+        });
     loop {
         let (records, upto) = {
             let queue = queue.clone();
@@ -582,7 +603,15 @@ async fn forward(
                 Err(status) => {
                     attempt += 1;
                     if attempt == 1 || attempt.is_multiple_of(10) {
-                        warn!(%cloud, error = %status, attempt, "backend unreachable; keeping the backlog and retrying");
+                        match status.code() {
+                            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => warn!(
+                                %cloud, error = status.message(), attempt,
+                                "the backend refuses the gateway's login (HEARTH_GATEWAY_CLOUD_TOKEN); keeping the backlog and retrying"
+                            ),
+                            _ => {
+                                warn!(%cloud, error = %status, attempt, "backend unreachable; keeping the backlog and retrying")
+                            }
+                        }
                     }
                     CLOUD_RETRY.wait(attempt - 1).await;
                 }
@@ -699,7 +728,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         r = receive(socket, queue.clone(), gate.clone(), RateLimit::new(config.rate), counters.clone()) => r,
         r = save_marks(gate.clone(), config.data_dir.clone()) => r,
         r = sync(queue.clone(), config.sync_every, wake.clone()) => r,
-        r = forward(config.cloud, queue.clone(), wake, counters.clone()) => r,
+        r = forward(&config, queue.clone(), wake, counters.clone()) => r,
         r = report(queue.clone(), counters, config.stats_every) => r,
     };
     // Why wait: a scrape under way gets its answer, and the port is free on return.
@@ -799,6 +828,8 @@ mod tests {
         Config {
             udp: udp.parse().unwrap(),
             cloud: "http://127.0.0.1:1".into(),
+            cloud_ca_file: None,
+            cloud_token: None,
             data_dir,
             max_queue_bytes: 1 << 20,
             rate: 10,

@@ -35,6 +35,20 @@ pub struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     cloud: String,
+    /// The CA (PEM) of an https:// HEARTH_GATEWAY_CLOUD's certificate
+    /// [default: the system's CAs].
+    #[arg(long, env = "HEARTH_GATEWAY_CLOUD_CA_FILE", value_name = "PATH")]
+    cloud_ca_file: Option<PathBuf>,
+    /// The API token the gateway sends its readings with (README, "The
+    /// gateway"); give it as HEARTH_GATEWAY_CLOUD_TOKEN_FILE [default: none,
+    /// for a backend in open mode].
+    #[arg(
+        long,
+        env = "HEARTH_GATEWAY_CLOUD_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    cloud_token: Option<String>,
     /// Directory of the durable queue.
     #[arg(
         long,
@@ -126,6 +140,8 @@ impl From<Cli> for Config {
         Self {
             udp: cli.udp,
             cloud: cli.cloud,
+            cloud_ca_file: cli.cloud_ca_file,
+            cloud_token: cli.cloud_token.map(hearth_runtime::Secret::new),
             data_dir: cli.data,
             max_queue_bytes: cli.queue_mb.saturating_mul(1024 * 1024),
             rate: cli.rate,

@@ -1,5 +1,27 @@
 //! Keeping secrets out of logs and error messages.
 
+/// A secret setting (a token, a password): `{:?}` shows `<redacted>`, so a
+/// settings struct can derive `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for where it is sent.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// `url` with any password replaced by `***` (`mysql://root:***@db/hearth`).
 /// Why the last `@`: a generated password may contain one.
 pub fn redact(url: &str) -> String {

@@ -87,6 +87,11 @@ impl Driver {
 
     /// A new headless Chromium session on `screen`, with a fresh profile.
     pub async fn session(&self, screen: Screen) -> Client {
+        self.session_with(screen, &[]).await
+    }
+
+    /// [`Driver::session`] with more Chromium switches.
+    pub async fn session_with(&self, screen: Screen, switches: &[String]) -> Client {
         let profile = self.profiles.0.join(unique("profile"));
         let mut args = vec![
             "--headless=new".to_owned(),
@@ -99,6 +104,7 @@ impl Driver {
             "--disable-dev-shm-usage".into(),
             format!("--user-data-dir={}", profile.display()),
         ];
+        args.extend_from_slice(switches);
         let mut options = Map::new();
         match screen {
             Screen::Desktop => args.push("--window-size=1280,900".into()),

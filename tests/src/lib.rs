@@ -30,6 +30,7 @@ use hearth_proto::{
         GetDeviceRequest, RegisterDeviceRequest,
     },
 };
+use hearth_runtime::test_ca::TlsFiles;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tonic::transport::Channel as GrpcChannel;
 
@@ -124,6 +125,9 @@ pub struct TestApp {
     pub http: SocketAddr,
     pub mqtt_url: String,
     pub topics: Topics,
+    /// The CA of the certificate it serves, when it serves TLS
+    /// ([`TestApp::spawn_with_tls`]); the test's clients trust it.
+    pub ca_file: Option<PathBuf>,
     logs: Arc<Mutex<Vec<String>>>,
     database: Option<String>,
     /// How it was started, for [`TestApp::restart`].
@@ -223,6 +227,7 @@ impl TestApp {
             http,
             mqtt_url,
             topics,
+            ca_file: None,
             logs,
             database,
             command: env,
@@ -230,16 +235,36 @@ impl TestApp {
         }
     }
 
+    /// Starts `hearth` on the embedded default serving TLS with `files`'s
+    /// certificate on both listeners; the test's clients trust `files.ca`.
+    pub async fn spawn_with_tls(files: &TlsFiles, extra: &[(&str, &str)]) -> Self {
+        let (cert, key) = (
+            files.cert.display().to_string(),
+            files.key.display().to_string(),
+        );
+        let mut env = vec![
+            ("HEARTH_TLS_CERT_FILE", cert.as_str()),
+            ("HEARTH_TLS_KEY_FILE", key.as_str()),
+        ];
+        env.extend_from_slice(extra);
+        let mut app = Self::spawn_with(Backend::Embedded, &env).await;
+        app.mqtt_url = format!("{}?ca_file={}", app.mqtt_url, files.ca.display());
+        app.ca_file = Some(files.ca.clone());
+        app
+    }
+
+    /// `http://127.0.0.1:PORT`, or `https://localhost:PORT` (the name its
+    /// certificate has) when it serves TLS.
     pub fn grpc_url(&self) -> String {
-        format!("http://{}", self.http)
+        match self.ca_file {
+            Some(_) => format!("https://localhost:{}", self.http.port()),
+            None => format!("http://{}", self.http),
+        }
     }
 
     async fn channel(&self) -> GrpcChannel {
-        GrpcChannel::from_shared(self.grpc_url())
-            .expect("valid url")
-            .connect()
-            .await
-            .expect("connecting to hearth")
+        hearth_runtime::tls::grpc_channel(&self.grpc_url(), self.ca_file.as_deref())
+            .expect("a gRPC channel")
     }
 
     pub async fn devices(&self) -> DeviceServiceClient<GrpcChannel> {
@@ -1036,6 +1061,7 @@ impl TestApp {
                 .expect("http= is an address"),
             mqtt_url: self.mqtt_url.clone(),
             topics: self.topics.clone(),
+            ca_file: self.ca_file.clone(),
             logs,
             database: None,
             command: env,

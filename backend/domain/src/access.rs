@@ -9,17 +9,26 @@
 
 use crate::ids::HomeId;
 
-/// A role in one home; each includes what the ones below it may do.
+/// A role in one home. Viewer, operator and admin each include what the
+/// ones before them may do; ingest stands apart: it may only send readings
+/// (`IngestBatch`), which admins may too. It is what a gateway's API token
+/// gets, so a box on the LAN that holds one can neither see nor switch
+/// anything. Declared first, it is the lowest when a caller's roles in a
+/// home are compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
+    Ingest,
     Viewer,
     Operator,
     Admin,
 }
 
 impl Role {
+    pub const ALL: [Role; 4] = [Role::Ingest, Role::Viewer, Role::Operator, Role::Admin];
+
     pub fn as_str(self) -> &'static str {
         match self {
+            Role::Ingest => "ingest",
             Role::Viewer => "viewer",
             Role::Operator => "operator",
             Role::Admin => "admin",
@@ -27,9 +36,15 @@ impl Role {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Role::Viewer, Role::Operator, Role::Admin]
-            .into_iter()
-            .find(|r| r.as_str() == s)
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// Whether this role may do what `need` may.
+    pub fn includes(self, need: Role) -> bool {
+        match need {
+            Role::Ingest => matches!(self, Role::Ingest | Role::Admin),
+            _ => self != Role::Ingest && self >= need,
+        }
     }
 }
 
@@ -104,17 +119,21 @@ impl Caller {
         }
     }
 
-    /// Whether the caller sees `home` at all.
+    /// Whether the caller sees `home` in lists (a gateway's ingest token
+    /// does not).
     pub fn sees(&self, home: &HomeId) -> bool {
-        self.role_in(home).is_some()
+        self.role_in(home).is_some_and(|r| r.includes(Role::Viewer))
     }
 
-    /// Ok if the caller has at least `need` in `home`.
+    /// Ok if the caller's role in `home` includes `need`.
     pub fn require(&self, home: &HomeId, need: Role) -> Result<(), Denied> {
         match self.role_in(home) {
             None => Err(Denied::NotFound),
-            Some(role) if role < need => Err(Denied::Forbidden { role, need }),
-            Some(_) => Ok(()),
+            Some(role) if role.includes(need) => Ok(()),
+            // A gateway's token sees nothing, so to it the home's things do
+            // not exist either.
+            Some(role) if !role.includes(Role::Viewer) => Err(Denied::NotFound),
+            Some(role) => Err(Denied::Forbidden { role, need }),
         }
     }
 }
@@ -160,9 +179,9 @@ pub fn decision(path: &str) -> Option<Decision> {
         ) => Home(Viewer),
         ("hearth.v1.DeviceService", "SetMode") => Home(Operator),
 
-        // Readings written through the API are a home's data, not a device
-        // speaking: only its admins (imports, tools) may write them.
-        ("hearth.v1.TelemetryService", "IngestBatch") => Home(Admin),
+        // Readings written through the API come from a gateway (its ingest
+        // token) or are a home's data (imports, tools: its admins).
+        ("hearth.v1.TelemetryService", "IngestBatch") => Home(Ingest),
         (
             "hearth.v1.TelemetryService",
             "ListReadings" | "WatchReadings" | "GetSeries" | "ExportReadings" | "GetDelivery",
@@ -266,8 +285,25 @@ mod tests {
     }
 
     #[test]
+    fn an_ingest_role_sends_readings_and_nothing_else() {
+        let gateway = user(&[("x", Role::Ingest)]);
+        assert_eq!(gateway.require(&home("x"), Role::Ingest), Ok(()));
+        for need in [Role::Viewer, Role::Operator, Role::Admin] {
+            assert_eq!(gateway.require(&home("x"), need), Err(Denied::NotFound));
+        }
+        assert!(!gateway.sees(&home("x")), "a gateway lists no home");
+        assert!(Role::Admin.includes(Role::Ingest));
+        assert!(!Role::Operator.includes(Role::Ingest));
+        assert!(!Role::Viewer.includes(Role::Ingest));
+        assert_eq!(
+            decision("/hearth.v1.TelemetryService/IngestBatch"),
+            Some(Decision::Home(Role::Ingest))
+        );
+    }
+
+    #[test]
     fn roles_round_trip_their_names() {
-        for r in [Role::Viewer, Role::Operator, Role::Admin] {
+        for r in Role::ALL {
             assert_eq!(Role::parse(r.as_str()), Some(r));
         }
         assert_eq!(Role::parse("root"), None);

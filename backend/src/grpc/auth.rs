@@ -38,6 +38,7 @@ impl AuthApi {
 
 pub fn role_to_proto(role: Role) -> v1::Role {
     match role {
+        Role::Ingest => v1::Role::Ingest,
         Role::Viewer => v1::Role::Viewer,
         Role::Operator => v1::Role::Operator,
         Role::Admin => v1::Role::Admin,
@@ -48,6 +49,7 @@ pub fn role_to_proto(role: Role) -> v1::Role {
 fn role_from_proto(value: i32, field: &str) -> Result<Option<Role>, Status> {
     match v1::Role::try_from(value) {
         Ok(v1::Role::Unspecified) => Ok(None),
+        Ok(v1::Role::Ingest) => Ok(Some(Role::Ingest)),
         Ok(v1::Role::Viewer) => Ok(Some(Role::Viewer)),
         Ok(v1::Role::Operator) => Ok(Some(Role::Operator)),
         Ok(v1::Role::Admin) => Ok(Some(Role::Admin)),
@@ -57,6 +59,17 @@ fn role_from_proto(value: i32, field: &str) -> Result<Option<Role>, Status> {
 
 fn required_role(value: i32, field: &str) -> Result<Role, Status> {
     role_from_proto(value, field)?.ok_or_else(|| invalid(field, "must be set"))
+}
+
+/// A person's role: ingest is for a gateway's API token, not for a login.
+fn member_role(role: Option<Role>, field: &str) -> Result<Option<Role>, Status> {
+    match role {
+        Some(Role::Ingest) => Err(invalid(
+            field,
+            "ROLE_INGEST is for a gateway's API token, not for a user",
+        )),
+        other => Ok(other),
+    }
 }
 
 fn grants_to_proto(grants: &[Grant]) -> Vec<v1::Grant> {
@@ -165,6 +178,7 @@ impl AuthService for AuthApi {
         let home = admin_home(&self.core, &auth.caller, &r.home_id, "home_id").await?;
         let user = Username::parse(&r.username, "username").map_err(invalid_id)?;
         let role = required_role(r.role, "role")?;
+        member_role(Some(role), "role")?;
         let grants = self
             .access()
             .create_user(&user, &r.password, &home, role)
@@ -193,7 +207,7 @@ impl AuthService for AuthApi {
         let r = request.into_inner();
         let home = admin_home(&self.core, &auth.caller, &r.home_id, "home_id").await?;
         let user = Username::parse(&r.username, "username").map_err(invalid_id)?;
-        let role = role_from_proto(r.role, "role")?;
+        let role = member_role(role_from_proto(r.role, "role")?, "role")?;
         let grants = self.access().set_membership(&user, &home, role).await?;
         self.access()
             .audit(

@@ -18,6 +18,9 @@
 //! Each refusal is counted (`hearth_mqtt_refused_total{reason}`) and, at a
 //! limited rate, logged naming the client and topic and written to the
 //! audit log.
+//!
+//! With HEARTH_TLS_CERT_FILE set, the guard is where TLS ends (`mqtts://`):
+//! rumqttd behind it only ever sees loopback.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -29,6 +32,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use bytes::BytesMut;
 use hearth_proto::topics::Topics;
+use hearth_runtime::tls::{TlsAcceptor, HANDSHAKE_WITHIN};
 use rumqttc::mqttbytes::{
     self,
     v4::{
@@ -37,8 +41,8 @@ use rumqttc::mqttbytes::{
     },
 };
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{tcp::OwnedWriteHalf, TcpListener, TcpStream},
+    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -104,11 +108,12 @@ impl Guard {
         })
     }
 
-    /// Accepts on `listener` and serves each connection through to `broker`
-    /// until `stop`.
+    /// Accepts on `listener` (through `tls` if given: `mqtts://`) and serves
+    /// each connection through to `broker` until `stop`.
     pub fn spawn(
         self: Arc<Self>,
         listener: TcpListener,
+        tls: Option<TlsAcceptor>,
         broker: SocketAddr,
         stop: CancellationToken,
     ) {
@@ -120,10 +125,22 @@ impl Guard {
                 };
                 match accepted {
                     Ok((stream, peer)) => {
-                        let guard = self.clone();
-                        let stop = stop.clone();
+                        let _ = stream.set_nodelay(true);
+                        let (guard, stop, tls) = (self.clone(), stop.clone(), tls.clone());
                         tokio::spawn(async move {
-                            if let Err(e) = guard.serve(stream, broker, stop).await {
+                            let served = match tls {
+                                None => guard.serve(stream, broker, stop).await,
+                                Some(tls) => {
+                                    match tokio::time::timeout(HANDSHAKE_WITHIN, tls.accept(stream))
+                                        .await
+                                    {
+                                        Ok(Ok(stream)) => guard.serve(stream, broker, stop).await,
+                                        Ok(Err(e)) => Err(anyhow::anyhow!("TLS handshake: {e}")),
+                                        Err(_) => Err(anyhow::anyhow!("no TLS handshake in time")),
+                                    }
+                                }
+                            };
+                            if let Err(e) = served {
                                 debug!(%peer, error = %e, "MQTT connection ended");
                             }
                         });
@@ -180,12 +197,11 @@ impl Guard {
 
     async fn serve(
         self: Arc<Self>,
-        stream: TcpStream,
+        stream: impl AsyncRead + AsyncWrite + Send + 'static,
         broker: SocketAddr,
         stop: CancellationToken,
     ) -> anyhow::Result<()> {
-        let _ = stream.set_nodelay(true);
-        let (mut from_client, to_client) = stream.into_split();
+        let (mut from_client, to_client) = tokio::io::split(stream);
         let mut to_client = to_client;
         let mut buf = BytesMut::with_capacity(4 * 1024);
         let frame = tokio::time::timeout(
@@ -284,7 +300,10 @@ impl Guard {
                             }
                         }
                     }
-                    to_client.lock().await.write_all(&out).await?;
+                    let mut to_client = to_client.lock().await;
+                    to_client.write_all(&out).await?;
+                    // Why: TLS holds written bytes until flushed (a no-op on TCP).
+                    to_client.flush().await?;
                 }
                 #[allow(unreachable_code)]
                 anyhow::Ok(())
@@ -420,12 +439,13 @@ fn merged_suback(ack: SubAck, refused: &[usize]) -> anyhow::Result<BytesMut> {
     Ok(out)
 }
 
-async fn send(to: &mut OwnedWriteHalf, packet: Packet) -> anyhow::Result<()> {
+async fn send(to: &mut (impl AsyncWrite + Unpin), packet: Packet) -> anyhow::Result<()> {
     let mut out = BytesMut::new();
     packet
         .write(&mut out, MAX_PACKET)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     to.write_all(&out).await?;
+    to.flush().await?;
     Ok(())
 }
 

@@ -515,6 +515,8 @@ enum Who {
     Stranger,
     /// An API token with operator in X.
     Token,
+    /// A gateway's API token: ingest in X.
+    Gateway,
     Nobody,
     Expired,
     Revoked,
@@ -531,18 +533,23 @@ fn expected(method: &str, who: Who) -> Code {
         Who::User(role) => Some(role),
         Who::Stranger => None,
         Who::Token => Some(Role::Operator),
+        Who::Gateway => Some(Role::Ingest),
     };
     match decision {
         Decision::Public => Code::Ok,
         Decision::Caller => match (method, who) {
-            ("/hearth.v1.DeviceService/CreateHome", Who::Token) => Code::PermissionDenied,
-            ("/hearth.v1.AuthService/Renew", Who::Token) => Code::FailedPrecondition,
+            ("/hearth.v1.DeviceService/CreateHome", Who::Token | Who::Gateway) => {
+                Code::PermissionDenied
+            }
+            ("/hearth.v1.AuthService/Renew", Who::Token | Who::Gateway) => Code::FailedPrecondition,
             _ => Code::Ok,
         },
         Decision::Home(need) => match role {
             None => Code::NotFound,
-            Some(role) if role < need => Code::PermissionDenied,
-            Some(_) => Code::Ok,
+            Some(role) if role.includes(need) => Code::Ok,
+            // A gateway's token sees nothing of the home.
+            Some(role) if !role.includes(Role::Viewer) => Code::NotFound,
+            Some(_) => Code::PermissionDenied,
         },
     }
 }
@@ -656,6 +663,7 @@ async fn every_rpc_answers_each_caller_as_the_access_table_says() {
     );
 
     let script = api_token(&app, &root, "script", v1::Role::Operator).await;
+    let gateway = api_token(&app, &root, "gateway", v1::Role::Ingest).await;
     let revoked = api_token(&app, &root, "revoked", v1::Role::Admin).await;
     AuthServiceClient::connect(app.url.clone())
         .await
@@ -701,6 +709,7 @@ async fn every_rpc_answers_each_caller_as_the_access_table_says() {
         }
         for (token, who) in [
             (Some(script.clone()), Who::Token),
+            (Some(gateway.clone()), Who::Gateway),
             (None, Who::Nobody),
             (Some(revoked.clone()), Who::Revoked),
             (Some("hs_not-a-token".to_owned()), Who::Nobody),

@@ -1,6 +1,12 @@
 //! `spawn_app()` and what tests do with the app it starts.
 
-use std::{collections::HashMap, future::Future, sync::Once, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    path::{Path, PathBuf},
+    sync::Once,
+    time::Duration,
+};
 
 use hearth_backend::{app::App, settings::Settings};
 use hearth_proto::{
@@ -11,7 +17,7 @@ use hearth_proto::{
         DeviceKind, DeviceStatus, RegisterDeviceRequest, ReportedState,
     },
 };
-use hearth_runtime::Clock;
+use hearth_runtime::{test_ca::TlsFiles, Clock};
 use prost::Message as _;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -38,6 +44,9 @@ pub struct TestApp {
     /// Where it stores: another app given this URL shares its database, as
     /// a second replica would.
     pub database_url: String,
+    /// The CA the app's certificate is from, when it serves TLS
+    /// ([`spawn_app_with_tls`]); its clients trust it.
+    pub ca_file: Option<PathBuf>,
     stop: CancellationToken,
     running: Option<JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -91,13 +100,54 @@ pub async fn spawn_app_with(extra: &[(&'static str, &str)]) -> TestApp {
         clock,
         command_ttl_ms,
         database_url,
+        ca_file: None,
         stop,
         running: Some(running),
         _dir: dir,
     }
 }
 
+/// [`spawn_app_with`] serving TLS with `files`'s certificate on both
+/// listeners; the test's gRPC and MQTT clients trust `files.ca`.
+pub async fn spawn_app_with_tls(files: &TlsFiles) -> TestApp {
+    let (cert, key) = (files.cert.display(), files.key.display());
+    let mut app = spawn_app_with(&[
+        ("HEARTH_TLS_CERT_FILE", &cert.to_string()),
+        ("HEARTH_TLS_KEY_FILE", &key.to_string()),
+    ])
+    .await;
+    app.url = app.url.replacen("http://", "https://", 1);
+    app.mqtt_url = format!("{}?ca_file={}", app.mqtt_url, files.ca.display());
+    app.ca_file = Some(files.ca.clone());
+    app
+}
+
+/// A gRPC channel to `addr` over TLS, as `localhost`, trusting only
+/// `ca_file`; it connects at its first call.
+pub fn tls_channel(addr: &str, ca_file: &Path) -> GrpcChannel {
+    let port = addr.rsplit(':').next().expect("host:port");
+    hearth_runtime::tls::grpc_channel(&format!("https://localhost:{port}"), Some(ca_file))
+        .expect("a TLS channel")
+}
+
 impl TestApp {
+    /// `host:port` of gRPC, gRPC-web and the web app.
+    pub fn addr(&self) -> &str {
+        self.url.split_once("://").map_or(&self.url, |(_, a)| a)
+    }
+
+    /// A gRPC channel to the app, over TLS when it serves TLS.
+    pub async fn channel(&self) -> GrpcChannel {
+        match &self.ca_file {
+            Some(ca) => tls_channel(self.addr(), ca),
+            None => GrpcChannel::from_shared(self.url.clone())
+                .expect("an endpoint")
+                .connect()
+                .await
+                .expect("the gRPC port answers"),
+        }
+    }
+
     /// The text of `/metrics`, over a plain HTTP/1.1 GET.
     pub async fn metrics(&self) -> String {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -117,15 +167,11 @@ impl TestApp {
     pub async fn auth(
         &self,
     ) -> hearth_proto::v1::auth_service_client::AuthServiceClient<GrpcChannel> {
-        hearth_proto::v1::auth_service_client::AuthServiceClient::connect(self.url.clone())
-            .await
-            .expect("the gRPC port answers")
+        hearth_proto::v1::auth_service_client::AuthServiceClient::new(self.channel().await)
     }
 
     pub async fn devices(&self) -> DeviceServiceClient<GrpcChannel> {
-        DeviceServiceClient::connect(self.url.clone())
-            .await
-            .expect("the gRPC port answers")
+        DeviceServiceClient::new(self.channel().await)
     }
 
     /// Creates `HOME` with the fan `FAN`, through the API.
@@ -150,9 +196,7 @@ impl TestApp {
     }
 
     pub async fn telemetry(&self) -> TelemetryServiceClient<GrpcChannel> {
-        TelemetryServiceClient::connect(self.url.clone())
-            .await
-            .expect("the gRPC port answers")
+        TelemetryServiceClient::new(self.channel().await)
     }
 
     /// Registers the sensor `SENSOR` named `name` in `HOME`, through the API.

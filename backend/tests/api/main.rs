@@ -15,4 +15,5 @@ mod helpers;
 mod home_assistant;
 mod limits;
 mod service;
+mod tls;
 mod watch;

@@ -2,8 +2,8 @@
 //! issue 6 on a desktop window and on a 360-pixel-wide phone, with a
 //! screenshot of each step in `target/browser-artifacts/`; the automation
 //! page (`automation`), a sensor's range buttons (`sensor_charts`) and
-//! logins, roles and CORS with users configured (`logins`) on a desktop
-//! window.
+//! logins, roles and CORS with users configured (`logins`) and the app over
+//! HTTPS (`tls`) on a desktop window.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`./hearth.sh test`
 //! installs them) and the built web app in `frontend/dist`; fails without
@@ -13,6 +13,7 @@ mod automation;
 mod delivery;
 mod logins;
 mod sensor_charts;
+mod tls;
 
 use std::time::Duration;
 

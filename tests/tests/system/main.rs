@@ -13,3 +13,4 @@ mod replicas;
 mod resilience;
 mod startup;
 mod telemetry;
+mod tls;
