@@ -8,7 +8,7 @@
 //! `*_with` loops take both; [`run_sensor`] and [`run_actuator`] connect
 //! without options, as the demo home and the system tests do.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use hearth_proto::{
@@ -21,7 +21,10 @@ use hearth_runtime::{
     unix_ms_now, Backoff,
 };
 use prost::Message as _;
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
+    Outgoing, Packet, QoS,
+};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -64,6 +67,11 @@ impl DeviceLink {
             &hearth_proto::topics::agent_client_id(&self.device_id),
             extra.credentials(),
         )?;
+        // Why a persistent session: the broker keeps what it had not
+        // acknowledged when the connection went (a credential rotated, a
+        // broker restart), and rumqttc sends it again after reconnecting;
+        // with a clean session it would drop it.
+        options.set_clean_session(false);
         options.set_last_will(LastWill::new(
             self.topic(Channel::Status)?,
             self.status(false),
@@ -79,12 +87,21 @@ impl DeviceLink {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LinkOptions {
     credentials: Option<Credentials>,
+    password_file: Option<PathBuf>,
 }
 
 impl LinkOptions {
     /// Logs in with `credentials` (MQTT username and password).
     pub fn with_credentials(mut self, credentials: Credentials) -> Self {
         self.credentials = Some(credentials);
+        self
+    }
+
+    /// Where the password came from: read again whenever the broker refuses
+    /// the login, so a rotated password takes effect once the file holds
+    /// it, without restarting the agent (and losing what it queued).
+    pub fn with_password_file(mut self, file: PathBuf) -> Self {
+        self.password_file = Some(file);
         self
     }
 
@@ -101,6 +118,9 @@ const RECONNECT: Backoff = Backoff::new(Duration::from_millis(500), Duration::fr
 /// connection attempts.
 pub(crate) struct Connection {
     events: EventLoop,
+    /// The username, and the file to read its password from again after a
+    /// refused login.
+    relogin: Option<(String, PathBuf)>,
     /// Whether the broker accepted the session (CONNACK) and it still holds.
     connected: bool,
     /// Connection attempts since the last accepted one.
@@ -110,9 +130,15 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    pub(crate) fn new(events: EventLoop) -> Self {
+    pub(crate) fn new(events: EventLoop, options: &LinkOptions) -> Self {
+        let relogin = options
+            .credentials
+            .as_ref()
+            .zip(options.password_file.clone())
+            .map(|(c, file)| (c.username().to_owned(), file));
         Self {
             events,
+            relogin,
             connected: false,
             attempts: 0,
             next_attempt: None,
@@ -148,6 +174,35 @@ impl Connection {
             }
             Err(e) => {
                 warn!(device, error = %e, "MQTT connection lost; reconnecting");
+                if let (
+                    ConnectionError::ConnectionRefused(
+                        ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
+                    ),
+                    Some((username, file)),
+                ) = (&e, &self.relogin)
+                {
+                    match std::fs::read_to_string(file) {
+                        Ok(text) => {
+                            let password = text.trim_end_matches(['\r', '\n']);
+                            let new = self
+                                .events
+                                .mqtt_options
+                                .credentials()
+                                .is_none_or(|login| login.password != password);
+                            if new {
+                                // A new password: no reason to wait.
+                                self.events
+                                    .mqtt_options
+                                    .set_credentials(username.as_str(), password);
+                                self.next_attempt = None;
+                                info!(device, file = %file.display(), "login refused: trying the new password in the file");
+                            }
+                        }
+                        Err(e) => {
+                            warn!(device, file = %file.display(), error = %e, "login refused, and the password file cannot be read");
+                        }
+                    }
+                }
                 if self.connected {
                     // An accepted session ended: the first pause before
                     // trying again.
@@ -233,7 +288,7 @@ pub async fn run_actuator_with(
     let reported_topic = link.topic(Channel::Reported)?;
     let status_topic = link.topic(Channel::Status)?;
     let (client, events) = client(link.options(link_options)?, 64);
-    let mut connection = Connection::new(events);
+    let mut connection = Connection::new(events, link_options);
     let mut applied_version = 0u64;
     let report = |applied_version: u64, on: bool| {
         ReportedState {

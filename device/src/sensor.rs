@@ -186,7 +186,7 @@ pub async fn run_sensor_with(
         let (client, events) = hearth_runtime::mqtt::client(link.options(link_options)?, 64);
         Some(MqttLink {
             client,
-            connection: Connection::new(events),
+            connection: Connection::new(events, link_options),
             readings_topic: link.topic(Channel::Readings)?,
             status_topic: link.topic(Channel::Status)?,
         })

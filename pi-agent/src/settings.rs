@@ -386,7 +386,10 @@ impl Layers {
             .ok_or_else(|| missing("device", "the id of the device"))?
             .parse(id)?;
         let link_options = match self.credentials()? {
-            Some(credentials) => LinkOptions::default().with_credentials(credentials),
+            Some((credentials, Some(file))) => LinkOptions::default()
+                .with_credentials(credentials)
+                .with_password_file(file),
+            Some((credentials, None)) => LinkOptions::default().with_credentials(credentials),
             None => LinkOptions::default(),
         };
         let is_actuator = match self.take("role") {
@@ -429,8 +432,11 @@ impl Layers {
         })
     }
 
-    fn credentials(&mut self) -> Result<Option<Credentials>, SettingsError> {
+    /// The broker login, and the file its password came from (read again
+    /// when the broker refuses it).
+    fn credentials(&mut self) -> Result<Option<(Credentials, Option<PathBuf>)>, SettingsError> {
         let username = self.take("mqtt_username");
+        let mut file_path = None;
         let password = match (self.take("mqtt_password"), self.take("mqtt_password_file")) {
             (Some(inline), Some(file)) => {
                 return Err(invalid(
@@ -439,16 +445,20 @@ impl Layers {
                 ));
             }
             (Some(inline), None) => Some(inline),
-            (None, Some(file)) => Some(Raw {
-                value: read_password(&file)?,
-                origin: file.origin,
-            }),
+            (None, Some(file)) => {
+                file_path = Some(PathBuf::from(&file.value));
+                Some(Raw {
+                    value: read_password(&file)?,
+                    origin: file.origin,
+                })
+            }
             (None, None) => None,
         };
         match (username, password) {
-            (Some(username), Some(password)) => {
-                Ok(Some(Credentials::new(username.value, password.value)))
-            }
+            (Some(username), Some(password)) => Ok(Some((
+                Credentials::new(username.value, password.value),
+                file_path,
+            ))),
             (None, None) => Ok(None),
             (Some(username), None) => Err(invalid(
                 &username.origin,

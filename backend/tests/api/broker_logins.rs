@@ -388,3 +388,117 @@ async fn a_last_will_on_another_devices_topic_is_refused() {
     );
     assert_eq!(refused(&app, "publish").await, 1.0);
 }
+
+/// `device`'s delivery figures (GetDelivery) over the last ten minutes and
+/// the next minute of real time (the agent's readings carry real time).
+async fn delivery(app: &TestApp, token: &str, device: &str) -> v1::DeliveryFigures {
+    let now = hearth_runtime::clock::unix_ms_now();
+    app.telemetry()
+        .await
+        .get_delivery(with_token(
+            v1::GetDeliveryRequest {
+                device_id: device.into(),
+                start_unix_ms: now - 600_000,
+                end_unix_ms: now + 60_000,
+            },
+            Some(token),
+        ))
+        .await
+        .expect("GetDelivery")
+        .into_inner()
+        .total
+        .expect("total figures")
+}
+
+/// An admin rotates a sensor's credential while the agent sends 20 batches
+/// (60 readings) a second: the old password stops working at once; the agent, which read
+/// its password from a file, reads the file again when its login is refused
+/// and goes on once the new password is there, without a restart; and every
+/// reading sent arrives, once.
+#[tokio::test]
+async fn a_credential_rotated_under_load_loses_and_doubles_nothing() {
+    use hearth_device::{
+        mqtt::{Credentials, DeviceLink, LinkOptions},
+        sensor::{run_sensor_with, SensorPlan},
+        sim::{SimulatedSensors, Waveform},
+    };
+
+    let (app, root, a, _b) = app_with_two_sensors().await;
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("mqtt-password");
+    std::fs::write(&password_file, format!("{}\n", a.password)).unwrap();
+    let link = DeviceLink {
+        broker_url: app.mqtt_url.clone(),
+        topics: app.topics.clone(),
+        home_id: HOME.into(),
+        device_id: A.into(),
+    };
+    let options = LinkOptions::default()
+        .with_credentials(Credentials::new(A, &a.password))
+        .with_password_file(password_file.clone());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let agent = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let sensors =
+                SimulatedSensors::new(hearth_runtime::clock::unix_ms_now(), Waveform::Steady(21.5));
+            let plan = SensorPlan::mqtt(std::time::Duration::from_millis(50));
+            run_sensor_with(link, &options, sensors, &plan, stop.cancelled_owned()).await
+        }
+    });
+    eventually("readings sent with the first password", || async {
+        (delivery(&app, &root, A).await.stored >= 90).then_some(())
+    })
+    .await;
+
+    let rotated = app
+        .devices()
+        .await
+        .rotate_device_credential(with_token(
+            v1::RotateDeviceCredentialRequest {
+                device_id: A.into(),
+            },
+            Some(&root),
+        ))
+        .await
+        .expect("RotateDeviceCredential")
+        .into_inner()
+        .mqtt_credential
+        .expect("the new credential");
+    let at_rotation = delivery(&app, &root, A).await.stored;
+    // The operator puts the new password in place a moment later; until
+    // then the agent's logins are refused and it keeps what it reads.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    std::fs::write(&password_file, format!("{}\n", rotated.password)).unwrap();
+    eventually("readings sent with the new password", || async {
+        (delivery(&app, &root, A).await.stored >= at_rotation + 90).then_some(())
+    })
+    .await;
+    stop.cancel();
+    agent.await.unwrap().expect("the agent stops cleanly");
+
+    assert_eq!(
+        connect(&app, &a.client_id, Some((A, &a.password)))
+            .await
+            .err(),
+        Some(ConnectReturnCode::BadUserNamePassword),
+        "the old password no longer works"
+    );
+    // What was in flight when the connection was closed is sent again on
+    // the new session; every sequence number is stored once.
+    let mut figures = delivery(&app, &root, A).await;
+    for _ in 0..100 {
+        if figures.missing == 0 && figures.stored == figures.expected {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        figures = delivery(&app, &root, A).await;
+    }
+    assert_eq!(
+        (figures.missing, figures.stored),
+        (0, figures.expected),
+        "every reading sent is stored: {figures:?}"
+    );
+    assert_eq!(figures.restarts, 0, "{figures:?}");
+    assert!(figures.stored >= at_rotation + 90, "{figures:?}");
+}
