@@ -50,6 +50,8 @@ impl SqlStorage<Sqlite> {
 #[async_trait]
 impl Dialect for Sqlite {
     const INSERT_IGNORE: &'static str = "INSERT OR IGNORE";
+    const ADD_TO_ARRIVALS: &'static str = " ON CONFLICT (device_id, hour_start, metric) \
+         DO UPDATE SET late = late + excluded.late, duplicates = duplicates + excluded.duplicates";
     const INT_DIV: &'static str = " / ";
     const DELETE_READINGS_BEFORE: &'static str = "DELETE FROM readings \
          WHERE (device_id, metric, seq) IN (SELECT device_id, metric, seq FROM readings \
