@@ -69,6 +69,7 @@ on_both_databases!(
     the_highest_number_below_and_the_numbers_after_are_found_by_key,
     run_starts_are_recorded_once_and_listed_in_a_range,
     late_and_duplicate_readings_are_counted_per_device_and_hour,
+    a_backlog_of_many_devices_is_sorted_as_one_of_a_few,
     minute_series_come_from_rollups_refreshed_twice,
     raw_series_bucket_readings_from_the_start_of_the_plan,
     hour_series_come_from_minute_rollups,
@@ -1025,6 +1026,28 @@ async fn late_and_duplicate_readings_are_counted_per_device_and_hour(storage: Ar
         storage.arrivals(&s2, 0, HOUR_MS).await.unwrap(),
         [arrived(0, 1)]
     );
+}
+
+async fn a_backlog_of_many_devices_is_sorted_as_one_of_a_few(storage: Arc<dyn Storage>) {
+    // More devices than the writer's look-ups join into one statement.
+    let devices: Vec<String> = (0..450).map(|i| format!("s{i}")).collect();
+    let t = Metric::TemperatureCelsius;
+    let numbered = |seq: u64| -> Vec<Reading> {
+        devices
+            .iter()
+            .map(|d| reading(d, t, seq, seq as i64 * 1_000))
+            .collect()
+    };
+    storage.insert_readings(&numbered(2)).await.unwrap();
+    // Every device's 1 comes late and its 2 again.
+    let backlog: Vec<Reading> = numbered(1).into_iter().chain(numbered(2)).collect();
+    let inserted = storage.insert_readings(&backlog).await.unwrap();
+    assert_eq!(inserted.new, 450);
+    assert_eq!(inserted.arrivals.len(), 450);
+    assert!(inserted
+        .arrivals
+        .iter()
+        .all(|(_, a)| (a.late, a.duplicates) == (1, 1)));
 }
 
 async fn the_highest_number_below_and_the_numbers_after_are_found_by_key(

@@ -31,9 +31,10 @@ use crate::domain::{
 /// statement (5 per reading), and few distinct batch shapes keep prepared
 /// statements cached.
 const INSERT_CHUNK: usize = 1_000;
-/// Metrics of devices per statement that asks for their highest numbers.
-/// Why: one `SELECT` per metric joined by `UNION ALL`, and SQLite allows 500.
-const HIGHEST_CHUNK: usize = 400;
+/// `SELECT`s joined by `UNION ALL` into one statement, one per metric of a
+/// device, when the ingest writer asks what is stored. Why this many: SQLite
+/// allows 500.
+const JOINED_SELECTS: usize = 400;
 
 /// A device with the command behind its desired state.
 const DEVICE_SELECT: &str = "SELECT d.id, d.home_id, d.kind, d.name, d.mode, d.desired_version, \
@@ -421,7 +422,7 @@ where
     /// their order. Each is one step back along the primary key.
     async fn highest_stored(&self, streams: &[(&DeviceId, Metric)]) -> Result<Vec<Option<u64>>> {
         let mut highest = Vec::with_capacity(streams.len());
-        for chunk in streams.chunks(HIGHEST_CHUNK) {
+        for chunk in streams.chunks(JOINED_SELECTS) {
             let mut q = Statement::new("");
             for (i, (device, metric)) in chunk.iter().enumerate() {
                 if i > 0 {
@@ -447,28 +448,55 @@ where
         Ok(highest)
     }
 
-    /// Which of `seqs` of `device`'s `metric` are stored.
+    /// Which of the numbers `wanted` of `streams` (by index) are stored, as
+    /// (index, number): one `SELECT` on the primary key per stream and up to
+    /// 1,000 numbers, joined into statements of at most 5,000 numbers. Why joined: a replayed backlog has numbers to
+    /// look up in every stream of a commit, and a round trip each would take
+    /// longer than the commit.
     async fn stored_among(
         &self,
-        device: &DeviceId,
-        metric: Metric,
-        seqs: &[u64],
-    ) -> Result<Vec<u64>> {
-        let mut stored = Vec::new();
-        for chunk in seqs.chunks(INSERT_CHUNK) {
-            let mut q = Statement::new("SELECT seq FROM readings WHERE device_id = ");
-            q.push_bind(device.as_str());
-            q.push(" AND metric = ").push_bind(metric as i16);
-            q.push(" AND seq IN (");
-            for (i, seq) in chunk.iter().enumerate() {
-                if i > 0 {
-                    q.push(", ");
+        streams: &[(&DeviceId, Metric)],
+        wanted: &[(usize, Vec<u64>)],
+    ) -> Result<HashSet<(usize, u64)>> {
+        let parts: Vec<(usize, &[u64])> = wanted
+            .iter()
+            .flat_map(|(i, seqs)| seqs.chunks(INSERT_CHUNK).map(move |c| (*i, c)))
+            .collect();
+        let mut stored = HashSet::new();
+        let mut rest = &parts[..];
+        while !rest.is_empty() {
+            let mut q = Statement::new("");
+            let (mut joined, mut numbers) = (0, 0);
+            while let Some((&(i, seqs), after)) = rest.split_first() {
+                if joined == JOINED_SELECTS
+                    || (joined > 0 && numbers + seqs.len() > 5 * INSERT_CHUNK)
+                {
+                    break;
                 }
-                q.push_bind((*seq).min(MAX_SEQ) as i64);
+                let (device, metric) = streams[i];
+                if joined > 0 {
+                    q.push(" UNION ALL ");
+                }
+                q.push(&format!(
+                    "SELECT {i} AS i, seq FROM readings WHERE device_id = "
+                ));
+                q.push_bind(device.as_str());
+                q.push(" AND metric = ").push_bind(metric as i16);
+                q.push(" AND seq IN (");
+                for (n, seq) in seqs.iter().enumerate() {
+                    if n > 0 {
+                        q.push(", ");
+                    }
+                    q.push_bind((*seq).min(MAX_SEQ) as i64);
+                }
+                q.push(")");
+                joined += 1;
+                numbers += seqs.len();
+                rest = after;
             }
-            q.push(")");
             for row in q.query().fetch_all(&self.pool).await? {
-                stored.push(row.try_get::<i64, _>("seq")? as u64);
+                let i = row.try_get::<i64, _>("i")? as usize;
+                stored.insert((i, row.try_get::<i64, _>("seq")? as u64));
             }
         }
         Ok(stored)
@@ -495,23 +523,23 @@ where
         };
         // Only the numbers at or below the highest stored may be stored:
         // none of a sensor sending in order.
-        let mut maybe: HashMap<(&DeviceId, Metric), Vec<u64>> = HashMap::new();
+        let mut wanted: Vec<(usize, Vec<u64>)> = Vec::new();
+        let mut of_stream: Vec<Option<usize>> = vec![None; streams.len()];
         for r in readings {
-            if highest_of(&r.device_id, r.metric).is_some_and(|h| r.seq <= h) {
-                maybe
-                    .entry((&r.device_id, r.metric))
-                    .or_default()
-                    .push(r.seq);
+            let i = index[&(&r.device_id, r.metric)];
+            if highest[i].is_some_and(|h| r.seq <= h) {
+                let w = *of_stream[i].get_or_insert_with(|| {
+                    wanted.push((i, Vec::new()));
+                    wanted.len() - 1
+                });
+                wanted[w].1.push(r.seq);
             }
         }
-        let mut stored: HashSet<(&DeviceId, Metric, u64)> = HashSet::new();
-        for ((device, metric), seqs) in &maybe {
-            for seq in self.stored_among(device, *metric, seqs).await? {
-                stored.insert((*device, *metric, seq));
-            }
-        }
+        let stored = self.stored_among(&streams, &wanted).await?;
         Ok(arrivals(readings, highest_of, |device, metric, seq| {
-            stored.contains(&(device, metric, seq))
+            index
+                .get(&(device, metric))
+                .is_some_and(|&i| stored.contains(&(i, seq)))
         }))
     }
 
