@@ -31,10 +31,10 @@ use crate::domain::{
 /// statement (5 per reading), and few distinct batch shapes keep prepared
 /// statements cached.
 const INSERT_CHUNK: usize = 1_000;
-/// `SELECT`s joined by `UNION ALL` into one statement, one per metric of a
-/// device, when the ingest writer asks what is stored. Why this many: SQLite
-/// allows 500.
-const JOINED_SELECTS: usize = 400;
+/// Keys per statement when the ingest writer asks what is stored before a
+/// commit. Why one statement for many: a round trip per key, or a statement
+/// of many `UNION`ed, took longer than the commit itself.
+const LOOKUP_CHUNK: usize = 5_000;
 
 /// A device with the command behind its desired state.
 const DEVICE_SELECT: &str = "SELECT d.id, d.home_id, d.kind, d.name, d.mode, d.desired_version, \
@@ -144,6 +144,9 @@ impl<'a> Statement<'a> {
 pub trait Dialect: Database {
     /// An INSERT that skips rows whose key is stored already.
     const INSERT_IGNORE: &'static str;
+    /// A table `j` of readings' keys from one JSON parameter, an array of
+    /// `[i, device_id, metric, seq]`: columns `i`, `d`, `m`, `s`.
+    const KEYS_FROM_JSON: &'static str;
     /// What ends `INSERT INTO delivery_arrivals … VALUES …` so that a row
     /// already there is added to.
     const ADD_TO_ARRIVALS: &'static str;
@@ -419,82 +422,67 @@ where
     }
 
     /// The highest number stored of each of `streams` (device, metric), in
-    /// their order. Each is one step back along the primary key.
+    /// their order: one step back along the primary key each, all in one
+    /// statement per 5,000.
     async fn highest_stored(&self, streams: &[(&DeviceId, Metric)]) -> Result<Vec<Option<u64>>> {
-        let mut highest = Vec::with_capacity(streams.len());
-        for chunk in streams.chunks(JOINED_SELECTS) {
-            let mut q = Statement::new("");
-            for (i, (device, metric)) in chunk.iter().enumerate() {
-                if i > 0 {
-                    q.push(" UNION ALL ");
-                }
-                q.push(&format!(
-                    "SELECT {i} AS i, (SELECT seq FROM readings WHERE device_id = "
-                ));
-                q.push_bind(device.as_str());
-                q.push(" AND metric = ").push_bind(*metric as i16);
-                q.push(" ORDER BY seq DESC LIMIT 1) AS highest");
-            }
-            let mut found = vec![None; chunk.len()];
-            for row in q.query().fetch_all(&self.pool).await? {
+        let sql = format!(
+            "SELECT j.i, (SELECT seq FROM readings r WHERE r.device_id = j.d \
+             AND r.metric = j.m ORDER BY seq DESC LIMIT 1) AS highest FROM {}",
+            DB::KEYS_FROM_JSON
+        );
+        let mut highest = vec![None; streams.len()];
+        for (c, chunk) in streams.chunks(LOOKUP_CHUNK).enumerate() {
+            let keys: Vec<_> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, (device, metric))| {
+                    serde_json::json!([c * LOOKUP_CHUNK + i, device.as_str(), *metric as i16, 0])
+                })
+                .collect();
+            let keys = serde_json::Value::from(keys).to_string();
+            for row in sqlx::query(&sql)
+                .bind(keys.as_str())
+                .fetch_all(&self.pool)
+                .await?
+            {
                 let i = row.try_get::<i64, _>("i")? as usize;
                 let seq = row.try_get::<Option<i64>, _>("highest")?;
-                if let Some(slot) = found.get_mut(i) {
+                if let Some(slot) = highest.get_mut(i) {
                     *slot = seq.map(|s| s as u64);
                 }
             }
-            highest.extend(found);
         }
         Ok(highest)
     }
 
-    /// Which of the numbers `wanted` of `streams` (by index) are stored, as
-    /// (index, number): one `SELECT` on the primary key per stream and up to
-    /// 1,000 numbers, joined into statements of at most 5,000 numbers. Why joined: a replayed backlog has numbers to
-    /// look up in every stream of a commit, and a round trip each would take
-    /// longer than the commit.
+    /// Which of `wanted` (the index of a stream in `streams`, a number) are
+    /// stored: a key lookup each, all in one statement per 5,000.
     async fn stored_among(
         &self,
         streams: &[(&DeviceId, Metric)],
-        wanted: &[(usize, Vec<u64>)],
+        wanted: &[(usize, u64)],
     ) -> Result<HashSet<(usize, u64)>> {
-        let parts: Vec<(usize, &[u64])> = wanted
-            .iter()
-            .flat_map(|(i, seqs)| seqs.chunks(INSERT_CHUNK).map(move |c| (*i, c)))
-            .collect();
+        let sql = format!(
+            "SELECT j.i, r.seq FROM {} JOIN readings r ON r.device_id = j.d \
+             AND r.metric = j.m AND r.seq = j.s",
+            DB::KEYS_FROM_JSON
+        );
         let mut stored = HashSet::new();
-        let mut rest = &parts[..];
-        while !rest.is_empty() {
-            let mut q = Statement::new("");
-            let (mut joined, mut numbers) = (0, 0);
-            while let Some((&(i, seqs), after)) = rest.split_first() {
-                if joined == JOINED_SELECTS
-                    || (joined > 0 && numbers + seqs.len() > 5 * INSERT_CHUNK)
-                {
-                    break;
-                }
-                let (device, metric) = streams[i];
-                if joined > 0 {
-                    q.push(" UNION ALL ");
-                }
-                q.push(&format!(
-                    "SELECT {i} AS i, seq FROM readings WHERE device_id = "
-                ));
-                q.push_bind(device.as_str());
-                q.push(" AND metric = ").push_bind(metric as i16);
-                q.push(" AND seq IN (");
-                for (n, seq) in seqs.iter().enumerate() {
-                    if n > 0 {
-                        q.push(", ");
-                    }
-                    q.push_bind((*seq).min(MAX_SEQ) as i64);
-                }
-                q.push(")");
-                joined += 1;
-                numbers += seqs.len();
-                rest = after;
-            }
-            for row in q.query().fetch_all(&self.pool).await? {
+        for chunk in wanted.chunks(LOOKUP_CHUNK) {
+            let keys: Vec<_> = chunk
+                .iter()
+                .map(|&(i, seq)| {
+                    let (device, metric) = streams[i];
+                    let seq = seq.min(MAX_SEQ) as i64;
+                    serde_json::json!([i, device.as_str(), metric as i16, seq])
+                })
+                .collect();
+            let keys = serde_json::Value::from(keys).to_string();
+            for row in sqlx::query(&sql)
+                .bind(keys.as_str())
+                .fetch_all(&self.pool)
+                .await?
+            {
                 let i = row.try_get::<i64, _>("i")? as usize;
                 stored.insert((i, row.try_get::<i64, _>("seq")? as u64));
             }
@@ -523,16 +511,11 @@ where
         };
         // Only the numbers at or below the highest stored may be stored:
         // none of a sensor sending in order.
-        let mut wanted: Vec<(usize, Vec<u64>)> = Vec::new();
-        let mut of_stream: Vec<Option<usize>> = vec![None; streams.len()];
+        let mut wanted: Vec<(usize, u64)> = Vec::new();
         for r in readings {
             let i = index[&(&r.device_id, r.metric)];
             if highest[i].is_some_and(|h| r.seq <= h) {
-                let w = *of_stream[i].get_or_insert_with(|| {
-                    wanted.push((i, Vec::new()));
-                    wanted.len() - 1
-                });
-                wanted[w].1.push(r.seq);
+                wanted.push((i, r.seq));
             }
         }
         let stored = self.stored_among(&streams, &wanted).await?;
