@@ -24,7 +24,8 @@ use crate::{
     storage::{Result, Storage},
 };
 
-/// `device`'s delivery for readings taken in `[from, to)`. The work is a
+/// `device`'s delivery for readings taken in `[from, to)`, with the late
+/// and duplicate readings of the hours that overlap it. The work is a
 /// grouped scan of the range on an index plus a few key lookups per metric
 /// (one more per agent restart in the range), whatever the readings' count.
 pub async fn delivery(
@@ -37,6 +38,7 @@ pub async fn delivery(
     for hour in storage.stored_hours(device, from, to).await? {
         by_metric.entry(hour.metric as i32).or_default().push(hour);
     }
+    let arrived = storage.arrivals(device, from, to).await?;
     let mut per_metric = Vec::with_capacity(by_metric.len());
     for hours in by_metric.values() {
         let metric = hours[0].metric;
@@ -46,7 +48,7 @@ pub async fn delivery(
         let around = surroundings(storage, device, metric, before, lowest, highest).await?;
         per_metric.push(metric_figures(hours, &around));
     }
-    Ok(device_delivery(per_metric))
+    Ok(device_delivery(per_metric, &arrived))
 }
 
 /// What `metric_figures` needs around stored numbers `lowest..=highest` of

@@ -3,11 +3,15 @@
 //! the batch grows with the load), then acknowledges each message and
 //! publishes the new readings to live subscribers and the automation engine.
 //!
+//! Each commit also adds the readings that arrived late or again to their
+//! device's counters (`Storage::insert_readings`) and counts them per home in
+//! `/metrics`.
+//!
 //! Nothing is acknowledged before it is committed; while the database is
 //! down the writer retries, the queue fills, and intake slows down instead of
 //! dropping or buffering without bound.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use hearth_runtime::{unix_ms_now, Backoff};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -15,12 +19,12 @@ use tracing::{error, info, warn};
 
 use crate::{
     delivery::RunStarts,
-    domain::{HomeId, Reading},
+    domain::{DeviceId, HomeId, Reading},
     metrics::Metrics,
     mqtt::Ack,
     mqtt::Publisher,
     rollup::Rollups,
-    storage::{Storage, StorageError},
+    storage::{Inserted, Storage, StorageError},
 };
 
 /// Batches waiting for the writer. Why this size: with a few readings per
@@ -190,10 +194,9 @@ async fn commit(items: &mut Vec<IngestItem>, storage: &dyn Storage, metrics: &Me
     let mut attempt = 0u32;
     loop {
         match storage.insert_readings(&all).await {
-            Ok(new) => {
+            Ok(inserted) => {
                 metrics.ingest_commits.inc();
-                metrics.readings_stored.inc_by(new);
-                metrics.readings_duplicate.inc_by(all.len() as u64 - new);
+                count(&inserted, items, metrics);
                 return;
             }
             Err(StorageError::Unavailable(e)) => {
@@ -214,11 +217,8 @@ async fn commit(items: &mut Vec<IngestItem>, storage: &dyn Storage, metrics: &Me
     let mut kept = Vec::with_capacity(items.len());
     for item in items.drain(..) {
         match storage.insert_readings(&item.readings).await {
-            Ok(new) => {
-                metrics.readings_stored.inc_by(new);
-                metrics
-                    .readings_duplicate
-                    .inc_by(item.readings.len() as u64 - new);
+            Ok(inserted) => {
+                count(&inserted, std::slice::from_ref(&item), metrics);
                 kept.push(item);
             }
             Err(e) => {
@@ -234,4 +234,34 @@ async fn commit(items: &mut Vec<IngestItem>, storage: &dyn Storage, metrics: &Me
         }
     }
     *items = kept;
+}
+
+/// Counts what one insert of `items`' readings stored: late and duplicate
+/// readings per home (each item is one device's, of one home).
+fn count(inserted: &Inserted, items: &[IngestItem], metrics: &Metrics) {
+    metrics.readings_stored.inc_by(inserted.new);
+    let mut homes: HashMap<&DeviceId, &HomeId> = HashMap::new();
+    for item in items {
+        if let Some(r) = item.readings.first() {
+            homes.insert(&r.device_id, &item.home_id);
+        }
+    }
+    for (device, arrived) in &inserted.arrivals {
+        let Some(home) = homes.get(device) else {
+            continue;
+        };
+        let home = [("home", home.to_string())];
+        if arrived.late > 0 {
+            metrics
+                .readings_late
+                .get_or_create(&home)
+                .inc_by(arrived.late);
+        }
+        if arrived.duplicates > 0 {
+            metrics
+                .readings_duplicate
+                .get_or_create(&home)
+                .inc_by(arrived.duplicates);
+        }
+    }
 }

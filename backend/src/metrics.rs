@@ -20,8 +20,11 @@ pub struct Metrics {
     pub batches_rejected: Counter,
     /// Readings newly stored.
     pub readings_stored: Counter,
-    /// Readings received again and not stored twice.
-    pub readings_duplicate: Counter,
+    /// Readings received again and not stored twice, and readings stored
+    /// after a higher number of their metric (each filled a gap), per home
+    /// (`domain::delivery::arrivals`).
+    pub readings_duplicate: Family<HomeLabel, Counter>,
+    pub readings_late: Family<HomeLabel, Counter>,
     /// Ingest commits, and their failures (each retried).
     pub ingest_commits: Counter,
     pub ingest_commit_failures: Counter,
@@ -88,7 +91,13 @@ impl Default for Metrics {
                 r,
                 "hearth_readings_duplicate",
                 "Readings received again and not stored twice",
-                counter(),
+                Family::default(),
+            ),
+            readings_late: registered(
+                r,
+                "hearth_readings_late",
+                "Readings stored after a higher number of their device's metric: each filled a gap",
+                Family::default(),
             ),
             ingest_commits: registered(
                 r,
@@ -262,7 +271,7 @@ mod tests {
             .count();
         // Every plain counter; a family (per home, per reason) shows only
         // the labels it has counted...
-        assert_eq!(counter_lines, 13);
+        assert_eq!(counter_lines, 12);
         // ...but for the guard's refusals, every reason from the start.
         let refusals = text
             .lines()
@@ -273,6 +282,21 @@ mod tests {
             text.contains("\nhearth_mqtt_refused_total{reason=\"subscribe\"} 0\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn late_and_duplicate_readings_are_counted_per_home() {
+        let m = Metrics::default();
+        let home = |h: &str| [("home", h.to_owned())];
+        m.readings_late.get_or_create(&home("a")).inc_by(3);
+        m.readings_duplicate.get_or_create(&home("b")).inc();
+        let text = m.render();
+        for line in [
+            "hearth_readings_late_total{home=\"a\"} 3",
+            "hearth_readings_duplicate_total{home=\"b\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
     }
 
     #[test]

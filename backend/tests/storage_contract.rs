@@ -9,13 +9,14 @@ use std::{future::Future, panic::AssertUnwindSafe, sync::Arc};
 use futures::FutureExt as _;
 use hearth_backend::{
     domain::{
-        delivery::StoredHour, Action, ActuatorState, Command, CommandState, Device, DeviceId,
-        DeviceKind, Home, HomeId, LoggedDecision, Mode, Pending, Reading, Resolution, RuleDecision,
-        RuleId, RuleState, SeriesPlan, SeriesPoint, StaleAction, ThresholdRule, HOUR_MS, MINUTE_MS,
+        delivery::{Arrivals, StoredHour},
+        Action, ActuatorState, Command, CommandState, Device, DeviceId, DeviceKind, Home, HomeId,
+        LoggedDecision, Mode, Pending, Reading, Resolution, RuleDecision, RuleId, RuleState,
+        SeriesPlan, SeriesPoint, StaleAction, ThresholdRule, HOUR_MS, MINUTE_MS,
     },
     storage::{
-        connect, Applied, DecisionsOf, ReadingCursor, ReadingOrder, ReadingQuery, Storage,
-        StorageError,
+        connect, Applied, DecisionsOf, Inserted, ReadingCursor, ReadingOrder, ReadingQuery,
+        Storage, StorageError,
     },
 };
 use hearth_proto::v1::Metric;
@@ -67,6 +68,8 @@ on_both_databases!(
     stored_hours_count_each_metric_with_its_lowest_and_highest_number,
     the_highest_number_below_and_the_numbers_after_are_found_by_key,
     run_starts_are_recorded_once_and_listed_in_a_range,
+    late_and_duplicate_readings_are_counted_per_device_and_hour,
+    a_backlog_of_many_devices_is_sorted_as_one_of_a_few,
     minute_series_come_from_rollups_refreshed_twice,
     raw_series_bucket_readings_from_the_start_of_the_plan,
     hour_series_come_from_minute_rollups,
@@ -271,7 +274,10 @@ fn climate_batch() -> Vec<Reading> {
 
 async fn climate_readings(storage: &dyn Storage) {
     seed(storage).await;
-    assert_eq!(storage.insert_readings(&climate_batch()).await.unwrap(), 10);
+    assert_eq!(
+        storage.insert_readings(&climate_batch()).await.unwrap().new,
+        10
+    );
 }
 
 fn query(metric: Option<Metric>, cursor: Option<ReadingCursor>, limit: u32) -> ReadingQuery {
@@ -551,14 +557,12 @@ async fn a_publish_time_not_stored_yet_travels_with_the_acknowledgement(storage:
 
 async fn inserting_the_same_readings_again_is_ignored(storage: Arc<dyn Storage>) {
     climate_readings(&*storage).await;
-    assert_eq!(
-        storage
-            .insert_readings(&climate_batch()[..4])
-            .await
-            .unwrap(),
-        0,
-        "replays are ignored"
-    );
+    let again = storage
+        .insert_readings(&climate_batch()[..4])
+        .await
+        .unwrap();
+    assert_eq!(again.new, 0, "replays are ignored");
+    assert_eq!(again.duplicates(), 4, "and counted");
 }
 
 async fn readings_page_newest_first_by_cursor(storage: Arc<dyn Storage>) {
@@ -953,6 +957,97 @@ async fn stored_hours_count_each_metric_with_its_lowest_and_highest_number(
         ],
         "by hour then metric; the end is exclusive"
     );
+}
+
+async fn late_and_duplicate_readings_are_counted_per_device_and_hour(storage: Arc<dyn Storage>) {
+    seed(storage.as_ref()).await;
+    storage
+        .register_device(&device("s2", "h1", DeviceKind::Sensor))
+        .await
+        .unwrap();
+    let t = Metric::TemperatureCelsius;
+    let s2 = DeviceId::parse("s2", "d").unwrap();
+    let of_s2 = |seq: u64| reading("s2", t, seq, seq as i64 * 1_000);
+    let of_s1 = |seq: u64| temperature(seq, seq as i64 * 1_000);
+    let arrived = |late, duplicates| Arrivals {
+        metric: t,
+        hour: 0,
+        late,
+        duplicates,
+    };
+    // s1: 1, 2, 5 and 10; s2: 1..=3.
+    let first = [1, 2, 5, 10]
+        .map(of_s1)
+        .into_iter()
+        .chain([1, 2, 3].map(of_s2));
+    assert_eq!(
+        storage
+            .insert_readings(&first.collect::<Vec<_>>())
+            .await
+            .unwrap(),
+        Inserted {
+            new: 7,
+            arrivals: vec![]
+        },
+        "in order: nothing late, nothing again"
+    );
+    // s1's 3 and 4 fill its gap, its 5 and s2's 3 come again; 11 is on time.
+    let second = [of_s1(3), of_s1(5), of_s1(4), of_s2(3), of_s1(11)];
+    assert_eq!(
+        storage.insert_readings(&second).await.unwrap(),
+        Inserted {
+            new: 3,
+            arrivals: vec![(sensor(), arrived(2, 1)), (s2.clone(), arrived(0, 1))]
+        }
+    );
+    // Added to what was counted: 4 again, 6 late.
+    storage
+        .insert_readings(&[of_s1(4), of_s1(6)])
+        .await
+        .unwrap();
+    assert_eq!(
+        storage.arrivals(&sensor(), 0, 2 * HOUR_MS).await.unwrap(),
+        [arrived(3, 2)]
+    );
+    assert_eq!(
+        storage
+            .arrivals(&sensor(), HOUR_MS - 1, HOUR_MS)
+            .await
+            .unwrap(),
+        [arrived(3, 2)],
+        "the hours that overlap the range"
+    );
+    assert!(storage
+        .arrivals(&sensor(), HOUR_MS, 2 * HOUR_MS)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        storage.arrivals(&s2, 0, HOUR_MS).await.unwrap(),
+        [arrived(0, 1)]
+    );
+}
+
+async fn a_backlog_of_many_devices_is_sorted_as_one_of_a_few(storage: Arc<dyn Storage>) {
+    // More devices than the writer's look-ups join into one statement.
+    let devices: Vec<String> = (0..450).map(|i| format!("s{i}")).collect();
+    let t = Metric::TemperatureCelsius;
+    let numbered = |seq: u64| -> Vec<Reading> {
+        devices
+            .iter()
+            .map(|d| reading(d, t, seq, seq as i64 * 1_000))
+            .collect()
+    };
+    storage.insert_readings(&numbered(2)).await.unwrap();
+    // Every device's 1 comes late and its 2 again.
+    let backlog: Vec<Reading> = numbered(1).into_iter().chain(numbered(2)).collect();
+    let inserted = storage.insert_readings(&backlog).await.unwrap();
+    assert_eq!(inserted.new, 450);
+    assert_eq!(inserted.arrivals.len(), 450);
+    assert!(inserted
+        .arrivals
+        .iter()
+        .all(|(_, a)| (a.late, a.duplicates) == (1, 1)));
 }
 
 async fn the_highest_number_below_and_the_numbers_after_are_found_by_key(

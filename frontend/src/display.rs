@@ -212,24 +212,33 @@ pub fn stale_action(action: StaleAction) -> &'static str {
 /// A sensor's delivery over the last day, for its tile: `All 1234 readings
 /// of the last day arrived`, or `99.2% arrived: 10 missing, the last in the
 /// hour from 2 h ago` (the API names the hour of the last loss, not its
-/// minute); `None` before any reading was sent.
+/// minute), with `(3 late)` after `arrived` when some readings filled a gap
+/// after later ones; `None` before any reading was sent.
 pub fn delivery(
     expected: u64,
     stored: u64,
+    late: u64,
     last_loss_unix_ms: i64,
     now_unix_ms: i64,
 ) -> Option<String> {
     if expected == 0 {
         return None;
     }
+    let late = if late > 0 {
+        format!(" ({late} late)")
+    } else {
+        String::new()
+    };
     let missing = expected.saturating_sub(stored);
     if missing == 0 {
-        return Some(format!("All {expected} readings of the last day arrived"));
+        return Some(format!(
+            "All {expected} readings of the last day arrived{late}"
+        ));
     }
     // Why floor, to one decimal: 99.96% must not read as 100% with readings lost.
     let percent = (stored as f64 / expected as f64 * 1000.0).floor() / 10.0;
     Some(format!(
-        "{}% arrived: {missing} missing, the last in the hour from {}",
+        "{}% arrived{late}: {missing} missing, the last in the hour from {}",
         number::fixed(percent, 1),
         time_ago(now_unix_ms, last_loss_unix_ms)
     ))
@@ -339,18 +348,30 @@ mod tests {
 
     #[test]
     fn delivery_says_what_was_lost_and_when() {
-        assert_eq!(delivery(0, 0, 0, 0), None);
+        assert_eq!(delivery(0, 0, 0, 0, 0), None);
         assert_eq!(
-            delivery(1234, 1234, 0, 0).as_deref(),
+            delivery(1234, 1234, 0, 0, 0).as_deref(),
             Some("All 1234 readings of the last day arrived")
         );
         assert_eq!(
-            delivery(10_000, 9_996, 1_000, 7_201_000).as_deref(),
+            delivery(10_000, 9_996, 0, 1_000, 7_201_000).as_deref(),
             Some("99.9% arrived: 4 missing, the last in the hour from 2 h ago")
         );
         assert_eq!(
-            delivery(3, 1, 1_000, 1_000).as_deref(),
+            delivery(3, 1, 0, 1_000, 1_000).as_deref(),
             Some("33.3% arrived: 2 missing, the last in the hour from just now")
+        );
+    }
+
+    #[test]
+    fn delivery_mentions_late_readings_only_when_there_are_some() {
+        assert_eq!(
+            delivery(1234, 1234, 12, 0, 0).as_deref(),
+            Some("All 1234 readings of the last day arrived (12 late)")
+        );
+        assert_eq!(
+            delivery(10_000, 9_996, 3, 1_000, 7_201_000).as_deref(),
+            Some("99.9% arrived (3 late): 4 missing, the last in the hour from 2 h ago")
         );
     }
 }

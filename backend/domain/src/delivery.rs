@@ -14,10 +14,19 @@
 //! which the readings' primary key answers) plus the recorded run starts. So
 //! they are exact across restarts and replicas, and a reading that arrives
 //! late (a gateway's backlog) simply stops being missing.
+//!
+//! What is stored cannot say in which order readings came, so the ingest
+//! writer sorts each commit's readings as they arrive ([`arrivals`]): *late*
+//! (numbered below one of their metric stored before them: they filled a
+//! gap) and *duplicates* (stored already, not stored again). It adds them to
+//! counters per device, metric and hour ([`Arrivals`]), a row per hour that
+//! had some, never one per reading.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use hearth_proto::v1::Metric;
 
-use crate::{UnixMs, DAY_MS, HOUR_MS};
+use crate::{DeviceId, Reading, UnixMs, DAY_MS, HOUR_MS};
 
 /// The longest range one request may cover: the work grows with the range.
 pub const MAX_RANGE_MS: i64 = 31 * DAY_MS;
@@ -54,12 +63,18 @@ pub struct RunStart {
     pub stored_below: Option<u64>,
 }
 
-/// Expected, stored and missing readings, and the restarts seen.
+/// Expected, stored and missing readings, the restarts seen, and how the
+/// stored ones arrived.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Figures {
     pub expected: u64,
     pub stored: u64,
     pub restarts: u32,
+    /// Of `stored`, those that arrived after a higher number of their metric
+    /// was stored: each filled a gap, which is no longer missing.
+    pub late: u64,
+    /// Readings received again after they were stored (not stored twice).
+    pub duplicates: u64,
 }
 
 impl Figures {
@@ -71,7 +86,20 @@ impl Figures {
         self.expected += other.expected;
         self.stored += other.stored;
         self.restarts += other.restarts;
+        self.late += other.late;
+        self.duplicates += other.duplicates;
     }
+}
+
+/// Late and duplicate readings of one metric of one device in one hour (the
+/// hour they were taken in), as [`arrivals`] counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrivals {
+    pub metric: Metric,
+    /// The hour's start.
+    pub hour: UnixMs,
+    pub late: u64,
+    pub duplicates: u64,
 }
 
 /// A device's delivery over a range: in total and per hour with readings.
@@ -137,9 +165,13 @@ pub fn metric_figures(hours: &[StoredHour], surroundings: &Surroundings) -> Vec<
     out
 }
 
-/// Sums the metrics' figures into a device's, by hour.
-pub fn device_delivery(per_metric: impl IntoIterator<Item = Vec<(UnixMs, Figures)>>) -> Delivery {
-    let mut by_hour = std::collections::BTreeMap::<UnixMs, Figures>::new();
+/// Sums the metrics' figures and the late and duplicate readings counted as
+/// they arrived into a device's, by hour.
+pub fn device_delivery(
+    per_metric: impl IntoIterator<Item = Vec<(UnixMs, Figures)>>,
+    arrived: &[Arrivals],
+) -> Delivery {
+    let mut by_hour = BTreeMap::<UnixMs, Figures>::new();
     for metric in per_metric {
         for (hour, figures) in metric {
             let sum = by_hour.entry(hour).or_default();
@@ -149,12 +181,64 @@ pub fn device_delivery(per_metric: impl IntoIterator<Item = Vec<(UnixMs, Figures
             sum.restarts = sum.restarts.max(figures.restarts);
         }
     }
+    for a in arrived {
+        let sum = by_hour.entry(a.hour).or_default();
+        sum.late += a.late;
+        sum.duplicates += a.duplicates;
+    }
     let mut delivery = Delivery::default();
     for (hour, figures) in by_hour {
         delivery.total.add(figures);
         delivery.hours.push((hour, figures));
     }
     delivery
+}
+
+/// Sorts one commit's readings, in the order they arrived, into late ones
+/// and duplicates, counted per device, metric and hour (only those with
+/// some). `highest_stored` is the highest number of a device's metric stored
+/// before the commit; `stored` says whether a number at or below it is.
+///
+/// A reading is a duplicate when its number is stored already or came
+/// earlier in the commit, and late when a higher number of its metric is
+/// stored or came earlier in the commit: so the counts do not depend on how
+/// the writer grouped readings into commits.
+pub fn arrivals(
+    readings: &[Reading],
+    highest_stored: impl Fn(&DeviceId, Metric) -> Option<u64>,
+    stored: impl Fn(&DeviceId, Metric, u64) -> bool,
+) -> Vec<(DeviceId, Arrivals)> {
+    let mut highest: HashMap<(&DeviceId, Metric), Option<u64>> = HashMap::new();
+    let mut seen: HashSet<(&DeviceId, Metric, u64)> = HashSet::with_capacity(readings.len());
+    let mut counted: BTreeMap<(&DeviceId, Metric, UnixMs), (u64, u64)> = BTreeMap::new();
+    for r in readings {
+        let high = highest
+            .entry((&r.device_id, r.metric))
+            .or_insert_with(|| highest_stored(&r.device_id, r.metric));
+        let repeat = !seen.insert((&r.device_id, r.metric, r.seq))
+            || (high.is_some_and(|h| r.seq <= h) && stored(&r.device_id, r.metric, r.seq));
+        let late = !repeat && high.is_some_and(|h| r.seq < h);
+        *high = Some(high.map_or(r.seq, |h| h.max(r.seq)));
+        if repeat || late {
+            let (l, d) = counted
+                .entry((&r.device_id, r.metric, hour_of(r.time)))
+                .or_default();
+            *l += u64::from(late);
+            *d += u64::from(repeat);
+        }
+    }
+    counted
+        .into_iter()
+        .map(|((device, metric, hour), (late, duplicates))| {
+            let arrived = Arrivals {
+                metric,
+                hour,
+                late,
+                duplicates,
+            };
+            (device.clone(), arrived)
+        })
+        .collect()
 }
 
 /// The hour `time` falls in.
@@ -211,6 +295,7 @@ mod tests {
             expected,
             stored,
             restarts,
+            ..Figures::default()
         }
     }
 
@@ -312,17 +397,124 @@ mod tests {
             &[hour(0, 9, 1, 10), hour(1, 10, 11, 20)],
             &Surroundings::default(),
         );
-        let d = device_delivery([temperature, humidity]);
+        let d = device_delivery([temperature, humidity], &[]);
         assert_eq!(d.total, figures(40, 37, 0));
         let restart = |restarts| vec![(0, figures(1, 1, restarts))];
         assert_eq!(
-            device_delivery([restart(1), restart(1)]).total.restarts,
+            device_delivery([restart(1), restart(1)], &[])
+                .total
+                .restarts,
             1,
             "one restart, two metrics"
         );
         assert_eq!(d.hours[0].1.missing(), 1);
         assert_eq!(d.last_loss(), Some(HOUR_MS));
-        assert_eq!(device_delivery([]).last_loss(), None);
+        assert_eq!(device_delivery([], &[]).last_loss(), None);
+    }
+
+    fn reading(device: &str, metric: Metric, seq: u64) -> Reading {
+        Reading {
+            device_id: DeviceId::parse(device, "device_id").unwrap(),
+            metric,
+            seq,
+            // Numbers 1..=99 in hour 0, 100.. in hour 1.
+            time: (seq / 100) as i64 * HOUR_MS,
+            value: 20.0,
+        }
+    }
+
+    /// `arrivals` over `readings` with `stored` stored before them.
+    fn sorted(readings: &[Reading], stored: &[Reading]) -> Vec<(String, Arrivals)> {
+        let key = |r: &Reading| (r.device_id.clone(), r.metric, r.seq);
+        let stored: HashSet<_> = stored.iter().map(key).collect();
+        arrivals(
+            readings,
+            |d, m| {
+                stored
+                    .iter()
+                    .filter(|(sd, sm, _)| sd == d && *sm == m)
+                    .map(|s| s.2)
+                    .max()
+            },
+            |d, m, seq| stored.contains(&(d.clone(), m, seq)),
+        )
+        .into_iter()
+        .map(|(d, a)| (d.to_string(), a))
+        .collect()
+    }
+
+    fn arrived(device: &str, hour: i64, late: u64, duplicates: u64) -> (String, Arrivals) {
+        let arrived = Arrivals {
+            metric: T,
+            hour: hour * HOUR_MS,
+            late,
+            duplicates,
+        };
+        (device.to_owned(), arrived)
+    }
+
+    #[test]
+    fn readings_in_order_are_neither_late_nor_duplicates() {
+        let before = [reading("a", T, 1), reading("a", T, 2)];
+        let now = [reading("a", T, 3), reading("a", T, 5), reading("a", T, 6)];
+        assert!(sorted(&now, &before).is_empty());
+        assert!(
+            sorted(&now, &[]).is_empty(),
+            "the first readings of a metric"
+        );
+    }
+
+    #[test]
+    fn a_reading_below_the_highest_stored_is_late_and_one_stored_already_a_duplicate() {
+        let before = [reading("a", T, 1), reading("a", T, 2), reading("a", T, 5)];
+        // 3 and 4 fill the gap; 2 and 5 come again; 6 is on time.
+        let now = [3, 2, 4, 5, 6].map(|s| reading("a", T, s));
+        assert_eq!(sorted(&now, &before), [arrived("a", 0, 2, 2)]);
+    }
+
+    #[test]
+    fn within_one_commit_order_of_arrival_counts_as_if_each_were_committed_alone() {
+        // 5 then 3: 3 is late; 5 twice: once a duplicate.
+        let now = [5, 3, 5].map(|s| reading("a", T, s));
+        assert_eq!(sorted(&now, &[]), [arrived("a", 0, 1, 1)]);
+    }
+
+    #[test]
+    fn counts_are_per_device_metric_and_hour_of_the_reading() {
+        let h = Metric::HumidityPercent;
+        let before = [
+            reading("a", T, 150),
+            reading("a", h, 150),
+            reading("b", T, 10),
+        ];
+        let now = [
+            reading("a", T, 10),  // late, hour 0
+            reading("a", T, 120), // late, hour 1
+            reading("a", T, 150), // duplicate, hour 1
+            reading("a", h, 151), // on time
+            reading("b", T, 10),  // duplicate of b's
+            reading("b", T, 11),  // on time
+        ];
+        let found = sorted(&now, &before);
+        assert_eq!(
+            found,
+            [
+                arrived("a", 0, 1, 0),
+                arrived("a", 1, 1, 1),
+                arrived("b", 0, 0, 1)
+            ]
+        );
+        // Summed into one device's delivery by hour, next to what is stored.
+        let a: Vec<Arrivals> = found
+            .iter()
+            .filter(|(d, _)| d == "a")
+            .map(|(_, a)| *a)
+            .collect();
+        let stored = vec![(0, figures(10, 10, 0)), (HOUR_MS, figures(5, 5, 0))];
+        let d = device_delivery([stored], &a);
+        assert_eq!((d.total.late, d.total.duplicates), (2, 1));
+        assert_eq!((d.hours[1].1.late, d.hours[1].1.duplicates), (1, 1));
+        assert_eq!(d.total.missing(), 0, "late readings are not missing");
     }
 
     #[test]

@@ -520,6 +520,8 @@ impl TelemetryService for TelemetryApi {
             stored: f.stored,
             missing: f.missing(),
             restarts: f.restarts,
+            late: f.late,
+            duplicates: f.duplicates,
         };
         Ok(Response::new(Delivery {
             device_id: device.to_string(),

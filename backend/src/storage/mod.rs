@@ -15,9 +15,9 @@ use async_trait::async_trait;
 use hearth_proto::v1::Metric;
 
 use crate::domain::{
-    delivery::StoredHour, ActuatorState, Command, Device, DeviceId, DeviceKind, Home, HomeId,
-    LoggedDecision, Reading, Resolution, RuleId, RuleState, SeriesPlan, SeriesPoint, ThresholdRule,
-    UnixMs,
+    delivery::{Arrivals, StoredHour},
+    ActuatorState, Command, Device, DeviceId, DeviceKind, Home, HomeId, LoggedDecision, Reading,
+    Resolution, RuleId, RuleState, SeriesPlan, SeriesPoint, ThresholdRule, UnixMs,
 };
 
 pub use access::{AccessStore, ApiTokenInfo, AuditEvent};
@@ -122,6 +122,23 @@ impl ReadingCursor {
     }
 }
 
+/// What [`Storage::insert_readings`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inserted {
+    /// Readings newly stored.
+    pub new: u64,
+    /// Late and duplicate readings, per device, metric and hour (only those
+    /// with some): what was added to the counters.
+    pub arrivals: Vec<(DeviceId, Arrivals)>,
+}
+
+impl Inserted {
+    /// Duplicates among the readings, of every device.
+    pub fn duplicates(&self) -> u64 {
+        self.arrivals.iter().map(|(_, a)| a.duplicates).sum()
+    }
+}
+
 /// A command a device reports it applied, with its measured round trip.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Applied {
@@ -181,9 +198,11 @@ pub trait Storage: AccessStore + Send + Sync + 'static {
     ) -> Result<bool>;
     async fn save_presence(&self, id: &DeviceId, online: Option<bool>, seen: UnixMs) -> Result<()>;
 
-    /// Inserts readings, ignoring any whose idempotency key is already stored.
-    /// Returns how many were new.
-    async fn insert_readings(&self, readings: &[Reading]) -> Result<u64>;
+    /// Inserts readings, ignoring any whose idempotency key is already
+    /// stored, and adds the late and duplicate ones among them (as
+    /// `domain::delivery::arrivals` sorts them, `readings` in the order they
+    /// arrived) to their device's counters, in the same transaction.
+    async fn insert_readings(&self, readings: &[Reading]) -> Result<Inserted>;
     /// Records that runs of these devices' agents began at these numbers
     /// (`(device, run_start, seen_at)`); a run recorded already is kept.
     async fn record_run_starts(&self, runs: &[(DeviceId, u64, UnixMs)]) -> Result<()>;
@@ -212,6 +231,9 @@ pub trait Storage: AccessStore + Send + Sync + 'static {
         metric: Metric,
         seq: u64,
     ) -> Result<Option<u64>>;
+    /// The late and duplicate readings counted of `device`, per metric and
+    /// hour, for the hours that overlap `[from, to)`, ascending by hour.
+    async fn arrivals(&self, device: &DeviceId, from: UnixMs, to: UnixMs) -> Result<Vec<Arrivals>>;
     /// The recorded run starts of `device` in `(after, up_to]`, ascending.
     async fn run_starts(&self, device: &DeviceId, after: u64, up_to: u64) -> Result<Vec<u64>>;
     async fn list_readings(&self, query: &ReadingQuery) -> Result<Vec<Reading>>;

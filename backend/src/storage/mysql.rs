@@ -65,6 +65,10 @@ impl SqlStorage<MySql> {
 #[async_trait]
 impl Dialect for MySql {
     const INSERT_IGNORE: &'static str = "INSERT IGNORE";
+    const KEYS_FROM_JSON: &'static str = "JSON_TABLE(?, '$[*]' COLUMNS (i BIGINT PATH '$[0]', \
+         d VARCHAR(64) PATH '$[1]', m SMALLINT PATH '$[2]', s BIGINT PATH '$[3]')) AS j";
+    const ADD_TO_ARRIVALS: &'static str = " ON DUPLICATE KEY UPDATE late = late + VALUES(late), \
+         duplicates = duplicates + VALUES(duplicates)";
     const INT_DIV: &'static str = " DIV ";
     const DELETE_READINGS_BEFORE: &'static str =
         "DELETE FROM readings WHERE device_id = ? AND metric = ? AND ts < ? ORDER BY ts LIMIT ?";

@@ -6,6 +6,8 @@
 //! two writes of a command's round trip, which MySQL runs as stored procedures
 //! (one round trip each; migrations/mysql/0004) and SQLite as transactions.
 
+use std::collections::{HashMap, HashSet};
+
 use async_trait::async_trait;
 use hearth_proto::v1::Metric;
 use sqlx::{
@@ -14,19 +16,25 @@ use sqlx::{
 };
 
 use super::{
-    kind_of, Applied, DecisionsOf, ReadingOrder, ReadingQuery, Result, Storage, StorageError,
+    kind_of, Applied, DecisionsOf, Inserted, ReadingOrder, ReadingQuery, Result, Storage,
+    StorageError,
 };
 use crate::domain::{
-    delivery::StoredHour, reading::MAX_SEQ, Action, ActuatorState, Command, CommandState, Desired,
-    Device, DeviceId, Home, HomeId, LoggedDecision, Mode, Pending, Reading, Reported, Resolution,
-    RuleDecision, RuleId, RuleState, SeriesPlan, SeriesPoint, StaleAction, ThresholdRule, UnixMs,
-    HOUR_MS,
+    delivery::{arrivals, hour_of, Arrivals, StoredHour},
+    reading::MAX_SEQ,
+    Action, ActuatorState, Command, CommandState, Desired, Device, DeviceId, Home, HomeId,
+    LoggedDecision, Mode, Pending, Reading, Reported, Resolution, RuleDecision, RuleId, RuleState,
+    SeriesPlan, SeriesPoint, StaleAction, ThresholdRule, UnixMs, HOUR_MS,
 };
 
 /// Rows per multi-row INSERT. Why: MySQL allows 65,535 placeholders per
 /// statement (5 per reading), and few distinct batch shapes keep prepared
 /// statements cached.
 const INSERT_CHUNK: usize = 1_000;
+/// Keys per statement when the ingest writer asks what is stored before a
+/// commit. Why one statement for many: a round trip per key, or a statement
+/// of many `UNION`ed, took longer than the commit itself.
+const LOOKUP_CHUNK: usize = 5_000;
 
 /// A device with the command behind its desired state.
 const DEVICE_SELECT: &str = "SELECT d.id, d.home_id, d.kind, d.name, d.mode, d.desired_version, \
@@ -136,6 +144,12 @@ impl<'a> Statement<'a> {
 pub trait Dialect: Database {
     /// An INSERT that skips rows whose key is stored already.
     const INSERT_IGNORE: &'static str;
+    /// A table `j` of readings' keys from one JSON parameter, an array of
+    /// `[i, device_id, metric, seq]`: columns `i`, `d`, `m`, `s`.
+    const KEYS_FROM_JSON: &'static str;
+    /// What ends `INSERT INTO delivery_arrivals … VALUES …` so that a row
+    /// already there is added to.
+    const ADD_TO_ARRIVALS: &'static str;
     /// Integer division, as an infix operator with spaces around it.
     const INT_DIV: &'static str;
     /// Deletes up to `limit` readings: binds device, metric, time, limit.
@@ -407,6 +421,111 @@ where
         Ok(())
     }
 
+    /// The highest number stored of each of `streams` (device, metric), in
+    /// their order: one step back along the primary key each, all in one
+    /// statement per 5,000.
+    async fn highest_stored(&self, streams: &[(&DeviceId, Metric)]) -> Result<Vec<Option<u64>>> {
+        let sql = format!(
+            "SELECT j.i, (SELECT seq FROM readings r WHERE r.device_id = j.d \
+             AND r.metric = j.m ORDER BY seq DESC LIMIT 1) AS highest FROM {}",
+            DB::KEYS_FROM_JSON
+        );
+        let mut highest = vec![None; streams.len()];
+        for (c, chunk) in streams.chunks(LOOKUP_CHUNK).enumerate() {
+            let keys: Vec<_> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, (device, metric))| {
+                    serde_json::json!([c * LOOKUP_CHUNK + i, device.as_str(), *metric as i16, 0])
+                })
+                .collect();
+            let keys = serde_json::Value::from(keys).to_string();
+            for row in sqlx::query(&sql)
+                .bind(keys.as_str())
+                .fetch_all(&self.pool)
+                .await?
+            {
+                let i = row.try_get::<i64, _>("i")? as usize;
+                let seq = row.try_get::<Option<i64>, _>("highest")?;
+                if let Some(slot) = highest.get_mut(i) {
+                    *slot = seq.map(|s| s as u64);
+                }
+            }
+        }
+        Ok(highest)
+    }
+
+    /// Which of `wanted` (the index of a stream in `streams`, a number) are
+    /// stored: a key lookup each, all in one statement per 5,000.
+    async fn stored_among(
+        &self,
+        streams: &[(&DeviceId, Metric)],
+        wanted: &[(usize, u64)],
+    ) -> Result<HashSet<(usize, u64)>> {
+        let sql = format!(
+            "SELECT j.i, r.seq FROM {} JOIN readings r ON r.device_id = j.d \
+             AND r.metric = j.m AND r.seq = j.s",
+            DB::KEYS_FROM_JSON
+        );
+        let mut stored = HashSet::new();
+        for chunk in wanted.chunks(LOOKUP_CHUNK) {
+            let keys: Vec<_> = chunk
+                .iter()
+                .map(|&(i, seq)| {
+                    let (device, metric) = streams[i];
+                    let seq = seq.min(MAX_SEQ) as i64;
+                    serde_json::json!([i, device.as_str(), metric as i16, seq])
+                })
+                .collect();
+            let keys = serde_json::Value::from(keys).to_string();
+            for row in sqlx::query(&sql)
+                .bind(keys.as_str())
+                .fetch_all(&self.pool)
+                .await?
+            {
+                let i = row.try_get::<i64, _>("i")? as usize;
+                stored.insert((i, row.try_get::<i64, _>("seq")? as u64));
+            }
+        }
+        Ok(stored)
+    }
+
+    /// How `readings` arrive, by what is stored before they are: the
+    /// highest number of each metric, and which of theirs at or below it
+    /// are stored. Read before the insert's transaction. Why: in SQLite a
+    /// transaction that reads first cannot always start writing after
+    /// another connection wrote. A replica committing the same device's
+    /// readings at the same moment may make one late reading on time.
+    async fn sort_arrivals(&self, readings: &[Reading]) -> Result<Vec<(DeviceId, Arrivals)>> {
+        let mut streams: Vec<(&DeviceId, Metric)> = Vec::new();
+        let mut index: HashMap<(&DeviceId, Metric), usize> = HashMap::new();
+        for r in readings {
+            index.entry((&r.device_id, r.metric)).or_insert_with(|| {
+                streams.push((&r.device_id, r.metric));
+                streams.len() - 1
+            });
+        }
+        let highest = self.highest_stored(&streams).await?;
+        let highest_of = |device: &DeviceId, metric: Metric| {
+            index.get(&(device, metric)).and_then(|&i| highest[i])
+        };
+        // Only the numbers at or below the highest stored may be stored:
+        // none of a sensor sending in order.
+        let mut wanted: Vec<(usize, u64)> = Vec::new();
+        for r in readings {
+            let i = index[&(&r.device_id, r.metric)];
+            if highest[i].is_some_and(|h| r.seq <= h) {
+                wanted.push((i, r.seq));
+            }
+        }
+        let stored = self.stored_among(&streams, &wanted).await?;
+        Ok(arrivals(readings, highest_of, |device, metric, seq| {
+            index
+                .get(&(device, metric))
+                .is_some_and(|&i| stored.contains(&(i, seq)))
+        }))
+    }
+
     async fn home_exists(&self, id: &HomeId) -> Result<bool> {
         Ok(sqlx::query("SELECT 1 FROM homes WHERE id = ?")
             .bind(id.as_str())
@@ -606,7 +725,8 @@ where
         Ok(())
     }
 
-    async fn insert_readings(&self, readings: &[Reading]) -> Result<u64> {
+    async fn insert_readings(&self, readings: &[Reading]) -> Result<Inserted> {
+        let arrived = self.sort_arrivals(readings).await?;
         let insert = format!(
             "{} INTO readings (device_id, metric, seq, ts, value) VALUES ",
             DB::INSERT_IGNORE
@@ -625,8 +745,29 @@ where
             }
             inserted += DB::rows_affected(&q.query().execute(&mut *tx).await?);
         }
+        // Sorted (by device, metric and hour): replicas adding to the same
+        // rows take their locks in one order.
+        for chunk in arrived.chunks(INSERT_CHUNK) {
+            let mut q = Statement::new(
+                "INSERT INTO delivery_arrivals (device_id, hour_start, metric, late, duplicates) \
+                 VALUES ",
+            );
+            for (i, (device, a)) in chunk.iter().enumerate() {
+                q.push(if i == 0 { "(" } else { ", (" });
+                q.push_bind(device.as_str()).push(", ");
+                q.push_bind(a.hour).push(", ");
+                q.push_bind(a.metric as i16).push(", ");
+                q.push_bind(a.late as i64).push(", ");
+                q.push_bind(a.duplicates as i64).push(")");
+            }
+            q.push(DB::ADD_TO_ARRIVALS);
+            q.query().execute(&mut *tx).await?;
+        }
         tx.commit().await?;
-        Ok(inserted)
+        Ok(Inserted {
+            new: inserted,
+            arrivals: arrived,
+        })
     }
 
     async fn record_run_starts(&self, runs: &[(DeviceId, u64, UnixMs)]) -> Result<()> {
@@ -723,6 +864,28 @@ where
         let row = q.query().fetch_optional(&self.pool).await?;
         row.map(|row| Ok(row.try_get::<i64, _>("seq")? as u64))
             .transpose()
+    }
+
+    async fn arrivals(&self, device: &DeviceId, from: UnixMs, to: UnixMs) -> Result<Vec<Arrivals>> {
+        let mut q = Statement::new(
+            "SELECT hour_start, metric, late, duplicates FROM delivery_arrivals \
+             WHERE device_id = ",
+        );
+        q.push_bind(device.as_str());
+        q.push(" AND hour_start >= ").push_bind(hour_of(from));
+        q.push(" AND hour_start < ").push_bind(to);
+        q.push(" ORDER BY hour_start, metric");
+        let rows = q.query().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Arrivals {
+                    metric: metric_of(row.try_get("metric")?)?,
+                    hour: row.try_get("hour_start")?,
+                    late: row.try_get::<i64, _>("late")? as u64,
+                    duplicates: row.try_get::<i64, _>("duplicates")? as u64,
+                })
+            })
+            .collect()
     }
 
     async fn run_starts(&self, device: &DeviceId, after: u64, up_to: u64) -> Result<Vec<u64>> {

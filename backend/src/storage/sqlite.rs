@@ -50,6 +50,10 @@ impl SqlStorage<Sqlite> {
 #[async_trait]
 impl Dialect for Sqlite {
     const INSERT_IGNORE: &'static str = "INSERT OR IGNORE";
+    const KEYS_FROM_JSON: &'static str = "(SELECT value ->> 0 AS i, value ->> 1 AS d, \
+         value ->> 2 AS m, value ->> 3 AS s FROM json_each(?)) AS j";
+    const ADD_TO_ARRIVALS: &'static str = " ON CONFLICT (device_id, hour_start, metric) \
+         DO UPDATE SET late = late + excluded.late, duplicates = duplicates + excluded.duplicates";
     const INT_DIV: &'static str = " / ";
     const DELETE_READINGS_BEFORE: &'static str = "DELETE FROM readings \
          WHERE (device_id, metric, seq) IN (SELECT device_id, metric, seq FROM readings \

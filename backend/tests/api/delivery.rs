@@ -1,16 +1,17 @@
 //! `GetDelivery`: how many of the readings a sensor sent were stored, from
-//! their sequence numbers; gaps counted, late readings filling them, agent
-//! restarts not counted.
+//! their sequence numbers; gaps counted, late readings filling them (and
+//! counted as late), resent ones counted as duplicates, agent restarts not
+//! counted.
 
 use hearth_proto::v1::{
-    telemetry_service_client::TelemetryServiceClient, DeliveryFigures, GetDeliveryRequest,
-    IngestBatchRequest, Metric, ReadingBatch,
+    telemetry_service_client::TelemetryServiceClient, DeliveryFigures, DeviceKind,
+    GetDeliveryRequest, IngestBatchRequest, Metric, ReadingBatch, RegisterDeviceRequest,
 };
 use tonic::{transport::Channel, Code};
 
 use crate::{
     export::{app_with_a_sensor, batch, ingest, T0},
-    helpers::SENSOR,
+    helpers::{HOME, SENSOR},
 };
 
 const HOUR_MS: i64 = 3_600_000;
@@ -32,9 +33,16 @@ fn numbered(run_start: u64, seq: u64) -> ReadingBatch {
 }
 
 async fn delivery(telemetry: &mut TelemetryServiceClient<Channel>) -> DeliveryFigures {
+    delivery_of(telemetry, SENSOR).await
+}
+
+async fn delivery_of(
+    telemetry: &mut TelemetryServiceClient<Channel>,
+    device: &str,
+) -> DeliveryFigures {
     telemetry
         .get_delivery(GetDeliveryRequest {
-            device_id: SENSOR.into(),
+            device_id: device.into(),
             ..Default::default()
         })
         .await
@@ -50,6 +58,16 @@ fn figures(expected: u64, stored: u64, restarts: u32) -> DeliveryFigures {
         stored,
         missing: expected - stored,
         restarts,
+        ..Default::default()
+    }
+}
+
+/// `figures` with `late` and `duplicates` readings.
+fn arrived(figures: DeliveryFigures, late: u64, duplicates: u64) -> DeliveryFigures {
+    DeliveryFigures {
+        late,
+        duplicates,
+        ..figures
     }
 }
 
@@ -65,9 +83,12 @@ async fn gaps_count_as_missing_until_the_late_readings_arrive() {
     // Two metrics a batch: 20 readings sent, 16 stored.
     assert_eq!(delivery(&mut telemetry).await, figures(20, 16, 0));
 
-    // 4 arrives late (a gateway's backlog); a repeat of 6 changes nothing.
+    // 4 arrives late (a gateway's backlog); a repeat of 6 stores nothing.
     ingest(&mut telemetry, vec![numbered(1, 4), numbered(1, 6)]).await;
-    assert_eq!(delivery(&mut telemetry).await, figures(20, 18, 0));
+    assert_eq!(
+        delivery(&mut telemetry).await,
+        arrived(figures(20, 18, 0), 2, 2)
+    );
 
     // The hour and when the loss was.
     let answer = telemetry
@@ -85,6 +106,80 @@ async fn gaps_count_as_missing_until_the_late_readings_arrive() {
         .expect("an hour with the loss");
     assert_eq!(answer.last_loss_unix_ms, lossy.start_unix_ms);
     assert_eq!(lossy.start_unix_ms % HOUR_MS, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn late_and_resent_readings_are_counted_per_device_and_kept_across_a_restart() {
+    const OTHER: &str = "other-sensor";
+    let (app, mut telemetry) = app_with_a_sensor().await;
+    app.devices()
+        .await
+        .register_device(RegisterDeviceRequest {
+            home_id: HOME.into(),
+            id: OTHER.into(),
+            kind: DeviceKind::Sensor as i32,
+            name: "Other".into(),
+        })
+        .await
+        .unwrap();
+    let of_other = |seq| ReadingBatch {
+        device_id: OTHER.into(),
+        ..numbered(1, seq)
+    };
+    // The sensor's 1..=10 but 4 and 5, then 4 after 10 (late) and 6 again
+    // (a resent batch); the other sensor's 1..=10 in order.
+    let mut sent: Vec<_> = [1, 2, 3, 6, 7, 8, 9, 10, 4, 6]
+        .into_iter()
+        .map(|s| numbered(1, s))
+        .collect();
+    sent.extend((1..=10).map(of_other));
+    for batch in sent {
+        ingest(&mut telemetry, vec![batch]).await;
+    }
+    // Two metrics a batch.
+    let sensor = arrived(figures(20, 18, 0), 2, 2);
+    assert_eq!(delivery(&mut telemetry).await, sensor);
+    assert_eq!(
+        delivery_of(&mut telemetry, OTHER).await,
+        figures(20, 20, 0),
+        "another device's figures are its own"
+    );
+    let hours = telemetry
+        .get_delivery(GetDeliveryRequest {
+            device_id: SENSOR.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .hours;
+    let per_hour = |f: fn(&DeliveryFigures) -> u64| {
+        hours
+            .iter()
+            .map(|h| h.figures.as_ref().map_or(0, f))
+            .sum::<u64>()
+    };
+    assert_eq!((per_hour(|f| f.late), per_hour(|f| f.duplicates)), (2, 2));
+    let metrics = app.metrics().await;
+    for line in [
+        "hearth_readings_late_total{home=\"home\"} 2",
+        "hearth_readings_duplicate_total{home=\"home\"} 2",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+
+    // Counted where they are stored: a restarted app still knows, and adds
+    // to them; 5 comes late, and nothing is missing any more.
+    let app = app.restart().await;
+    let mut telemetry = app.telemetry().await;
+    assert_eq!(delivery(&mut telemetry).await, sensor);
+    ingest(&mut telemetry, vec![numbered(1, 5)]).await;
+    assert_eq!(
+        delivery(&mut telemetry).await,
+        arrived(figures(20, 20, 0), 4, 2)
+    );
+    assert_eq!(delivery_of(&mut telemetry, OTHER).await, figures(20, 20, 0));
     app.stop().await;
 }
 

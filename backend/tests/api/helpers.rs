@@ -4,7 +4,7 @@ use std::{
     collections::HashMap,
     future::Future,
     path::{Path, PathBuf},
-    sync::Once,
+    sync::{Arc, Once},
     time::Duration,
 };
 
@@ -49,7 +49,9 @@ pub struct TestApp {
     pub ca_file: Option<PathBuf>,
     stop: CancellationToken,
     running: Option<JoinHandle<anyhow::Result<()>>>,
-    _dir: tempfile::TempDir,
+    /// What it was started with, for [`TestApp::restart`].
+    extra: Vec<(&'static str, String)>,
+    dir: Arc<tempfile::TempDir>,
 }
 
 /// Starts the app: listeners on port 0, a new SQLite file, its own topic
@@ -62,13 +64,20 @@ pub async fn spawn_app() -> TestApp {
 /// [`spawn_app`] with more settings (`HEARTH_*` name, value), e.g. a first
 /// admin.
 pub async fn spawn_app_with(extra: &[(&'static str, &str)]) -> TestApp {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let extra = extra.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    spawn_in(Arc::new(dir), extra).await
+}
+
+/// The app with its SQLite file (unless `extra` names another database) in
+/// `dir`.
+async fn spawn_in(dir: Arc<tempfile::TempDir>, extra: Vec<(&'static str, String)>) -> TestApp {
     static LOGGING: Once = Once::new();
     LOGGING.call_once(|| {
         if let Ok(filter) = std::env::var("TEST_LOG") {
             hearth_runtime::logging::init(&filter);
         }
     });
-    let dir = tempfile::tempdir().expect("a temporary directory");
     let prefix = format!("test-{:016x}/hearth", rand::random::<u64>());
     let mut vars = HashMap::from([
         ("HEARTH_LISTEN", "127.0.0.1:0".to_owned()),
@@ -80,7 +89,7 @@ pub async fn spawn_app_with(extra: &[(&'static str, &str)]) -> TestApp {
         ("HEARTH_DEMO", "false".to_owned()),
         ("HEARTH_TOPIC_PREFIX", prefix),
     ]);
-    vars.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    vars.extend(extra.iter().cloned());
     let settings = Settings::from_lookup(|name| vars.get(name).cloned()).expect("valid settings");
     let topics = settings.topics.clone();
     let command_ttl_ms = settings.command_ttl_ms;
@@ -103,7 +112,8 @@ pub async fn spawn_app_with(extra: &[(&'static str, &str)]) -> TestApp {
         ca_file: None,
         stop,
         running: Some(running),
-        _dir: dir,
+        extra,
+        dir,
     }
 }
 
@@ -211,6 +221,17 @@ impl TestApp {
             })
             .await
             .unwrap();
+    }
+
+    /// Stops the app as [`TestApp::stop`] does and starts it again with the
+    /// same settings and database (a new topic prefix; the clock where it
+    /// was): what it still knows is what it stored.
+    pub async fn restart(self) -> TestApp {
+        let (dir, extra, now) = (self.dir.clone(), self.extra.clone(), self.clock.now());
+        self.stop().await;
+        let app = spawn_in(dir, extra).await;
+        app.clock.set(now);
+        app
     }
 
     /// Shuts the app down as SIGTERM would, and checks it stopped cleanly.

@@ -100,6 +100,7 @@ pub fn SensorReadings(device: Memo<Device>, home: HomeState) -> impl IntoView {
             display::delivery(
                 total.expected,
                 total.stored,
+                total.late,
                 d.last_loss_unix_ms,
                 home.now.get(),
             )
