@@ -137,6 +137,23 @@ async fn stored(app: &TestApp, token: &str, device: &str) -> usize {
         .len()
 }
 
+/// An admin (`token`) rotates `device`'s credential: the new one.
+async fn rotate(app: &TestApp, token: &str, device: &str) -> MqttCredential {
+    app.devices()
+        .await
+        .rotate_device_credential(with_token(
+            v1::RotateDeviceCredentialRequest {
+                device_id: device.into(),
+            },
+            Some(token),
+        ))
+        .await
+        .expect("RotateDeviceCredential")
+        .into_inner()
+        .mqtt_credential
+        .expect("the new credential")
+}
+
 async fn refused(app: &TestApp, reason: &str) -> f64 {
     let text = app.metrics().await;
     let line = format!("hearth_mqtt_refused_total{{reason=\"{reason}\"}} ");
@@ -260,20 +277,7 @@ async fn wrong_revoked_rotated_or_borrowed_logins_are_refused() {
     // Rotation: the open connection is closed, the old password refused,
     // the new one works.
     let (_client, mut events) = connect_as(&app, &a).await;
-    let rotated = app
-        .devices()
-        .await
-        .rotate_device_credential(with_token(
-            v1::RotateDeviceCredentialRequest {
-                device_id: A.into(),
-            },
-            Some(&root),
-        ))
-        .await
-        .expect("RotateDeviceCredential")
-        .into_inner()
-        .mqtt_credential
-        .expect("the new credential");
+    let rotated = rotate(&app, &root, A).await;
     assert_ne!(rotated.password, a.password);
     let closed = tokio::time::timeout(PATIENCE, async {
         loop {
@@ -451,20 +455,7 @@ async fn a_credential_rotated_under_load_loses_and_doubles_nothing() {
     })
     .await;
 
-    let rotated = app
-        .devices()
-        .await
-        .rotate_device_credential(with_token(
-            v1::RotateDeviceCredentialRequest {
-                device_id: A.into(),
-            },
-            Some(&root),
-        ))
-        .await
-        .expect("RotateDeviceCredential")
-        .into_inner()
-        .mqtt_credential
-        .expect("the new credential");
+    let rotated = rotate(&app, &root, A).await;
     let at_rotation = delivery(&app, &root, A).await.stored;
     // The operator puts the new password in place a moment later; until
     // then the agent's logins are refused and it keeps what it reads.

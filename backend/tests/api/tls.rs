@@ -2,7 +2,9 @@
 //! embedded broker, with a CA the test makes, and a certificate renewed
 //! while the app runs.
 
-use hearth_proto::v1::{GetDeviceRequest, Mode, SetModeRequest};
+use hearth_proto::v1::{
+    device_service_client::DeviceServiceClient, GetDeviceRequest, Mode, SetModeRequest,
+};
 use hearth_runtime::test_ca::TestCa;
 use rumqttc::{ConnectReturnCode, Event, Packet};
 
@@ -47,6 +49,27 @@ async fn plain_grpc_answers(addr: &str) -> bool {
     }
 }
 
+/// Waits until `FAN`, read through `devices`, is as `check` wants.
+async fn wait_for_fan(
+    devices: &DeviceServiceClient<tonic::transport::Channel>,
+    what: &str,
+    check: impl Fn(&hearth_proto::v1::Device) -> bool,
+) {
+    eventually(&format!("the fan {what}"), || {
+        let mut devices = devices.clone();
+        let check = &check;
+        async move {
+            let fan = devices
+                .get_device(GetDeviceRequest { id: FAN.into() })
+                .await
+                .ok()?
+                .into_inner();
+            check(&fan).then_some(())
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_command_goes_over_tls_from_the_api_to_the_device_and_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -60,18 +83,7 @@ async fn a_command_goes_over_tls_from_the_api_to_the_device_and_back() {
     let mut fan = SimDevice::connect(&app, FAN).await;
     fan.online(FAN).await;
     let mut devices = app.devices().await;
-    eventually("the fan online over TLS", || {
-        let mut devices = devices.clone();
-        async move {
-            let fan = devices
-                .get_device(GetDeviceRequest { id: FAN.into() })
-                .await
-                .ok()?
-                .into_inner();
-            fan.online.then_some(())
-        }
-    })
-    .await;
+    wait_for_fan(&devices, "online over TLS", |fan| fan.online).await;
     devices
         .set_mode(SetModeRequest {
             device_id: FAN.into(),
@@ -83,16 +95,8 @@ async fn a_command_goes_over_tls_from_the_api_to_the_device_and_back() {
     let desired = fan.next_desired().await;
     assert!(desired.on);
     fan.apply(FAN, &desired).await;
-    eventually("the fan's report over TLS", || {
-        let mut devices = devices.clone();
-        async move {
-            let fan = devices
-                .get_device(GetDeviceRequest { id: FAN.into() })
-                .await
-                .ok()?
-                .into_inner();
-            fan.reported.filter(|r| r.on).map(|_| ())
-        }
+    wait_for_fan(&devices, "reporting ON over TLS", |fan| {
+        fan.reported.as_ref().is_some_and(|r| r.on)
     })
     .await;
 

@@ -140,6 +140,20 @@ async fn next_packet(events: &mut EventLoop) -> Packet {
     .expect("a packet from the broker")
 }
 
+/// Publishes `payload` on `topic` at QoS 1 and expects the broker's PUBACK.
+async fn publish_acked(
+    client: &AsyncClient,
+    events: &mut EventLoop,
+    topic: String,
+    payload: Vec<u8>,
+) {
+    client
+        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .await
+        .unwrap();
+    assert!(matches!(next_packet(events).await, Packet::PubAck(_)));
+}
+
 fn batch(home: &str, device: &str, seq: u64) -> Vec<u8> {
     ReadingBatch {
         home_id: home.into(),
@@ -198,19 +212,13 @@ async fn a_device_reaches_only_its_own_topics_on_mosquitto_with_dynamic_security
         );
     }
     // A's own readings are stored, and nothing of B's.
-    client_a
-        .publish(
-            s.topic(&a, Channel::Readings),
-            QoS::AtLeastOnce,
-            false,
-            batch(&s.home, &a, 2),
-        )
-        .await
-        .unwrap();
-    assert!(matches!(
-        next_packet(&mut events_a).await,
-        Packet::PubAck(_)
-    ));
+    publish_acked(
+        &client_a,
+        &mut events_a,
+        s.topic(&a, Channel::Readings),
+        batch(&s.home, &a, 2),
+    )
+    .await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while s.app.stored_readings(&a).await.is_empty() {
         assert!(tokio::time::Instant::now() < deadline, "A's reading stored");
@@ -224,19 +232,13 @@ async fn a_device_reaches_only_its_own_topics_on_mosquitto_with_dynamic_security
         online: true,
         ..Default::default()
     };
-    client_b
-        .publish(
-            s.topic(&b, Channel::Status),
-            QoS::AtLeastOnce,
-            false,
-            online.encode_to_vec(),
-        )
-        .await
-        .unwrap();
-    assert!(matches!(
-        next_packet(&mut events_b).await,
-        Packet::PubAck(_)
-    ));
+    publish_acked(
+        &client_b,
+        &mut events_b,
+        s.topic(&b, Channel::Status),
+        online.encode_to_vec(),
+    )
+    .await;
     s.app
         .devices()
         .await
@@ -297,16 +299,13 @@ async fn wrong_rotated_revoked_or_borrowed_logins_are_refused_by_mosquitto() {
         connect(&s.app, &login_a.client_id, (&a, &login_a.password)).await
     ));
     let (client, mut events) = connect_as(&s.app, &rotated).await;
-    client
-        .publish(
-            s.topic(&a, Channel::Readings),
-            QoS::AtLeastOnce,
-            false,
-            batch(&s.home, &a, 1),
-        )
-        .await
-        .unwrap();
-    assert!(matches!(next_packet(&mut events).await, Packet::PubAck(_)));
+    publish_acked(
+        &client,
+        &mut events,
+        s.topic(&a, Channel::Readings),
+        batch(&s.home, &a, 1),
+    )
+    .await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while s.app.stored_readings(&a).await.is_empty() {
         assert!(
@@ -362,19 +361,13 @@ async fn a_restart_puts_back_what_the_broker_lost_of_devices_logins() {
     );
     // A's connection went on through the restart (a replica's start changes
     // no device's client, which would make Mosquitto disconnect it).
-    client_a
-        .publish(
-            s.topic(&a, Channel::Readings),
-            QoS::AtLeastOnce,
-            false,
-            batch(&s.home, &a, 1),
-        )
-        .await
-        .unwrap();
-    assert!(matches!(
-        next_packet(&mut events_a).await,
-        Packet::PubAck(_)
-    ));
+    publish_acked(
+        &client_a,
+        &mut events_a,
+        s.topic(&a, Channel::Readings),
+        batch(&s.home, &a, 1),
+    )
+    .await;
     // B gets a client back, with a password once rotated.
     let login_b = s
         .app
