@@ -826,6 +826,43 @@ pub async fn http_get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)
     String::from_utf8_lossy(&response).into_owned()
 }
 
+/// Adds `authorization: Bearer …` to every gRPC call, when there is a token
+/// (`Bearer::default()`: none, for open mode).
+#[derive(Clone, Default)]
+pub struct Bearer(pub Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    /// A session of `username`, logged in with `password` through `channel`.
+    pub async fn login(
+        channel: GrpcChannel,
+        username: &str,
+        password: &str,
+    ) -> anyhow::Result<Self> {
+        let session = hearth_proto::v1::auth_service_client::AuthServiceClient::new(channel)
+            .login(hearth_proto::v1::LoginRequest {
+                username: username.into(),
+                password: password.into(),
+            })
+            .await?
+            .into_inner();
+        Ok(Self(Some(format!("Bearer {}", session.token).parse()?)))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}
+
 /// An MQTT connection acting as a device: publishes with QoS 1 and waits for
 /// the broker's acknowledgement.
 pub struct DeviceConnection {

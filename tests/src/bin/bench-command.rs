@@ -47,21 +47,18 @@ use futures::StreamExt as _;
 use hearth_proto::{
     topics::{Channel, Topics},
     v1::{
-        auth_service_client::AuthServiceClient, device_service_client::DeviceServiceClient,
-        CreateHomeRequest, DeviceKind, ListCommandsRequest, LoginRequest, Metric, Mode, Reading,
-        ReadingBatch, RegisterDeviceRequest, SetModeRequest, WatchDevicesRequest,
+        device_service_client::DeviceServiceClient, CreateHomeRequest, DeviceKind,
+        ListCommandsRequest, Metric, Mode, Reading, ReadingBatch, RegisterDeviceRequest,
+        SetModeRequest, WatchDevicesRequest,
     },
 };
 use hearth_tests::{
     build_release, external_mqtt_url, fresh_mysql_database, log_field, release_binary,
-    spawn_until_ready, unique, workspace_dir, TempDir,
+    spawn_until_ready, unique, workspace_dir, Bearer, TempDir,
 };
 use prost::Message as _;
 use rumqttc::{AsyncClient, QoS};
-use tonic::{
-    metadata::{Ascii, MetadataValue},
-    service::{interceptor::InterceptedService, Interceptor},
-};
+use tonic::service::interceptor::InterceptedService;
 
 const HOME: &str = "bench";
 const FAN: &str = "bench-fan";
@@ -109,24 +106,6 @@ const APPLIED_LINE: &str = "device applied the command";
 /// The API as the benchmark calls it: with a session token when `--auth`.
 type Devices = DeviceServiceClient<InterceptedService<tonic::transport::Channel, Bearer>>;
 
-/// Adds `authorization: Bearer …` to every call, when there is a token.
-#[derive(Clone)]
-struct Bearer(Option<MetadataValue<Ascii>>);
-
-impl Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(token) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", token.clone());
-        }
-        Ok(request)
-    }
-}
-
 /// The password of the benchmark's first admin (`--auth`).
 const ADMIN_PASSWORD: &str = "bench-password-not-secret";
 
@@ -135,22 +114,12 @@ async fn devices_client(grpc: &str, auth: bool) -> anyhow::Result<Devices> {
     let channel = tonic::transport::Endpoint::from_shared(grpc.to_owned())?
         .connect()
         .await?;
-    let token = if auth {
-        let session = AuthServiceClient::new(channel.clone())
-            .login(LoginRequest {
-                username: "bench".into(),
-                password: ADMIN_PASSWORD.into(),
-            })
-            .await?
-            .into_inner();
-        Some(format!("Bearer {}", session.token).parse()?)
+    let bearer = if auth {
+        Bearer::login(channel.clone(), "bench", ADMIN_PASSWORD).await?
     } else {
-        None
+        Bearer::default()
     };
-    Ok(DeviceServiceClient::with_interceptor(
-        channel,
-        Bearer(token),
-    ))
+    Ok(DeviceServiceClient::with_interceptor(channel, bearer))
 }
 
 async fn round_trips(

@@ -28,6 +28,24 @@
 //! MariaDB and Mosquitto come from `HEARTH_TEST_MYSQL_URL` and
 //! `HEARTH_TEST_MQTT_URL` (defaults `mysql://root@127.0.0.1:3306`,
 //! `mqtt://127.0.0.1:1883`); it makes its own database and drops it at the end.
+//!
+//! `--embedded` measures phase 2 on the embedded deployment instead: the
+//! release `hearth` on SQLite and its own broker, so every packet passes
+//! Hearth's guard (`backend/src/mqtt/guard.rs`), and each sensor has its own
+//! MQTT connection under its agent client id, as a device connects. Issue 14,
+//! the cost of authorization on ingest throughput:
+//!
+//! ```sh
+//! cargo run --release -p hearth-tests --bin bench-telemetry -- --auth-compare
+//! ```
+//!
+//! runs the same load on a fresh `hearth` in open mode (anonymous sensors)
+//! and with logins required (a first admin; each sensor logs in with the
+//! credential RegisterDevice returned for it), alternately, `--rounds` times
+//! each, and prints both and the ratio. Why SQLite: it is the store the
+//! embedded broker is deployed with, and it lives in the measured process,
+//! where the shared MariaDB server of this machine would add other
+//! engineers' load to one case and not the other.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -43,7 +61,7 @@ use std::{
 use anyhow::{bail, ensure, Context as _};
 use futures::{StreamExt as _, TryStreamExt as _};
 use hearth_proto::{
-    topics::{Channel, Topics},
+    topics::{agent_client_id, Channel, Topics},
     v1::{
         device_service_client::DeviceServiceClient,
         telemetry_service_client::TelemetryServiceClient, CreateHomeRequest, DeviceKind,
@@ -51,15 +69,16 @@ use hearth_proto::{
         RegisterDeviceRequest, WatchReadingsRequest,
     },
 };
+use hearth_runtime::mqtt::Credentials;
 use hearth_tests::{
     build_release, external_mqtt_url, log_field, mysql_url, release_binary, spawn_until_ready,
-    unique, workspace_dir, TempDir,
+    unique, workspace_dir, Bearer, TempDir,
 };
 use prost::Message as _;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::{json, Value};
-use sqlx::{Connection as _, MySqlConnection, QueryBuilder};
-use tonic::transport::Channel as GrpcChannel;
+use sqlx::{Connection as _, MySqlConnection, QueryBuilder, SqliteConnection};
+use tonic::{service::interceptor::InterceptedService, transport::Channel as GrpcChannel};
 
 const HOME: &str = "bench";
 /// The device whose history phase 5 reads.
@@ -104,6 +123,17 @@ options (defaults of a full run; --quick changes the ones marked *):
   --broker-config PATH     start a Mosquitto of its own with this configuration
                            (e.g. deploy/mosquitto.conf) instead of HEARTH_TEST_MQTT_URL
   --keep-db                keep the database afterwards (for EXPLAIN and profiling)
+
+embedded broker (issue 14; phase e2e only, on SQLite; no MariaDB or Mosquitto needed):
+  --embedded               hearth on SQLite and its own broker behind the guard, open mode;
+                           each sensor its own connection (--connections is ignored)
+  --auth                   as --embedded, with logins required: a first admin, and each
+                           sensor logs in with its own MQTT credential
+  --auth-compare           both, alternately (open, auth, open, auth, …), each on a fresh
+                           hearth, and the ratio auth / open
+  --rounds N               how many times each case runs (2)
+  defaults with these: --devices 200, --rate 5000, --secs 30 (quick 10),
+  JSON in target/bench-telemetry-embedded.json
 ";
 
 /// Every knob of a run.
@@ -130,20 +160,51 @@ struct Options {
     keep_db: bool,
     soak_rates: Vec<u64>,
     soak_secs: u64,
+    /// `--embedded`, `--auth`, `--auth-compare`: phase 2 on the embedded broker.
+    embedded: bool,
+    /// Which authorization cases an embedded run measures.
+    auth: AuthCases,
+    /// How many times each case runs (`--rounds`).
+    rounds: usize,
+}
+
+/// The cases of an embedded run (`--embedded`, `--auth`, `--auth-compare`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthCases {
+    Open,
+    Required,
+    /// Open and required alternately: the figures of issue 14.
+    Compare,
 }
 
 impl Options {
     fn parse(args: &[String]) -> anyhow::Result<Self> {
         let quick = args.iter().any(|a| a == "--quick")
             || std::env::var("HEARTH_BENCH_QUICK").is_ok_and(|v| v == "1");
+        let embedded = args
+            .iter()
+            .any(|a| ["--embedded", "--auth", "--auth-compare"].contains(&a.as_str()));
         let mut o = Options {
             quick,
-            phases: ["raw", "e2e", "live", "history"].map(String::from).to_vec(),
+            phases: match embedded {
+                true => vec!["e2e".into()],
+                false => ["raw", "e2e", "live", "history"].map(String::from).to_vec(),
+            },
             raw_secs: if quick { 3 } else { 10 },
-            secs: if quick { 10 } else { 60 },
-            devices: 1_000,
+            secs: match (embedded, quick) {
+                (_, true) => 10,
+                (true, false) => 30,
+                (false, false) => 60,
+            },
+            // Why fewer with --embedded: one connection per sensor, and the
+            // 2-core machine runs broker, guard, store and load together.
+            devices: if embedded { 200 } else { 1_000 },
             connections: 10,
-            rate: if quick { 10_000 } else { 25_000 },
+            rate: match (embedded, quick) {
+                (true, _) => 5_000,
+                (false, true) => 10_000,
+                (false, false) => 25_000,
+            },
             readings_per_batch: 3,
             sample_devices: 100,
             live_streams: 1_000,
@@ -152,7 +213,12 @@ impl Options {
             history_rows: if quick { 100_000 } else { 10_000_000 },
             queries: if quick { 200 } else { 1_000 },
             json: std::env::var_os("HEARTH_BENCH_JSON").map_or_else(
-                || workspace_dir().join("target/bench-telemetry.json"),
+                || {
+                    workspace_dir().join(match embedded {
+                        true => "target/bench-telemetry-embedded.json",
+                        false => "target/bench-telemetry.json",
+                    })
+                },
                 PathBuf::from,
             ),
             hearth: None,
@@ -161,6 +227,9 @@ impl Options {
             keep_db: false,
             soak_rates: vec![10_000, 15_000, 20_000, 25_000],
             soak_secs: 300,
+            embedded,
+            auth: AuthCases::Open,
+            rounds: 2,
         };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -179,7 +248,10 @@ impl Options {
                     .map_err(|_| anyhow::anyhow!("{flag} {v:?} is not a number"))
             }
             match flag {
-                "--quick" => {}
+                "--quick" | "--embedded" => {}
+                "--auth" => o.auth = AuthCases::Required,
+                "--auth-compare" => o.auth = AuthCases::Compare,
+                "--rounds" => o.rounds = num(flag, value()?)?,
                 "--no-build" => o.build = false,
                 "--keep-db" => o.keep_db = true,
                 "--soak" => o.phases = vec!["raw".into(), "soak".into()],
@@ -231,6 +303,21 @@ impl Options {
             !o.soak_rates.is_empty() && o.soak_rates.windows(2).all(|w| w[0] < w[1]),
             "--soak-rates must be ascending"
         );
+        if o.embedded {
+            ensure!(
+                o.phases.iter().all(|p| p == "e2e"),
+                "--embedded runs phase e2e only (the raw limits, history and soak are MariaDB's)"
+            );
+            ensure!(o.rounds >= 1, "--rounds must be >= 1");
+            // Why: past HEARTH_DEVICE_MESSAGES_PER_SECOND (100 by default)
+            // Hearth drops a device's messages, which would read as lost.
+            ensure!(
+                o.rate <= 100 * o.devices as u64,
+                "--rate {} is over 100 batches/s per sensor (Hearth's default device rate)",
+                o.rate
+            );
+            o.connections = o.devices;
+        }
         o.connections = o.connections.min(o.devices);
         o.sample_devices = o.sample_devices.clamp(1, o.devices);
         Ok(o)
@@ -238,6 +325,16 @@ impl Options {
 
     fn runs(&self, phase: &str) -> bool {
         self.phases.iter().any(|p| p == phase)
+    }
+
+    /// Whether each embedded case requires logins, in the order run.
+    fn auth_cases(&self) -> Vec<bool> {
+        let pattern: &[bool] = match self.auth {
+            AuthCases::Open => &[false],
+            AuthCases::Required => &[true],
+            AuthCases::Compare => &[false, true],
+        };
+        pattern.repeat(self.rounds)
     }
 }
 
@@ -391,8 +488,10 @@ impl CpuMeter {
         };
         let (busy, total) = machine_ticks();
         let machine_busy = (busy - self.machine.0) as f64 / (total - self.machine.1).max(1) as f64;
+        let hearth_ticks = cpu_ticks(self.hearth.0).saturating_sub(self.hearth.1);
         json!({
-            "hearth_cores": cores(cpu_ticks(self.hearth.0).saturating_sub(self.hearth.1)),
+            "hearth_cores": cores(hearth_ticks),
+            "hearth_cpu_s": round3(hearth_ticks as f64 / CLOCK_TICKS),
             "mosquitto_cores": cores(sum(&self.mosquitto)),
             "mariadbd_cores": cores(sum(&self.mariadb)),
             "bench_cores": cores(cpu_ticks(std::process::id()).saturating_sub(self.me)),
@@ -435,8 +534,13 @@ fn reading_batch(seq: u64, time_unix_ms: i64, metrics: usize) -> ReadingBatch {
     }
 }
 
-fn mqtt_options(url: &str, name: &str, inflight: u16) -> anyhow::Result<MqttOptions> {
-    let mut options = hearth_runtime::mqtt::options(url, &unique(name), None)?;
+fn mqtt_options(
+    url: &str,
+    client_id: &str,
+    login: Option<&Credentials>,
+    inflight: u16,
+) -> anyhow::Result<MqttOptions> {
+    let mut options = hearth_runtime::mqtt::options(url, client_id, login)?;
     options.set_inflight(inflight);
     options.set_request_channel_capacity(4_096);
     Ok(options)
@@ -469,7 +573,8 @@ struct BrokerDropped {
 
 impl BrokerDropped {
     async fn start(url: &str) -> anyhow::Result<Self> {
-        let (client, mut events) = AsyncClient::new(mqtt_options(url, "bench-sys", 10)?, 16);
+        let (client, mut events) =
+            AsyncClient::new(mqtt_options(url, &unique("bench-sys"), None, 10)?, 16);
         client
             .subscribe("$SYS/broker/publish/messages/dropped", QoS::AtMostOnce)
             .await?;
@@ -523,7 +628,8 @@ async fn raw_mqtt(url: &str, secs: u64, payload: Vec<u8>) -> anyhow::Result<Valu
     let topics = Topics::new(&unique("bench-raw"))?;
     let topic = topics.device("raw", "raw", Channel::Readings)?;
 
-    let (sub, mut sub_events) = AsyncClient::new(mqtt_options(url, "bench-sub", 100)?, 16);
+    let (sub, mut sub_events) =
+        AsyncClient::new(mqtt_options(url, &unique("bench-sub"), None, 100)?, 16);
     sub.subscribe(&topic, QoS::AtLeastOnce).await?;
     wait_connected(&mut sub_events, true).await?;
     let received = Arc::new(AtomicU64::new(0));
@@ -542,7 +648,7 @@ async fn raw_mqtt(url: &str, secs: u64, payload: Vec<u8>) -> anyhow::Result<Valu
     };
 
     let (publisher, mut pub_events) =
-        AsyncClient::new(mqtt_options(url, "bench-pub", 1_000)?, 4_096);
+        AsyncClient::new(mqtt_options(url, &unique("bench-pub"), None, 1_000)?, 4_096);
     wait_connected(&mut pub_events, false).await?;
     let acked = Arc::new(AtomicU64::new(0));
     let pub_task = {
@@ -675,8 +781,19 @@ struct Ledger {
 
 const ACKED: u8 = 0x80;
 
-/// Simulated sensors spread over a few MQTT connections; each connection
-/// records which (device, seq) the broker acknowledged.
+/// How the fleet's sensors share MQTT connections.
+enum Layout {
+    /// This many connections, each publishing for every n-th sensor, under
+    /// client ids of the benchmark's own.
+    Shared(usize),
+    /// One connection per sensor under its agent client id, as a device
+    /// connects; logged in with each sensor's credential when given (in
+    /// sensor order), anonymous otherwise.
+    PerSensor(Option<Vec<Credentials>>),
+}
+
+/// Simulated sensors spread over MQTT connections ([`Layout`]); each
+/// connection records which (device, seq) the broker acknowledged.
 struct Fleet {
     conns: Vec<FleetConn>,
     ledger: Arc<Mutex<Ledger>>,
@@ -699,17 +816,31 @@ impl Fleet {
         url: &str,
         topics: &Topics,
         devices: usize,
-        connections: usize,
+        layout: &Layout,
     ) -> anyhow::Result<Self> {
+        let connections = match layout {
+            Layout::Shared(n) => *n,
+            Layout::PerSensor(_) => devices,
+        };
         let ledger = Arc::new(Mutex::new(Ledger {
             batches: vec![Vec::new(); devices],
         }));
         let errors = Arc::new(AtomicU64::new(0));
         let mut conns = Vec::new();
         for c in 0..connections {
-            let (client, mut events) =
-                AsyncClient::new(mqtt_options(url, "bench-fleet", 1_000)?, 4_096);
-            wait_connected(&mut events, false).await?;
+            let options = match layout {
+                Layout::Shared(_) => mqtt_options(url, &unique("bench-fleet"), None, 1_000)?,
+                Layout::PerSensor(logins) => mqtt_options(
+                    url,
+                    &agent_client_id(&device_id(c)),
+                    logins.as_ref().and_then(|l| l.get(c)),
+                    1_000,
+                )?,
+            };
+            let (client, mut events) = AsyncClient::new(options, 4_096);
+            wait_connected(&mut events, false)
+                .await
+                .with_context(|| format!("connecting fleet connection {c}"))?;
             let order = Arc::new(Mutex::new(VecDeque::<(u32, u64)>::new()));
             let in_flight = Arc::new(AtomicU64::new(0));
             let task = {
@@ -812,7 +943,16 @@ impl Fleet {
                 while Instant::now() < end {
                     let due = (started.elapsed().as_secs_f64() * share) as u64;
                     if sent >= due {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        // Why not a fixed tick: with a connection per sensor,
+                        // hundreds of tasks waking each millisecond would
+                        // cost more than the publishing.
+                        let next_due = started + Duration::from_secs_f64((sent + 1) as f64 / share);
+                        tokio::time::sleep_until(
+                            next_due
+                                .max(Instant::now() + Duration::from_millis(1))
+                                .into(),
+                        )
+                        .await;
                         continue;
                     }
                     while sent < due && Instant::now() < end {
@@ -892,24 +1032,43 @@ fn device_id(d: usize) -> String {
 
 // ---------------------------------------------------------------- hearth
 
+/// What the benchmarked `hearth` stores to and which broker it uses.
+enum Stack<'a> {
+    /// MariaDB and a running Mosquitto (issue 3's figures).
+    External { db_url: &'a str, mqtt_url: &'a str },
+    /// SQLite and the embedded broker behind Hearth's guard; `auth`: with a
+    /// first admin, so logins are required on the API and the broker.
+    Embedded { auth: bool },
+}
+
+/// The SQLite file of an embedded `hearth`, in its working directory.
+const SQLITE_FILE: &str = "bench.db";
+/// The first admin of an embedded `hearth` with logins (`bench@bench`).
+const ADMIN: &str = "bench";
+const ADMIN_PASSWORD: &str = "bench-password-not-secret";
+
 /// A `hearth` on the bench database, stopped (SIGTERM) by [`Hearth::stop`].
 struct Hearth {
     child: Child,
     grpc: String,
     http: String,
+    /// The broker devices use: the external one, or `hearth`'s own.
+    mqtt: String,
+    /// The first admin's session when logins are required.
+    bearer: Bearer,
+    /// The SQLite file of an embedded `hearth`.
+    sqlite: Option<PathBuf>,
     _logs: Arc<Mutex<Vec<String>>>,
     _dir: TempDir,
 }
 
 impl Hearth {
-    async fn start(binary: &PathBuf, db_url: &str, mqtt_url: &str, prefix: &str) -> Self {
+    async fn start(binary: &PathBuf, stack: &Stack<'_>, prefix: &str) -> anyhow::Result<Self> {
         let dir = TempDir::new();
         let mut command = Command::new(binary);
         command
             .current_dir(&dir.0)
             .env("HEARTH_LISTEN", "127.0.0.1:0")
-            .env("HEARTH_DATABASE_URL", db_url)
-            .env("HEARTH_MQTT_URL", mqtt_url)
             .env("HEARTH_TOPIC_PREFIX", prefix)
             .env("HEARTH_DEMO", "false")
             .env(
@@ -917,15 +1076,61 @@ impl Hearth {
                 std::env::var("HEARTH_BENCH_LOG")
                     .unwrap_or_else(|_| "warn,hearth_backend::app=info".into()),
             );
+        match stack {
+            Stack::External { db_url, mqtt_url } => {
+                command
+                    .env("HEARTH_DATABASE_URL", db_url)
+                    .env("HEARTH_MQTT_URL", mqtt_url);
+            }
+            Stack::Embedded { auth } => {
+                command
+                    .env("HEARTH_DATABASE_URL", format!("sqlite://{SQLITE_FILE}"))
+                    .env("HEARTH_MQTT_LISTEN", "127.0.0.1:0");
+                if *auth {
+                    // Why the raised limits: registering the sensors is
+                    // setup, not what is measured.
+                    command
+                        .env("HEARTH_ADMIN", format!("{ADMIN}@{HOME}"))
+                        .env("HEARTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
+                        .env("HEARTH_REQUESTS_PER_SECOND", "1000000")
+                        .env("HEARTH_REQUEST_BURST", "1000000");
+                }
+            }
+        }
         let (child, logs, ready) = spawn_until_ready(command, "hearth ready").await;
         let http = log_field(&ready, "http");
-        Hearth {
+        let grpc = format!("http://{http}");
+        let (mqtt, sqlite, bearer) = match stack {
+            Stack::External { mqtt_url, .. } => ((*mqtt_url).to_owned(), None, Bearer::default()),
+            Stack::Embedded { auth } => (
+                log_field(&ready, "mqtt"),
+                Some(dir.0.join(SQLITE_FILE)),
+                match auth {
+                    true => Bearer::login(grpc_channel(&grpc).await?, ADMIN, ADMIN_PASSWORD)
+                        .await
+                        .context("logging in as the first admin")?,
+                    false => Bearer::default(),
+                },
+            ),
+        };
+        Ok(Hearth {
             child,
-            grpc: format!("http://{http}"),
+            grpc,
             http,
+            mqtt,
+            bearer,
+            sqlite,
             _logs: logs,
             _dir: dir,
-        }
+        })
+    }
+
+    /// A gRPC channel to `hearth`, with the admin's session if any.
+    async fn channel(&self) -> anyhow::Result<InterceptedService<GrpcChannel, Bearer>> {
+        Ok(InterceptedService::new(
+            grpc_channel(&self.grpc).await?,
+            self.bearer.clone(),
+        ))
     }
 
     fn pid(&self) -> u32 {
@@ -1011,19 +1216,23 @@ async fn grpc_channel(url: &str) -> anyhow::Result<GrpcChannel> {
         .await?)
 }
 
-/// Creates the bench home with `devices` sensors and the history device.
-async fn register(grpc: &str, devices: usize) -> anyhow::Result<()> {
-    let mut api = DeviceServiceClient::new(grpc_channel(grpc).await?);
-    api.create_home(CreateHomeRequest {
-        id: HOME.into(),
-        name: "Benchmark".into(),
-    })
-    .await?;
+/// Creates the bench home (unless the first admin's is there) with
+/// `devices` sensors and the history device; returns the sensors' MQTT
+/// credentials, in sensor order.
+async fn register(hearth: &Hearth, devices: usize) -> anyhow::Result<Vec<Credentials>> {
+    let mut api = DeviceServiceClient::new(hearth.channel().await?);
+    if hearth.bearer.0.is_none() {
+        api.create_home(CreateHomeRequest {
+            id: HOME.into(),
+            name: "Benchmark".into(),
+        })
+        .await?;
+    }
     let ids: Vec<String> = (0..devices)
         .map(device_id)
         .chain([HISTORY_DEVICE.to_owned()])
         .collect();
-    futures::stream::iter(ids)
+    let registered = futures::stream::iter(ids)
         .map(|id| {
             let mut api = api.clone();
             async move {
@@ -1036,10 +1245,20 @@ async fn register(grpc: &str, devices: usize) -> anyhow::Result<()> {
                 .await
             }
         })
-        .buffer_unordered(16)
+        .buffered(16)
         .try_collect::<Vec<_>>()
         .await?;
-    Ok(())
+    registered
+        .into_iter()
+        .take(devices)
+        .map(|r| {
+            let device = r.into_inner();
+            let login = device
+                .mqtt_credential
+                .with_context(|| format!("RegisterDevice {}: no MQTT credential", device.id))?;
+            Ok(Credentials::new(login.username, login.password))
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------- phase 2
@@ -1055,8 +1274,8 @@ struct CommitWatch {
 }
 
 impl CommitWatch {
-    async fn start(grpc: &str, devices: usize) -> anyhow::Result<Self> {
-        let mut api = TelemetryServiceClient::new(grpc_channel(grpc).await?);
+    async fn start(hearth: &Hearth, devices: usize) -> anyhow::Result<Self> {
+        let mut api = TelemetryServiceClient::new(hearth.channel().await?);
         let mut stream = api
             .watch_readings(WatchReadingsRequest {
                 home_id: HOME.into(),
@@ -1125,16 +1344,43 @@ impl CommitWatch {
     }
 }
 
+/// Where the check reads back what `hearth` stored.
+enum Store {
+    Mysql(MySqlConnection),
+    /// An embedded `hearth`'s file, opened read-only beside it.
+    Sqlite(SqliteConnection),
+}
+
+impl Store {
+    async fn sqlite(path: &std::path::Path) -> anyhow::Result<Self> {
+        use sqlx::ConnectOptions as _;
+        let db = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .connect()
+            .await
+            .with_context(|| format!("opening {}", path.display()))?;
+        Ok(Store::Sqlite(db))
+    }
+
+    /// Every stored reading's key: (device, metric, seq).
+    fn keys(&mut self) -> futures::stream::BoxStream<'_, sqlx::Result<(String, i16, i64)>> {
+        const KEYS: &str = "SELECT device_id, metric, seq FROM readings";
+        match self {
+            Store::Mysql(db) => sqlx::query_as(KEYS).fetch(db),
+            Store::Sqlite(db) => sqlx::query_as(KEYS).fetch(db),
+        }
+    }
+}
+
 /// Compares every stored reading with the ledger: (lost, duplicated,
 /// unexpected, unacked-but-stored, unacked-and-missing).
-async fn check_rows(db: &mut MySqlConnection, fleet: &Fleet) -> anyhow::Result<Value> {
+async fn check_rows(db: &mut Store, fleet: &Fleet) -> anyhow::Result<Value> {
     let ledger = fleet.ledger.lock().expect("ledger").batches.clone();
     let mut seen: Vec<Vec<u8>> = ledger.iter().map(|b| vec![0u8; b.len() * 3]).collect();
     let mut unexpected = 0u64;
     let mut rows = 0u64;
-    let mut stream =
-        sqlx::query_as::<_, (String, i16, i64)>("SELECT device_id, metric, seq FROM readings")
-            .fetch(&mut *db);
+    let mut stream = db.keys();
     while let Some((device, metric, seq)) = stream.try_next().await? {
         rows += 1;
         let slot = device
@@ -1182,11 +1428,11 @@ async fn end_to_end(
     o: &Options,
     hearth: &Hearth,
     fleet: &Fleet,
-    db: &mut MySqlConnection,
+    db: &mut Store,
     broker: Option<&BrokerDropped>,
     broker_pid: Option<u32>,
 ) -> anyhow::Result<Value> {
-    let watch = CommitWatch::start(&hearth.grpc, o.sample_devices).await?;
+    let watch = CommitWatch::start(hearth, o.sample_devices).await?;
     let dropped_before = broker.and_then(BrokerDropped::get);
     let stored_before = hearth.stored().await.unwrap_or(0);
     let cpu = CpuMeter::start(hearth.pid(), broker_pid);
@@ -1308,7 +1554,7 @@ async fn soak(
     o: &Options,
     hearth: &Hearth,
     fleet: &Fleet,
-    db: &mut MySqlConnection,
+    db: &mut Store,
     broker_pid: Option<u32>,
     smallest_limit: Option<f64>,
 ) -> anyhow::Result<Value> {
@@ -1917,6 +2163,178 @@ fn report(summary: &Value) {
     }
 }
 
+// ---------------------------------------------------------------- embedded
+
+/// `--embedded`, `--auth`, `--auth-compare` (issue 14): phase 2 on a fresh
+/// embedded `hearth` per case, each sensor on its own connection; the cases
+/// alternate so that the machine's drift falls on both.
+async fn embedded(o: &Options, binary: &PathBuf) -> anyhow::Result<Value> {
+    let mut summary = json!({
+        "embedded": true,
+        "quick": o.quick,
+        "loadavg_start": loadavg(),
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "options": format!("{o:?}"),
+    });
+    let cases = o.auth_cases();
+    let mut runs = Vec::new();
+    for (i, auth) in cases.iter().copied().enumerate() {
+        eprintln!(
+            "case {}/{}: {}, {} sensors on a connection each, {} batches/s × {} readings offered, {} s, load average {}…",
+            i + 1,
+            cases.len(),
+            case_name(auth),
+            o.devices,
+            o.rate,
+            o.readings_per_batch,
+            o.secs,
+            loadavg()
+        );
+        let prefix = format!("{}/hearth", unique("bench"));
+        let hearth = Hearth::start(binary, &Stack::Embedded { auth }, &prefix).await?;
+        let result = embedded_case(o, &hearth, auth, &prefix).await;
+        hearth.stop();
+        let mut run = result?;
+        let cpu_s = run["cpu"]["hearth_cpu_s"].as_f64().unwrap_or(0.0);
+        let rows = run["check"]["rows"].as_f64().unwrap_or(0.0);
+        run["authorization"] = json!(auth);
+        run["hearth_cpu_us_per_reading"] = json!(round3(cpu_s / rows.max(1.0) * 1e6));
+        run["loadavg_end"] = json!(loadavg());
+        runs.push(run);
+    }
+    let median_of = |auth: bool, field: &str| {
+        median(
+            runs.iter()
+                .filter(|r| r["authorization"] == json!(auth))
+                .filter_map(|r| r[field].as_f64())
+                .collect(),
+        )
+    };
+    let ratio = |field: &str| match (median_of(true, field), median_of(false, field)) {
+        (Some(auth), Some(open)) if open > 0.0 => json!(round3(auth / open)),
+        _ => Value::Null,
+    };
+    summary["ratio_auth_to_open"] = json!({
+        "readings_per_s": ratio("readings_per_s"),
+        "readings_per_s_while_publishing": ratio("readings_per_s_while_publishing"),
+        "hearth_cpu_us_per_reading": ratio("hearth_cpu_us_per_reading"),
+    });
+    summary["cases"] = Value::Array(runs);
+    summary["loadavg_end"] = json!(loadavg());
+    Ok(summary)
+}
+
+/// One case of an embedded run: sensors registered (with logins, each with
+/// the credential RegisterDevice returned for it), connected, then phase 2.
+async fn embedded_case(
+    o: &Options,
+    hearth: &Hearth,
+    auth: bool,
+    prefix: &str,
+) -> anyhow::Result<Value> {
+    eprintln!("  registering {} sensors…", o.devices);
+    let logins = register(hearth, o.devices).await?;
+    let topics = Topics::new(prefix)?;
+    let layout = Layout::PerSensor(auth.then_some(logins));
+    let fleet = Fleet::connect(&hearth.mqtt, &topics, o.devices, &layout).await?;
+    let sqlite = hearth
+        .sqlite
+        .as_ref()
+        .context("an embedded hearth's file")?;
+    let mut db = Store::sqlite(sqlite).await?;
+    let e2e = end_to_end(o, hearth, &fleet, &mut db, None, None).await;
+    fleet.close().await;
+    e2e
+}
+
+fn case_name(auth: bool) -> &'static str {
+    match auth {
+        true => "logins required",
+        false => "open mode",
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
+fn report_embedded(summary: &Value) {
+    println!();
+    println!(
+        "Hearth ingest on the embedded broker (SQLite, every packet through the guard){} — load average {} at start, {} at end",
+        if summary["quick"] == json!(true) {
+            " (QUICK smoke run)"
+        } else {
+            ""
+        },
+        summary["loadavg_start"].as_str().unwrap_or(""),
+        summary["loadavg_end"].as_str().unwrap_or("")
+    );
+    println!(
+        "  {:<18} {:>11} {:>11} {:>6} {:>6} {:>8} {:>8} {:>7} {:>10}   load average",
+        "case", "stored/s", "while pub.", "lost", "dup.", "p50 ms", "p99 ms", "cores", "µs/reading"
+    );
+    let mut counts = HashMap::new();
+    for case in summary["cases"].as_array().into_iter().flatten() {
+        let auth = case["authorization"] == json!(true);
+        let n = counts.entry(auth).or_insert(0);
+        *n += 1;
+        let p = &case["publish_to_commit"];
+        println!(
+            "  {:<18} {:>11} {:>11} {:>6} {:>6} {:>8.1} {:>8.1} {:>7} {:>10}   {}",
+            format!("{} #{n}", case_name(auth)),
+            case["readings_per_s"].to_string(),
+            case["readings_per_s_while_publishing"].to_string(),
+            case["check"]["lost"].to_string(),
+            case["check"]["duplicated"].to_string(),
+            p["p50_ms"].as_f64().unwrap_or(f64::NAN),
+            p["p99_ms"].as_f64().unwrap_or(f64::NAN),
+            case["cpu"]["hearth_cores"].to_string(),
+            case["hearth_cpu_us_per_reading"].to_string(),
+            case["loadavg_end"].as_str().unwrap_or("")
+        );
+    }
+    let ratio = &summary["ratio_auth_to_open"];
+    if let Some(r) = ratio["readings_per_s"].as_f64() {
+        println!("logins required / open mode (medians of the cases)");
+        line(
+            "readings/s stored",
+            format!("{r:.3}"),
+            ">= 0.95",
+            Some(r >= 0.95),
+        );
+        line(
+            "  while publishing",
+            format!("{}", ratio["readings_per_s_while_publishing"]),
+            "",
+            None,
+        );
+        line(
+            "hearth CPU per reading",
+            format!("{}", ratio["hearth_cpu_us_per_reading"]),
+            "",
+            None,
+        );
+    }
+}
+
+/// Writes `summary` as JSON to `--json`.
+fn write_summary(o: &Options, summary: &Value) -> anyhow::Result<()> {
+    if let Some(dir) = o.json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&o.json, serde_json::to_string_pretty(summary)? + "\n")?;
+    println!("\nsummary written to {}", o.json.display());
+    Ok(())
+}
+
 // ---------------------------------------------------------------- main
 
 /// A Mosquitto of the benchmark's own, started from a configuration file
@@ -1992,6 +2410,11 @@ async fn main() -> anyhow::Result<()> {
         build_release(&["-p", "hearth-backend", "--bin", "hearth"])?;
     }
     ensure!(binary.exists(), "no hearth binary at {}", binary.display());
+    if o.embedded {
+        let summary = embedded(&o, &binary).await?;
+        report_embedded(&summary);
+        return write_summary(&o, &summary);
+    }
 
     let broker = match &o.broker_config {
         Some(config) => Some(OwnBroker::start(config).await?),
@@ -2015,7 +2438,11 @@ async fn main() -> anyhow::Result<()> {
         "database {db_name}, broker {mqtt_url}, topic prefix {prefix}, load average {}",
         loadavg()
     );
-    let hearth = Hearth::start(&binary, &db_url, &mqtt_url, &prefix).await;
+    let stack = Stack::External {
+        db_url: &db_url,
+        mqtt_url: &mqtt_url,
+    };
+    let hearth = Hearth::start(&binary, &stack, &prefix).await?;
     let result = run(&o, &hearth, &db_url, &mqtt_url, broker_pid, &prefix).await;
     hearth.stop();
     drop(broker);
@@ -2028,12 +2455,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let summary = result?;
     report(&summary);
-    if let Some(dir) = o.json.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&o.json, serde_json::to_string_pretty(&summary)? + "\n")?;
-    println!("\nsummary written to {}", o.json.display());
-    Ok(())
+    write_summary(&o, &summary)
 }
 
 async fn run(
@@ -2090,11 +2512,12 @@ async fn run(
     let needs_devices = needs_fleet || o.runs("history");
     if needs_devices {
         eprintln!("registering {} sensors…", o.devices);
-        register(&hearth.grpc, o.devices).await?;
+        register(hearth, o.devices).await?;
     }
     if needs_fleet {
         let topics = Topics::new(prefix)?;
-        let fleet = Fleet::connect(mqtt_url, &topics, o.devices, o.connections).await?;
+        let fleet =
+            Fleet::connect(mqtt_url, &topics, o.devices, &Layout::Shared(o.connections)).await?;
         if o.runs("e2e") {
             eprintln!(
                 "2/5 end to end: {} devices on {} connections, {} batches/s × {} readings offered, {} s…",
@@ -2107,7 +2530,7 @@ async fn run(
                     None
                 }
             };
-            let mut db = MySqlConnection::connect(db_url).await?;
+            let mut db = Store::Mysql(MySqlConnection::connect(db_url).await?);
             let e2e = end_to_end(o, hearth, &fleet, &mut db, dropped, broker_pid).await?;
             if let Some(limit) = smallest_limit {
                 let rate = e2e["readings_per_s"].as_f64().unwrap_or(0.0);
@@ -2116,7 +2539,7 @@ async fn run(
             summary["e2e"] = e2e;
         }
         if o.runs("soak") {
-            let mut db = MySqlConnection::connect(db_url).await?;
+            let mut db = Store::Mysql(MySqlConnection::connect(db_url).await?);
             summary["soak"] = soak(o, hearth, &fleet, &mut db, broker_pid, smallest_limit).await?;
         }
         if o.runs("live") {
