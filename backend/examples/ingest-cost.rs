@@ -1,15 +1,20 @@
 //! What one ingest commit costs `Storage::insert_readings`, the writer's
-//! whole database work per commit: commits of 5,000 readings (1,000 sensors,
-//! three metrics, numbers in order) into a fresh database, then the same
-//! commits sent again (every reading a duplicate, the path a replay takes).
-//! Prints the median and 90th percentile per commit and readings/s.
+//! whole database work per commit, against the floor: the same rows written
+//! with nothing of Hearth's in the way (one transaction of multi-row
+//! `INSERT IGNORE`s of 1,000 rows, the statement shape the writer uses) into
+//! a second fresh database of the same schema. Commits of 5,000 readings
+//! (1,000 sensors, three metrics, numbers in order) into a fresh database,
+//! then the same commits sent again (every reading a duplicate, the path a
+//! replay takes). The two sides alternate commit by commit, so a busy
+//! machine slows both alike. Prints the median and 90th percentile per
+//! commit, readings/s, and Hearth's median over the floor's.
 //!
 //! ```sh
 //! cargo run --release -p hearth-backend --example ingest-cost [-- COMMITS]
 //! ```
 //!
 //! On MariaDB at `HEARTH_TEST_MYSQL_URL` (default mysql://root@127.0.0.1:3306,
-//! a database of its own, dropped after) and on a temporary SQLite file.
+//! databases of its own, dropped after) and on temporary SQLite files.
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +23,7 @@ use hearth_backend::{
     storage::{connect, Storage},
 };
 use hearth_proto::v1::Metric;
-use sqlx::Connection as _;
+use sqlx::{ConnectOptions as _, Connection as _};
 
 const SENSORS: u64 = 1_000;
 const METRICS: [Metric; 3] = [
@@ -47,28 +52,85 @@ fn commit(n: usize, sensors: &[DeviceId]) -> Vec<Reading> {
         .collect()
 }
 
-async fn measure(what: &str, storage: &dyn Storage, commits: usize) {
+/// The floor's side: a connection of its own to a second database of
+/// Hearth's schema.
+enum Floor {
+    MariaDb(sqlx::MySqlConnection),
+    Sqlite(sqlx::SqliteConnection),
+}
+
+/// `batch` as Hearth's writer inserts it, and nothing else: one
+/// transaction of multi-row `INSERT IGNORE`s of 1,000 rows.
+macro_rules! plain_insert {
+    ($db:ty, $conn:expr, $insert_ignore:literal, $batch:expr) => {{
+        let mut tx = $conn.begin().await?;
+        for chunk in $batch.chunks(1_000) {
+            let mut q = sqlx::QueryBuilder::<$db>::new(concat!(
+                $insert_ignore,
+                " INTO readings (device_id, metric, seq, ts, value) "
+            ));
+            q.push_values(chunk, |mut row, r| {
+                row.push_bind(r.device_id.as_str())
+                    .push_bind(r.metric as i16)
+                    .push_bind(r.seq as i64)
+                    .push_bind(r.time)
+                    .push_bind(r.value);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+    }};
+}
+
+impl Floor {
+    async fn insert(&mut self, batch: &[Reading]) -> anyhow::Result<()> {
+        match self {
+            Floor::MariaDb(conn) => plain_insert!(sqlx::MySql, conn, "INSERT IGNORE", batch),
+            Floor::Sqlite(conn) => plain_insert!(sqlx::Sqlite, conn, "INSERT OR IGNORE", batch),
+        }
+        Ok(())
+    }
+}
+
+fn median_ms(times: &mut [Duration]) -> f64 {
+    times.sort();
+    times[times.len() / 2].as_secs_f64() * 1e3
+}
+
+/// Times `commits` commits on `storage` and on the floor, alternating,
+/// then the same commits again.
+async fn measure(
+    what: &str,
+    storage: &dyn Storage,
+    floor: &mut Floor,
+    commits: usize,
+) -> anyhow::Result<()> {
     let sensors: Vec<DeviceId> = (0..SENSORS)
         .map(|i| DeviceId::parse(&format!("sensor-{i}"), "id").expect("a valid id"))
         .collect();
     let batches: Vec<Vec<Reading>> = (0..commits).map(|n| commit(n, &sensors)).collect();
     for pass in ["new", "again"] {
         let mut times = Vec::with_capacity(commits);
+        let mut floor_times = Vec::with_capacity(commits);
         for batch in &batches {
             let started = Instant::now();
-            let _ = storage.insert_readings(batch).await.expect("stored");
+            floor.insert(batch).await?;
+            floor_times.push(started.elapsed());
+            let started = Instant::now();
+            let _ = storage.insert_readings(batch).await?;
             times.push(started.elapsed());
         }
-        times.sort();
         let total: Duration = times.iter().sum();
+        let (hearth, bare) = (median_ms(&mut times), median_ms(&mut floor_times));
         println!(
-            "{what} {pass:>5}: {commits} commits of {PER_COMMIT}: median {:.1} ms, p90 {:.1} ms, \
-             {:.0} readings/s",
-            times[commits / 2].as_secs_f64() * 1e3,
+            "{what} {pass:>5}: {commits} commits of {PER_COMMIT}: median {hearth:.1} ms \
+             (floor {bare:.1} ms, ratio {:.2}), p90 {:.1} ms, {:.0} readings/s",
+            hearth / bare,
             times[commits * 9 / 10].as_secs_f64() * 1e3,
             (commits * PER_COMMIT) as f64 / total.as_secs_f64()
         );
     }
+    Ok(())
 }
 
 #[tokio::main]
@@ -82,14 +144,23 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
     let name = format!("hearth_ingest_cost_{:016x}", rand::random::<u64>());
     let mut admin = sqlx::MySqlConnection::connect(&server).await?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await?;
+    for db in [&name, &format!("{name}_floor")] {
+        sqlx::query(&format!("CREATE DATABASE {db}"))
+            .execute(&mut admin)
+            .await?;
+    }
     let mariadb = connect(&format!("{server}/{name}")).await?;
-    measure("MariaDB", mariadb.as_ref(), commits).await;
-    sqlx::query(&format!("DROP DATABASE {name}"))
-        .execute(&mut admin)
-        .await?;
+    // The floor's schema is Hearth's: made by connecting once.
+    drop(connect(&format!("{server}/{name}_floor")).await?);
+    let mut floor =
+        Floor::MariaDb(sqlx::MySqlConnection::connect(&format!("{server}/{name}_floor")).await?);
+    let measured = measure("MariaDB", mariadb.as_ref(), &mut floor, commits).await;
+    for db in [&name, &format!("{name}_floor")] {
+        sqlx::query(&format!("DROP DATABASE {db}"))
+            .execute(&mut admin)
+            .await?;
+    }
+    measured?;
 
     let dir = tempfile::tempdir()?;
     let sqlite = connect(&format!(
@@ -97,6 +168,16 @@ async fn main() -> anyhow::Result<()> {
         dir.path().join("cost.db").display()
     ))
     .await?;
-    measure("SQLite ", sqlite.as_ref(), commits).await;
-    Ok(())
+    let floor_file = dir.path().join("floor.db");
+    drop(connect(&format!("sqlite://{}", floor_file.display())).await?);
+    // As Hearth opens it: WAL, synced at checkpoints.
+    let mut floor = Floor::Sqlite(
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&floor_file)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+            .connect()
+            .await?,
+    );
+    measure("SQLite ", sqlite.as_ref(), &mut floor, commits).await
 }

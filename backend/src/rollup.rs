@@ -167,14 +167,22 @@ pub async fn enforce(
     now: UnixMs,
     shutdown: &CancellationToken,
 ) -> Result<(), StorageError> {
+    let metrics = [
+        Metric::TemperatureCelsius,
+        Metric::HumidityPercent,
+        Metric::PressureHpa,
+    ];
+    let expired_before = |metric| now - i64::from(retention.raw_days(metric)) * DAY_MS;
+    let mut arrivals = 0;
+    for metric in metrics {
+        arrivals += storage
+            .delete_arrivals_before(metric, expired_before(metric))
+            .await?;
+    }
     let mut deleted = 0;
     for device in sensors(storage).await? {
-        for metric in [
-            Metric::TemperatureCelsius,
-            Metric::HumidityPercent,
-            Metric::PressureHpa,
-        ] {
-            let before = now - i64::from(retention.raw_days(metric)) * DAY_MS;
+        for metric in metrics {
+            let before = expired_before(metric);
             loop {
                 if shutdown.is_cancelled() {
                     return Ok(());
@@ -202,10 +210,11 @@ pub async fn enforce(
             break;
         }
     }
-    if deleted + rollups > 0 {
+    if deleted + rollups + arrivals > 0 {
         info!(
             readings = deleted,
             minute_rollups = rollups,
+            late_and_duplicate_counts = arrivals,
             "retention deleted expired data"
         );
     }

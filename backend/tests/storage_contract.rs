@@ -75,6 +75,7 @@ on_both_databases!(
     hour_series_come_from_minute_rollups,
     old_readings_are_deleted_in_batches,
     old_rollups_are_deleted,
+    counts_of_hours_that_expired_are_deleted,
     created_rules_are_listed,
     creating_a_rule_twice_is_a_conflict,
     a_rule_starts_with_the_state_it_was_created_with,
@@ -95,12 +96,31 @@ where
     B: FnOnce(Arc<dyn Storage>) -> F,
     F: Future<Output = ()>,
 {
+    with_sqlite_url(|url| async move { behaviour(connect(&url).await.unwrap()).await }).await
+}
+
+/// Runs `behaviour` on a new MariaDB database, dropped afterwards even if it
+/// fails.
+async fn on_mariadb<B, F>(behaviour: B)
+where
+    B: FnOnce(Arc<dyn Storage>) -> F,
+    F: Future<Output = ()>,
+{
+    with_mariadb_url(|url| async move { behaviour(connect(&url).await.unwrap()).await }).await
+}
+
+/// Runs `behaviour` with the URL of a new SQLite file, removed afterwards
+/// even if it fails.
+async fn with_sqlite_url<B, F>(behaviour: B)
+where
+    B: FnOnce(String) -> F,
+    F: Future<Output = ()>,
+{
     let path =
         std::env::temp_dir().join(format!("hearth-contract-{:016x}.db", rand::random::<u64>()));
-    let storage = connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    let outcome = AssertUnwindSafe(behaviour(storage)).catch_unwind().await;
+    let outcome = AssertUnwindSafe(behaviour(format!("sqlite://{}", path.display())))
+        .catch_unwind()
+        .await;
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
@@ -109,11 +129,11 @@ where
     }
 }
 
-/// Runs `behaviour` on a new MariaDB database, dropped afterwards even if it
-/// fails.
-async fn on_mariadb<B, F>(behaviour: B)
+/// Runs `behaviour` with the URL of a new MariaDB database, dropped
+/// afterwards even if it fails.
+async fn with_mariadb_url<B, F>(behaviour: B)
 where
-    B: FnOnce(Arc<dyn Storage>) -> F,
+    B: FnOnce(String) -> F,
     F: Future<Output = ()>,
 {
     let server = std::env::var("HEARTH_TEST_MYSQL_URL")
@@ -126,18 +146,28 @@ where
         .execute(&mut admin)
         .await
         .unwrap();
-    let outcome = AssertUnwindSafe(async {
-        let storage = connect(&format!("{server}/{name}")).await.unwrap();
-        behaviour(storage).await;
-    })
-    .catch_unwind()
-    .await;
+    let outcome = AssertUnwindSafe(behaviour(format!("{server}/{name}")))
+        .catch_unwind()
+        .await;
     sqlx::query(&format!("DROP DATABASE {name}"))
         .execute(&mut admin)
         .await
         .unwrap();
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
+    }
+}
+
+/// Behaviours of two writers (two replicas) on one database.
+mod two_writers {
+    #[tokio::test]
+    async fn sqlite() {
+        super::with_sqlite_url(super::a_writer_counts_what_another_stored_since_it_looked).await;
+    }
+
+    #[tokio::test]
+    async fn mariadb() {
+        super::with_mariadb_url(super::a_writer_counts_what_another_stored_since_it_looked).await;
     }
 }
 
@@ -740,6 +770,33 @@ async fn old_rollups_are_deleted(storage: Arc<dyn Storage>) {
     );
 }
 
+async fn counts_of_hours_that_expired_are_deleted(storage: Arc<dyn Storage>) {
+    seed(storage.as_ref()).await;
+    let t = Metric::TemperatureCelsius;
+    let h = Metric::HumidityPercent;
+    // Sensor 1's 2 comes again in hour 0 and in hour 1, of both metrics.
+    let twice = |metric, time| [1, 2, 2].map(|seq| reading("s1", metric, seq, time));
+    for (metric, time) in [(t, 0), (h, 0), (t, HOUR_MS), (h, HOUR_MS)] {
+        storage.insert_readings(&twice(metric, time)).await.unwrap();
+    }
+    assert_eq!(
+        storage
+            .delete_arrivals_before(t, 2 * HOUR_MS - 1)
+            .await
+            .unwrap(),
+        1,
+        "hour 0 ended before; hour 1 had not"
+    );
+    let left: Vec<_> = storage
+        .arrivals(&sensor(), 0, 2 * HOUR_MS)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.metric, a.hour))
+        .collect();
+    assert_eq!(left, [(h, 0), (t, HOUR_MS), (h, HOUR_MS)]);
+}
+
 // Rules, and their state: it survives a round trip, and an update forgets it.
 
 async fn created_rules_are_listed(storage: Arc<dyn Storage>) {
@@ -1025,6 +1082,64 @@ async fn late_and_duplicate_readings_are_counted_per_device_and_hour(storage: Ar
     assert_eq!(
         storage.arrivals(&s2, 0, HOUR_MS).await.unwrap(),
         [arrived(0, 1)]
+    );
+}
+
+/// The writer remembers the highest number it stored of each stream and
+/// guesses from it; another replica's writes make the guess wrong, and the
+/// commit is sorted again rather than miscounted.
+async fn a_writer_counts_what_another_stored_since_it_looked(url: String) {
+    let a = connect(&url).await.unwrap();
+    let b = connect(&url).await.unwrap();
+    let t = Metric::TemperatureCelsius;
+    let of_s1 = |seq: u64| temperature(seq, seq as i64 * 1_000);
+    let counted = |new, late, duplicates| Inserted {
+        new,
+        arrivals: if late + duplicates == 0 {
+            vec![]
+        } else {
+            vec![(
+                sensor(),
+                Arrivals {
+                    metric: t,
+                    hour: 0,
+                    late,
+                    duplicates,
+                },
+            )]
+        },
+    };
+    let insert = |writer: &Arc<dyn Storage>, seqs: &[u64]| {
+        let readings: Vec<Reading> = seqs.iter().map(|&s| of_s1(s)).collect();
+        let writer = writer.clone();
+        async move { writer.insert_readings(&readings).await.unwrap() }
+    };
+    assert_eq!(insert(&a, &[1, 2, 3, 5]).await, counted(4, 0, 0));
+    assert_eq!(insert(&b, &[6, 7]).await, counted(2, 0, 0));
+    assert_eq!(
+        insert(&a, &[6, 8]).await,
+        counted(1, 0, 1),
+        "a's memory says 5, but b stored 6"
+    );
+    assert_eq!(
+        insert(&a, &[7, 4]).await,
+        counted(1, 1, 1),
+        "all at or below what a knows, yet 4 was never stored"
+    );
+    assert_eq!(
+        insert(&a, &[2, 3]).await,
+        counted(0, 0, 2),
+        "sent again whole"
+    );
+    assert_eq!(
+        a.arrivals(&sensor(), 0, HOUR_MS).await.unwrap(),
+        [Arrivals {
+            metric: t,
+            hour: 0,
+            late: 1,
+            duplicates: 4
+        }],
+        "what was rolled back was not counted"
     );
 }
 

@@ -274,6 +274,9 @@ pub trait Storage: AccessStore + Send + Sync + 'static {
         before: UnixMs,
         limit: u32,
     ) -> Result<u64>;
+    /// Deletes the late and duplicate counts of `metric` for hours that
+    /// ended by `before` (their readings are gone); returns how many rows.
+    async fn delete_arrivals_before(&self, metric: Metric, before: UnixMs) -> Result<u64>;
     /// Deletes up to `limit` rollup rows of `resolution` older than `before`.
     async fn delete_rollups_before(
         &self,

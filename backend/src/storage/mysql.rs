@@ -55,7 +55,7 @@ impl SqlStorage<MySql> {
             .run(&pool)
             .await
             .context("migrating the MySQL database")?;
-        Ok(Self { pool })
+        Ok(Self::new(pool))
     }
 }
 

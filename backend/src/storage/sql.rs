@@ -6,7 +6,10 @@
 //! two writes of a command's round trip, which MySQL runs as stored procedures
 //! (one round trip each; migrations/mysql/0004) and SQLite as transactions.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Mutex,
+};
 
 use async_trait::async_trait;
 use hearth_proto::v1::Metric;
@@ -181,6 +184,33 @@ pub trait Dialect: Database {
 /// [`Storage`] over one sqlx database: `SqliteStorage` or `MySqlStorage`.
 pub struct SqlStorage<DB: Database> {
     pub(super) pool: Pool<DB>,
+    /// The highest number this writer has seen stored of each sensor's
+    /// metric. Why: a sensor sending in order then costs its commit no
+    /// look-up (see [`SqlStorage::insert_readings`]). A stream is a few
+    /// dozen bytes, so a home's worth of sensors is a few kilobytes.
+    known_highest: Mutex<HashMap<DeviceId, HashMap<Metric, u64>>>,
+}
+
+impl<DB: Database> SqlStorage<DB> {
+    pub(super) fn new(pool: Pool<DB>) -> Self {
+        Self {
+            pool,
+            known_highest: Mutex::default(),
+        }
+    }
+}
+
+/// What the ingest writer works out before a commit.
+struct Sorted {
+    /// Late and duplicate readings per device, metric and hour.
+    arrivals: Vec<(DeviceId, Arrivals)>,
+    /// How many rows the insert should add: readings neither stored nor
+    /// earlier in the commit.
+    new: u64,
+    /// Whether the sorting guessed (see [`SqlStorage::sort_arrivals`]).
+    guessed: bool,
+    /// Each stream's highest number once the commit is stored.
+    highest_after: Vec<(DeviceId, Metric, u64)>,
 }
 
 pub(super) fn decode_err(what: &str) -> StorageError {
@@ -496,7 +526,13 @@ where
     /// transaction that reads first cannot always start writing after
     /// another connection wrote. A replica committing the same device's
     /// readings at the same moment may make one late reading on time.
-    async fn sort_arrivals(&self, readings: &[Reading]) -> Result<Vec<(DeviceId, Arrivals)>> {
+    ///
+    /// `optimistic` takes two guesses that [`Self::commit_readings`] checks
+    /// by the rows its insert adds: a stream whose highest number this
+    /// writer knows is not looked up (what it knows is a floor: another
+    /// replica may have stored more since), and a commit whose every
+    /// reading is at or below the highest is taken as all stored.
+    async fn sort_arrivals(&self, readings: &[Reading], optimistic: bool) -> Result<Sorted> {
         let mut streams: Vec<(&DeviceId, Metric)> = Vec::new();
         let mut index: HashMap<(&DeviceId, Metric), usize> = HashMap::new();
         for r in readings {
@@ -505,24 +541,121 @@ where
                 streams.len() - 1
             });
         }
-        let highest = self.highest_stored(&streams).await?;
+        let mut highest: Vec<Option<u64>> = vec![None; streams.len()];
+        let mut unknown: Vec<usize> = Vec::new();
+        {
+            let known = self.known_highest.lock().expect("not poisoned");
+            for (i, (device, metric)) in streams.iter().enumerate() {
+                match known.get(*device).and_then(|m| m.get(metric)) {
+                    Some(&seq) if optimistic => highest[i] = Some(seq),
+                    _ => unknown.push(i),
+                }
+            }
+        }
+        let looked_up: Vec<_> = unknown.iter().map(|&i| streams[i]).collect();
+        for (i, seq) in unknown.iter().zip(self.highest_stored(&looked_up).await?) {
+            highest[*i] = seq;
+        }
         let highest_of = |device: &DeviceId, metric: Metric| {
             index.get(&(device, metric)).and_then(|&i| highest[i])
         };
         // Only the numbers at or below the highest stored may be stored:
         // none of a sensor sending in order.
         let mut wanted: Vec<(usize, u64)> = Vec::new();
+        let mut after = highest.clone();
         for r in readings {
             let i = index[&(&r.device_id, r.metric)];
             if highest[i].is_some_and(|h| r.seq <= h) {
                 wanted.push((i, r.seq));
             }
+            after[i] = Some(after[i].map_or(r.seq, |h| h.max(r.seq)));
         }
-        let stored = self.stored_among(&streams, &wanted).await?;
-        Ok(arrivals(readings, highest_of, |device, metric, seq| {
-            index
-                .get(&(device, metric))
-                .is_some_and(|&i| stored.contains(&(i, seq)))
+        // A commit sent again whole (a replay of what is stored) is taken
+        // to be all duplicates, unlooked: an insert adding no row proves it.
+        let all_again = optimistic && wanted.len() == readings.len();
+        let stored = if all_again {
+            HashSet::new()
+        } else {
+            self.stored_among(&streams, &wanted).await?
+        };
+        let arrivals = arrivals(readings, highest_of, |device, metric, seq| {
+            all_again
+                || index
+                    .get(&(device, metric))
+                    .is_some_and(|&i| stored.contains(&(i, seq)))
+        });
+        let duplicates: u64 = arrivals.iter().map(|(_, a)| a.duplicates).sum();
+        Ok(Sorted {
+            arrivals,
+            new: readings.len() as u64 - duplicates,
+            guessed: unknown.len() < streams.len() || all_again,
+            highest_after: streams
+                .iter()
+                .zip(after)
+                .filter_map(|(&(device, metric), seq)| Some((device.clone(), metric, seq?)))
+                .collect(),
+        })
+    }
+
+    /// Stores `readings` and their arrivals in one transaction. `None`,
+    /// with nothing stored, when the insert added other than `sorted.new`
+    /// rows although `sorted` guessed: the caller sorts them again with
+    /// everything looked up.
+    async fn commit_readings(
+        &self,
+        readings: &[Reading],
+        sorted: Sorted,
+    ) -> Result<Option<Inserted>> {
+        let insert = format!(
+            "{} INTO readings (device_id, metric, seq, ts, value) VALUES ",
+            DB::INSERT_IGNORE
+        );
+        let mut inserted = 0;
+        let mut tx = self.pool.begin().await?;
+        for chunk in readings.chunks(INSERT_CHUNK) {
+            let mut q = Statement::new(&insert);
+            for (i, r) in chunk.iter().enumerate() {
+                q.push(if i == 0 { "(" } else { ", (" });
+                q.push_bind(r.device_id.as_str()).push(", ");
+                q.push_bind(r.metric as i16).push(", ");
+                q.push_bind(r.seq as i64).push(", ");
+                q.push_bind(r.time).push(", ");
+                q.push_bind(r.value).push(")");
+            }
+            inserted += DB::rows_affected(&q.query().execute(&mut *tx).await?);
+        }
+        if sorted.guessed && inserted != sorted.new {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        // Sorted (by device, metric and hour): replicas adding to the same
+        // rows take their locks in one order.
+        for chunk in sorted.arrivals.chunks(INSERT_CHUNK) {
+            let mut q = Statement::new(
+                "INSERT INTO delivery_arrivals (device_id, hour_start, metric, late, duplicates) \
+                 VALUES ",
+            );
+            for (i, (device, a)) in chunk.iter().enumerate() {
+                q.push(if i == 0 { "(" } else { ", (" });
+                q.push_bind(device.as_str()).push(", ");
+                q.push_bind(a.hour).push(", ");
+                q.push_bind(a.metric as i16).push(", ");
+                q.push_bind(a.late as i64).push(", ");
+                q.push_bind(a.duplicates as i64).push(")");
+            }
+            q.push(DB::ADD_TO_ARRIVALS);
+            q.query().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        let mut known = self.known_highest.lock().expect("not poisoned");
+        for (device, metric, seq) in sorted.highest_after {
+            let of_device = known.entry(device).or_default();
+            let high = of_device.entry(metric).or_insert(seq);
+            *high = (*high).max(seq);
+        }
+        Ok(Some(Inserted {
+            new: inserted,
+            arrivals: sorted.arrivals,
         }))
     }
 
@@ -725,49 +858,23 @@ where
         Ok(())
     }
 
+    /// A sensor sending in order costs no look-up: the writer knows the
+    /// highest number it stored of each of its metrics, and the insert's
+    /// count of new rows confirms that no other writer stored any of them
+    /// since. A commit resent whole costs none either. Otherwise the commit
+    /// is rolled back and sorted again with everything looked up. What the writer's floor cannot see: a reading
+    /// below what another replica stored after this one last looked, but
+    /// not stored itself, counts as on time rather than late.
     async fn insert_readings(&self, readings: &[Reading]) -> Result<Inserted> {
-        let arrived = self.sort_arrivals(readings).await?;
-        let insert = format!(
-            "{} INTO readings (device_id, metric, seq, ts, value) VALUES ",
-            DB::INSERT_IGNORE
-        );
-        let mut inserted = 0;
-        let mut tx = self.pool.begin().await?;
-        for chunk in readings.chunks(INSERT_CHUNK) {
-            let mut q = Statement::new(&insert);
-            for (i, r) in chunk.iter().enumerate() {
-                q.push(if i == 0 { "(" } else { ", (" });
-                q.push_bind(r.device_id.as_str()).push(", ");
-                q.push_bind(r.metric as i16).push(", ");
-                q.push_bind(r.seq as i64).push(", ");
-                q.push_bind(r.time).push(", ");
-                q.push_bind(r.value).push(")");
-            }
-            inserted += DB::rows_affected(&q.query().execute(&mut *tx).await?);
+        let sorted = self.sort_arrivals(readings, true).await?;
+        if let Some(inserted) = self.commit_readings(readings, sorted).await? {
+            return Ok(inserted);
         }
-        // Sorted (by device, metric and hour): replicas adding to the same
-        // rows take their locks in one order.
-        for chunk in arrived.chunks(INSERT_CHUNK) {
-            let mut q = Statement::new(
-                "INSERT INTO delivery_arrivals (device_id, hour_start, metric, late, duplicates) \
-                 VALUES ",
-            );
-            for (i, (device, a)) in chunk.iter().enumerate() {
-                q.push(if i == 0 { "(" } else { ", (" });
-                q.push_bind(device.as_str()).push(", ");
-                q.push_bind(a.hour).push(", ");
-                q.push_bind(a.metric as i16).push(", ");
-                q.push_bind(a.late as i64).push(", ");
-                q.push_bind(a.duplicates as i64).push(")");
-            }
-            q.push(DB::ADD_TO_ARRIVALS);
-            q.query().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(Inserted {
-            new: inserted,
-            arrivals: arrived,
-        })
+        let sorted = self.sort_arrivals(readings, false).await?;
+        Ok(self
+            .commit_readings(readings, sorted)
+            .await?
+            .expect("a commit that looked everything up is not refused"))
     }
 
     async fn record_run_starts(&self, runs: &[(DeviceId, u64, UnixMs)]) -> Result<()> {
@@ -1095,6 +1202,16 @@ where
             .bind(i64::from(limit))
             .execute(&self.pool)
             .await?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    async fn delete_arrivals_before(&self, metric: Metric, before: UnixMs) -> Result<u64> {
+        let done =
+            sqlx::query("DELETE FROM delivery_arrivals WHERE metric = ? AND hour_start <= ?")
+                .bind(metric as i16)
+                .bind(before - HOUR_MS)
+                .execute(&self.pool)
+                .await?;
         Ok(DB::rows_affected(&done))
     }
 

@@ -41,7 +41,7 @@ impl SqlStorage<Sqlite> {
             .run(&pool)
             .await
             .context("migrating the SQLite database")?;
-        Ok(Self { pool })
+        Ok(Self::new(pool))
     }
 }
 

@@ -18,7 +18,10 @@
 //!    and duplicated readings (every PUBACKed key checked against the rows),
 //!    publish → commit latency (seen on a `WatchReadings` stream, which fires
 //!    after commit) and `hearth`'s peak RSS;
-//! 3. the ratio of (2) to the smaller raw limit;
+//! 3. the ratio of (2) to the smaller raw limit, and to the floor: the same
+//!    pipeline with no Hearth in it (the fleet through the broker to a
+//!    minimal consumer that commits as Hearth's writer does and acknowledges
+//!    after the commit), run at the same offered rate on the same cores;
 //! 4. 1,000 concurrent `WatchReadings` streams at 10 readings/s each;
 //! 5. history among 10 million rows: `ListReadings` newest 100 and a 24-hour
 //!    `GetSeries` chart.
@@ -99,8 +102,9 @@ bench-telemetry: issue 3's benchmark against running MariaDB + Mosquitto
 
 options (defaults of a full run; --quick changes the ones marked *):
   --quick                  smoke run: 10 s end to end, 100,000 history rows
-  --phases LIST            comma list of raw,e2e,live,history,soak (default all but soak)
-  --soak                   soak mode: --phases raw,soak
+  --phases LIST            comma list of raw,pipeline,e2e,live,history,soak (default
+                           all but soak)
+  --soak                   soak mode: --phases raw,pipeline,soak
   --soak-rates LIST        soak: offered ReadingBatch messages/s, one fixed rate per step,
                            ascending; stops after the first step that loses readings or
                            stores less than 95% of the offered rate (10000,15000,20000,25000)
@@ -188,7 +192,9 @@ impl Options {
             quick,
             phases: match embedded {
                 true => vec!["e2e".into()],
-                false => ["raw", "e2e", "live", "history"].map(String::from).to_vec(),
+                false => ["raw", "pipeline", "e2e", "live", "history"]
+                    .map(String::from)
+                    .to_vec(),
             },
             raw_secs: if quick { 3 } else { 10 },
             secs: match (embedded, quick) {
@@ -254,7 +260,7 @@ impl Options {
                 "--rounds" => o.rounds = num(flag, value()?)?,
                 "--no-build" => o.build = false,
                 "--keep-db" => o.keep_db = true,
-                "--soak" => o.phases = vec!["raw".into(), "soak".into()],
+                "--soak" => o.phases = ["raw", "pipeline", "soak"].map(String::from).to_vec(),
                 "--soak-rates" => {
                     o.soak_rates = value()?
                         .split(',')
@@ -1539,6 +1545,166 @@ async fn end_to_end(
     }))
 }
 
+// ---------------------------------------------------------------- the floor
+
+/// The same work as Hearth's ingest with no Hearth in it, run on the same
+/// cores at the same time as a real run's broker, database and load, which
+/// the separate raw limits are not: the fleet's batches at `rate` through
+/// the broker to one consumer that decodes them and commits their readings
+/// as Hearth's writer does (multi-row `INSERT IGNORE`s of `INSERT_ROWS`, up
+/// to 5,000 readings a transaction, whatever has queued), acknowledging each
+/// message only after its commit. Its stored rate is the floor Hearth's
+/// end-to-end figure is compared with.
+async fn pipeline(o: &Options, url: &str, db_url: &str, rate: u64) -> anyhow::Result<Value> {
+    const TABLE: &str = "bench_pipe_readings";
+    let mut db = MySqlConnection::connect(db_url).await?;
+    sqlx::query(&format!("CREATE TABLE {TABLE} LIKE readings"))
+        .execute(&mut db)
+        .await
+        .context("copying the shape of Hearth's readings table")?;
+    let topics = Topics::new(&format!("{}/pipe", unique("bench")))?;
+    let mut options = mqtt_options(url, "bench-pipe", 100)?;
+    options.set_manual_acks(true);
+    let (consumer, mut events) = AsyncClient::new(options, 4_096);
+    consumer
+        .subscribe(topics.all_devices(Channel::Readings), QoS::AtLeastOnce)
+        .await?;
+    wait_connected(&mut events, true).await?;
+
+    type Row = (String, i16, i64, i64, f64);
+    let (queue, mut queued) = tokio::sync::mpsc::channel::<(Vec<Row>, rumqttc::Publish)>(4_096);
+    let decode_topics = topics.clone();
+    let intake = tokio::spawn(async move {
+        while let Ok(event) = events.poll().await {
+            let Event::Incoming(Packet::Publish(message)) = event else {
+                continue;
+            };
+            let (Ok(topic), Ok(batch)) = (
+                decode_topics.parse(&message.topic),
+                ReadingBatch::decode(message.payload.as_ref()),
+            ) else {
+                continue;
+            };
+            let device = topic.device_id.to_owned();
+            let rows = batch
+                .readings
+                .iter()
+                .map(|r| {
+                    let seq = batch.seq as i64;
+                    (
+                        device.clone(),
+                        r.metric as i16,
+                        seq,
+                        batch.time_unix_ms,
+                        r.value,
+                    )
+                })
+                .collect();
+            if queue.send((rows, message)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let stored = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (consumer, stored, db_url) = (consumer.clone(), stored.clone(), db_url.to_owned());
+        tokio::spawn(async move {
+            let mut db = MySqlConnection::connect(&db_url).await?;
+            while let Some(first) = queued.recv().await {
+                let mut rows = first.0;
+                let mut messages = vec![first.1];
+                while rows.len() < 5_000 {
+                    let Ok((more, message)) = queued.try_recv() else {
+                        break;
+                    };
+                    rows.extend(more);
+                    messages.push(message);
+                }
+                let mut tx = sqlx::Connection::begin(&mut db).await?;
+                for chunk in rows.chunks(INSERT_ROWS) {
+                    let mut q = QueryBuilder::<sqlx::MySql>::new(format!(
+                        "INSERT IGNORE INTO {TABLE} (device_id, metric, seq, ts, value) "
+                    ));
+                    q.push_values(chunk, |mut row, r| {
+                        row.push_bind(r.0.as_str())
+                            .push_bind(r.1)
+                            .push_bind(r.2)
+                            .push_bind(r.3)
+                            .push_bind(r.4);
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                stored.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                for message in &messages {
+                    consumer.ack(message).await?;
+                }
+            }
+            anyhow::Ok(())
+        })
+    };
+
+    let fleet = Fleet::connect(url, &topics, o.devices, o.connections).await?;
+    let published = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let secs = o.raw_secs.max(10);
+    let progress = async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let t = started.elapsed().as_secs_f64();
+            let n = stored.load(Ordering::Relaxed);
+            eprintln!(
+                "  pipe {t:>5.1} s  published {:>8} batches  stored {n:>9} readings ({:.0}/s)",
+                published.load(Ordering::Relaxed),
+                n as f64 / t
+            );
+        }
+    };
+    tokio::select! {
+        r = fleet.publish(rate, o.readings_per_batch, None, secs, published.clone()) => r?,
+        _ = progress => unreachable!(),
+    }
+    let window = started.elapsed().as_secs_f64();
+    let stored_in_window = stored.load(Ordering::Relaxed);
+    fleet.wait_acked(Duration::from_secs(30)).await;
+    let (_, _, _, acked_readings) = fleet.totals();
+    let mut last = (stored_in_window, Instant::now());
+    while stored.load(Ordering::Relaxed) < acked_readings
+        && last.1.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let n = stored.load(Ordering::Relaxed);
+        if n != last.0 {
+            last = (n, Instant::now());
+        }
+    }
+    let busy = (last.1 - started).as_secs_f64().max(window);
+    fleet.close().await;
+    intake.abort();
+    if writer.is_finished() {
+        if let Ok(Err(e)) = writer.await {
+            bail!("the floor's writer failed: {e:#}");
+        }
+    } else {
+        writer.abort();
+    }
+    let (rows,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {TABLE}"))
+        .fetch_one(&mut db)
+        .await?;
+    sqlx::query(&format!("DROP TABLE {TABLE}"))
+        .execute(&mut db)
+        .await?;
+    Ok(json!({
+        "offered_batches_per_s": rate,
+        "secs": secs,
+        "readings_per_s": (rows as f64 / busy).round(),
+        "readings_per_s_while_publishing": (stored_in_window as f64 / window).round(),
+        "acked_readings": acked_readings,
+        "stored": rows,
+        "lost": acked_readings.saturating_sub(rows as u64),
+    }))
+}
+
 // ---------------------------------------------------------------- soak
 
 /// Soak mode (issue 16): each of `--soak-rates` offered for `--soak-secs`,
@@ -2051,6 +2217,19 @@ fn report(summary: &Value) {
             );
         }
     }
+    let floor = &summary["pipeline"];
+    if !floor.is_null() {
+        println!("   the floor: the same pipeline with no Hearth, on the same cores");
+        line(
+            &format!("  {} batches/s offered", floor["offered_batches_per_s"]),
+            format!(
+                "{} readings/s, {} lost",
+                floor["readings_per_s"], floor["lost"]
+            ),
+            "",
+            None,
+        );
+    }
     if let Some(ratio) = summary["ratio"].as_f64() {
         println!("3. ratio to the smaller raw limit");
         line(
@@ -2058,6 +2237,14 @@ fn report(summary: &Value) {
             format!("{ratio:.2}"),
             ">= 0.5",
             Some(ratio >= 0.5),
+        );
+    }
+    if let Some(ratio) = summary["ratio_to_pipeline"].as_f64() {
+        line(
+            "end to end / the floor",
+            format!("{ratio:.2}"),
+            ">= 0.8",
+            Some(ratio >= 0.8),
         );
     }
     if !live.is_null() {
@@ -2156,6 +2343,13 @@ fn report(summary: &Value) {
         let ratio = soak["ratio_to_smaller_raw_limit"].as_f64();
         line(
             "  ratio",
+            ratio.map_or_else(|| "n/a".into(), |r| format!("{r:.2}")),
+            ">= 0.8",
+            ratio.map(|r| r >= 0.8),
+        );
+        let ratio = soak["ratio_to_pipeline"].as_f64();
+        line(
+            "  ratio to the floor (same run)",
             ratio.map_or_else(|| "n/a".into(), |r| format!("{r:.2}")),
             ">= 0.8",
             ratio.map(|r| r >= 0.8),
@@ -2508,6 +2702,23 @@ async fn run(
         });
     }
 
+    let mut floor = None;
+    if o.runs("pipeline") {
+        // The rate Hearth is offered: the e2e rate, or the soak's highest.
+        let rate = if o.runs("soak") {
+            o.soak_rates.iter().copied().max().unwrap_or(o.rate)
+        } else {
+            o.rate
+        };
+        eprintln!(
+            "1/5 floor: the same pipeline with no Hearth, {rate} batches/s × {} readings…",
+            o.readings_per_batch
+        );
+        let p = pipeline(o, mqtt_url, db_url, rate).await?;
+        floor = p["readings_per_s"].as_f64();
+        summary["pipeline"] = p;
+    }
+
     let needs_fleet = o.runs("e2e") || o.runs("live") || o.runs("soak");
     let needs_devices = needs_fleet || o.runs("history");
     if needs_devices {
@@ -2532,15 +2743,25 @@ async fn run(
             };
             let mut db = Store::Mysql(MySqlConnection::connect(db_url).await?);
             let e2e = end_to_end(o, hearth, &fleet, &mut db, dropped, broker_pid).await?;
+            let rate = e2e["readings_per_s"].as_f64().unwrap_or(0.0);
             if let Some(limit) = smallest_limit {
-                let rate = e2e["readings_per_s"].as_f64().unwrap_or(0.0);
                 summary["ratio"] = json!(round3(rate / limit));
+            }
+            if let Some(floor) = floor.filter(|&f| f > 0.0) {
+                summary["ratio_to_pipeline"] = json!(round3(rate / floor));
             }
             summary["e2e"] = e2e;
         }
         if o.runs("soak") {
             let mut db = Store::Mysql(MySqlConnection::connect(db_url).await?);
-            summary["soak"] = soak(o, hearth, &fleet, &mut db, broker_pid, smallest_limit).await?;
+            let mut soaked = soak(o, hearth, &fleet, &mut db, broker_pid, smallest_limit).await?;
+            if let (Some(h), Some(f)) = (
+                soaked["highest_lossless_readings_per_s"].as_f64(),
+                floor.filter(|&f| f > 0.0),
+            ) {
+                soaked["ratio_to_pipeline"] = json!(round3(h / f));
+            }
+            summary["soak"] = soaked;
         }
         if o.runs("live") {
             eprintln!(
