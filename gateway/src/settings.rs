@@ -40,8 +40,10 @@ pub struct Cli {
     #[arg(long, env = "HEARTH_GATEWAY_CLOUD_CA_FILE", value_name = "PATH")]
     cloud_ca_file: Option<PathBuf>,
     /// The API token the gateway sends its readings with (README, "The
-    /// gateway"); give it as HEARTH_GATEWAY_CLOUD_TOKEN_FILE [default: none,
-    /// for a backend in open mode].
+    /// gateway"), and its MQTT bridge's login to the cloud broker (username
+    /// `token`) unless --cloud-mqtt names a user; give it as
+    /// HEARTH_GATEWAY_CLOUD_TOKEN_FILE [default: none, for a backend in open
+    /// mode].
     #[arg(
         long,
         env = "HEARTH_GATEWAY_CLOUD_TOKEN",
