@@ -32,6 +32,7 @@ use base64::Engine as _;
 use futures::future::BoxFuture;
 use hearth_runtime::Clock;
 use sha2::{Digest as _, Sha256};
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{info, warn};
 
@@ -85,12 +86,21 @@ pub struct Access {
     session_ttl_ms: i64,
     cache: Mutex<HashMap<String, Cached>>,
     limits: Limits,
+    /// Open broker connections of each API token, by name
+    /// ([`Access::watch_api_token`]).
+    live_tokens: Mutex<HashMap<String, Vec<CancellationToken>>>,
 }
 
 /// The hex SHA-256 of a token: what the database holds and is looked up by.
 pub fn token_hash(token: &str) -> String {
     let digest = Sha256::digest(token.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `secret` looks like an API token (`ht_…`), not a session token
+/// or a device's secret.
+pub fn is_api_token(secret: &str) -> bool {
+    secret.starts_with(API_PREFIX)
 }
 
 /// A new secret: `prefix` and 32 random bytes, URL-safe base64.
@@ -183,6 +193,7 @@ impl Access {
             session_ttl_ms,
             cache: Mutex::default(),
             limits,
+            live_tokens: Mutex::default(),
         })
     }
 
@@ -208,6 +219,32 @@ impl Access {
                      (log in, or use an API token)",
                 )
             })?;
+        self.resolve(token).await
+    }
+
+    /// The API token `token` (`ht_…`) as a caller, in either mode: how the
+    /// broker's guard checks a token given as an MQTT password. An error
+    /// for one that is unknown, revoked or not an API token.
+    pub async fn api_token_caller(&self, token: &str) -> Result<Arc<Caller>, Status> {
+        if !token.starts_with(API_PREFIX) {
+            return Err(bad_token());
+        }
+        Ok(self.resolve(token).await?.caller)
+    }
+
+    /// A token's connections to the embedded broker: cancelled when the
+    /// token is revoked.
+    pub fn watch_api_token(&self, name: &str) -> CancellationToken {
+        let connection = CancellationToken::new();
+        let mut live = self.live_tokens.lock().expect("live tokens");
+        let connections = live.entry(name.to_owned()).or_default();
+        connections.retain(|c| !c.is_cancelled());
+        connections.push(connection.clone());
+        connection
+    }
+
+    /// Who a session or API token stands for, from the cache or the database.
+    async fn resolve(&self, token: &str) -> Result<Authenticated, Status> {
         let hash = token_hash(token);
         let now = self.clock.now();
         if let Some(hit) = self.cache.lock().expect("access cache").get(&hash) {
@@ -406,6 +443,14 @@ impl Access {
     pub async fn revoke_api_token(&self, name: &TokenName) -> Result<(), Status> {
         self.storage.delete_api_token(name).await?;
         self.forget(&format!("token:{name}"));
+        let live = self
+            .live_tokens
+            .lock()
+            .expect("live tokens")
+            .remove(name.as_str());
+        for connection in live.into_iter().flatten() {
+            connection.cancel();
+        }
         info!(token = %name, "API token revoked");
         Ok(())
     }

@@ -198,6 +198,7 @@ impl App {
                 access.clone(),
                 metrics.clone(),
                 settings.topics.clone(),
+                settings.home_assistant.clone(),
                 upstream_login,
             );
             if let Some(tls) = &tls {

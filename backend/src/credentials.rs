@@ -26,8 +26,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    access::{new_token, token_hash, Access},
-    domain::{BrokerClient, BrokerRefusal, Device, DeviceId, HomeId, UnixMs},
+    access::{is_api_token, new_token, token_hash, Access},
+    domain::{
+        broker_acl::TOKEN_USERNAME, BrokerClient, BrokerRefusal, Caller, Device, DeviceId, HomeId,
+        UnixMs,
+    },
     mqtt::dynsec::Dynsec,
     storage::Storage,
 };
@@ -112,8 +115,10 @@ impl BrokerLogins {
         }
     }
 
-    /// Who logs in with `username` and `password` on the embedded broker.
-    /// Without a username: anonymous, admitted only in open mode.
+    /// Who logs in with `username` and `password` on the embedded broker:
+    /// a device (its id and secret), an API token (username
+    /// [`TOKEN_USERNAME`], the token as password; checked as the API checks
+    /// it), or, without a username, anonymous, admitted only in open mode.
     pub async fn login(
         &self,
         username: Option<&str>,
@@ -125,6 +130,15 @@ impl BrokerLogins {
                 _ => Err(BrokerRefusal::Credential),
             };
         };
+        if username == TOKEN_USERNAME && is_api_token(password) {
+            return match self.access.api_token_caller(password).await.as_deref() {
+                Ok(Caller::Token { name, grants }) => Ok(BrokerClient::Token {
+                    name: name.clone(),
+                    grants: grants.clone(),
+                }),
+                _ => Err(BrokerRefusal::Credential),
+            };
+        }
         let device =
             DeviceId::parse(username, "username").map_err(|_| BrokerRefusal::Credential)?;
         let hash = token_hash(password);

@@ -4,15 +4,20 @@
 //! the same on both sides (`hearth_proto::topics`), so a device cannot tell
 //! whether it talks to the cloud directly or through the gateway.
 //!
+//! On the cloud side it logs in with the gateway's API token (role
+//! `ingest`) unless the URL names a user: as the username
+//! [`TOKEN_USERNAME`], the token as the password, which is what Hearth's
+//! embedded broker takes from a gateway once logins are required.
+//!
 //! Each direction is QoS 1 end to end: a message is acknowledged to the
 //! broker it came from only after the other broker acknowledged it.
 
 use std::{collections::VecDeque, time::Duration};
 
-use hearth_proto::topics::{Channel, Topics};
+use hearth_proto::topics::{Channel, Topics, TOKEN_USERNAME};
 use hearth_runtime::{
     mqtt::{client, options},
-    Backoff,
+    redact, Backoff, Secret,
 };
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use tracing::{info, warn};
@@ -28,13 +33,20 @@ pub struct BridgeConfig {
     pub lan_url: String,
     pub cloud_url: String,
     pub topics: Topics,
+    /// The gateway's API token: its login to the cloud broker unless
+    /// `cloud_url` names a user.
+    pub cloud_token: Option<Secret>,
 }
 
-/// Options for the `side` broker at `url`; a message is acknowledged to it
-/// by hand, once the other broker has it.
-fn bridge_options(url: &str, side: &str) -> anyhow::Result<MqttOptions> {
+/// Options for the `side` broker at `url`, logging in with `token` unless
+/// the URL has a login of its own; a message is acknowledged to it by
+/// hand, once the other broker has it.
+fn bridge_options(url: &str, side: &str, token: Option<&Secret>) -> anyhow::Result<MqttOptions> {
     let client_id = format!("hearth-gateway-{side}-{:08x}", std::process::id());
     let mut options = options(url, &client_id, None)?;
+    if let (None, Some(token)) = (options.credentials(), token) {
+        options.set_credentials(TOKEN_USERNAME, token.expose());
+    }
     options.set_manual_acks(true);
     Ok(options)
 }
@@ -108,9 +120,11 @@ fn is_puback(event: &Result<Event, rumqttc::ConnectionError>) -> bool {
 /// Runs the bridge until an unrecoverable error.
 pub async fn run(config: BridgeConfig) -> anyhow::Result<()> {
     let (lan, mut lan_events): (AsyncClient, EventLoop) =
-        client(bridge_options(&config.lan_url, "lan")?, 256);
-    let (cloud, mut cloud_events): (AsyncClient, EventLoop) =
-        client(bridge_options(&config.cloud_url, "cloud")?, 256);
+        client(bridge_options(&config.lan_url, "lan", None)?, 256);
+    let (cloud, mut cloud_events): (AsyncClient, EventLoop) = client(
+        bridge_options(&config.cloud_url, "cloud", config.cloud_token.as_ref())?,
+        256,
+    );
     let mut down = Direction {
         name: "cloud→lan",
         filters: vec![config.topics.all_devices(Channel::Desired)],
@@ -131,8 +145,9 @@ pub async fn run(config: BridgeConfig) -> anyhow::Result<()> {
         failures: 0,
     };
     info!(
-        lan = config.lan_url,
-        cloud = config.cloud_url,
+        lan = redact(&config.lan_url),
+        cloud = redact(&config.cloud_url),
+        token_login = config.cloud_token.is_some(),
         "MQTT bridge started"
     );
     loop {

@@ -40,8 +40,10 @@ pub struct Cli {
     #[arg(long, env = "HEARTH_GATEWAY_CLOUD_CA_FILE", value_name = "PATH")]
     cloud_ca_file: Option<PathBuf>,
     /// The API token the gateway sends its readings with (README, "The
-    /// gateway"); give it as HEARTH_GATEWAY_CLOUD_TOKEN_FILE [default: none,
-    /// for a backend in open mode].
+    /// gateway"), and its MQTT bridge's login to the cloud broker (username
+    /// `token`) unless --cloud-mqtt names a user; give it as
+    /// HEARTH_GATEWAY_CLOUD_TOKEN_FILE [default: none, for a backend in open
+    /// mode].
     #[arg(
         long,
         env = "HEARTH_GATEWAY_CLOUD_TOKEN",
@@ -137,11 +139,12 @@ fn topics(value: &str) -> Result<Topics, String> {
 
 impl From<Cli> for Config {
     fn from(cli: Cli) -> Self {
+        let cloud_token = cli.cloud_token.map(hearth_runtime::Secret::new);
         Self {
             udp: cli.udp,
             cloud: cli.cloud,
             cloud_ca_file: cli.cloud_ca_file,
-            cloud_token: cli.cloud_token.map(hearth_runtime::Secret::new),
+            cloud_token: cloud_token.clone(),
             data_dir: cli.data,
             max_queue_bytes: cli.queue_mb.saturating_mul(1024 * 1024),
             rate: cli.rate,
@@ -154,6 +157,7 @@ impl From<Cli> for Config {
                     lan_url,
                     cloud_url,
                     topics: cli.topic_prefix,
+                    cloud_token,
                 }),
                 _ => None,
             },
@@ -207,6 +211,14 @@ mod tests {
             .expect("a bridge");
         assert_eq!(bridge.cloud_url, "mqtt://cloud:1883");
         assert_eq!(bridge.topics.prefix(), "t1");
+        assert_eq!(bridge.cloud_token, None);
+        let token = ("HEARTH_GATEWAY_CLOUD_TOKEN", "ht_x");
+        let bridge = config(&[lan, cloud, token]).unwrap().bridge.unwrap();
+        assert_eq!(
+            bridge.cloud_token.as_ref().map(|t| t.expose()),
+            Some("ht_x"),
+            "the bridge logs in to the cloud broker with the gateway's token"
+        );
     }
 
     #[test]

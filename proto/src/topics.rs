@@ -176,6 +176,13 @@ impl Topics {
         format!("{}+/+/{}", self.root, channel.as_str())
     }
 
+    /// Filter matching `channel` of every device of one home. Fails if the
+    /// home id is not a valid id.
+    pub fn home_devices(&self, home_id: &str, channel: Channel) -> Result<String, TopicError> {
+        check_id(home_id).map_err(TopicError::BadHomeId)?;
+        Ok(format!("{}{home_id}/+/{}", self.root, channel.as_str()))
+    }
+
     /// Like [`all_devices`](Self::all_devices), as an MQTT 5 / Mosquitto shared
     /// subscription: each message goes to one member of `group`.
     pub fn all_devices_shared(&self, group: &str, channel: Channel) -> String {
@@ -246,8 +253,16 @@ pub const BACKEND_CLIENT_PREFIX: &str = "hearth-backend-";
 /// credential must connect with exactly this id, so it can take over neither
 /// a replica's session nor another device's.
 pub fn agent_client_id(device_id: &str) -> String {
-    format!("hearth-agent-{device_id}")
+    format!("{AGENT_CLIENT_PREFIX}{device_id}")
 }
+
+/// The MQTT username of a client logging in with a Hearth API token (the
+/// token is the password): a LAN gateway's bridge, Home Assistant.
+pub const TOKEN_USERNAME: &str = "token";
+
+/// Every device agent's MQTT client id starts with this
+/// ([`agent_client_id`]); only the device itself may use its id.
+pub const AGENT_CLIENT_PREFIX: &str = "hearth-agent-";
 
 /// Whether `filter` (a topic or a subscription filter) lies in the part of
 /// the tree this deployment owns (`{prefix}/…`), where only Hearth may
@@ -314,6 +329,47 @@ impl HomeAssistantTopics {
             "{}/{component}/{}/{object_id}/config",
             self.discovery, self.node
         )
+    }
+
+    /// Where Home Assistant announces itself (its birth and last-will
+    /// message, `online` / `offline`): `{discovery}/status`, its default.
+    pub fn birth(&self) -> String {
+        format!("{}/status", self.discovery)
+    }
+
+    /// Whether `filter` (a topic or a subscription filter) matches nothing
+    /// but discovery configs: `{discovery}/{component}/[{node}/]{object}/config`,
+    /// each level between an id or `+`. What Home Assistant subscribes to
+    /// (`{discovery}/+/+/config`, `{discovery}/+/+/+/config`), or narrower.
+    pub fn is_config_filter(&self, filter: &str) -> bool {
+        let Some(rest) = filter
+            .strip_prefix(self.discovery.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            return false;
+        };
+        let levels: Vec<&str> = rest.split('/').collect();
+        matches!(levels.len(), 3 | 4)
+            && levels.last() == Some(&"config")
+            && levels[..levels.len() - 1]
+                .iter()
+                .all(|l| *l == "+" || check_id(l).is_ok())
+    }
+
+    /// The object id of a discovery config topic (of any node), e.g.
+    /// `home_fan` of `homeassistant/fan/hearth/home_fan/config`.
+    pub fn config_object_id<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        if !self.is_config_filter(topic) || topic.contains('+') {
+            return None;
+        }
+        topic.rsplit('/').nth(1)
+    }
+
+    /// The home of a topic or filter under `{prefix}/ha/{home}/`, if that
+    /// level is an id (not a wildcard).
+    pub fn home_of<'t>(&self, filter: &'t str) -> Option<&'t str> {
+        let (home, _) = filter.strip_prefix(self.root.as_str())?.split_once('/')?;
+        check_id(home).is_ok().then_some(home)
     }
 
     /// Filter matching every config of this deployment, whatever the component.
@@ -428,6 +484,11 @@ mod tests {
             "hearth/v1/+/+/readings"
         );
         assert_eq!(
+            topics.home_devices("h-1", Channel::Desired).unwrap(),
+            "hearth/v1/h-1/+/desired"
+        );
+        assert!(topics.home_devices("+", Channel::Desired).is_err());
+        assert_eq!(
             topics.all_devices_shared("ingest", Channel::Status),
             "$share/ingest/hearth/v1/+/+/status"
         );
@@ -516,6 +577,47 @@ mod tests {
         assert_eq!(command, "t-1/hearth/ha/home/fan/power/set");
         assert_eq!(ha.parse_command(&command), Ok(("home", "fan", "power")));
         assert_eq!(ha.all_commands(), "t-1/hearth/ha/+/+/+/set");
+    }
+
+    #[test]
+    fn home_assistant_filters_say_what_they_reach() {
+        let ha = Topics::new("t/hearth")
+            .unwrap()
+            .home_assistant("homeassistant")
+            .unwrap();
+        assert_eq!(ha.birth(), "homeassistant/status");
+        for config in [
+            "homeassistant/+/+/config",
+            "homeassistant/+/+/+/config",
+            "homeassistant/fan/t_hearth/home_fan/config",
+        ] {
+            assert!(ha.is_config_filter(config), "{config}");
+        }
+        for other in [
+            "homeassistant/#",
+            "homeassistant/+/+/+/+/config",
+            "homeassistant/status",
+            "homeassistant/+/#",
+            "homeassistant/fan/x/state",
+            "other/fan/x/config",
+            "homeassistantx/fan/x/config",
+        ] {
+            assert!(!ha.is_config_filter(other), "{other}");
+        }
+        assert_eq!(
+            ha.config_object_id("homeassistant/fan/t_hearth/home_fan/config"),
+            Some("home_fan")
+        );
+        assert_eq!(ha.config_object_id("homeassistant/+/+/config"), None);
+        assert_eq!(
+            ha.home_of(&ha.command("home", "fan", "power")),
+            Some("home")
+        );
+        assert_eq!(ha.home_of(&ha.availability("h-2", "fan")), Some("h-2"));
+        assert_eq!(ha.home_of("t/hearth/ha/home/#"), Some("home"));
+        assert_eq!(ha.home_of("t/hearth/ha/+/fan/power/state"), None);
+        assert_eq!(ha.home_of("t/hearth/ha/#"), None);
+        assert_eq!(ha.home_of("t/hearth/v1/home/fan/desired"), None);
     }
 
     #[test]

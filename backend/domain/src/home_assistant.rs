@@ -51,6 +51,19 @@ pub enum CommandError {
     },
 }
 
+/// The home a config (as [`configs`] makes it) belongs to, read from its
+/// availability topic; `None` for anything else, an empty payload included.
+/// Why the payload and not the topic: the object id `{home}_{device}` cannot
+/// be split when ids contain `_`.
+pub fn config_home(ha: &HomeAssistantTopics, payload: &[u8]) -> Option<String> {
+    let config: Value = serde_json::from_slice(payload).ok()?;
+    let availability = config[AVAILABILITY_TOPIC].as_str()?;
+    ha.home_of(availability).map(str::to_owned)
+}
+
+/// The key of a config naming the device's availability topic.
+const AVAILABILITY_TOPIC: &str = "availability_topic";
+
 /// The configs announcing every entity of `device`, each at its discovery
 /// topic. Publishing the same device twice gives the same messages, so
 /// several publishers, or one publishing again, change nothing.
@@ -66,7 +79,7 @@ pub fn configs(ha: &HomeAssistantTopics, device: &Device) -> Vec<Retained> {
         name => name,
     };
     let common = json!({
-        "availability_topic": ha.availability(home, id),
+        AVAILABILITY_TOPIC: ha.availability(home, id),
         "device": {
             "identifiers": [unique("")],
             "name": device_name,

@@ -12,8 +12,15 @@
 //!   client;
 //! - a SUBSCRIBE's refused filters get the failure code 0x80 in the SUBACK
 //!   (the others are forwarded);
+//! - what rumqttd delivers to an API token's connection passes only if the
+//!   token may receive it ([`BrokerClient::may_receive`]: it may subscribe
+//!   with wildcards over homes, as a gateway and Home Assistant do); the
+//!   rest is acknowledged to rumqttd in the client's place (in order with
+//!   the client's own acknowledgements, as rumqttd needs) and dropped; such
+//!   a connection is granted QoS 1 at most;
 //! - an anonymous connection of open mode is closed when open mode ends,
-//!   and a device's connections when its credential is rotated or revoked.
+//!   a device's connections when its credential is rotated or revoked, and
+//!   a token's when it is revoked.
 //!
 //! Each refusal is counted (`hearth_mqtt_refused_total{reason}`) and, at a
 //! limited rate, logged naming the client and topic and written to the
@@ -23,7 +30,7 @@
 //! rumqttd behind it only ever sees loopback.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -31,7 +38,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use bytes::BytesMut;
-use hearth_proto::topics::Topics;
+use hearth_proto::topics::{HomeAssistantTopics, Topics};
 use hearth_runtime::tls::{TlsAcceptor, HANDSHAKE_WITHIN};
 use rumqttc::mqttbytes::{
     self,
@@ -70,6 +77,9 @@ pub struct Guard {
     pub access: Arc<Access>,
     pub metrics: Arc<Metrics>,
     pub topics: Topics,
+    /// Home Assistant's topics while Hearth's bridge to it is on: only then
+    /// may a token reach them.
+    pub home_assistant: Option<HomeAssistantTopics>,
     /// What the guard logs in to rumqttd with, in place of the client's
     /// login: rumqttd takes nothing else, so its port is no way around the
     /// guard.
@@ -96,6 +106,7 @@ impl Guard {
         access: Arc<Access>,
         metrics: Arc<Metrics>,
         topics: Topics,
+        home_assistant: Option<HomeAssistantTopics>,
         upstream_login: (String, String),
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -103,6 +114,7 @@ impl Guard {
             access,
             metrics,
             topics,
+            home_assistant,
             upstream_login,
             logged: Mutex::new((Instant::now(), 0)),
         })
@@ -234,14 +246,18 @@ impl Guard {
                 login.map(|l| l.password.as_str()),
             )
             .await;
-        let who = login.map_or_else(
-            || format!("anonymous ({})", connect.client_id),
-            |l| l.username.clone(),
-        );
+        let ha = self.home_assistant.as_ref();
+        let who = match &client {
+            Ok(BrokerClient::Token { name, .. }) => format!("token:{name}"),
+            _ => login.map_or_else(
+                || format!("anonymous ({})", connect.client_id),
+                |l| l.username.clone(),
+            ),
+        };
         let client = match client.and_then(|c| {
             c.may_use_client_id(&connect.client_id)?;
             if let Some(will) = &connect.last_will {
-                c.may_publish(&self.topics, &will.topic, will.retain)?;
+                c.may_publish(&self.topics, ha, &will.topic, will.retain)?;
             }
             Ok(c)
         }) {
@@ -260,6 +276,7 @@ impl Guard {
         };
         let ended = match &client {
             BrokerClient::Device { device, .. } => self.logins.watch(device),
+            BrokerClient::Token { name, .. } => self.access.watch_api_token(name),
             _ => CancellationToken::new(),
         };
 
@@ -274,6 +291,11 @@ impl Guard {
             self.upstream_login.1.as_str(),
         ));
         send(&mut to_broker, Packet::Connect(connect)).await?;
+        // Why shared: deliveries a token may not receive are acknowledged
+        // to rumqttd from the downstream side.
+        let to_broker = Arc::new(tokio::sync::Mutex::new(to_broker));
+        let filtered = matches!(client, BrokerClient::Token { .. });
+        let inflight: Arc<Mutex<Inflight>> = Arc::default();
         let to_client = Arc::new(tokio::sync::Mutex::new(to_client));
         // SUBSCRIBEs with refused filters, by packet id: where the broker's
         // SUBACK gets a 0x80 inserted.
@@ -282,10 +304,37 @@ impl Guard {
         let downstream = {
             let to_client = to_client.clone();
             let refused_filters = refused_filters.clone();
+            let (guard, client, to_broker) = (self.clone(), client.clone(), to_broker.clone());
+            let inflight = inflight.clone();
             async move {
                 let mut buf = BytesMut::with_capacity(16 * 1024);
                 loop {
                     let frame = read_frame(&mut from_broker, &mut buf, MAX_FROM_BROKER).await?;
+                    if filtered {
+                        match guard.screen(&client, &frame) {
+                            Delivery::Other => {}
+                            Delivery::Publish { pkid: None, pass } => {
+                                if !pass {
+                                    continue;
+                                }
+                            }
+                            Delivery::Publish {
+                                pkid: Some(pkid),
+                                pass,
+                            } => {
+                                let mut to_broker = to_broker.lock().await;
+                                let owed =
+                                    inflight.lock().expect("inflight").delivered(pkid, !pass);
+                                for pkid in owed {
+                                    send(&mut *to_broker, Packet::PubAck(PubAck::new(pkid)))
+                                        .await?;
+                                }
+                                if !pass {
+                                    continue;
+                                }
+                            }
+                        }
+                    }
                     // Only a SUBACK may need changing; the rest passes as read.
                     let is_suback = frame.first().is_some_and(|b| b >> 4 == 9);
                     let mut out = frame;
@@ -314,6 +363,7 @@ impl Guard {
             let guard = self.clone();
             let client = client.clone();
             async move {
+                let ha = guard.home_assistant.as_ref();
                 // QoS 2 publishes dropped, whose PUBREL gets our PUBCOMP.
                 let mut dropped_qos2 = HashSet::new();
                 loop {
@@ -326,15 +376,30 @@ impl Guard {
                         return Ok(());
                     }
                     let kind = frame.first().map_or(0, |b| b >> 4);
+                    // A token's PUBACK: acknowledgements owed for withheld
+                    // deliveries after it follow it.
+                    if filtered && kind == 4 {
+                        let mut to_broker = to_broker.lock().await;
+                        to_broker.write_all(&frame).await?;
+                        if let Ok(Packet::PubAck(ack)) =
+                            Packet::read(&mut frame.clone(), MAX_PACKET)
+                        {
+                            let owed = inflight.lock().expect("inflight").acked(ack.pkid);
+                            for pkid in owed {
+                                send(&mut *to_broker, Packet::PubAck(PubAck::new(pkid))).await?;
+                            }
+                        }
+                        continue;
+                    }
                     // PUBLISH, PUBREL, SUBSCRIBE: read; everything else passes.
                     if !matches!(kind, 3 | 6 | 8) {
-                        to_broker.write_all(&frame).await?;
+                        to_broker.lock().await.write_all(&frame).await?;
                         continue;
                     }
                     match Packet::read(&mut frame.clone(), MAX_PACKET) {
                         Ok(Packet::Publish(p)) => {
-                            match client.may_publish(&guard.topics, &p.topic, p.retain) {
-                                Ok(()) => to_broker.write_all(&frame).await?,
+                            match client.may_publish(&guard.topics, ha, &p.topic, p.retain) {
+                                Ok(()) => to_broker.lock().await.write_all(&frame).await?,
                                 Err(reason) => {
                                     guard.refused(reason, &who, Some(&client), &p.topic).await;
                                     let ack = match p.qos {
@@ -363,13 +428,27 @@ impl Guard {
                         Ok(Packet::Subscribe(mut sub)) => {
                             let mut refused = Vec::new();
                             for (i, f) in sub.filters.iter().enumerate() {
-                                if let Err(reason) = client.may_subscribe(&guard.topics, &f.path) {
+                                if let Err(reason) =
+                                    client.may_subscribe(&guard.topics, ha, &f.path)
+                                {
                                     guard.refused(reason, &who, Some(&client), &f.path).await;
                                     refused.push(i);
                                 }
                             }
-                            if refused.is_empty() {
-                                to_broker.write_all(&frame).await?;
+                            // Why: a withheld QoS 2 delivery would need its
+                            // own handshake kept in order; QoS 1 does.
+                            let capped = filtered
+                                && sub
+                                    .filters
+                                    .iter()
+                                    .any(|f| f.qos == rumqttc::QoS::ExactlyOnce);
+                            for f in sub.filters.iter_mut() {
+                                if filtered && f.qos == rumqttc::QoS::ExactlyOnce {
+                                    f.qos = rumqttc::QoS::AtLeastOnce;
+                                }
+                            }
+                            if refused.is_empty() && !capped {
+                                to_broker.lock().await.write_all(&frame).await?;
                             } else if refused.len() == sub.filters.len() {
                                 let codes = vec![SubscribeReasonCode::Failure; refused.len()];
                                 send(
@@ -383,18 +462,20 @@ impl Guard {
                                     i += 1;
                                     !refused.contains(&(i - 1))
                                 });
-                                refused_filters
-                                    .lock()
-                                    .expect("filters")
-                                    .insert(sub.pkid, refused);
+                                if !refused.is_empty() {
+                                    refused_filters
+                                        .lock()
+                                        .expect("filters")
+                                        .insert(sub.pkid, refused);
+                                }
                                 let mut out = BytesMut::new();
                                 Packet::Subscribe(sub)
                                     .write(&mut out, MAX_PACKET)
                                     .map_err(|e| anyhow::anyhow!("{e}"))?;
-                                to_broker.write_all(&out).await?;
+                                to_broker.lock().await.write_all(&out).await?;
                             }
                         }
-                        Ok(_) => to_broker.write_all(&frame).await?,
+                        Ok(_) => to_broker.lock().await.write_all(&frame).await?,
                         Err(e) => bail!("unreadable packet: {e}"),
                     }
                 }
@@ -413,10 +494,81 @@ impl Guard {
     }
 }
 
+/// A packet rumqttd sends a token's connection.
+enum Delivery {
+    /// Anything but a PUBLISH: passed on.
+    Other,
+    /// A PUBLISH (`pkid` if QoS 1), and whether the client may have it.
+    Publish { pkid: Option<u16>, pass: bool },
+}
+
+impl Guard {
+    /// Whether `frame` from rumqttd may reach `client`
+    /// ([`BrokerClient::may_receive`]). QoS 2 never reaches a token's
+    /// connection: its subscriptions are granted QoS 1 at most.
+    fn screen(&self, client: &BrokerClient, frame: &[u8]) -> Delivery {
+        if frame.first().map_or(0, |b| b >> 4) != 3 {
+            return Delivery::Other;
+        }
+        match Packet::read(&mut BytesMut::from(frame), MAX_FROM_BROKER) {
+            Ok(Packet::Publish(p)) => {
+                let ha = self.home_assistant.as_ref();
+                let pass = client.may_receive(&self.topics, ha, &p.topic, &p.payload);
+                if !pass {
+                    debug!(client = %client_name(client), topic = p.topic, "delivery withheld");
+                }
+                let pkid = (p.qos != rumqttc::QoS::AtMostOnce).then_some(p.pkid);
+                Delivery::Publish { pkid, pass }
+            }
+            _ => Delivery::Other,
+        }
+    }
+}
+
+/// QoS 1 deliveries to a token's connection not yet acknowledged, in the
+/// order rumqttd sent them, and whether each was withheld. Why: rumqttd
+/// takes acknowledgements only in that order (it drops a connection that
+/// acknowledges out of order), so the guard's for a withheld delivery waits
+/// for the client's of every delivery before it.
+#[derive(Default)]
+struct Inflight(VecDeque<(u16, bool)>);
+
+impl Inflight {
+    /// Delivery `pkid` was passed on or `withheld`: the packet ids the guard
+    /// now acknowledges, in order.
+    fn delivered(&mut self, pkid: u16, withheld: bool) -> Vec<u16> {
+        self.0.push_back((pkid, withheld));
+        self.owed()
+    }
+
+    /// The client acknowledged `pkid`: the packet ids the guard now
+    /// acknowledges after it, in order.
+    fn acked(&mut self, pkid: u16) -> Vec<u16> {
+        if let Some(i) = self
+            .0
+            .iter()
+            .position(|&(p, withheld)| p == pkid && !withheld)
+        {
+            self.0.remove(i);
+        }
+        self.owed()
+    }
+
+    fn owed(&mut self) -> Vec<u16> {
+        let mut owed = Vec::new();
+        while let Some(&(pkid, true)) = self.0.front() {
+            owed.push(pkid);
+            self.0.pop_front();
+        }
+        owed
+    }
+}
+
 fn client_name(client: &BrokerClient) -> String {
     match client {
         BrokerClient::Hearth => "hearth".into(),
         BrokerClient::Device { device, .. } => device.to_string(),
+        BrokerClient::Token { name, .. } => format!("token:{name}"),
         BrokerClient::Anonymous => "anonymous".into(),
     }
 }
@@ -471,6 +623,28 @@ async fn read_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acknowledgements_of_withheld_deliveries_wait_for_the_clients_before_them() {
+        let mut inflight = Inflight::default();
+        assert_eq!(inflight.delivered(1, false), Vec::<u16>::new());
+        assert_eq!(
+            inflight.delivered(2, true),
+            Vec::<u16>::new(),
+            "1 is unacked"
+        );
+        assert_eq!(inflight.delivered(3, true), Vec::<u16>::new());
+        assert_eq!(inflight.delivered(4, false), Vec::<u16>::new());
+        assert_eq!(inflight.acked(1), vec![2, 3]);
+        assert_eq!(
+            inflight.delivered(5, true),
+            Vec::<u16>::new(),
+            "4 is unacked"
+        );
+        assert_eq!(inflight.acked(4), vec![5]);
+        assert_eq!(inflight.delivered(6, true), vec![6], "nothing before it");
+        assert!(inflight.0.is_empty());
+    }
 
     #[test]
     fn a_suback_gets_failures_back_where_filters_were_refused() {

@@ -2,8 +2,8 @@
 //! of rumqttd lets each client do, as a device (or an impostor) sees it.
 
 use hearth_proto::{
-    topics::Channel,
-    v1::{self, Metric, MqttCredential, ReadingBatch},
+    topics::{Channel, TOKEN_USERNAME},
+    v1::{self, DeviceStatus, Metric, MqttCredential, ReadingBatch},
 };
 use prost::Message as _;
 use rumqttc::{
@@ -31,28 +31,75 @@ async fn app_with_two_sensors() -> (TestApp, String, MqttCredential, MqttCredent
     ])
     .await;
     let root = login(&app, "root").await;
-    let mut credentials = Vec::new();
-    for id in [A, B] {
-        let device = app
-            .devices()
-            .await
-            .register_device(with_token(
-                v1::RegisterDeviceRequest {
-                    home_id: HOME.into(),
-                    id: id.into(),
-                    kind: v1::DeviceKind::Sensor as i32,
-                    name: String::new(),
-                },
-                Some(&root),
-            ))
-            .await
-            .expect("RegisterDevice")
-            .into_inner();
-        credentials.push(device.mqtt_credential.expect("a new device's credential"));
-    }
-    let b = credentials.pop().unwrap();
-    let a = credentials.pop().unwrap();
+    let a = register(&app, &root, HOME, A, v1::DeviceKind::Sensor, "").await;
+    let b = register(&app, &root, HOME, B, v1::DeviceKind::Sensor, "").await;
     (app, root, a, b)
+}
+
+/// An admin (`token`) registers device `id` in `home`: its credential.
+pub(crate) async fn register(
+    app: &TestApp,
+    token: &str,
+    home: &str,
+    id: &str,
+    kind: v1::DeviceKind,
+    name: &str,
+) -> MqttCredential {
+    app.devices()
+        .await
+        .register_device(with_token(
+            v1::RegisterDeviceRequest {
+                home_id: home.into(),
+                id: id.into(),
+                kind: kind as i32,
+                name: name.into(),
+            },
+            Some(token),
+        ))
+        .await
+        .expect("RegisterDevice")
+        .into_inner()
+        .mqtt_credential
+        .expect("a new device's credential")
+}
+
+/// An API token for `homes` with `role`, made by their admin `token`.
+pub(crate) async fn api_token(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+    homes: &[&str],
+    role: v1::Role,
+) -> String {
+    app.auth()
+        .await
+        .create_api_token(with_token(
+            v1::CreateApiTokenRequest {
+                name: name.into(),
+                home_ids: homes.iter().map(|h| h.to_string()).collect(),
+                role: role as i32,
+            },
+            Some(token),
+        ))
+        .await
+        .expect("CreateApiToken")
+        .into_inner()
+        .token
+}
+
+/// An admin (`token`) creates the home `id`.
+pub(crate) async fn create_home(app: &TestApp, token: &str, id: &str) {
+    app.devices()
+        .await
+        .create_home(with_token(
+            v1::CreateHomeRequest {
+                id: id.into(),
+                name: id.into(),
+            },
+            Some(token),
+        ))
+        .await
+        .expect("CreateHome");
 }
 
 /// Connects as `client_id` with `login` (username, password); the broker's
@@ -492,4 +539,217 @@ async fn a_credential_rotated_under_load_loses_and_doubles_nothing() {
     );
     assert_eq!(figures.restarts, 0, "{figures:?}");
     assert!(figures.stored >= at_rotation + 90, "{figures:?}");
+}
+
+/// Waits until `events`' connection is closed by the broker.
+async fn closed(events: &mut EventLoop) -> bool {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            if events.poll().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+async fn set_mode(app: &TestApp, token: &str, device: &str, mode: v1::Mode) {
+    app.devices()
+        .await
+        .set_mode(with_token(
+            v1::SetModeRequest {
+                device_id: device.into(),
+                mode: mode as i32,
+                ..Default::default()
+            },
+            Some(token),
+        ))
+        .await
+        .expect("SetMode");
+}
+
+/// A LAN gateway's MQTT bridge logs in to the embedded broker with its
+/// ingest token: it relays its home's readings and status (stored) and
+/// hears its home's desired states, and nothing of another home reaches it
+/// or is taken from it.
+#[tokio::test]
+async fn an_ingest_token_bridges_its_homes_devices_and_nothing_else() {
+    const OTHER: &str = "home-z";
+    const FAN_Y: &str = "fan-y";
+    const FAN_Z: &str = "fan-z";
+    let (app, root, _a, _b) = app_with_two_sensors().await;
+    register(&app, &root, HOME, FAN_Y, v1::DeviceKind::Fan, "").await;
+    create_home(&app, &root, OTHER).await;
+    let fan_z = register(&app, &root, OTHER, FAN_Z, v1::DeviceKind::Fan, "").await;
+    // A sensor of the other home, so a reading of it would be stored.
+    register(&app, &root, OTHER, "sensor-z", v1::DeviceKind::Sensor, "").await;
+    let token = api_token(&app, &root, "lan-gateway", &[HOME], v1::Role::Ingest).await;
+    let topic = |home, device, channel| app.topics.device(home, device, channel).unwrap();
+
+    // Neither a replica's nor a device's client id.
+    for client_id in ["hearth-backend-x-readings", "hearth-agent-sensor-a"] {
+        assert_eq!(
+            connect(&app, client_id, Some((TOKEN_USERNAME, &token)))
+                .await
+                .err(),
+            Some(ConnectReturnCode::BadClientId),
+            "{client_id}"
+        );
+    }
+    let (client, mut events) = connect(
+        &app,
+        "hearth-gateway-cloud-00000001",
+        Some((TOKEN_USERNAME, &token)),
+    )
+    .await
+    .expect("the ingest token logs in");
+
+    // What the gateway's bridge subscribes to is granted; more is not.
+    for (filter, granted) in [
+        (app.topics.all_devices(Channel::Desired), true),
+        (app.topics.all_devices(Channel::Readings), false),
+        ("#".to_owned(), false),
+    ] {
+        client.subscribe(&filter, QoS::AtLeastOnce).await.unwrap();
+        let Packet::SubAck(ack) = next_packet(&mut events).await else {
+            panic!("a SUBACK for {filter}");
+        };
+        let expected = match granted {
+            true => SubscribeReasonCode::Success(QoS::AtLeastOnce),
+            false => SubscribeReasonCode::Failure,
+        };
+        assert_eq!(ack.return_codes, [expected], "{filter}");
+    }
+
+    // Another home's reading, a desired state, a retained reading: dropped.
+    for (t, payload, retain) in [
+        (
+            topic(OTHER, "sensor-z", Channel::Readings),
+            batch("sensor-z", 1),
+            false,
+        ),
+        (topic(HOME, A, Channel::Desired), vec![1, 2, 3], false),
+        (topic(HOME, A, Channel::Readings), batch(A, 1), true),
+    ] {
+        client
+            .publish(&t, QoS::AtLeastOnce, retain, payload)
+            .await
+            .unwrap();
+        assert!(
+            matches!(next_packet(&mut events).await, Packet::PubAck(_)),
+            "{t}"
+        );
+    }
+    // Its home's readings are stored, whichever device.
+    for (device, seq) in [(A, 2), (B, 1)] {
+        client
+            .publish(
+                topic(HOME, device, Channel::Readings),
+                QoS::AtLeastOnce,
+                false,
+                batch(device, seq),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(next_packet(&mut events).await, Packet::PubAck(_)));
+    }
+    eventually("the home's readings stored", || async {
+        (stored(&app, &root, A).await == 1 && stored(&app, &root, B).await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        stored(&app, &root, "sensor-z").await,
+        0,
+        "nothing for another home"
+    );
+    assert_eq!(refused(&app, "subscribe").await, 2.0);
+    assert_eq!(refused(&app, "publish").await, 2.0);
+    assert_eq!(refused(&app, "retain").await, 1.0);
+    assert_eq!(refused(&app, "client_id").await, 2.0);
+
+    // Its home's fan comes online through it; the other home's by itself.
+    // Both are switched, the other home's first: only its own home's
+    // desired state reaches the gateway.
+    let online = DeviceStatus {
+        online: true,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    client
+        .publish(
+            topic(HOME, FAN_Y, Channel::Status),
+            QoS::AtLeastOnce,
+            false,
+            online.clone(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(next_packet(&mut events).await, Packet::PubAck(_)));
+    let (z, mut z_events) = connect_as(&app, &fan_z).await;
+    z.publish(
+        topic(OTHER, FAN_Z, Channel::Status),
+        QoS::AtLeastOnce,
+        false,
+        online,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        next_packet(&mut z_events).await,
+        Packet::PubAck(_)
+    ));
+    let devices_online = || async {
+        let mut devices = app.devices().await;
+        let mut all = true;
+        for id in [FAN_Y, FAN_Z] {
+            let device = devices
+                .get_device(with_token(
+                    v1::GetDeviceRequest { id: id.into() },
+                    Some(&root),
+                ))
+                .await
+                .expect("GetDevice")
+                .into_inner();
+            all &= device.online;
+        }
+        all.then_some(())
+    };
+    eventually("both fans online", devices_online).await;
+    set_mode(&app, &root, FAN_Z, v1::Mode::On).await;
+    set_mode(&app, &root, FAN_Y, v1::Mode::On).await;
+    let Packet::Publish(desired) = next_packet(&mut events).await else {
+        panic!("a desired state for the gateway");
+    };
+    assert_eq!(desired.topic, topic(HOME, FAN_Y, Channel::Desired));
+}
+
+#[tokio::test]
+async fn a_revoked_or_unknown_token_is_refused_and_its_connections_closed() {
+    let (app, root, _a, _b) = app_with_two_sensors().await;
+    let token = api_token(&app, &root, "lan-gateway", &[HOME], v1::Role::Ingest).await;
+    let (_client, mut events) = connect(&app, "gateway-1", Some((TOKEN_USERNAME, &token)))
+        .await
+        .expect("the token logs in");
+    app.auth()
+        .await
+        .revoke_api_token(with_token(
+            v1::RevokeApiTokenRequest {
+                name: "lan-gateway".into(),
+            },
+            Some(&root),
+        ))
+        .await
+        .expect("RevokeApiToken");
+    assert!(closed(&mut events).await, "its open connection is closed");
+    for password in [token.as_str(), "ht_unknown", root.as_str()] {
+        assert_eq!(
+            connect(&app, "gateway-1", Some((TOKEN_USERNAME, password)))
+                .await
+                .err(),
+            Some(ConnectReturnCode::BadUserNamePassword),
+            "{password}"
+        );
+    }
+    assert_eq!(refused(&app, "credential").await, 3.0);
 }

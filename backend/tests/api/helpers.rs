@@ -286,12 +286,23 @@ impl SimDevice {
     /// Connects as `device` of `HOME` and waits until it is subscribed to
     /// its desired state.
     pub async fn connect(app: &TestApp, device: &str) -> Self {
-        let options = hearth_runtime::mqtt::options(
-            &app.mqtt_url,
-            &format!("{device}-{:08x}", rand::random::<u32>()),
-            None,
-        )
-        .unwrap();
+        Self::connect_with(app, device, None).await
+    }
+
+    /// [`SimDevice::connect`] with the device's own broker login, if given.
+    pub async fn connect_with(
+        app: &TestApp,
+        device: &str,
+        login: Option<&hearth_proto::v1::MqttCredential>,
+    ) -> Self {
+        let client_id = match login {
+            Some(login) => login.client_id.clone(),
+            None => format!("{device}-{:08x}", rand::random::<u32>()),
+        };
+        let mut options = hearth_runtime::mqtt::options(&app.mqtt_url, &client_id, None).unwrap();
+        if let Some(login) = login {
+            options.set_credentials(login.username.as_str(), login.password.as_str());
+        }
         let (client, mut events) = hearth_runtime::mqtt::client(options, 64);
         let topic = app.topics.device(HOME, device, Channel::Desired).unwrap();
         client

@@ -1,19 +1,27 @@
 //! The Home Assistant bridge, seen from a client that speaks MQTT discovery
 //! as Home Assistant does: it subscribes to the discovery prefix, reads the
 //! configs, follows the state topics they name, and switches the fan on
-//! through its command topic.
+//! through its command topic; in open mode, and logged in with an operator's
+//! API token once logins are required.
 
 use std::collections::HashMap;
 
-use hearth_proto::v1::{
-    CommandState, GetDeviceRequest, IngestBatchRequest, ListCommandsRequest, Metric, Mode, Reading,
-    ReadingBatch,
+use hearth_proto::{
+    topics::TOKEN_USERNAME,
+    v1::{
+        self, CommandState, GetDeviceRequest, IngestBatchRequest, ListCommandsRequest, Metric,
+        Mode, Reading, ReadingBatch,
+    },
 };
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::Value;
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use crate::helpers::{spawn_app_with, SimDevice, TestApp, FAN, HOME, PATIENCE, SENSOR};
+use crate::{
+    access::{login, with_token, PASSWORD},
+    broker_logins::{api_token, create_home, register},
+    helpers::{spawn_app_with, SimDevice, TestApp, FAN, HOME, PATIENCE, SENSOR},
+};
 
 /// A client doing what Home Assistant's MQTT integration does with
 /// discovery: every message it has seen, newest per topic.
@@ -26,18 +34,37 @@ struct HomeAssistant {
 }
 
 impl HomeAssistant {
-    async fn connect(app: &TestApp, discovery_prefix: &str) -> Self {
-        let options = hearth_runtime::mqtt::options(
+    /// Connects (with an API token, if given, as the password) and
+    /// subscribes as Home Assistant does: its birth and last will on
+    /// `{discovery}/status`, the configs under the discovery prefix.
+    async fn connect(app: &TestApp, discovery_prefix: &str, token: Option<&str>) -> Self {
+        let mut options = hearth_runtime::mqtt::options(
             &app.mqtt_url,
             &format!("home-assistant-{:08x}", rand::random::<u32>()),
             None,
         )
         .unwrap();
+        let status = format!("{discovery_prefix}/status");
+        options.set_last_will(rumqttc::LastWill::new(
+            &status,
+            "offline",
+            QoS::AtLeastOnce,
+            false,
+        ));
+        if let Some(token) = token {
+            options.set_credentials(TOKEN_USERNAME, token);
+        }
         let (client, mut events) = hearth_runtime::mqtt::client(options, 64);
         client
-            .subscribe(format!("{discovery_prefix}/#"), QoS::AtLeastOnce)
+            .publish(&status, QoS::AtLeastOnce, false, "online")
             .await
             .unwrap();
+        for filter in ["+/+/config", "+/+/+/config"] {
+            client
+                .subscribe(format!("{discovery_prefix}/{filter}"), QoS::AtLeastOnce)
+                .await
+                .unwrap();
+        }
         let (tx, messages) = mpsc::channel(1_024);
         let events = tokio::spawn(async move {
             loop {
@@ -131,57 +158,42 @@ fn state<'s>(
     seen.get(topic).map(|(payload, _)| payload.as_str())
 }
 
-#[tokio::test]
-async fn home_assistant_sees_the_home_and_switches_the_fan_through_hearth() {
-    let discovery = format!("ha-{:08x}", rand::random::<u32>());
-    let app = spawn_app_with(&[
-        ("HEARTH_HOME_ASSISTANT", "true"),
-        ("HEARTH_HOME_ASSISTANT_PREFIX", &discovery),
-    ])
-    .await;
-    let mut ha = HomeAssistant::connect(&app, &discovery).await;
-    // A config left on the broker by a device that is no longer listed.
-    let gone = app
-        .topics
-        .home_assistant(&discovery)
-        .unwrap()
-        .config("light", "home_gone");
-    ha.client
-        .publish(
-            gone.clone(),
-            QoS::AtLeastOnce,
-            true,
-            r#"{"name":null,"unique_id":"gone","command_topic":"x/set"}"#,
-        )
-        .await
-        .unwrap();
-
-    app.home_with_a_fan().await;
-    app.add_sensor("Living room").await;
-    let mut fan = SimDevice::connect(&app, FAN).await;
-    fan.online(FAN).await;
+/// What Home Assistant does once `HOME` has the fan (online, as `fan`)
+/// and the sensor: a reading of the sensor is sent (by `token`'s caller, an
+/// admin, or in open mode), Home Assistant (`ha`) discovers the entities,
+/// reads their states and switches the fan on, which Hearth records as a
+/// command from Home Assistant. The configs seen, and the fan's.
+async fn discover_and_switch_the_fan(
+    app: &TestApp,
+    ha: &mut HomeAssistant,
+    fan: &mut SimDevice,
+    token: Option<&str>,
+) -> (HashMap<String, Value>, Value) {
     let mut telemetry = app.telemetry().await;
     let accepted = telemetry
-        .ingest_batch(IngestBatchRequest {
-            batches: vec![ReadingBatch {
-                home_id: HOME.into(),
-                device_id: SENSOR.into(),
-                seq: 1,
-                time_unix_ms: app.clock.now(),
-                readings: [
-                    (Metric::TemperatureCelsius, 21.5),
-                    (Metric::HumidityPercent, 45.0),
-                    (Metric::PressureHpa, 1013.25),
-                ]
-                .into_iter()
-                .map(|(metric, value)| Reading {
-                    metric: metric as i32,
-                    value,
-                })
-                .collect(),
-                ..Default::default()
-            }],
-        })
+        .ingest_batch(with_token(
+            IngestBatchRequest {
+                batches: vec![ReadingBatch {
+                    home_id: HOME.into(),
+                    device_id: SENSOR.into(),
+                    seq: 1,
+                    time_unix_ms: app.clock.now(),
+                    readings: [
+                        (Metric::TemperatureCelsius, 21.5),
+                        (Metric::HumidityPercent, 45.0),
+                        (Metric::PressureHpa, 1013.25),
+                    ]
+                    .into_iter()
+                    .map(|(metric, value)| Reading {
+                        metric: metric as i32,
+                        value,
+                    })
+                    .collect(),
+                    ..Default::default()
+                }],
+            },
+            token,
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -228,8 +240,6 @@ async fn home_assistant_sees_the_home_and_switches_the_fan_through_hearth() {
     unique_ids.dedup();
     assert_eq!(unique_ids.len(), configs.len(), "unique ids are unique");
     let fan_config = entity(&configs, "fan", "Fan", None).unwrap().clone();
-    // (The planted config's removal is awaited below: the bridge clears it
-    // on its next comparison, which may come after these configs.)
 
     // States, read where the configs say.
     for config in configs.values() {
@@ -270,10 +280,13 @@ async fn home_assistant_sees_the_home_and_switches_the_fan_through_hearth() {
 
     let mut devices = app.devices().await;
     let commands = devices
-        .list_commands(ListCommandsRequest {
-            device_id: FAN.into(),
-            limit: 10,
-        })
+        .list_commands(with_token(
+            ListCommandsRequest {
+                device_id: FAN.into(),
+                limit: 10,
+            },
+            token,
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -284,11 +297,46 @@ async fn home_assistant_sees_the_home_and_switches_the_fan_through_hearth() {
     assert!(newest.on);
     assert_eq!(newest.state(), CommandState::Applied, "{newest:?}");
     let device = devices
-        .get_device(GetDeviceRequest { id: FAN.into() })
+        .get_device(with_token(GetDeviceRequest { id: FAN.into() }, token))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(device.mode(), Mode::On, "a manual ON, as SetMode makes");
+    (configs, fan_config)
+}
+
+#[tokio::test]
+async fn home_assistant_sees_the_home_and_switches_the_fan_through_hearth() {
+    let discovery = format!("ha-{:08x}", rand::random::<u32>());
+    let app = spawn_app_with(&[
+        ("HEARTH_HOME_ASSISTANT", "true"),
+        ("HEARTH_HOME_ASSISTANT_PREFIX", &discovery),
+    ])
+    .await;
+    let mut ha = HomeAssistant::connect(&app, &discovery, None).await;
+    // A config left on the broker by a device that is no longer listed.
+    let gone = app
+        .topics
+        .home_assistant(&discovery)
+        .unwrap()
+        .config("light", "home_gone");
+    ha.client
+        .publish(
+            gone.clone(),
+            QoS::AtLeastOnce,
+            true,
+            r#"{"name":null,"unique_id":"gone","command_topic":"x/set"}"#,
+        )
+        .await
+        .unwrap();
+
+    app.home_with_a_fan().await;
+    app.add_sensor("Living room").await;
+    let mut fan = SimDevice::connect(&app, FAN).await;
+    fan.online(FAN).await;
+    let (configs, fan_config) = discover_and_switch_the_fan(&app, &mut ha, &mut fan, None).await;
+    // (The planted config's removal is awaited only now: the bridge clears
+    // it on its next comparison, which may come after the other configs.)
 
     ha.until("the stale config cleared", |seen| {
         seen.get(&gone)
@@ -303,7 +351,7 @@ async fn home_assistant_sees_the_home_and_switches_the_fan_through_hearth() {
         .find(|(_, c)| **c == fan_config)
         .map(|(topic, _)| topic.clone())
         .unwrap();
-    let mut restarted = HomeAssistant::connect(&app, &discovery).await;
+    let mut restarted = HomeAssistant::connect(&app, &discovery, None).await;
     restarted.follow(&fan_config).await;
     restarted
         .until("the fan's config and state, retained", |seen| {
@@ -316,5 +364,60 @@ async fn home_assistant_sees_the_home_and_switches_the_fan_through_hearth() {
             (config && on).then_some(())
         })
         .await;
+    app.stop().await;
+}
+
+/// With logins required, Home Assistant logs in to the embedded broker with
+/// an operator's API token for its home: it does all it does in open mode,
+/// and sees nothing of another home.
+#[tokio::test]
+async fn home_assistant_logs_in_with_an_operator_token_and_sees_only_its_home() {
+    let discovery = format!("ha-{:08x}", rand::random::<u32>());
+    let app = spawn_app_with(&[
+        ("HEARTH_HOME_ASSISTANT", "true"),
+        ("HEARTH_HOME_ASSISTANT_PREFIX", &discovery),
+        ("HEARTH_ADMIN", "root@home"),
+        ("HEARTH_ADMIN_PASSWORD", PASSWORD),
+        ("HEARTH_REQUESTS_PER_SECOND", "0"),
+    ])
+    .await;
+    let root = login(&app, "root").await;
+    let fan_login = register(&app, &root, HOME, FAN, v1::DeviceKind::Fan, "Fan").await;
+    register(
+        &app,
+        &root,
+        HOME,
+        SENSOR,
+        v1::DeviceKind::Sensor,
+        "Living room",
+    )
+    .await;
+    // Another home, whose configs' topics start as the first home's do
+    // (`home_2_their-fan`).
+    create_home(&app, &root, "home_2").await;
+    register(
+        &app,
+        &root,
+        "home_2",
+        "their-fan",
+        v1::DeviceKind::Fan,
+        "Their fan",
+    )
+    .await;
+    let token = api_token(&app, &root, "home-assistant", &[HOME], v1::Role::Operator).await;
+    let mut fan = SimDevice::connect_with(&app, FAN, Some(&fan_login)).await;
+    fan.online(FAN).await;
+
+    let mut ha = HomeAssistant::connect(&app, &discovery, Some(&token)).await;
+    discover_and_switch_the_fan(&app, &mut ha, &mut fan, Some(&root)).await;
+    // Every config was sent before the fan's state ON, which was read.
+    let names: Vec<Value> = HomeAssistant::configs(&ha.seen)
+        .values()
+        .map(|c| c["device"]["name"].clone())
+        .collect();
+    assert!(
+        names.iter().all(|n| *n == "Fan" || *n == "Living room"),
+        "only its home's devices: {names:?}"
+    );
     app.stop().await;
 }
