@@ -1563,7 +1563,7 @@ async fn pipeline(o: &Options, url: &str, db_url: &str, rate: u64) -> anyhow::Re
         .await
         .context("copying the shape of Hearth's readings table")?;
     let topics = Topics::new(&format!("{}/pipe", unique("bench")))?;
-    let mut options = mqtt_options(url, "bench-pipe", 100)?;
+    let mut options = mqtt_options(url, &unique("bench-pipe"), None, 100)?;
     options.set_manual_acks(true);
     let (consumer, mut events) = AsyncClient::new(options, 4_096);
     consumer
@@ -1644,7 +1644,7 @@ async fn pipeline(o: &Options, url: &str, db_url: &str, rate: u64) -> anyhow::Re
         })
     };
 
-    let fleet = Fleet::connect(url, &topics, o.devices, o.connections).await?;
+    let fleet = Fleet::connect(url, &topics, o.devices, &Layout::Shared(o.connections)).await?;
     let published = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let secs = o.raw_secs.max(10);
