@@ -39,7 +39,8 @@ use tracing::{info, warn};
 use crate::{
     domain::{
         access::{decision, is_api, is_stream},
-        Caller, Decision, Denied, Grant, Home, HomeId, Role, TokenName, UnixMs, Username,
+        Caller, Decision, Denied, DeviceScope, Grant, Home, HomeId, Role, TokenName, UnixMs,
+        Username,
     },
     limits::{Limits, SlotBody},
     settings::FirstAdmin,
@@ -283,6 +284,7 @@ impl Access {
                 caller: Arc::new(Caller::Token {
                     name: info.name.to_string(),
                     grants: info.grants,
+                    devices: info.devices,
                 }),
                 session: None,
             };
@@ -418,18 +420,20 @@ impl Access {
         Ok(self.storage.user_grants(user).await?)
     }
 
-    /// A new API token with `grants`, made by `by`; the secret is returned
-    /// once and only its hash kept.
+    /// A new API token with `grants`, limited to `devices`, made by `by`;
+    /// the secret is returned once and only its hash kept.
     pub async fn create_api_token(
         &self,
         name: TokenName,
         grants: Vec<Grant>,
+        devices: DeviceScope,
         by: &Caller,
     ) -> Result<(String, ApiTokenInfo), Status> {
         let token = new_token(API_PREFIX);
         let info = ApiTokenInfo {
             name,
             grants,
+            devices,
             created_at: self.clock.now(),
             created_by: by.name(),
         };

@@ -132,9 +132,14 @@ impl BrokerLogins {
         };
         if username == TOKEN_USERNAME && is_api_token(password) {
             return match self.access.api_token_caller(password).await.as_deref() {
-                Ok(Caller::Token { name, grants }) => Ok(BrokerClient::Token {
+                Ok(Caller::Token {
+                    name,
+                    grants,
+                    devices,
+                }) => Ok(BrokerClient::Token {
                     name: name.clone(),
                     grants: grants.clone(),
+                    devices: devices.clone(),
                 }),
                 _ => Err(BrokerRefusal::Credential),
             };

@@ -10,13 +10,14 @@ use futures::FutureExt as _;
 use hearth_backend::{
     domain::{
         delivery::{Arrivals, StoredHour},
-        Action, ActuatorState, Command, CommandState, Device, DeviceId, DeviceKind, Home, HomeId,
-        LoggedDecision, Mode, Pending, Reading, Resolution, RuleDecision, RuleId, RuleState,
-        SeriesPlan, SeriesPoint, StaleAction, ThresholdRule, HOUR_MS, MINUTE_MS,
+        Action, ActuatorState, Command, CommandState, Device, DeviceId, DeviceKind, DeviceScope,
+        Grant, Home, HomeId, LoggedDecision, Mode, Pending, Reading, Resolution, Role,
+        RuleDecision, RuleId, RuleState, SeriesPlan, SeriesPoint, StaleAction, ThresholdRule,
+        TokenName, HOUR_MS, MINUTE_MS,
     },
     storage::{
-        connect, Applied, DecisionsOf, Inserted, ReadingCursor, ReadingOrder, ReadingQuery,
-        Storage, StorageError,
+        connect, ApiTokenInfo, Applied, DecisionsOf, Inserted, ReadingCursor, ReadingOrder,
+        ReadingQuery, Storage, StorageError,
     },
 };
 use hearth_proto::v1::Metric;
@@ -88,6 +89,7 @@ on_both_databases!(
     only_its_holder_releases_a_lease,
     a_released_lease_is_free_at_once,
     a_device_credential_is_replaced_and_revoked,
+    an_api_token_keeps_its_homes_and_devices_until_revoked,
 );
 
 /// Runs `behaviour` on a new SQLite file, removed afterwards even if it fails.
@@ -1242,4 +1244,43 @@ async fn a_device_credential_is_replaced_and_revoked(storage: Arc<dyn Storage>) 
     assert!(!storage.delete_device_credential(&fan()).await.unwrap());
     assert_eq!(storage.device_credential(&fan()).await.unwrap(), None);
     assert!(storage.devices_with_credentials().await.unwrap().is_empty());
+}
+
+async fn an_api_token_keeps_its_homes_and_devices_until_revoked(storage: Arc<dyn Storage>) {
+    seed(storage.as_ref()).await;
+    let token = |name: &str, devices| ApiTokenInfo {
+        name: TokenName::parse(name, "name").unwrap(),
+        grants: vec![Grant {
+            home: home("h1").id,
+            role: Role::Ingest,
+        }],
+        devices,
+        created_at: 5,
+        created_by: "root".into(),
+    };
+    let gateway = token("gateway", DeviceScope::Only(vec![sensor(), fan()]));
+    let script = token("script", DeviceScope::All);
+    storage.create_api_token("hash-1", &gateway).await.unwrap();
+    storage.create_api_token("hash-2", &script).await.unwrap();
+    let mut expected = gateway.clone();
+    // Listed by id.
+    expected.devices = DeviceScope::Only(vec![fan(), sensor()]);
+    assert_eq!(storage.api_token("hash-1").await.unwrap(), Some(expected));
+    assert_eq!(storage.api_token("hash-2").await.unwrap(), Some(script));
+    storage.delete_api_token(&gateway.name).await.unwrap();
+    assert_eq!(storage.api_token("hash-1").await.unwrap(), None);
+    // A token of the same name starts with no device of the old one's.
+    storage
+        .create_api_token("hash-3", &token("gateway", DeviceScope::All))
+        .await
+        .unwrap();
+    assert_eq!(
+        storage
+            .get_api_token(&gateway.name)
+            .await
+            .unwrap()
+            .unwrap()
+            .devices,
+        DeviceScope::All
+    );
 }

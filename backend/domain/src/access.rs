@@ -7,7 +7,7 @@
 //! gets. [`decision`] is the one table of what each RPC needs; a method it
 //! does not list is refused, so a new RPC cannot ship open by accident.
 
-use crate::ids::HomeId;
+use crate::ids::{DeviceId, HomeId};
 
 /// A role in one home. Viewer, operator and admin each include what the
 /// ones before them may do; ingest stands apart: it may only send readings
@@ -61,6 +61,44 @@ pub struct Grant {
     pub role: Role,
 }
 
+/// The devices an API token may act for, within its homes. A gateway's
+/// token names the devices behind it, so a box on the LAN that holds it can
+/// speak for those sensors and no other of the home's.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum DeviceScope {
+    /// Every device of the token's homes.
+    #[default]
+    All,
+    /// These devices only; to the token the rest do not exist.
+    Only(Vec<DeviceId>),
+}
+
+impl DeviceScope {
+    /// `All` for an empty list (how the API spells "no limit").
+    pub fn from_list(devices: Vec<DeviceId>) -> Self {
+        if devices.is_empty() {
+            DeviceScope::All
+        } else {
+            DeviceScope::Only(devices)
+        }
+    }
+
+    pub fn covers(&self, device: &str) -> bool {
+        match self {
+            DeviceScope::All => true,
+            DeviceScope::Only(devices) => devices.iter().any(|d| d.as_str() == device),
+        }
+    }
+
+    /// The list the API shows: empty for `All`.
+    pub fn as_list(&self) -> &[DeviceId] {
+        match self {
+            DeviceScope::All => &[],
+            DeviceScope::Only(devices) => devices,
+        }
+    }
+}
+
 /// Whom a request runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
@@ -75,6 +113,7 @@ pub enum Caller {
     Token {
         name: String,
         grants: Vec<Grant>,
+        devices: DeviceScope,
     },
 }
 
@@ -123,6 +162,30 @@ impl Caller {
     /// does not).
     pub fn sees(&self, home: &HomeId) -> bool {
         self.role_in(home).is_some_and(|r| r.includes(Role::Viewer))
+    }
+
+    /// Whether the caller may act for `device` at all (a token may be
+    /// limited to some devices of its homes).
+    pub fn covers(&self, device: &DeviceId) -> bool {
+        match self {
+            Caller::Token { devices, .. } => devices.covers(device.as_str()),
+            _ => true,
+        }
+    }
+
+    /// Ok if the caller's role in `device`'s home, `home`, includes `need`
+    /// and its scope covers the device; a device outside the scope does
+    /// not exist for it.
+    pub fn require_device(
+        &self,
+        home: &HomeId,
+        device: &DeviceId,
+        need: Role,
+    ) -> Result<(), Denied> {
+        if !self.covers(device) {
+            return Err(Denied::NotFound);
+        }
+        self.require(home, need)
     }
 
     /// Ok if the caller's role in `home` includes `need`.
@@ -264,6 +327,7 @@ mod tests {
         let script = Caller::Token {
             name: "backup".into(),
             grants: vec![],
+            devices: DeviceScope::All,
         };
         assert_eq!(script.name(), "token:backup");
         assert_eq!(Caller::Open.name(), "api");
@@ -299,6 +363,33 @@ mod tests {
             decision("/hearth.v1.TelemetryService/IngestBatch"),
             Some(Decision::Home(Role::Ingest))
         );
+    }
+
+    #[test]
+    fn a_token_limited_to_devices_finds_no_other_device_of_its_home() {
+        let device = |id: &str| DeviceId::parse(id, "device_id").unwrap();
+        let gateway = Caller::Token {
+            name: "shed-gateway".into(),
+            grants: vec![Grant {
+                home: home("x"),
+                role: Role::Ingest,
+            }],
+            devices: DeviceScope::from_list(vec![device("shed-1")]),
+        };
+        assert_eq!(
+            gateway.require_device(&home("x"), &device("shed-1"), Role::Ingest),
+            Ok(())
+        );
+        assert_eq!(
+            gateway.require_device(&home("x"), &device("hall-1"), Role::Ingest),
+            Err(Denied::NotFound)
+        );
+        assert_eq!(
+            gateway.require_device(&home("y"), &device("shed-1"), Role::Ingest),
+            Err(Denied::NotFound)
+        );
+        assert_eq!(DeviceScope::from_list(vec![]), DeviceScope::All);
+        assert!(user(&[("x", Role::Admin)]).covers(&device("hall-1")));
     }
 
     #[test]

@@ -34,7 +34,7 @@ use hearth_proto::topics::{
 };
 
 use crate::{
-    access::{Grant, Role},
+    access::{DeviceScope, Grant, Role},
     home_assistant::config_home,
     ids::{DeviceId, HomeId},
 };
@@ -47,11 +47,13 @@ pub enum BrokerClient {
         home: HomeId,
         device: DeviceId,
     },
-    /// An API token (`name`, and its role per home), given as the password
-    /// with the username [`TOKEN_USERNAME`].
+    /// An API token (`name`, its role per home, and the devices it may
+    /// speak for there), given as the password with the username
+    /// [`TOKEN_USERNAME`].
     Token {
         name: String,
         grants: Vec<Grant>,
+        devices: DeviceScope,
     },
     /// No credential, admitted in open mode.
     Anonymous,
@@ -126,12 +128,18 @@ impl BrokerClient {
     ) -> Result<(), BrokerRefusal> {
         match self {
             BrokerClient::Hearth => Ok(()),
-            BrokerClient::Token { grants, .. } => {
+            BrokerClient::Token {
+                grants, devices, ..
+            } => {
                 // Why `reported` too: the gateway's bridge relays what the
                 // devices behind it report having applied. Never `desired`:
                 // only Hearth says what a device should do.
                 let allowed = match topics.parse(topic) {
-                    Ok(t) => t.channel != Channel::Desired && has(grants, t.home_id, Role::Ingest),
+                    Ok(t) => {
+                        t.channel != Channel::Desired
+                            && has(grants, t.home_id, Role::Ingest)
+                            && devices.covers(t.device_id)
+                    }
                     Err(_) => ha.is_some_and(|ha| match ha.parse_command(topic) {
                         Ok((home, _, _)) => has(grants, home, Role::Operator),
                         Err(_) => topic == ha.birth() && has_any(grants, Role::Operator),
@@ -179,11 +187,18 @@ impl BrokerClient {
     ) -> Result<(), BrokerRefusal> {
         match self {
             BrokerClient::Hearth | BrokerClient::Anonymous => Ok(()),
-            BrokerClient::Token { grants, .. } => {
+            BrokerClient::Token {
+                grants, devices, ..
+            } => {
                 // Desired states: every device's (what the gateway's bridge
-                // subscribes to), one home's, or one device's.
+                // subscribes to), one home's, or one device's. What the
+                // wildcards match is filtered by `may_receive`.
                 let desired = match topics.parse(filter) {
-                    Ok(t) => t.channel == Channel::Desired && has(grants, t.home_id, Role::Ingest),
+                    Ok(t) => {
+                        t.channel == Channel::Desired
+                            && has(grants, t.home_id, Role::Ingest)
+                            && devices.covers(t.device_id)
+                    }
                     Err(_) => {
                         (filter == topics.all_devices(Channel::Desired)
                             && has_any(grants, Role::Ingest))
@@ -236,11 +251,16 @@ impl BrokerClient {
         topic: &str,
         payload: &[u8],
     ) -> bool {
-        let BrokerClient::Token { grants, .. } = self else {
+        let BrokerClient::Token {
+            grants, devices, ..
+        } = self
+        else {
             return true;
         };
         if let Ok(t) = topics.parse(topic) {
-            return t.channel == Channel::Desired && has(grants, t.home_id, Role::Ingest);
+            return t.channel == Channel::Desired
+                && has(grants, t.home_id, Role::Ingest)
+                && devices.covers(t.device_id);
         }
         let Some(ha) = ha else {
             return false;
@@ -301,6 +321,7 @@ mod tests {
                     role: *role,
                 })
                 .collect(),
+            devices: DeviceScope::All,
         }
     }
 
@@ -509,6 +530,44 @@ mod tests {
         assert!(!gateway.may_receive(&topics, None, &other, b"x"));
         let readings = topics.device("h", "a", Channel::Readings).unwrap();
         assert!(!gateway.may_receive(&topics, None, &readings, b"x"));
+    }
+
+    #[test]
+    fn a_gateways_token_limited_to_its_devices_speaks_for_no_other() {
+        let topics = Topics::new("t/hearth").unwrap();
+        let BrokerClient::Token { name, grants, .. } = token(&[("h", Role::Ingest)]) else {
+            unreachable!()
+        };
+        let shed = DeviceId::parse("shed-1", "device_id").unwrap();
+        let gateway = BrokerClient::Token {
+            name,
+            grants,
+            devices: DeviceScope::from_list(vec![shed]),
+        };
+        for channel in [Channel::Readings, Channel::Reported, Channel::Status] {
+            let own = topics.device("h", "shed-1", channel).unwrap();
+            assert_eq!(gateway.may_publish(&topics, None, &own, false), Ok(()));
+            let other = topics.device("h", "hall-1", channel).unwrap();
+            assert_eq!(
+                gateway.may_publish(&topics, None, &other, false),
+                Err(BrokerRefusal::Publish),
+                "{other}"
+            );
+        }
+        let own = topics.device("h", "shed-1", Channel::Desired).unwrap();
+        let other = topics.device("h", "hall-1", Channel::Desired).unwrap();
+        assert_eq!(gateway.may_subscribe(&topics, None, &own), Ok(()));
+        assert_eq!(
+            gateway.may_subscribe(&topics, None, &other),
+            Err(BrokerRefusal::Subscribe)
+        );
+        // The bridge's wildcard brings its devices' desired states only.
+        assert_eq!(
+            gateway.may_subscribe(&topics, None, &topics.all_devices(Channel::Desired)),
+            Ok(())
+        );
+        assert!(gateway.may_receive(&topics, None, &own, b"x"));
+        assert!(!gateway.may_receive(&topics, None, &other, b"x"));
     }
 
     #[test]

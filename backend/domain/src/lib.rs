@@ -17,7 +17,7 @@ pub mod reading;
 pub mod rule;
 pub mod series;
 
-pub use access::{Caller, Decision, Denied, Grant, Role};
+pub use access::{Caller, Decision, Denied, DeviceScope, Grant, Role};
 pub use broker_acl::{BrokerClient, BrokerRefusal};
 pub use device::{
     ActuatorState, Command, CommandState, Desired, Device, DeviceKind, Home, Mode, ReportError,

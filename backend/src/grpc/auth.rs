@@ -12,12 +12,14 @@ use super::{
 use crate::{
     access::{self, caller, require, Access},
     core::Core,
-    domain::{Caller, Grant, HomeId, Role, TokenName, Username},
+    domain::{Caller, DeviceId, DeviceScope, Grant, HomeId, Role, TokenName, Username},
     storage::ApiTokenInfo,
 };
 
 /// Most homes one API token may reach.
 const MAX_TOKEN_HOMES: usize = 64;
+/// Most devices one API token may be limited to (a gateway's sensors).
+const MAX_TOKEN_DEVICES: usize = 1024;
 /// Most audit events in one answer, and the default.
 const MAX_AUDIT: u32 = 500;
 const DEFAULT_AUDIT: u32 = 50;
@@ -33,6 +35,55 @@ impl AuthApi {
 
     fn access(&self) -> &Access {
         &self.core.access
+    }
+
+    /// The devices a new token is limited to: each a device of one of its
+    /// homes, and only for an ingest token (the other roles answer
+    /// listings and streams per home, which a device limit would not
+    /// narrow).
+    async fn token_devices(
+        &self,
+        ids: &[String],
+        role: Role,
+        grants: &[Grant],
+    ) -> Result<DeviceScope, Status> {
+        if ids.is_empty() {
+            return Ok(DeviceScope::All);
+        }
+        if role != Role::Ingest {
+            return Err(invalid(
+                "device_ids",
+                format!("can limit only an ingest token, not a {role} token"),
+            ));
+        }
+        if ids.len() > MAX_TOKEN_DEVICES {
+            return Err(invalid(
+                "device_ids",
+                format!("has more than {MAX_TOKEN_DEVICES} devices"),
+            ));
+        }
+        let mut devices: Vec<DeviceId> = Vec::with_capacity(ids.len());
+        for id in ids {
+            let device = DeviceId::parse(id, "device_ids").map_err(invalid_id)?;
+            let home = self
+                .core
+                .directory
+                .lookup(&device)
+                .await?
+                .map(|k| k.home_id);
+            // Why one answer for a missing device and another home's: the
+            // admin may not learn what another home holds.
+            if !home.is_some_and(|h| grants.iter().any(|g| g.home == h)) {
+                return Err(invalid(
+                    "device_ids",
+                    format!("names {device}, which is not a device of the token's homes"),
+                ));
+            }
+            if !devices.contains(&device) {
+                devices.push(device);
+            }
+        }
+        Ok(DeviceScope::from_list(devices))
     }
 }
 
@@ -104,6 +155,7 @@ fn token_to_proto(t: &ApiTokenInfo) -> v1::ApiToken {
         grants: grants_to_proto(&t.grants),
         created_at_ms: t.created_at,
         created_by: t.created_by.clone(),
+        device_ids: t.devices.as_list().iter().map(|d| d.to_string()).collect(),
     }
 }
 
@@ -245,9 +297,10 @@ impl AuthService for AuthApi {
                 grants.push(Grant { home, role });
             }
         }
+        let devices = self.token_devices(&r.device_ids, role, &grants).await?;
         let (token, info) = self
             .access()
-            .create_api_token(name, grants, &auth.caller)
+            .create_api_token(name, grants, devices, &auth.caller)
             .await?;
         for g in &info.grants {
             self.access()

@@ -26,6 +26,9 @@ pub async fn device(
         .lookup(id)
         .await?
         .ok_or_else(|| Status::not_found(format!("{what} not found")))?;
+    if !caller.covers(id) {
+        return Err(Status::not_found(format!("{what} not found")));
+    }
     require(caller, &known.home_id, need, &what, field)?;
     Ok(known)
 }

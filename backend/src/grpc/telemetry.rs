@@ -170,7 +170,9 @@ impl TelemetryService for TelemetryApi {
                     .await
                     .map_err(|e| e.to_string())?;
                 let known = known
-                    .filter(|k| auth.caller.role_in(&k.home_id).is_some())
+                    .filter(|k| {
+                        auth.caller.role_in(&k.home_id).is_some() && auth.caller.covers(&device_id)
+                    })
                     .ok_or_else(|| format!("unknown device {device_id}"))?;
                 if let Err(Denied::Forbidden { role, need }) =
                     auth.caller.require(&known.home_id, Role::Ingest)

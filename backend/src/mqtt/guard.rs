@@ -57,7 +57,7 @@ use tracing::{debug, info, warn};
 use crate::{
     access::Access,
     credentials::BrokerLogins,
-    domain::{BrokerClient, BrokerRefusal},
+    domain::{BrokerClient, BrokerRefusal, HomeId},
     metrics::Metrics,
 };
 
@@ -167,8 +167,8 @@ impl Guard {
     }
 
     /// Counts a refusal and, within the rate, logs and audits it.
-    /// `client`, once known, puts a device's refusals in its home's audit
-    /// log, where the home's admins read them.
+    /// `client`, once known, puts a device's or a token's refusals in its
+    /// homes' audit logs, where the homes' admins read them.
     async fn refused(
         &self,
         reason: BrokerRefusal,
@@ -192,18 +192,21 @@ impl Guard {
                 reason = reason.as_str(),
                 "MQTT refused"
             );
-            self.access
-                .audit(
-                    who,
-                    "mqtt.refused",
-                    match client {
-                        Some(BrokerClient::Device { home, .. }) => Some(home),
-                        _ => None,
-                    },
-                    &format!("{}: {what}", reason.as_str()),
-                    false,
-                )
-                .await;
+            // Why in each of a token's homes: their admins made it, and
+            // read there what it tried.
+            let homes: Vec<Option<&HomeId>> = match client {
+                Some(BrokerClient::Device { home, .. }) => vec![Some(home)],
+                Some(BrokerClient::Token { grants, .. }) => {
+                    grants.iter().map(|g| Some(&g.home)).collect()
+                }
+                _ => vec![None],
+            };
+            let target = format!("{}: {what}", reason.as_str());
+            for home in homes {
+                self.access
+                    .audit(who, "mqtt.refused", home, &target, false)
+                    .await;
+            }
         }
     }
 
@@ -254,6 +257,8 @@ impl Guard {
                 |l| l.username.clone(),
             ),
         };
+        // Who logged in, for the audit of a client id or will refused.
+        let known = client.as_ref().ok().cloned();
         let client = match client.and_then(|c| {
             c.may_use_client_id(&connect.client_id)?;
             if let Some(will) = &connect.last_will {
@@ -264,7 +269,7 @@ impl Guard {
             Ok(c) => c,
             Err(reason) => {
                 let what = format!("client id {}", connect.client_id);
-                self.refused(reason, &who, None, &what).await;
+                self.refused(reason, &who, known.as_ref(), &what).await;
                 let code = match reason {
                     BrokerRefusal::Credential => ConnectReturnCode::BadUserNamePassword,
                     BrokerRefusal::ClientId => ConnectReturnCode::BadClientId,

@@ -9,13 +9,14 @@ use super::{
     sql::{decode_err, Dialect, SqlStorage},
     Result, StorageError,
 };
-use crate::domain::{DeviceId, Grant, HomeId, Role, TokenName, UnixMs, Username};
+use crate::domain::{DeviceId, DeviceScope, Grant, HomeId, Role, TokenName, UnixMs, Username};
 
 /// An API token as listed (its hash stays in the database).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiTokenInfo {
     pub name: TokenName,
     pub grants: Vec<Grant>,
+    pub devices: DeviceScope,
     pub created_at: UnixMs,
     pub created_by: String,
 }
@@ -118,6 +119,23 @@ where
         rows.iter().map(grant_from_row).collect()
     }
 
+    async fn token_devices(&self, name: &str) -> Result<DeviceScope> {
+        let rows = sqlx::query(
+            "SELECT device_id FROM api_token_devices WHERE token_name = ? ORDER BY device_id",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        let devices = rows
+            .iter()
+            .map(|row| {
+                let id: String = row.try_get("device_id")?;
+                DeviceId::parse(&id, "device_id").map_err(|_| decode_err("token device"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(DeviceScope::from_list(devices))
+    }
+
     async fn token_by(&self, column: &str, key: &str) -> Result<Option<ApiTokenInfo>> {
         // Why format!: `column` is one of two names fixed in this file.
         let row = sqlx::query(&format!(
@@ -130,6 +148,7 @@ where
         let name: String = row.try_get("name")?;
         Ok(Some(ApiTokenInfo {
             grants: self.token_grants(&name).await?,
+            devices: self.token_devices(&name).await?,
             name: TokenName::parse(&name, "name").map_err(|_| decode_err("token name"))?,
             created_at: row.try_get("created_at")?,
             created_by: row.try_get("created_by")?,
@@ -282,6 +301,13 @@ where
             .execute(&mut *tx)
             .await?;
         }
+        for d in token.devices.as_list() {
+            sqlx::query("INSERT INTO api_token_devices (token_name, device_id) VALUES (?, ?)")
+                .bind(token.name.as_str())
+                .bind(d.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -315,10 +341,13 @@ where
         let mut tx = self.pool.begin().await?;
         // Why explicitly and not only by ON DELETE CASCADE: SQLite enforces
         // it only with foreign keys on, which a hand-opened file may lack.
-        sqlx::query("DELETE FROM api_token_grants WHERE token_name = ?")
-            .bind(name.as_str())
-            .execute(&mut *tx)
-            .await?;
+        for table in ["api_token_grants", "api_token_devices"] {
+            // Why format!: `table` is one of two names fixed here.
+            sqlx::query(&format!("DELETE FROM {table} WHERE token_name = ?"))
+                .bind(name.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
         let done = sqlx::query("DELETE FROM api_tokens WHERE name = ?")
             .bind(name.as_str())
             .execute(&mut *tx)

@@ -187,6 +187,7 @@ fn calls() -> Vec<(&'static str, Call)> {
                     name: c.unique("script"),
                     home_ids: vec![X.into()],
                     role: v1::Role::Viewer as i32,
+                    ..Default::default()
                 });
                 c.auth().await.create_api_token(r).await.map(drop)
             }),
@@ -207,6 +208,7 @@ fn calls() -> Vec<(&'static str, Call)> {
                         name: name.clone(),
                         home_ids: vec![X.into()],
                         role: v1::Role::Viewer as i32,
+                        ..Default::default()
                     },
                     Some(&c.root),
                 );
@@ -630,6 +632,7 @@ async fn api_token(app: &TestApp, root: &str, name: &str, role: v1::Role) -> Str
                 name: name.into(),
                 home_ids: vec![X.into()],
                 role: role as i32,
+                ..Default::default()
             },
             Some(root),
         ))

@@ -78,6 +78,7 @@ pub(crate) async fn api_token(
                 name: name.into(),
                 home_ids: homes.iter().map(|h| h.to_string()).collect(),
                 role: role as i32,
+                ..Default::default()
             },
             Some(token),
         ))
@@ -272,20 +273,7 @@ async fn a_device_reaches_only_its_own_topics_on_the_embedded_broker() {
     assert_eq!(refused(&app, "retain").await, 1.0);
 
     // The home's admins read the refusals in its audit log.
-    let events = app
-        .auth()
-        .await
-        .list_audit_events(with_token(
-            v1::ListAuditEventsRequest {
-                home_id: HOME.into(),
-                limit: 50,
-            },
-            Some(&root),
-        ))
-        .await
-        .expect("ListAuditEvents")
-        .into_inner()
-        .events;
+    let events = audit_of_home(&app, &root).await;
     let b_readings = topic(B, Channel::Readings);
     assert!(
         events.iter().any(|e| e.action == "mqtt.refused"
@@ -752,4 +740,153 @@ async fn a_revoked_or_unknown_token_is_refused_and_its_connections_closed() {
         );
     }
     assert_eq!(refused(&app, "credential").await, 3.0);
+}
+
+/// The newest audit events of `HOME`, as its admin `token` reads them.
+async fn audit_of_home(app: &TestApp, token: &str) -> Vec<v1::AuditEvent> {
+    app.auth()
+        .await
+        .list_audit_events(with_token(
+            v1::ListAuditEventsRequest {
+                home_id: HOME.into(),
+                limit: 50,
+            },
+            Some(token),
+        ))
+        .await
+        .expect("ListAuditEvents")
+        .into_inner()
+        .events
+}
+
+/// A gateway's token limited to the devices behind it: over the API and on
+/// the broker it speaks for those and for no other device of its home, and
+/// what it tried is in the home's audit log.
+#[tokio::test]
+async fn a_gateways_token_limited_to_its_devices_speaks_for_those_alone() {
+    let (app, root, _a, _b) = app_with_two_sensors().await;
+    let create = |name: &str, role: v1::Role, devices: &[&str]| {
+        let request = with_token(
+            v1::CreateApiTokenRequest {
+                name: name.into(),
+                home_ids: vec![HOME.into()],
+                role: role as i32,
+                device_ids: devices.iter().map(|d| d.to_string()).collect(),
+            },
+            Some(&root),
+        );
+        let app = &app;
+        async move { app.auth().await.create_api_token(request).await }
+    };
+
+    // Only an ingest token is limited to devices, and only to its homes'.
+    for (role, devices) in [
+        (v1::Role::Viewer, &[A][..]),
+        (v1::Role::Ingest, &["sensor-nowhere"][..]),
+        (v1::Role::Ingest, &["Not An Id"][..]),
+    ] {
+        let status = create("refused", role, devices).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("device_ids"), "{status:?}");
+    }
+    let created = create("shed-gateway", v1::Role::Ingest, &[A])
+        .await
+        .expect("CreateApiToken")
+        .into_inner();
+    assert_eq!(created.info.unwrap().device_ids, [A]);
+    let listed = app
+        .auth()
+        .await
+        .list_api_tokens(with_token(
+            v1::ListApiTokensRequest {
+                home_id: HOME.into(),
+            },
+            Some(&root),
+        ))
+        .await
+        .expect("ListApiTokens")
+        .into_inner()
+        .tokens;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].device_ids, [A], "the limit is kept");
+    let token = created.token;
+
+    // Over the API: its device's batch is taken; B is unknown to it.
+    let ingest = |device: &str, seq| {
+        let request = with_token(
+            v1::IngestBatchRequest {
+                batches: vec![ReadingBatch::decode(&batch(device, seq)[..]).unwrap()],
+            },
+            Some(&token),
+        );
+        let app = &app;
+        async move {
+            app.telemetry()
+                .await
+                .ingest_batch(request)
+                .await
+                .expect("IngestBatch")
+                .into_inner()
+        }
+    };
+    assert_eq!(ingest(A, 1).await.accepted, 1);
+    let answer = ingest(B, 1).await;
+    assert_eq!(answer.accepted, 0);
+    assert_eq!(
+        answer.rejected[0].reason,
+        format!("unknown device {B}"),
+        "answered as a device that does not exist"
+    );
+
+    // On the broker: B's topics are refused, A's readings stored.
+    let (client, mut events) = connect(
+        &app,
+        "hearth-gateway-cloud-00000002",
+        Some((TOKEN_USERNAME, &token)),
+    )
+    .await
+    .expect("the token logs in");
+    let readings = |device| app.topics.device(HOME, device, Channel::Readings).unwrap();
+    for (device, seq) in [(B, 2), (A, 2)] {
+        client
+            .publish(
+                readings(device),
+                QoS::AtLeastOnce,
+                false,
+                batch(device, seq),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(next_packet(&mut events).await, Packet::PubAck(_)));
+    }
+    let b_desired = app.topics.device(HOME, B, Channel::Desired).unwrap();
+    client
+        .subscribe(&b_desired, QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let Packet::SubAck(ack) = next_packet(&mut events).await else {
+        panic!("a SUBACK");
+    };
+    assert_eq!(ack.return_codes, [SubscribeReasonCode::Failure]);
+    eventually("A's readings stored", || async {
+        (stored(&app, &root, A).await == 2).then_some(())
+    })
+    .await;
+    assert_eq!(stored(&app, &root, B).await, 0, "nothing stored for B");
+    assert_eq!(refused(&app, "publish").await, 1.0);
+    assert_eq!(refused(&app, "subscribe").await, 1.0);
+
+    // The home's admins read what the token tried.
+    let events = audit_of_home(&app, &root).await;
+    for target in [
+        format!("publish: {}", readings(B)),
+        format!("subscribe: {b_desired}"),
+    ] {
+        assert!(
+            events.iter().any(|e| e.action == "mqtt.refused"
+                && e.actor == "token:shed-gateway"
+                && e.target == target),
+            "{target} in {events:?}"
+        );
+    }
 }

@@ -66,6 +66,7 @@ async fn a_caller_past_its_rate_is_refused_and_others_are_not() {
                 name: "script".into(),
                 home_ids: vec![HOME.into()],
                 role: Role::Viewer as i32,
+                ..Default::default()
             },
             Some(&root),
         ))

@@ -162,6 +162,8 @@ async fn the_gateway_sends_with_its_api_token_once_logins_are_required() {
             name: "lan-gateway".into(),
             home_ids: vec![home.clone()],
             role: Role::Ingest as i32,
+            // The sensor behind it, as a gateway's token should be.
+            device_ids: vec![sensor.clone()],
         })
         .await
         .unwrap()
