@@ -1,7 +1,8 @@
 //! Ingest: validated readings go through one bounded queue to a writer that
 //! stores them in batches (one transaction for whatever has queued up, so
 //! the batch grows with the load), then acknowledges each message and
-//! publishes the new readings to live subscribers and the automation engine.
+//! publishes the new readings to live subscribers and the automation engine
+//! (not the duplicates: a reading sent again is no news).
 //!
 //! Each commit also adds the readings that arrived late or again to their
 //! device's counters (`Storage::insert_readings`) and counts them per home in
@@ -133,7 +134,10 @@ pub async fn run_writer(
                     let _ = tx.send(Ok(readings.len() as u64));
                 }
             }
-            committed.push(StoredBatch { home_id, readings });
+            // A batch that was all duplicates is no news.
+            if !readings.is_empty() {
+                committed.push(StoredBatch { home_id, readings });
+            }
         }
         news.stored(&committed);
         // No receivers is fine: nobody is watching.
@@ -197,6 +201,7 @@ async fn commit(items: &mut Vec<IngestItem>, storage: &dyn Storage, metrics: &Me
             Ok(inserted) => {
                 metrics.ingest_commits.inc();
                 count(&inserted, items, metrics);
+                drop_repeats(items.iter_mut().map(|i| &mut i.readings), &inserted.repeats);
                 return;
             }
             Err(StorageError::Unavailable(e)) => {
@@ -219,6 +224,8 @@ async fn commit(items: &mut Vec<IngestItem>, storage: &dyn Storage, metrics: &Me
         match storage.insert_readings(&item.readings).await {
             Ok(inserted) => {
                 count(&inserted, std::slice::from_ref(&item), metrics);
+                let mut item = item;
+                drop_repeats([&mut item.readings], &inserted.repeats);
                 kept.push(item);
             }
             Err(e) => {
@@ -234,6 +241,24 @@ async fn commit(items: &mut Vec<IngestItem>, storage: &dyn Storage, metrics: &Me
         }
     }
     *items = kept;
+}
+
+/// Takes the duplicates out of `batches` once they are committed, so live
+/// streams and automation see each reading once however often it was sent.
+/// `repeats`: their positions among all the batches' readings, in order.
+fn drop_repeats<'a>(batches: impl IntoIterator<Item = &'a mut Vec<Reading>>, repeats: &[usize]) {
+    if repeats.is_empty() {
+        return;
+    }
+    let mut repeats = repeats.iter().copied().peekable();
+    let mut at = 0;
+    for readings in batches {
+        readings.retain(|_| {
+            let repeat = repeats.next_if_eq(&at).is_some();
+            at += 1;
+            !repeat
+        });
+    }
 }
 
 /// Counts what one insert of `items`' readings stored: late and duplicate
@@ -263,5 +288,38 @@ fn count(inserted: &Inserted, items: &[IngestItem], metrics: &Metrics) {
                 .get_or_create(&home)
                 .inc_by(arrived.duplicates);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hearth_proto::v1::Metric;
+
+    fn batch(seqs: &[u64]) -> Vec<Reading> {
+        seqs.iter()
+            .map(|&seq| Reading {
+                device_id: DeviceId::parse("s", "device_id").unwrap(),
+                metric: Metric::TemperatureCelsius,
+                seq,
+                time: 0,
+                value: 20.0,
+            })
+            .collect()
+    }
+
+    fn seqs(readings: &[Reading]) -> Vec<u64> {
+        readings.iter().map(|r| r.seq).collect()
+    }
+
+    #[test]
+    fn duplicates_are_taken_out_by_their_place_across_batches() {
+        let mut batches = [batch(&[1, 2]), batch(&[3]), batch(&[4, 5])];
+        drop_repeats(batches.iter_mut(), &[1, 2, 4]);
+        assert_eq!(seqs(&batches[0]), [1]);
+        assert!(batches[1].is_empty(), "a batch of duplicates only");
+        assert_eq!(seqs(&batches[2]), [4]);
+        drop_repeats(batches.iter_mut(), &[]);
+        assert_eq!(seqs(&batches[2]), [4], "no duplicates, nothing taken");
     }
 }

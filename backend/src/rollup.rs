@@ -179,6 +179,10 @@ pub async fn enforce(
             .delete_arrivals_before(metric, expired_before(metric))
             .await?;
     }
+    // A run is a device's, not a metric's: kept while any metric's
+    // readings of its time may be.
+    let longest = metrics.map(expired_before).into_iter().min().unwrap_or(now);
+    let runs = storage.delete_runs_before(longest).await?;
     let mut deleted = 0;
     for device in sensors(storage).await? {
         for metric in metrics {
@@ -210,11 +214,12 @@ pub async fn enforce(
             break;
         }
     }
-    if deleted + rollups + arrivals > 0 {
+    if deleted + rollups + arrivals + runs > 0 {
         info!(
             readings = deleted,
             minute_rollups = rollups,
             late_and_duplicate_counts = arrivals,
+            agent_runs = runs,
             "retention deleted expired data"
         );
     }

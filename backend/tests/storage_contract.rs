@@ -69,6 +69,7 @@ on_both_databases!(
     stored_hours_count_each_metric_with_its_lowest_and_highest_number,
     the_highest_number_below_and_the_numbers_after_are_found_by_key,
     run_starts_are_recorded_once_and_listed_in_a_range,
+    old_runs_are_deleted_but_each_devices_newest,
     late_and_duplicate_readings_are_counted_per_device_and_hour,
     a_backlog_of_many_devices_is_sorted_as_one_of_a_few,
     minute_series_come_from_rollups_refreshed_twice,
@@ -1046,7 +1047,8 @@ async fn late_and_duplicate_readings_are_counted_per_device_and_hour(storage: Ar
             .unwrap(),
         Inserted {
             new: 7,
-            arrivals: vec![]
+            arrivals: vec![],
+            repeats: vec![],
         },
         "in order: nothing late, nothing again"
     );
@@ -1056,7 +1058,8 @@ async fn late_and_duplicate_readings_are_counted_per_device_and_hour(storage: Ar
         storage.insert_readings(&second).await.unwrap(),
         Inserted {
             new: 3,
-            arrivals: vec![(sensor(), arrived(2, 1)), (s2.clone(), arrived(0, 1))]
+            arrivals: vec![(sensor(), arrived(2, 1)), (s2.clone(), arrived(0, 1))],
+            repeats: vec![1, 3],
         }
     );
     // Added to what was counted: 4 again, 6 late.
@@ -1095,8 +1098,9 @@ async fn a_writer_counts_what_another_stored_since_it_looked(url: String) {
     let b = connect(&url).await.unwrap();
     let t = Metric::TemperatureCelsius;
     let of_s1 = |seq: u64| temperature(seq, seq as i64 * 1_000);
-    let counted = |new, late, duplicates| Inserted {
+    let counted = |new, late, duplicates, repeats: &[usize]| Inserted {
         new,
+        repeats: repeats.to_vec(),
         arrivals: if late + duplicates == 0 {
             vec![]
         } else {
@@ -1116,21 +1120,21 @@ async fn a_writer_counts_what_another_stored_since_it_looked(url: String) {
         let writer = writer.clone();
         async move { writer.insert_readings(&readings).await.unwrap() }
     };
-    assert_eq!(insert(&a, &[1, 2, 3, 5]).await, counted(4, 0, 0));
-    assert_eq!(insert(&b, &[6, 7]).await, counted(2, 0, 0));
+    assert_eq!(insert(&a, &[1, 2, 3, 5]).await, counted(4, 0, 0, &[]));
+    assert_eq!(insert(&b, &[6, 7]).await, counted(2, 0, 0, &[]));
     assert_eq!(
         insert(&a, &[6, 8]).await,
-        counted(1, 0, 1),
+        counted(1, 0, 1, &[0]),
         "a's memory says 5, but b stored 6"
     );
     assert_eq!(
         insert(&a, &[7, 4]).await,
-        counted(1, 1, 1),
+        counted(1, 1, 1, &[0]),
         "all at or below what a knows, yet 4 was never stored"
     );
     assert_eq!(
         insert(&a, &[2, 3]).await,
-        counted(0, 0, 2),
+        counted(0, 0, 2, &[0, 1]),
         "sent again whole"
     );
     assert_eq!(
@@ -1222,6 +1226,30 @@ async fn run_starts_are_recorded_once_and_listed_in_a_range(storage: Arc<dyn Sto
         "after is exclusive, up_to inclusive"
     );
     storage.record_run_starts(&[]).await.unwrap();
+}
+
+async fn old_runs_are_deleted_but_each_devices_newest(storage: Arc<dyn Storage>) {
+    seed(storage.as_ref()).await;
+    // The sensor restarted twice long ago and once lately; the fan once,
+    // long ago, and is still in that run.
+    let runs = [
+        (sensor(), 100, 1_000),
+        (sensor(), 200, 2_000),
+        (sensor(), 300, 9_000),
+        (fan(), 50, 1_000),
+    ];
+    storage.record_run_starts(&runs).await.unwrap();
+    assert_eq!(storage.delete_runs_before(5_000).await.unwrap(), 2);
+    assert_eq!(
+        storage.run_starts(&sensor(), 0, u64::MAX).await.unwrap(),
+        [300]
+    );
+    assert_eq!(
+        storage.run_starts(&fan(), 0, u64::MAX).await.unwrap(),
+        [50],
+        "a device's newest run is kept, however old"
+    );
+    assert_eq!(storage.delete_runs_before(5_000).await.unwrap(), 0);
 }
 
 async fn a_device_credential_is_replaced_and_revoked(storage: Arc<dyn Storage>) {

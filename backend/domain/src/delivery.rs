@@ -194,10 +194,21 @@ pub fn device_delivery(
     delivery
 }
 
+/// One commit's readings sorted by how they arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Arrived {
+    /// Late readings and duplicates per device, metric and hour (only
+    /// those with some).
+    pub counts: Vec<(DeviceId, Arrivals)>,
+    /// Where the duplicates are among the readings, in order: they are not
+    /// news, so live streams and automation do not see them again.
+    pub repeats: Vec<usize>,
+}
+
 /// Sorts one commit's readings, in the order they arrived, into late ones
-/// and duplicates, counted per device, metric and hour (only those with
-/// some). `highest_stored` is the highest number of a device's metric stored
-/// before the commit; `stored` says whether a number at or below it is.
+/// and duplicates. `highest_stored` is the highest number of a device's
+/// metric stored before the commit; `stored` says whether a number at or
+/// below it is.
 ///
 /// A reading is a duplicate when its number is stored already or came
 /// earlier in the commit, and late when a higher number of its metric is
@@ -207,17 +218,21 @@ pub fn arrivals(
     readings: &[Reading],
     highest_stored: impl Fn(&DeviceId, Metric) -> Option<u64>,
     stored: impl Fn(&DeviceId, Metric, u64) -> bool,
-) -> Vec<(DeviceId, Arrivals)> {
+) -> Arrived {
     let mut highest: HashMap<(&DeviceId, Metric), Option<u64>> = HashMap::new();
     let mut seen: HashSet<(&DeviceId, Metric, u64)> = HashSet::with_capacity(readings.len());
     let mut counted: BTreeMap<(&DeviceId, Metric, UnixMs), (u64, u64)> = BTreeMap::new();
-    for r in readings {
+    let mut repeats = Vec::new();
+    for (at, r) in readings.iter().enumerate() {
         let high = highest
             .entry((&r.device_id, r.metric))
             .or_insert_with(|| highest_stored(&r.device_id, r.metric));
         let repeat = !seen.insert((&r.device_id, r.metric, r.seq))
             || (high.is_some_and(|h| r.seq <= h) && stored(&r.device_id, r.metric, r.seq));
         let late = !repeat && high.is_some_and(|h| r.seq < h);
+        if repeat {
+            repeats.push(at);
+        }
         *high = Some(high.map_or(r.seq, |h| h.max(r.seq)));
         if repeat || late {
             let (l, d) = counted
@@ -227,7 +242,7 @@ pub fn arrivals(
             *d += u64::from(repeat);
         }
     }
-    counted
+    let counts = counted
         .into_iter()
         .map(|((device, metric, hour), (late, duplicates))| {
             let arrived = Arrivals {
@@ -238,7 +253,8 @@ pub fn arrivals(
             };
             (device.clone(), arrived)
         })
-        .collect()
+        .collect();
+    Arrived { counts, repeats }
 }
 
 /// The hour `time` falls in.
@@ -438,6 +454,7 @@ mod tests {
             },
             |d, m, seq| stored.contains(&(d.clone(), m, seq)),
         )
+        .counts
         .into_iter()
         .map(|(d, a)| (d.to_string(), a))
         .collect()
@@ -470,6 +487,16 @@ mod tests {
         // 3 and 4 fill the gap; 2 and 5 come again; 6 is on time.
         let now = [3, 2, 4, 5, 6].map(|s| reading("a", T, s));
         assert_eq!(sorted(&now, &before), [arrived("a", 0, 2, 2)]);
+    }
+
+    #[test]
+    fn duplicates_are_named_by_where_they_are_in_the_commit() {
+        // 2 is stored; 3 comes twice.
+        let now = [3, 2, 4, 3].map(|s| reading("a", T, s));
+        let sorted = arrivals(&now, |_, _| Some(2), |_, _, seq| seq == 2);
+        assert_eq!(sorted.repeats, [1, 3]);
+        let fresh = arrivals(&now[..1], |_, _| Some(2), |_, _, _| false);
+        assert!(fresh.repeats.is_empty() && fresh.counts.is_empty());
     }
 
     #[test]

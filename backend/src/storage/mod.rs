@@ -130,6 +130,9 @@ pub struct Inserted {
     /// Late and duplicate readings, per device, metric and hour (only those
     /// with some): what was added to the counters.
     pub arrivals: Vec<(DeviceId, Arrivals)>,
+    /// Where the duplicates are among the readings given, in order: what
+    /// was stored before and is no news to live streams and automation.
+    pub repeats: Vec<usize>,
 }
 
 impl Inserted {
@@ -277,6 +280,10 @@ pub trait Storage: AccessStore + Send + Sync + 'static {
     /// Deletes the late and duplicate counts of `metric` for hours that
     /// ended by `before` (their readings are gone); returns how many rows.
     async fn delete_arrivals_before(&self, metric: Metric, before: UnixMs) -> Result<u64>;
+    /// Deletes the agent runs first seen before `before`, except each
+    /// device's newest (it may still be going: its start explains the jump
+    /// its readings began with); returns how many rows.
+    async fn delete_runs_before(&self, before: UnixMs) -> Result<u64>;
     /// Deletes up to `limit` rollup rows of `resolution` older than `before`.
     async fn delete_rollups_before(
         &self,

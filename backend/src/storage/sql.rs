@@ -23,7 +23,7 @@ use super::{
     StorageError,
 };
 use crate::domain::{
-    delivery::{arrivals, hour_of, Arrivals, StoredHour},
+    delivery::{arrivals, hour_of, Arrivals, Arrived, StoredHour},
     reading::MAX_SEQ,
     Action, ActuatorState, Command, CommandState, Desired, Device, DeviceId, Home, HomeId,
     LoggedDecision, Mode, Pending, Reading, Reported, Resolution, RuleDecision, RuleId, RuleState,
@@ -201,16 +201,19 @@ impl<DB: Database> SqlStorage<DB> {
 }
 
 /// What the ingest writer works out before a commit.
-struct Sorted {
-    /// Late and duplicate readings per device, metric and hour.
-    arrivals: Vec<(DeviceId, Arrivals)>,
+struct Sorted<'a> {
+    /// Late and duplicate readings per device, metric and hour, and where
+    /// the duplicates are.
+    arrived: Arrived,
     /// How many rows the insert should add: readings neither stored nor
     /// earlier in the commit.
     new: u64,
     /// Whether the sorting guessed (see [`SqlStorage::sort_arrivals`]).
     guessed: bool,
-    /// Each stream's highest number once the commit is stored.
-    highest_after: Vec<(DeviceId, Metric, u64)>,
+    /// Each stream's highest number once the commit is stored. Why
+    /// borrowed: the writer's memory then takes an id only for a stream it
+    /// meets for the first time, not for every stream of every commit.
+    highest_after: Vec<(&'a DeviceId, Metric, u64)>,
 }
 
 pub(super) fn decode_err(what: &str) -> StorageError {
@@ -532,7 +535,11 @@ where
     /// writer knows is not looked up (what it knows is a floor: another
     /// replica may have stored more since), and a commit whose every
     /// reading is at or below the highest is taken as all stored.
-    async fn sort_arrivals(&self, readings: &[Reading], optimistic: bool) -> Result<Sorted> {
+    async fn sort_arrivals<'a>(
+        &self,
+        readings: &'a [Reading],
+        optimistic: bool,
+    ) -> Result<Sorted<'a>> {
         let mut streams: Vec<(&DeviceId, Metric)> = Vec::new();
         let mut index: HashMap<(&DeviceId, Metric), usize> = HashMap::new();
         for r in readings {
@@ -578,21 +585,20 @@ where
         } else {
             self.stored_among(&streams, &wanted).await?
         };
-        let arrivals = arrivals(readings, highest_of, |device, metric, seq| {
+        let arrived = arrivals(readings, highest_of, |device, metric, seq| {
             all_again
                 || index
                     .get(&(device, metric))
                     .is_some_and(|&i| stored.contains(&(i, seq)))
         });
-        let duplicates: u64 = arrivals.iter().map(|(_, a)| a.duplicates).sum();
         Ok(Sorted {
-            arrivals,
-            new: readings.len() as u64 - duplicates,
+            new: (readings.len() - arrived.repeats.len()) as u64,
+            arrived,
             guessed: unknown.len() < streams.len() || all_again,
             highest_after: streams
                 .iter()
                 .zip(after)
-                .filter_map(|(&(device, metric), seq)| Some((device.clone(), metric, seq?)))
+                .filter_map(|(&(device, metric), seq)| Some((device, metric, seq?)))
                 .collect(),
         })
     }
@@ -604,7 +610,7 @@ where
     async fn commit_readings(
         &self,
         readings: &[Reading],
-        sorted: Sorted,
+        sorted: Sorted<'_>,
     ) -> Result<Option<Inserted>> {
         let insert = format!(
             "{} INTO readings (device_id, metric, seq, ts, value) VALUES ",
@@ -630,7 +636,7 @@ where
         }
         // Sorted (by device, metric and hour): replicas adding to the same
         // rows take their locks in one order.
-        for chunk in sorted.arrivals.chunks(INSERT_CHUNK) {
+        for chunk in sorted.arrived.counts.chunks(INSERT_CHUNK) {
             let mut q = Statement::new(
                 "INSERT INTO delivery_arrivals (device_id, hour_start, metric, late, duplicates) \
                  VALUES ",
@@ -649,13 +655,17 @@ where
         tx.commit().await?;
         let mut known = self.known_highest.lock().expect("not poisoned");
         for (device, metric, seq) in sorted.highest_after {
-            let of_device = known.entry(device).or_default();
+            let of_device = match known.get_mut(device) {
+                Some(of_device) => of_device,
+                None => known.entry(device.clone()).or_default(),
+            };
             let high = of_device.entry(metric).or_insert(seq);
             *high = (*high).max(seq);
         }
         Ok(Some(Inserted {
             new: inserted,
-            arrivals: sorted.arrivals,
+            arrivals: sorted.arrived.counts,
+            repeats: sorted.arrived.repeats,
         }))
     }
 
@@ -1212,6 +1222,23 @@ where
                 .bind(before - HOUR_MS)
                 .execute(&self.pool)
                 .await?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    async fn delete_runs_before(&self, before: UnixMs) -> Result<u64> {
+        // Why the newest through a grouped derived table: MySQL refuses a
+        // subquery on the table a DELETE deletes from, unless it is
+        // materialised first (which GROUP BY forces).
+        let done = sqlx::query(
+            "DELETE FROM delivery_runs WHERE seen_at < ? AND run_start < (\
+               SELECT newest.run_start FROM (\
+                 SELECT device_id, MAX(run_start) AS run_start FROM delivery_runs \
+                 GROUP BY device_id\
+               ) AS newest WHERE newest.device_id = delivery_runs.device_id)",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
         Ok(DB::rows_affected(&done))
     }
 
