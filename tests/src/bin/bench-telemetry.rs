@@ -97,6 +97,8 @@ const METRICS: [Metric; 3] = [
 /// Linux reports process CPU time in ticks of 1/100 s.
 const CLOCK_TICKS: f64 = 100.0;
 
+/// Every phase, in the order they run; all but the last by default.
+const PHASES: [&str; 6] = ["raw", "pipeline", "e2e", "live", "history", "soak"];
 const USAGE: &str = "\
 bench-telemetry: issue 3's benchmark against running MariaDB + Mosquitto
 
@@ -192,9 +194,7 @@ impl Options {
             quick,
             phases: match embedded {
                 true => vec!["e2e".into()],
-                false => ["raw", "pipeline", "e2e", "live", "history"]
-                    .map(String::from)
-                    .to_vec(),
+                false => PHASES[..5].iter().map(|p| p.to_string()).collect(),
             },
             raw_secs: if quick { 3 } else { 10 },
             secs: match (embedded, quick) {
@@ -301,7 +301,7 @@ impl Options {
         );
         for p in &o.phases {
             ensure!(
-                ["raw", "e2e", "live", "history", "soak"].contains(&p.as_str()),
+                PHASES.contains(&p.as_str()),
                 "--phases: unknown phase {p:?}"
             );
         }
@@ -2782,4 +2782,24 @@ async fn run(
     ));
     summary["loadavg_end"] = json!(loadavg());
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> anyhow::Result<Options> {
+        Options::parse(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn every_mode_runs_phases_it_knows() {
+        for args in [&[][..], &["--soak"], &["--quick"], &["--auth-compare"]] {
+            let o = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert!(!o.phases.is_empty(), "{args:?}");
+        }
+        assert!(parse(&[]).unwrap().runs("pipeline"));
+        assert!(parse(&["--soak"]).unwrap().runs("soak"));
+        assert!(parse(&["--phases", "raw,nonsense"]).is_err());
+    }
 }
