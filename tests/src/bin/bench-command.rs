@@ -27,11 +27,14 @@
 //!
 //! Prints p50/p99 and writes `target/bench/command.json`.
 //!
-//! `--auth` measures the cost of authorization: Hearth starts with a first
-//! admin (so logins are on) and every call carries the admin's session
-//! token through the gate, with the caller limits raised out of the way
-//! (they are still counted). Run it alternately with and without to compare
-//! on a busy machine; JSON in `command[-embedded]-auth.json`.
+//! `--auth` measures the cost of authorization: Hearth starts open, the
+//! floors are measured, then a first admin is made (so logins are on from
+//! then on) and every call carries the admin's session token through the
+//! gate, with the caller limits raised out of the way (they are still
+//! counted). On the embedded broker the fan then logs in with its own
+//! credential and the load with an ingest token, as a gateway does. Run it
+//! alternately with and without to compare on a busy machine; JSON in
+//! `command[-embedded]-auth.json`.
 
 use std::{
     path::PathBuf,
@@ -47,8 +50,9 @@ use futures::StreamExt as _;
 use hearth_proto::{
     topics::{Channel, Topics},
     v1::{
-        device_service_client::DeviceServiceClient, CreateHomeRequest, DeviceKind,
-        ListCommandsRequest, Metric, Mode, Reading, ReadingBatch, RegisterDeviceRequest,
+        auth_service_client::AuthServiceClient, device_service_client::DeviceServiceClient,
+        CreateApiTokenRequest, CreateHomeRequest, CreateUserRequest, DeviceKind,
+        ListCommandsRequest, Metric, Mode, Reading, ReadingBatch, RegisterDeviceRequest, Role,
         SetModeRequest, WatchDevicesRequest,
     },
 };
@@ -109,8 +113,15 @@ type Devices = DeviceServiceClient<InterceptedService<tonic::transport::Channel,
 /// The password of the benchmark's first admin (`--auth`).
 const ADMIN_PASSWORD: &str = "bench-password-not-secret";
 
-/// The device API on `grpc`; logged in as the first admin when `auth`.
-async fn devices_client(grpc: &str, auth: bool) -> anyhow::Result<Devices> {
+/// The device API on `grpc`, and the auth API for making tokens; logged in
+/// as the first admin when `auth`.
+async fn clients(
+    grpc: &str,
+    auth: bool,
+) -> anyhow::Result<(
+    Devices,
+    AuthServiceClient<InterceptedService<tonic::transport::Channel, Bearer>>,
+)> {
     let channel = tonic::transport::Endpoint::from_shared(grpc.to_owned())?
         .connect()
         .await?;
@@ -119,7 +130,19 @@ async fn devices_client(grpc: &str, auth: bool) -> anyhow::Result<Devices> {
     } else {
         Bearer::default()
     };
-    Ok(DeviceServiceClient::with_interceptor(channel, bearer))
+    Ok((
+        DeviceServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+        AuthServiceClient::with_interceptor(channel, bearer),
+    ))
+}
+
+/// `url` (`mqtt://host:port`) logging in as `username` with `password`
+/// (Hearth's credentials are URL-safe).
+fn with_login(url: &str, username: &str, password: &str) -> anyhow::Result<String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| anyhow::anyhow!("{url} is not a URL"))?;
+    Ok(format!("{scheme}://{username}:{password}@{rest}"))
 }
 
 async fn round_trips(
@@ -206,6 +229,7 @@ async fn round_trips(
 /// were handed to the client.
 fn start_load(
     url: &str,
+    login: Option<&hearth_runtime::mqtt::Credentials>,
     topics: &Topics,
     per_s: u64,
     stop: Arc<AtomicBool>,
@@ -213,7 +237,7 @@ fn start_load(
     let sent = Arc::new(AtomicU64::new(0));
     let per_connection = per_s / 3 / LOAD_CONNECTIONS as u64;
     for c in 0..LOAD_CONNECTIONS {
-        let options = hearth_runtime::mqtt::options(url, &unique("bench-load"), None)?;
+        let options = hearth_runtime::mqtt::options(url, &unique("bench-load"), login)?;
         let (client, mut events) = AsyncClient::new(options, 10_000);
         tokio::spawn(async move { while events.poll().await.is_ok() {} });
         let sensors: Vec<(String, String)> = (c..SENSORS)
@@ -417,8 +441,6 @@ async fn main() -> anyhow::Result<()> {
         );
     if auth {
         hearth
-            .env("HEARTH_ADMIN", format!("bench@{HOME}"))
-            .env("HEARTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("HEARTH_REQUESTS_PER_SECOND", "1000000")
             .env("HEARTH_REQUEST_BURST", "1000000");
     }
@@ -469,25 +491,57 @@ async fn main() -> anyhow::Result<()> {
             "     floor: a command's round trip (2 commits + 1 MQTT round trip) p50 {floor_p50:.3} ms"
         );
     }
-    let mut devices = devices_client(&grpc, auth).await?;
-    // With `--auth` the first admin's home exists already.
-    if !auth {
-        devices
-            .create_home(CreateHomeRequest {
-                id: HOME.into(),
-                name: "Benchmark".into(),
-            })
-            .await?;
+    // Hearth is open until its first user: the home, then (`--auth`) its
+    // admin, after whom every call and MQTT login is checked.
+    let (mut devices, _) = clients(&grpc, false).await?;
+    devices
+        .create_home(CreateHomeRequest {
+            id: HOME.into(),
+            name: "Benchmark".into(),
+        })
+        .await?;
+    if auth {
+        let (_, mut open) = clients(&grpc, false).await?;
+        open.create_user(CreateUserRequest {
+            username: "bench".into(),
+            password: ADMIN_PASSWORD.into(),
+            home_id: HOME.into(),
+            role: Role::Admin as i32,
+        })
+        .await?;
     }
+    let (mut devices, mut auth_api) = clients(&grpc, auth).await?;
+    // The embedded broker checks every login once there are users: the fan
+    // logs in with its credential, the load as a gateway with an ingest
+    // token. Mosquitto here stays anonymous.
+    let logins = auth && embedded;
+    let load_login = match logins {
+        true => Some(hearth_runtime::mqtt::Credentials::new(
+            hearth_proto::topics::TOKEN_USERNAME,
+            auth_api
+                .create_api_token(CreateApiTokenRequest {
+                    name: "bench-load".into(),
+                    home_ids: vec![HOME.into()],
+                    role: Role::Ingest as i32,
+                    device_ids: vec![],
+                })
+                .await?
+                .into_inner()
+                .token,
+        )),
+        false => None,
+    };
     let register = |id: String, kind: DeviceKind| RegisterDeviceRequest {
         home_id: HOME.into(),
         id,
         kind: kind as i32,
         name: String::new(),
     };
-    devices
+    let fan_login = devices
         .register_device(register(FAN.into(), DeviceKind::Fan))
-        .await?;
+        .await?
+        .into_inner()
+        .mqtt_credential;
     eprintln!("registering {SENSORS} sensors for the load…");
     for s in 0..SENSORS {
         devices
@@ -497,7 +551,10 @@ async fn main() -> anyhow::Result<()> {
 
     let output = hearth_device::sim::SimulatedOutput::default();
     let link = hearth_device::mqtt::DeviceLink {
-        broker_url: broker.clone(),
+        broker_url: match (&fan_login, logins) {
+            (Some(c), true) => with_login(&broker, &c.username, &c.password)?,
+            _ => broker.clone(),
+        },
         topics: topics.clone(),
         home_id: HOME.into(),
         device_id: FAN.into(),
@@ -544,7 +601,13 @@ async fn main() -> anyhow::Result<()> {
 
     eprintln!("{commands} round trips while {SENSORS} sensors publish {load_per_s} readings/s…");
     let stop = Arc::new(AtomicBool::new(false));
-    let sent = start_load(&broker, &topics, load_per_s, stop.clone())?;
+    let sent = start_load(
+        &broker,
+        load_login.as_ref(),
+        &topics,
+        load_per_s,
+        stop.clone(),
+    )?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let load_started = (Instant::now(), sent.load(Ordering::Relaxed));
     let mut loaded = round_trips(&mut devices, &logs, commands).await?;

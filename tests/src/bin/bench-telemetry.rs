@@ -2566,7 +2566,9 @@ impl OwnBroker {
         let mut child = Command::new("mosquitto")
             .arg("-c")
             .arg(&path)
-            .stdout(std::process::Stdio::null())
+            // Its warnings (e.g. "Outgoing messages are being dropped")
+            // belong in the run's output: they say where readings went.
+            .stdout(std::process::Stdio::inherit())
             .spawn()
             .context("starting mosquitto")?;
         for _ in 0..200 {
