@@ -74,6 +74,10 @@ impl Dialect for MySql {
         "DELETE FROM readings WHERE device_id = ? AND metric = ? AND ts < ? ORDER BY ts LIMIT ?";
     const DELETE_ROLLUPS_BEFORE: &'static str =
         "DELETE FROM rollups WHERE resolution = ? AND bucket < ? LIMIT ?";
+    // For the next transaction only (here the one statement that follows):
+    // a consistent read of the source, no locks on it.
+    const READ_WITHOUT_LOCKS: Option<&'static str> =
+        Some("SET TRANSACTION ISOLATION LEVEL READ COMMITTED");
 
     fn rows_affected(done: &sqlx::mysql::MySqlQueryResult) -> u64 {
         done.rows_affected()

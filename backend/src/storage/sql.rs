@@ -159,6 +159,9 @@ pub trait Dialect: Database {
     const DELETE_READINGS_BEFORE: &'static str;
     /// Deletes up to `limit` rollup rows: binds resolution, bucket, limit.
     const DELETE_ROLLUPS_BEFORE: &'static str;
+    /// Run before a rollup refresh's transaction, if the database needs it
+    /// so that reading `readings` locks none of them.
+    const READ_WITHOUT_LOCKS: Option<&'static str>;
 
     /// How many rows a statement inserted, changed or deleted.
     fn rows_affected(done: &Self::QueryResult) -> u64;
@@ -1150,7 +1153,15 @@ where
             q.push(if i == 0 { "" } else { ", " }).push_bind(d.as_str());
         }
         q.push(") GROUP BY 1, 2, 3, 4");
-        q.query().execute(&self.pool).await?;
+        // Why: under MySQL's default REPEATABLE READ, `REPLACE … SELECT`
+        // takes shared next-key locks on every reading it reads, and the
+        // ingest writer's inserts into those ranges (each sensor's newest
+        // numbers) wait for the whole statement.
+        let mut conn = self.pool.acquire().await?;
+        if let Some(set) = DB::READ_WITHOUT_LOCKS {
+            sqlx::query(set).execute(&mut *conn).await?;
+        }
+        q.query().execute(&mut *conn).await?;
         Ok(())
     }
 

@@ -61,6 +61,8 @@ impl Dialect for Sqlite {
     const DELETE_ROLLUPS_BEFORE: &'static str = "DELETE FROM rollups \
          WHERE (device_id, metric, resolution, bucket) IN (SELECT device_id, metric, resolution, \
          bucket FROM rollups WHERE resolution = ? AND bucket < ? LIMIT ?)";
+    // One writer at a time: a read holds no row locks to wait on.
+    const READ_WITHOUT_LOCKS: Option<&'static str> = None;
 
     fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         done.rows_affected()

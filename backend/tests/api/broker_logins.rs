@@ -140,6 +140,25 @@ async fn connect_as(app: &TestApp, login: &MqttCredential) -> (AsyncClient, Even
     .unwrap_or_else(|code| panic!("{} is refused: {code:?}", login.username))
 }
 
+/// Publishes at QoS 1 and waits for the PUBACK: the guard acknowledges
+/// what it refuses too, as Mosquitto does for MQTT 3.1.1.
+async fn publish_acked(
+    client: &AsyncClient,
+    events: &mut EventLoop,
+    topic: &str,
+    retain: bool,
+    payload: Vec<u8>,
+) {
+    client
+        .publish(topic, QoS::AtLeastOnce, retain, payload)
+        .await
+        .unwrap();
+    assert!(
+        matches!(next_packet(events).await, Packet::PubAck(_)),
+        "a PUBACK for {topic}"
+    );
+}
+
 /// The next packet the broker sends.
 async fn next_packet(events: &mut EventLoop) -> Packet {
     tokio::time::timeout(PATIENCE, async {
@@ -243,26 +262,17 @@ async fn a_device_reaches_only_its_own_topics_on_the_embedded_broker() {
         (topic(A, Channel::Desired), vec![1, 2, 3], true),
         (topic(A, Channel::Readings), batch(A, 1), true),
     ] {
-        client
-            .publish(&t, QoS::AtLeastOnce, retain, payload)
-            .await
-            .unwrap();
-        assert!(
-            matches!(next_packet(&mut events).await, Packet::PubAck(_)),
-            "{t}"
-        );
+        publish_acked(&client, &mut events, &t, retain, payload).await;
     }
     // Its own readings are stored.
-    client
-        .publish(
-            topic(A, Channel::Readings),
-            QoS::AtLeastOnce,
-            false,
-            batch(A, 2),
-        )
-        .await
-        .unwrap();
-    assert!(matches!(next_packet(&mut events).await, Packet::PubAck(_)));
+    publish_acked(
+        &client,
+        &mut events,
+        &topic(A, Channel::Readings),
+        false,
+        batch(A, 2),
+    )
+    .await;
     eventually("A's own reading stored", || async {
         (stored(&app, &root, A).await == 1).then_some(())
     })
@@ -361,16 +371,8 @@ async fn in_open_mode_anonymous_devices_connect_but_never_as_hearth() {
     let (client, mut events) = connect(&app, "tool-1", None)
         .await
         .expect("anonymous in open mode");
-    client
-        .publish(&desired, QoS::AtLeastOnce, false, vec![1])
-        .await
-        .unwrap();
-    assert!(matches!(next_packet(&mut events).await, Packet::PubAck(_)));
-    client
-        .publish(&readings, QoS::AtLeastOnce, true, vec![1])
-        .await
-        .unwrap();
-    assert!(matches!(next_packet(&mut events).await, Packet::PubAck(_)));
+    publish_acked(&client, &mut events, &desired, false, vec![1]).await;
+    publish_acked(&client, &mut events, &readings, true, vec![1]).await;
     assert_eq!(refused(&app, "publish").await, 1.0);
     assert_eq!(refused(&app, "retain").await, 1.0);
     assert_eq!(
@@ -620,27 +622,18 @@ async fn an_ingest_token_bridges_its_homes_devices_and_nothing_else() {
         (topic(HOME, A, Channel::Desired), vec![1, 2, 3], false),
         (topic(HOME, A, Channel::Readings), batch(A, 1), true),
     ] {
-        client
-            .publish(&t, QoS::AtLeastOnce, retain, payload)
-            .await
-            .unwrap();
-        assert!(
-            matches!(next_packet(&mut events).await, Packet::PubAck(_)),
-            "{t}"
-        );
+        publish_acked(&client, &mut events, &t, retain, payload).await;
     }
     // Its home's readings are stored, whichever device.
     for (device, seq) in [(A, 2), (B, 1)] {
-        client
-            .publish(
-                topic(HOME, device, Channel::Readings),
-                QoS::AtLeastOnce,
-                false,
-                batch(device, seq),
-            )
-            .await
-            .unwrap();
-        assert!(matches!(next_packet(&mut events).await, Packet::PubAck(_)));
+        publish_acked(
+            &client,
+            &mut events,
+            &topic(HOME, device, Channel::Readings),
+            false,
+            batch(device, seq),
+        )
+        .await;
     }
     eventually("the home's readings stored", || async {
         (stored(&app, &root, A).await == 1 && stored(&app, &root, B).await == 1).then_some(())
@@ -664,29 +657,23 @@ async fn an_ingest_token_bridges_its_homes_devices_and_nothing_else() {
         ..Default::default()
     }
     .encode_to_vec();
-    client
-        .publish(
-            topic(HOME, FAN_Y, Channel::Status),
-            QoS::AtLeastOnce,
-            false,
-            online.clone(),
-        )
-        .await
-        .unwrap();
-    assert!(matches!(next_packet(&mut events).await, Packet::PubAck(_)));
+    publish_acked(
+        &client,
+        &mut events,
+        &topic(HOME, FAN_Y, Channel::Status),
+        false,
+        online.clone(),
+    )
+    .await;
     let (z, mut z_events) = connect_as(&app, &fan_z).await;
-    z.publish(
-        topic(OTHER, FAN_Z, Channel::Status),
-        QoS::AtLeastOnce,
+    publish_acked(
+        &z,
+        &mut z_events,
+        &topic(OTHER, FAN_Z, Channel::Status),
         false,
         online,
     )
-    .await
-    .unwrap();
-    assert!(matches!(
-        next_packet(&mut z_events).await,
-        Packet::PubAck(_)
-    ));
+    .await;
     let devices_online = || async {
         let mut devices = app.devices().await;
         let mut all = true;
@@ -848,16 +835,14 @@ async fn a_gateways_token_limited_to_its_devices_speaks_for_those_alone() {
     .expect("the token logs in");
     let readings = |device| app.topics.device(HOME, device, Channel::Readings).unwrap();
     for (device, seq) in [(B, 2), (A, 2)] {
-        client
-            .publish(
-                readings(device),
-                QoS::AtLeastOnce,
-                false,
-                batch(device, seq),
-            )
-            .await
-            .unwrap();
-        assert!(matches!(next_packet(&mut events).await, Packet::PubAck(_)));
+        publish_acked(
+            &client,
+            &mut events,
+            &readings(device),
+            false,
+            batch(device, seq),
+        )
+        .await;
     }
     let b_desired = app.topics.device(HOME, B, Channel::Desired).unwrap();
     client
