@@ -25,14 +25,16 @@ use hearth_runtime::Clock;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use hearth_proto::topics::token_of_username;
+
 use crate::{
     access::{is_api_token, new_token, token_hash, Access},
     domain::{
         broker_acl::TOKEN_USERNAME, BrokerClient, BrokerRefusal, Caller, Device, DeviceId, HomeId,
-        UnixMs,
+        Role, TokenName, UnixMs,
     },
     mqtt::dynsec::Dynsec,
-    storage::Storage,
+    storage::{ApiTokenInfo, Storage},
 };
 
 /// How long a checked device login is trusted without asking the database.
@@ -104,6 +106,33 @@ impl BrokerLogins {
         Ok(had)
     }
 
+    /// Gives a new ingest token its own login on Mosquitto (`token.{name}`,
+    /// the token as password), where Hearth manages logins through dynamic
+    /// security. Nothing on the embedded broker: its guard checks tokens
+    /// itself. Why ingest only: that is the gateway's bridge; Home
+    /// Assistant on Mosquitto gets a client of its own there.
+    pub async fn token_created(&self, info: &ApiTokenInfo, secret: &str) -> anyhow::Result<()> {
+        let Some(dynsec) = &self.dynsec else {
+            return Ok(());
+        };
+        if !info.grants.iter().any(|g| g.role == Role::Ingest) {
+            return Ok(());
+        }
+        dynsec
+            .set_token(&info.name, &info.grants, &info.devices, secret)
+            .await?;
+        info!(token = %info.name, "API token's broker login made");
+        Ok(())
+    }
+
+    /// Removes token `name`'s login from Mosquitto, if Hearth manages one.
+    pub async fn token_revoked(&self, name: &TokenName) -> anyhow::Result<()> {
+        match &self.dynsec {
+            Some(dynsec) => dynsec.remove_token(name).await,
+            None => Ok(()),
+        }
+    }
+
     fn forget(&self, device: &DeviceId) {
         self.cache
             .lock()
@@ -130,13 +159,15 @@ impl BrokerLogins {
                 _ => Err(BrokerRefusal::Credential),
             };
         };
-        if username == TOKEN_USERNAME && is_api_token(password) {
+        // `token`, or `token.{name}` naming the token given (Mosquitto's form).
+        let named = token_of_username(username);
+        if (username == TOKEN_USERNAME || named.is_some()) && is_api_token(password) {
             return match self.access.api_token_caller(password).await.as_deref() {
                 Ok(Caller::Token {
                     name,
                     grants,
                     devices,
-                }) => Ok(BrokerClient::Token {
+                }) if named.is_none_or(|n| n == name) => Ok(BrokerClient::Token {
                     name: name.clone(),
                     grants: grants.clone(),
                     devices: devices.clone(),

@@ -7,14 +7,16 @@
 //! On the cloud side it logs in with the gateway's API token (role
 //! `ingest`) unless the URL names a user: as the username
 //! [`TOKEN_USERNAME`], the token as the password, which is what Hearth's
-//! embedded broker takes from a gateway once logins are required.
+//! embedded broker takes from a gateway once logins are required. On
+//! Mosquitto the URL names the token's own login, `token.{name}`, and the
+//! bridge then connects with the client id Hearth fixed for it.
 //!
 //! Each direction is QoS 1 end to end: a message is acknowledged to the
 //! broker it came from only after the other broker acknowledged it.
 
 use std::{collections::VecDeque, time::Duration};
 
-use hearth_proto::topics::{Channel, Topics, TOKEN_USERNAME};
+use hearth_proto::topics::{token_client_id, token_of_username, Channel, Topics, TOKEN_USERNAME};
 use hearth_runtime::{
     mqtt::{client, options},
     redact, Backoff, Secret,
@@ -44,6 +46,14 @@ pub struct BridgeConfig {
 fn bridge_options(url: &str, side: &str, token: Option<&Secret>) -> anyhow::Result<MqttOptions> {
     let client_id = format!("hearth-gateway-{side}-{:08x}", std::process::id());
     let mut options = options(url, &client_id, None)?;
+    // A login naming its token (`token.{name}`, as on Mosquitto) must use
+    // the client id Hearth fixed for it there.
+    if let Some(name) = options
+        .credentials()
+        .and_then(|l| token_of_username(&l.username).map(token_client_id))
+    {
+        options.set_client_id(name);
+    }
     if let (None, Some(token)) = (options.credentials(), token) {
         options.set_credentials(TOKEN_USERNAME, token.expose());
     }

@@ -260,6 +260,29 @@ pub fn agent_client_id(device_id: &str) -> String {
 /// token is the password): a LAN gateway's bridge, Home Assistant.
 pub const TOKEN_USERNAME: &str = "token";
 
+/// The MQTT username naming one API token, `token.{name}`: what a token
+/// logs in with on Mosquitto, where each login is a client of its own (the
+/// embedded broker takes it too). Why a dot: no device id holds one, so it
+/// is no device's username.
+pub fn token_username(name: &str) -> String {
+    format!("{TOKEN_USERNAME}.{name}")
+}
+
+/// The token's name in a [`token_username`], if `username` is one.
+pub fn token_of_username(username: &str) -> Option<&str> {
+    username
+        .strip_prefix(TOKEN_USERNAME)?
+        .strip_prefix('.')
+        .filter(|name| !name.is_empty())
+}
+
+/// The MQTT client id a token's login uses on Mosquitto, where Hearth
+/// fixes it: a client free to pick its id could take over a replica's
+/// session.
+pub fn token_client_id(name: &str) -> String {
+    format!("hearth-token-{name}")
+}
+
 /// Every device agent's MQTT client id starts with this
 /// ([`agent_client_id`]); only the device itself may use its id.
 pub const AGENT_CLIENT_PREFIX: &str = "hearth-agent-";
@@ -454,6 +477,16 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_token_username_names_its_token() {
+        assert_eq!(token_username("lan-gateway"), "token.lan-gateway");
+        assert_eq!(token_of_username("token.lan-gateway"), Some("lan-gateway"));
+        for not_one in ["token", "token.", "tokenx.a", "sensor-1"] {
+            assert_eq!(token_of_username(not_one), None, "{not_one}");
+        }
+        assert_eq!(token_client_id("lan-gateway"), "hearth-token-lan-gateway");
+    }
 
     #[test]
     fn builds_and_parses_every_channel() {

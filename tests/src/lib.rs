@@ -289,6 +289,12 @@ impl TestApp {
         TelemetryServiceClient::new(self.channel().await)
     }
 
+    pub async fn auth(
+        &self,
+    ) -> hearth_proto::v1::auth_service_client::AuthServiceClient<GrpcChannel> {
+        hearth_proto::v1::auth_service_client::AuthServiceClient::new(self.channel().await)
+    }
+
     pub async fn automation(&self) -> AutomationServiceClient<GrpcChannel> {
         AutomationServiceClient::new(self.channel().await)
     }

@@ -302,6 +302,13 @@ impl AuthService for AuthApi {
             .access()
             .create_api_token(name, grants, devices, &auth.caller)
             .await?;
+        if let Err(e) = self.core.logins.token_created(&info, &token).await {
+            // A gateway's token without its broker login would half work.
+            let _ = self.access().revoke_api_token(&info.name).await;
+            return Err(Status::unavailable(format!(
+                "the broker did not take the token's login; nothing was created: {e:#}"
+            )));
+        }
         for g in &info.grants {
             self.access()
                 .audit(
@@ -363,6 +370,9 @@ impl AuthService for AuthApi {
             )?;
         }
         self.access().revoke_api_token(&name).await?;
+        if let Err(e) = self.core.logins.token_revoked(&name).await {
+            tracing::warn!(token = %name, error = %e, "could not remove the token's broker login; it may still log in to Mosquitto");
+        }
         for g in &token.grants {
             self.access()
                 .audit(

@@ -11,20 +11,26 @@
 //!   that role, fixed to the client id `hearth-agent-{id}` so it can take
 //!   over neither a replica's session nor another device's.
 //!
+//! - per ingest API token (a LAN gateway's bridge), a role
+//!   `hearth-token-{name}` and a client `token.{name}` whose password is the
+//!   token, fixed to the client id `hearth-token-{name}`: it publishes its
+//!   devices' `readings`, `reported` and `status`, subscribes to desired
+//!   states with the bridge's wildcard, and receives only its devices'.
+//!
 //! The plugin's defaults do the rest: anonymous clients are refused,
 //! publishing and subscribing are denied unless a role allows them.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context as _};
-use hearth_proto::topics::{agent_client_id, Channel, Topics};
+use hearth_proto::topics::{agent_client_id, token_client_id, token_username, Channel, Topics};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, Mutex};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::domain::{DeviceId, HomeId};
+use crate::domain::{DeviceId, DeviceScope, Grant, HomeId, Role, TokenName};
 
 const CONTROL: &str = "$CONTROL/dynamic-security/v1";
 const RESPONSE: &str = "$CONTROL/dynamic-security/v1/response";
@@ -55,6 +61,11 @@ pub struct Dynsec {
 /// The role of device `device`.
 fn device_role(device: &DeviceId) -> String {
     format!("hearth-device-{device}")
+}
+
+/// The role of API token `name`.
+fn token_role(name: &TokenName) -> String {
+    format!("hearth-token-{name}")
 }
 
 impl Dynsec {
@@ -321,6 +332,64 @@ impl Dynsec {
         Ok(!existed)
     }
 
+    /// Makes ingest token `name`'s role and client, the token as its
+    /// password: its homes' devices (or those of `devices`) for the
+    /// ingest grants among `grants`. Why the receive rules: the bridge
+    /// subscribes to every device's desired state, and the plugin lets a
+    /// client receive whatever it subscribed to unless a rule denies it.
+    pub async fn set_token(
+        &self,
+        name: &TokenName,
+        grants: &[Grant],
+        devices: &DeviceScope,
+        password: &str,
+    ) -> anyhow::Result<()> {
+        let role = token_role(name);
+        let all_desired = self.topics.all_devices(Channel::Desired);
+        let mut commands = vec![
+            json!({"command": "createRole", "rolename": role,
+                "textdescription": format!("Hearth API token {name}: its devices' topics")}),
+            json!({"command": "addRoleACL", "rolename": role, "acltype": "subscribePattern",
+                "topic": all_desired, "allow": true}),
+            json!({"command": "addRoleACL", "rolename": role, "acltype": "publishClientReceive",
+                "topic": all_desired, "allow": false, "priority": -1}),
+        ];
+        let ids: Vec<&str> = match devices {
+            DeviceScope::All => vec!["+"],
+            DeviceScope::Only(devices) => devices.iter().map(|d| d.as_str()).collect(),
+        };
+        for grant in grants.iter().filter(|g| g.role == Role::Ingest) {
+            for id in &ids {
+                let topic = |channel| {
+                    self.topics
+                        .device(grant.home.as_str(), id, channel)
+                        .context("token topic")
+                };
+                for channel in [Channel::Readings, Channel::Reported, Channel::Status] {
+                    commands.push(json!({"command": "addRoleACL", "rolename": role,
+                        "acltype": "publishClientSend", "topic": topic(channel)?, "allow": true}));
+                }
+                commands.push(json!({"command": "addRoleACL", "rolename": role,
+                    "acltype": "publishClientReceive", "topic": topic(Channel::Desired)?,
+                    "allow": true, "priority": 1}));
+            }
+        }
+        commands.push(
+            json!({"command": "createClient", "username": token_username(name.as_str()),
+            "clientid": token_client_id(name.as_str()), "password": password,
+            "roles": [{"rolename": role}]}),
+        );
+        self.run_all(commands)
+            .await
+            .with_context(|| format!("token {name}"))
+    }
+
+    /// Deletes token `name`'s client (the broker disconnects it) and role.
+    pub async fn remove_token(&self, name: &TokenName) -> anyhow::Result<()> {
+        self.remove(&token_username(name.as_str()), &token_role(name))
+            .await
+    }
+
     async fn client_exists(&self, device: &DeviceId) -> anyhow::Result<bool> {
         let errors = self
             .run(vec![
@@ -332,10 +401,15 @@ impl Dynsec {
 
     /// Deletes `device`'s client (the broker disconnects it) and role.
     pub async fn remove_device(&self, device: &DeviceId) -> anyhow::Result<()> {
+        self.remove(device.as_str(), &device_role(device)).await
+    }
+
+    /// Deletes the client `username` and the role `role`, if there.
+    async fn remove(&self, username: &str, role: &str) -> anyhow::Result<()> {
         let errors = self
             .run(vec![
-                json!({"command": "deleteClient", "username": device.as_str()}),
-                json!({"command": "deleteRole", "rolename": device_role(device)}),
+                json!({"command": "deleteClient", "username": username}),
+                json!({"command": "deleteRole", "rolename": role}),
             ])
             .await?;
         match errors

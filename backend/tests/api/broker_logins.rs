@@ -2,7 +2,7 @@
 //! of rumqttd lets each client do, as a device (or an impostor) sees it.
 
 use hearth_proto::{
-    topics::{Channel, TOKEN_USERNAME},
+    topics::{token_username, Channel, TOKEN_USERNAME},
     v1::{self, DeviceStatus, Metric, MqttCredential, ReadingBatch},
 };
 use prost::Message as _;
@@ -825,11 +825,23 @@ async fn a_gateways_token_limited_to_its_devices_speaks_for_those_alone() {
         "answered as a device that does not exist"
     );
 
-    // On the broker: B's topics are refused, A's readings stored.
+    // On the broker, under the name of its own login as on Mosquitto
+    // (another token's name is refused): B's topics are refused, A's
+    // readings stored.
+    assert_eq!(
+        connect(
+            &app,
+            "hearth-gateway-cloud-00000002",
+            Some((&token_username("other-gateway"), &token)),
+        )
+        .await
+        .err(),
+        Some(ConnectReturnCode::BadUserNamePassword)
+    );
     let (client, mut events) = connect(
         &app,
         "hearth-gateway-cloud-00000002",
-        Some((TOKEN_USERNAME, &token)),
+        Some((&token_username("shed-gateway"), &token)),
     )
     .await
     .expect("the token logs in");

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use hearth_proto::{
-    topics::Channel,
+    topics::{token_client_id, token_username, Channel},
     v1::{
-        self, CreateHomeRequest, DesiredState, DeviceKind, Metric, MqttCredential, ReadingBatch,
-        RegisterDeviceRequest,
+        self, CreateApiTokenRequest, CreateHomeRequest, DesiredState, DeviceKind, Metric,
+        MqttCredential, ReadingBatch, RegisterDeviceRequest,
     },
 };
 use hearth_tests::{unique, Backend, PrivateBroker, TempDir, TestApp};
@@ -394,4 +394,156 @@ async fn a_restart_puts_back_what_the_broker_lost_of_devices_logins() {
         [SubscribeReasonCode::Failure],
         "B's rights came back as B's only"
     );
+}
+
+/// The next message the broker delivers on `events`.
+async fn next_publish(events: &mut EventLoop) -> rumqttc::Publish {
+    loop {
+        match next_packet(events).await {
+            Packet::Publish(p) => return p,
+            Packet::PingResp => {}
+            other => panic!("a message, not {other:?}"),
+        }
+    }
+}
+
+/// A gateway's ingest token, limited to the devices behind it, gets a login
+/// of its own on Mosquitto (`token.{name}`, the token as password, a fixed
+/// client id): its devices' readings are stored and another's are not, the
+/// bridge's wildcard brings only its devices' desired states, and revoking
+/// the token ends the login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateways_token_logs_in_to_mosquitto_for_its_devices_alone() {
+    let s = hearth_on_dynsec_mosquitto().await;
+    let (sensor, fan) = (unique("shed-sensor"), unique("shed-fan"));
+    let (other_sensor, other_fan) = (unique("hall-sensor"), unique("hall-fan"));
+    s.register(&sensor, DeviceKind::Sensor).await;
+    s.register(&fan, DeviceKind::Fan).await;
+    s.register(&other_sensor, DeviceKind::Sensor).await;
+    let other_fan_login = s.register(&other_fan, DeviceKind::Fan).await;
+    let name = unique("shed-gateway");
+    let token = s
+        .app
+        .auth()
+        .await
+        .create_api_token(CreateApiTokenRequest {
+            name: name.clone(),
+            home_ids: vec![s.home.clone()],
+            role: v1::Role::Ingest as i32,
+            device_ids: vec![sensor.clone(), fan.clone()],
+        })
+        .await
+        .expect("CreateApiToken")
+        .into_inner()
+        .token;
+    let login = (token_username(&name), token);
+    let login = (login.0.as_str(), login.1.as_str());
+
+    // Only under its own client id: not a replica's, not the bare `token`.
+    let replica = format!("hearth-backend-{}-readings", unique("r"));
+    assert!(is_refused(connect(&s.app, &replica, login).await));
+    assert!(is_refused(
+        connect(&s.app, &token_client_id(&name), ("token", login.1)).await
+    ));
+    let (client, mut events) = connect(&s.app, &token_client_id(&name), login)
+        .await
+        .expect("the token's login");
+    client
+        .subscribe(s.app.topics.all_devices(Channel::Desired), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let Packet::SubAck(ack) = next_packet(&mut events).await else {
+        panic!("a SUBACK");
+    };
+    assert_eq!(
+        ack.return_codes,
+        [SubscribeReasonCode::Success(QoS::AtLeastOnce)],
+        "the bridge's wildcard"
+    );
+
+    // Another device's reading: acknowledged, dropped. Its own: stored.
+    for device in [&other_sensor, &sensor] {
+        publish_acked(
+            &client,
+            &mut events,
+            s.topic(device, Channel::Readings),
+            batch(&s.home, device, 1),
+        )
+        .await;
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while s.app.stored_readings(&sensor).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "its sensor's reading stored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(s.app.stored_readings(&other_sensor).await.is_empty());
+
+    // Both fans online, its own through it; the other fan is switched
+    // first, yet the first desired state the gateway hears is its fan's.
+    let online = v1::DeviceStatus {
+        online: true,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    publish_acked(
+        &client,
+        &mut events,
+        s.topic(&fan, Channel::Status),
+        online.clone(),
+    )
+    .await;
+    let (other, mut other_events) = connect_as(&s.app, &other_fan_login).await;
+    publish_acked(
+        &other,
+        &mut other_events,
+        s.topic(&other_fan, Channel::Status),
+        online,
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    for device in [&fan, &other_fan] {
+        loop {
+            let d = s
+                .app
+                .devices()
+                .await
+                .get_device(v1::GetDeviceRequest { id: device.clone() })
+                .await
+                .expect("GetDevice")
+                .into_inner();
+            if d.online {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{device} online");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for device in [&other_fan, &fan] {
+        s.app
+            .devices()
+            .await
+            .set_mode(v1::SetModeRequest {
+                device_id: device.clone(),
+                mode: v1::Mode::On as i32,
+                ..Default::default()
+            })
+            .await
+            .expect("SetMode");
+    }
+    let heard = next_publish(&mut events).await;
+    assert_eq!(heard.topic, s.topic(&fan, Channel::Desired));
+
+    // Revoked: the login is gone.
+    s.app
+        .auth()
+        .await
+        .revoke_api_token(v1::RevokeApiTokenRequest { name: name.clone() })
+        .await
+        .expect("RevokeApiToken");
+    assert!(is_refused(
+        connect(&s.app, &token_client_id(&name), login).await
+    ));
 }
