@@ -11,7 +11,7 @@ use hearth_proto::{
         MqttCredential, ReadingBatch, RegisterDeviceRequest,
     },
 };
-use hearth_tests::{unique, Backend, PrivateBroker, TempDir, TestApp};
+use hearth_tests::{unique, Backend, PrivateBroker, TempDir, TestApp, TestGateway};
 use prost::Message as _;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Packet, QoS,
@@ -546,4 +546,76 @@ async fn a_gateways_token_logs_in_to_mosquitto_for_its_devices_alone() {
     assert!(is_refused(
         connect(&s.app, &token_client_id(&name), login).await
     ));
+}
+
+/// The real `hearth-gateway`'s MQTT bridge, logged in to Mosquitto with its
+/// token's own login: a fan on the LAN broker is switched from the cloud
+/// through it, and its acknowledgement comes back the same way, with
+/// logins required on the cloud side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_bridge_logs_in_to_mosquitto_with_its_token() {
+    use hearth_agent::hardware::Output as _;
+    let s = hearth_on_dynsec_mosquitto().await;
+    let fan = unique("shed-fan");
+    s.register(&fan, DeviceKind::Fan).await;
+    let name = unique("shed-gateway");
+    let token = s
+        .app
+        .auth()
+        .await
+        .create_api_token(CreateApiTokenRequest {
+            name: name.clone(),
+            home_ids: vec![s.home.clone()],
+            role: v1::Role::Ingest as i32,
+            device_ids: vec![fan.clone()],
+        })
+        .await
+        .expect("CreateApiToken")
+        .into_inner()
+        .token;
+    let lan = PrivateBroker::start().await;
+    let cloud = s.app.mqtt_url.replacen(
+        "mqtt://",
+        &format!("mqtt://{}:{token}@", token_username(&name)),
+        1,
+    );
+    let data = TempDir::new();
+    let gateway = TestGateway::spawn_with(
+        &s.app.grpc_url(),
+        &data,
+        "127.0.0.1:0",
+        &[
+            ("HEARTH_GATEWAY_LAN_MQTT", &lan.url()),
+            ("HEARTH_GATEWAY_CLOUD_MQTT", &cloud),
+            ("HEARTH_TOPIC_PREFIX", s.app.topics.prefix()),
+        ],
+    )
+    .await;
+    // Every filter subscribed (1 down, 2 up), so the fan's first status is relayed.
+    gateway.wait_for_log("bridge subscribed", 3).await;
+    let (output, _agent) = hearth_tests::spawn_actuator_on(&s.app, &lan.url(), &s.home, &fan);
+    s.app
+        .wait_for_device(&fan, Duration::from_secs(20), |d| d.online)
+        .await;
+    s.app
+        .devices()
+        .await
+        .set_mode(v1::SetModeRequest {
+            device_id: fan.clone(),
+            mode: v1::Mode::On as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("SetMode");
+    s.app
+        .wait_for_device(&fan, Duration::from_secs(20), |d| {
+            d.reported
+                .as_ref()
+                .is_some_and(|r| r.applied_version == 1 && r.on)
+        })
+        .await;
+    assert!(
+        output.is_on(),
+        "the fan on the LAN applied the cloud's command"
+    );
 }
