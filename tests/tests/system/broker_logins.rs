@@ -80,6 +80,20 @@ impl Setup {
             .expect("a new device's credential")
     }
 
+    /// `SetMode` ON for `device`, as the home's owner.
+    async fn switch_on(&self, device: &str) {
+        self.app
+            .devices()
+            .await
+            .set_mode(v1::SetModeRequest {
+                device_id: device.into(),
+                mode: v1::Mode::On as i32,
+                ..Default::default()
+            })
+            .await
+            .expect("SetMode");
+    }
+
     fn topic(&self, device: &str, channel: Channel) -> String {
         self.app
             .topics
@@ -239,23 +253,8 @@ async fn a_device_reaches_only_its_own_topics_on_mosquitto_with_dynamic_security
         online.encode_to_vec(),
     )
     .await;
-    s.app
-        .devices()
-        .await
-        .set_mode(v1::SetModeRequest {
-            device_id: b.clone(),
-            mode: v1::Mode::On as i32,
-            ..Default::default()
-        })
-        .await
-        .expect("SetMode");
-    let p = loop {
-        match next_packet(&mut events_b).await {
-            Packet::Publish(p) => break p,
-            Packet::PingResp => {}
-            other => panic!("B's desired state, not {other:?}"),
-        }
-    };
+    s.switch_on(&b).await;
+    let p = next_publish(&mut events_b).await;
     let desired = DesiredState::decode(p.payload.as_ref()).expect("Hearth's DesiredState");
     assert!(desired.on && desired.version >= 1, "{desired:?}");
 }
@@ -522,16 +521,7 @@ async fn a_gateways_token_logs_in_to_mosquitto_for_its_devices_alone() {
         }
     }
     for device in [&other_fan, &fan] {
-        s.app
-            .devices()
-            .await
-            .set_mode(v1::SetModeRequest {
-                device_id: device.clone(),
-                mode: v1::Mode::On as i32,
-                ..Default::default()
-            })
-            .await
-            .expect("SetMode");
+        s.switch_on(device).await;
     }
     let heard = next_publish(&mut events).await;
     assert_eq!(heard.topic, s.topic(&fan, Channel::Desired));
@@ -597,16 +587,7 @@ async fn the_gateways_bridge_logs_in_to_mosquitto_with_its_token() {
     s.app
         .wait_for_device(&fan, Duration::from_secs(20), |d| d.online)
         .await;
-    s.app
-        .devices()
-        .await
-        .set_mode(v1::SetModeRequest {
-            device_id: fan.clone(),
-            mode: v1::Mode::On as i32,
-            ..Default::default()
-        })
-        .await
-        .expect("SetMode");
+    s.switch_on(&fan).await;
     s.app
         .wait_for_device(&fan, Duration::from_secs(20), |d| {
             d.reported
