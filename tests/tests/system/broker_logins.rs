@@ -80,6 +80,23 @@ impl Setup {
             .expect("a new device's credential")
     }
 
+    /// A new ingest token `name` of the home, limited to `devices`: its secret.
+    async fn ingest_token(&self, name: &str, devices: &[&str]) -> String {
+        self.app
+            .auth()
+            .await
+            .create_api_token(CreateApiTokenRequest {
+                name: name.into(),
+                home_ids: vec![self.home.clone()],
+                role: v1::Role::Ingest as i32,
+                device_ids: devices.iter().map(|d| d.to_string()).collect(),
+            })
+            .await
+            .expect("CreateApiToken")
+            .into_inner()
+            .token
+    }
+
     /// `SetMode` ON for `device`, as the home's owner.
     async fn switch_on(&self, device: &str) {
         self.app
@@ -421,20 +438,7 @@ async fn a_gateways_token_logs_in_to_mosquitto_for_its_devices_alone() {
     s.register(&other_sensor, DeviceKind::Sensor).await;
     let other_fan_login = s.register(&other_fan, DeviceKind::Fan).await;
     let name = unique("shed-gateway");
-    let token = s
-        .app
-        .auth()
-        .await
-        .create_api_token(CreateApiTokenRequest {
-            name: name.clone(),
-            home_ids: vec![s.home.clone()],
-            role: v1::Role::Ingest as i32,
-            device_ids: vec![sensor.clone(), fan.clone()],
-        })
-        .await
-        .expect("CreateApiToken")
-        .into_inner()
-        .token;
+    let token = s.ingest_token(&name, &[&sensor, &fan]).await;
     let login = (token_username(&name), token);
     let login = (login.0.as_str(), login.1.as_str());
 
@@ -549,20 +553,7 @@ async fn the_gateways_bridge_logs_in_to_mosquitto_with_its_token() {
     let fan = unique("shed-fan");
     s.register(&fan, DeviceKind::Fan).await;
     let name = unique("shed-gateway");
-    let token = s
-        .app
-        .auth()
-        .await
-        .create_api_token(CreateApiTokenRequest {
-            name: name.clone(),
-            home_ids: vec![s.home.clone()],
-            role: v1::Role::Ingest as i32,
-            device_ids: vec![fan.clone()],
-        })
-        .await
-        .expect("CreateApiToken")
-        .into_inner()
-        .token;
+    let token = s.ingest_token(&name, &[&fan]).await;
     let lan = PrivateBroker::start().await;
     let cloud = s.app.mqtt_url.replacen(
         "mqtt://",
