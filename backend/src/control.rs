@@ -377,9 +377,21 @@ impl Control {
     /// if it is still valid, otherwise the same state again as a new version.
     /// Why not retained messages: brokers differ in how they replay them to
     /// resumed sessions, and a retained command could be stale.
-    pub async fn status(&self, id: &DeviceId, online: bool) -> Result<(), ControlError> {
+    /// A device's status: whether it is online and, from a sensor, what it
+    /// says it sent (`(run_start, last_seq)`, see `domain::delivery::sent`).
+    pub async fn status(
+        &self,
+        id: &DeviceId,
+        online: bool,
+        sent: Option<(u64, u64)>,
+    ) -> Result<(), ControlError> {
         let now = self.clock.now();
         self.directory.seen(id, now);
+        if let Some((run_start, last_seq)) = sent {
+            self.storage
+                .record_sent(id, run_start, last_seq, now)
+                .await?;
+        }
         // Stored before the command is read: see `came_online`.
         self.storage.save_presence(id, Some(online), now).await?;
         info!(device = %id, online, "device status");
@@ -595,7 +607,7 @@ mod tests {
     #[tokio::test]
     async fn set_mode_makes_one_version_per_change_and_none_for_a_repeat() {
         let t = TestHome::new(Mode::Off).await;
-        t.control.status(&id(FAN), true).await.unwrap();
+        t.control.status(&id(FAN), true, None).await.unwrap();
 
         let on = t
             .control
@@ -694,7 +706,7 @@ mod tests {
         assert!(t.published().is_empty(), "the fan is offline");
 
         t.clock.advance(1_000);
-        t.control.status(&id(FAN), true).await.unwrap();
+        t.control.status(&id(FAN), true, None).await.unwrap();
 
         let published = t.published();
         assert_eq!(published.len(), 1, "{published:?}");
@@ -749,7 +761,7 @@ mod tests {
         let expired = t.storage.list_commands(&id(FAN), 1).await.unwrap();
         assert_eq!(expired[0].state, CommandState::Expired);
 
-        t.control.status(&id(FAN), true).await.unwrap();
+        t.control.status(&id(FAN), true, None).await.unwrap();
         assert_eq!(
             t.published_versions(),
             [(2, true)],
@@ -764,7 +776,7 @@ mod tests {
     #[tokio::test]
     async fn a_report_acknowledges_its_command() {
         let t = TestHome::new(Mode::Off).await;
-        t.control.status(&id(FAN), true).await.unwrap();
+        t.control.status(&id(FAN), true, None).await.unwrap();
         t.control
             .set_mode(&id(FAN), Mode::On, None, "alice")
             .await
@@ -795,7 +807,7 @@ mod tests {
     #[tokio::test]
     async fn a_report_of_a_version_never_sent_is_refused_and_counted() {
         let t = TestHome::new(Mode::Off).await;
-        t.control.status(&id(FAN), true).await.unwrap();
+        t.control.status(&id(FAN), true, None).await.unwrap();
         t.control
             .set_mode(&id(FAN), Mode::On, None, "alice")
             .await
@@ -816,7 +828,7 @@ mod tests {
     #[tokio::test]
     async fn a_rule_switches_a_device_in_auto_only() {
         let t = TestHome::new(Mode::Auto).await;
-        t.control.status(&id(FAN), true).await.unwrap();
+        t.control.status(&id(FAN), true, None).await.unwrap();
         let made = t
             .control
             .rule_decision(&id(FAN), true, "rule:r1", "hot")

@@ -16,9 +16,12 @@ use tracing::warn;
 use crate::{
     core::Core,
     domain::{
-        delivery::{device_delivery, metric_figures, Delivery, RunStart, StoredHour, Surroundings},
+        delivery::{
+            device_delivery, metric_figures, tail_missing, Delivery, RunStart, Sent, StoredHour,
+            Surroundings,
+        },
         reading::MAX_SEQ,
-        DeviceId, DeviceKind, UnixMs,
+        DeviceId, DeviceKind, HomeId, UnixMs,
     },
     lease::Lease,
     storage::{Result, Storage},
@@ -48,7 +51,24 @@ pub async fn delivery(
         let around = surroundings(storage, device, metric, before, lowest, highest).await?;
         per_metric.push(metric_figures(hours, &around));
     }
-    Ok(device_delivery(per_metric, &arrived))
+    let mut tails = Vec::new();
+    for said in storage.sent(Some(device), from, to).await? {
+        for metric in METRICS {
+            let missing = tail_missing(&said, stored_up_to(storage, &said, metric).await?);
+            if missing > 0 {
+                tails.push((said.said_at, missing));
+            }
+        }
+    }
+    Ok(device_delivery(per_metric, &arrived, &tails))
+}
+
+/// The highest number of `said.device`'s `metric` stored up to what the
+/// sensor said it sent.
+async fn stored_up_to(storage: &dyn Storage, said: &Sent, metric: Metric) -> Result<Option<u64>> {
+    storage
+        .highest_seq_below(&said.device, metric, said.sent_through.saturating_add(1))
+        .await
 }
 
 /// What `metric_figures` needs around stored numbers `lowest..=highest` of
@@ -132,6 +152,8 @@ struct Audit {
     counted: HashMap<(DeviceId, Metric), Option<u64>>,
     /// Whether a round ran since this replica took the lease.
     started: bool,
+    /// What sensors said they sent is counted from here on.
+    said_from: UnixMs,
 }
 
 impl Audit {
@@ -141,10 +163,12 @@ impl Audit {
         // What was stored before this replica took over was counted by the
         // one before it; a sensor first seen later is counted from its first.
         let taking_over = !self.started;
+        let mut homes = HashMap::new();
         for device in storage.list_devices(None).await? {
             if device.kind != DeviceKind::Sensor {
                 continue;
             }
+            homes.insert(device.id.clone(), device.home_id.clone());
             for metric in METRICS {
                 let key = (device.id.clone(), metric);
                 let counted = match self.counted.get(&key) {
@@ -198,7 +222,60 @@ impl Audit {
                 self.counted.insert(key, Some(new.highest_seq));
             }
         }
+        if taking_over {
+            self.said_from = settled;
+        }
+        self.count_tails(core, &homes, settled).await?;
         self.started = true;
+        Ok(())
+    }
+
+    /// Counts the readings missing from the end of runs, as sensors said
+    /// what they sent (settled, as readings are: the last ones may still be
+    /// on their way); counting then goes on from what they said.
+    async fn count_tails(
+        &mut self,
+        core: &Core,
+        homes: &HashMap<DeviceId, HomeId>,
+        settled: UnixMs,
+    ) -> Result<()> {
+        for said in core.storage.sent(None, self.said_from, settled).await? {
+            let Some(home) = homes.get(&said.device) else {
+                continue;
+            };
+            for metric in METRICS {
+                // Counted up to its highest stored: what the round above
+                // saw of this stream; a stream not counted yet is left.
+                let Some(Some(counted)) = self.counted.get(&(said.device.clone(), metric)).copied()
+                else {
+                    continue;
+                };
+                let missing = tail_missing(&said, Some(counted));
+                if missing == 0 {
+                    continue;
+                }
+                let home = [("home", home.to_string())];
+                core.metrics
+                    .readings_expected
+                    .get_or_create(&home)
+                    .inc_by(missing);
+                core.metrics
+                    .readings_missing
+                    .get_or_create(&home)
+                    .inc_by(missing);
+                warn!(
+                    device = %said.device,
+                    home = %home[0].1,
+                    metric = metric.short_name(),
+                    missing,
+                    up_to_seq = said.sent_through,
+                    "readings missing: the sensor said it sent them, none came after"
+                );
+                self.counted
+                    .insert((said.device.clone(), metric), Some(said.sent_through));
+            }
+        }
+        self.said_from = settled;
         Ok(())
     }
 }

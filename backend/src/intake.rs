@@ -15,7 +15,7 @@ use tracing::warn;
 use crate::{
     control::Control,
     directory::{Directory, Known},
-    domain::{limits::Bucket, validate_batch, DeviceId, DeviceKind, HomeId, UnixMs},
+    domain::{delivery, limits::Bucket, validate_batch, DeviceId, DeviceKind, HomeId, UnixMs},
     ingest::{Done, Ingest, IngestItem},
     metrics::Metrics,
     mqtt::{Ack, Inbound},
@@ -174,11 +174,14 @@ impl Intake {
                     ack,
                 } => {
                     let result = match self.check_sender(&home_id, &device_id, None).await {
-                        Ok(()) => self
-                            .control
-                            .status(&device_id, status.online)
-                            .await
-                            .map_err(|e| e.to_string()),
+                        Ok(()) => match delivery::sent(status.run_start, status.last_seq) {
+                            Ok(sent) => self
+                                .control
+                                .status(&device_id, status.online, sent)
+                                .await
+                                .map_err(|e| e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        },
                         Err(e) => Err(e),
                     };
                     match result {

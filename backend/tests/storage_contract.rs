@@ -9,7 +9,7 @@ use std::{future::Future, panic::AssertUnwindSafe, sync::Arc};
 use futures::FutureExt as _;
 use hearth_backend::{
     domain::{
-        delivery::{Arrivals, StoredHour},
+        delivery::{Arrivals, Sent, StoredHour},
         Action, ActuatorState, Command, CommandState, Device, DeviceId, DeviceKind, DeviceScope,
         Grant, Home, HomeId, LoggedDecision, Mode, Pending, Reading, Resolution, Role,
         RuleDecision, RuleId, RuleState, SeriesPlan, SeriesPoint, StaleAction, ThresholdRule,
@@ -69,6 +69,7 @@ on_both_databases!(
     stored_hours_count_each_metric_with_its_lowest_and_highest_number,
     the_highest_number_below_and_the_numbers_after_are_found_by_key,
     run_starts_are_recorded_once_and_listed_in_a_range,
+    what_a_sensor_said_it_sent_keeps_its_highest_and_is_found_by_when,
     old_runs_are_deleted_but_each_devices_newest,
     late_and_duplicate_readings_are_counted_per_device_and_hour,
     a_backlog_of_many_devices_is_sorted_as_one_of_a_few,
@@ -1226,6 +1227,43 @@ async fn run_starts_are_recorded_once_and_listed_in_a_range(storage: Arc<dyn Sto
         "after is exclusive, up_to inclusive"
     );
     storage.record_run_starts(&[]).await.unwrap();
+}
+
+async fn what_a_sensor_said_it_sent_keeps_its_highest_and_is_found_by_when(
+    storage: Arc<dyn Storage>,
+) {
+    seed(storage.as_ref()).await;
+    // A run the writer recorded already, and one only a status names.
+    storage
+        .record_run_starts(&[(sensor(), 100, 1)])
+        .await
+        .unwrap();
+    storage.record_sent(&sensor(), 100, 150, 10).await.unwrap();
+    storage.record_sent(&sensor(), 100, 140, 20).await.unwrap();
+    storage.record_sent(&sensor(), 100, 150, 30).await.unwrap();
+    storage.record_sent(&sensor(), 900, 905, 40).await.unwrap();
+    let said = |run_start, sent_through, said_at| Sent {
+        device: sensor(),
+        run_start,
+        sent_through,
+        said_at,
+    };
+    assert_eq!(
+        storage.sent(Some(&sensor()), 0, 100).await.unwrap(),
+        [said(100, 150, 10), said(900, 905, 40)],
+        "a lower or equal number, delivered late or again, changes nothing"
+    );
+    assert_eq!(
+        storage.sent(None, 11, 40).await.unwrap(),
+        [],
+        "from inclusive, to exclusive"
+    );
+    assert_eq!(storage.sent(Some(&fan()), 0, 100).await.unwrap(), []);
+    assert_eq!(
+        storage.run_starts(&sensor(), 0, u64::MAX).await.unwrap(),
+        [100, 900],
+        "a status's run is a run"
+    );
 }
 
 async fn old_runs_are_deleted_but_each_devices_newest(storage: Arc<dyn Storage>) {

@@ -50,11 +50,16 @@ impl DeviceLink {
             .context("device topic")
     }
 
-    pub(crate) fn status(&self, online: bool) -> Vec<u8> {
+    /// A status message; a sensor says what it sent with `sent`
+    /// (`(run_start, last_seq)`, see [`crate::seq::Sequence::sent`]).
+    pub(crate) fn status(&self, online: bool, sent: Option<(u64, u64)>) -> Vec<u8> {
+        let (run_start, last_seq) = sent.unwrap_or_default();
         DeviceStatus {
             online,
             time_unix_ms: unix_ms_now(),
             agent: concat!("hearth-agent/", env!("CARGO_PKG_VERSION")).into(),
+            last_seq,
+            run_start,
         }
         .encode_to_vec()
     }
@@ -74,7 +79,7 @@ impl DeviceLink {
         options.set_clean_session(false);
         options.set_last_will(LastWill::new(
             self.topic(Channel::Status)?,
-            self.status(false),
+            self.status(false, None),
             QoS::AtLeastOnce,
             false,
         ));
@@ -312,7 +317,12 @@ pub async fn run_actuator_with(
         match event {
             Some(Event::Incoming(Packet::ConnAck(_))) => {
                 client.try_subscribe(&desired_topic, QoS::AtLeastOnce)?;
-                client.try_publish(&status_topic, QoS::AtLeastOnce, false, link.status(true))?;
+                client.try_publish(
+                    &status_topic,
+                    QoS::AtLeastOnce,
+                    false,
+                    link.status(true, None),
+                )?;
                 client.try_publish(
                     &reported_topic,
                     QoS::AtLeastOnce,
@@ -363,7 +373,7 @@ pub async fn run_actuator_with(
         warn!(device = link.device_id, error = %e, "could not switch the output off on shutdown");
     }
     connection
-        .close(&client, &status_topic, link.status(false))
+        .close(&client, &status_topic, link.status(false, None))
         .await;
     Ok(())
 }
@@ -392,6 +402,18 @@ mod tests {
             (login.username.as_str(), login.password.as_str()),
             ("sensor-1", "s3cret")
         );
+    }
+
+    #[test]
+    fn a_sensors_status_says_what_it_sent_and_its_last_will_says_nothing() {
+        let said =
+            DeviceStatus::decode(link("mqtt://h").status(false, Some((5, 9))).as_slice()).unwrap();
+        assert_eq!((said.online, said.run_start, said.last_seq), (false, 5, 9));
+        let options = link("mqtt://127.0.0.1:1883")
+            .options(&LinkOptions::default())
+            .unwrap();
+        let will = DeviceStatus::decode(options.last_will().unwrap().message).unwrap();
+        assert_eq!((will.online, will.last_seq), (false, 0));
     }
 
     #[test]

@@ -255,7 +255,7 @@ pub async fn run_sensor_with(
                 if let (Some(Event::Incoming(Packet::ConnAck(_))), Some(m)) = (event, &mqtt) {
                     // Why not `?`: after an outage the queue can be full of
                     // readings; that must not stop the agent.
-                    if let Err(e) = m.client.try_publish(&m.status_topic, QoS::AtLeastOnce, false, link.status(true)) {
+                    if let Err(e) = m.client.try_publish(&m.status_topic, QoS::AtLeastOnce, false, link.status(true, sequence.sent())) {
                         warn!(device = link.device_id, error = %e, "online status dropped: MQTT queue full");
                     }
                 }
@@ -264,7 +264,11 @@ pub async fn run_sensor_with(
     }
     if let Some(m) = mqtt {
         m.connection
-            .close(&m.client, &m.status_topic, link.status(false))
+            .close(
+                &m.client,
+                &m.status_topic,
+                link.status(false, sequence.sent()),
+            )
             .await;
     }
     Ok(())

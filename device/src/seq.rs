@@ -122,6 +122,13 @@ impl Sequence {
         self.run_start
     }
 
+    /// What this run has numbered, `(run_start, last)`, for a status
+    /// message to say (so the backend counts a lost last batch as missing);
+    /// `None` before the first number.
+    pub fn sent(&self) -> Option<(u64, u64)> {
+        (self.last >= self.run_start).then_some((self.run_start, self.last))
+    }
+
     fn reserve(&mut self) -> io::Result<()> {
         let Some(file) = &self.file else {
             return Ok(());
@@ -172,6 +179,15 @@ mod tests {
         let mut seq = Sequence::from_clock(1_000);
         assert_eq!((seq.next_seq(), seq.next_seq()), (1_001, 1_002));
         assert_eq!(seq.run_start(), 1_001);
+    }
+
+    #[test]
+    fn a_run_says_what_it_numbered_once_it_numbered_something() {
+        let mut seq = Sequence::from_clock(1_000);
+        assert_eq!(seq.sent(), None);
+        seq.next_seq();
+        seq.next_seq();
+        assert_eq!(seq.sent(), Some((1_001, 1_002)));
     }
 
     #[test]

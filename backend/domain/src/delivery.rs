@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use hearth_proto::v1::Metric;
 
-use crate::{DeviceId, Reading, UnixMs, DAY_MS, HOUR_MS};
+use crate::{reading::MAX_SEQ, DeviceId, Reading, UnixMs, DAY_MS, HOUR_MS};
 
 /// The longest range one request may cover: the work grows with the range.
 pub const MAX_RANGE_MS: i64 = 31 * DAY_MS;
@@ -165,11 +165,66 @@ pub fn metric_figures(hours: &[StoredHour], surroundings: &Surroundings) -> Vec<
     out
 }
 
+/// A sensor's account of one run, from its status messages: the run began
+/// at `run_start` and had numbered batches up to `sent_through` when it
+/// said so last, at `said_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub device: DeviceId,
+    pub run_start: u64,
+    pub sent_through: u64,
+    pub said_at: UnixMs,
+}
+
+/// Why a sensor's account of what it sent is not kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SentError {
+    #[error("last_seq {0} is above {MAX_SEQ}, the largest Hearth keeps")]
+    TooHigh(u64),
+    #[error("last_seq {last_seq} is below run_start {run_start}")]
+    BeforeRun { last_seq: u64, run_start: u64 },
+}
+
+/// Checks what a status message says was sent: `Ok(None)` when it says
+/// nothing (`last_seq` 0).
+pub fn sent(run_start: u64, last_seq: u64) -> Result<Option<(u64, u64)>, SentError> {
+    if last_seq == 0 {
+        Ok(None)
+    } else if last_seq > MAX_SEQ {
+        Err(SentError::TooHigh(last_seq))
+    } else if last_seq < run_start {
+        Err(SentError::BeforeRun {
+            last_seq,
+            run_start,
+        })
+    } else {
+        Ok(Some((run_start, last_seq)))
+    }
+}
+
+/// The readings of one metric missing from the end of a run: those a sensor
+/// said it sent (`sent`) above the highest number of that metric stored up
+/// to `sent.sent_through` (`highest_stored`). No gap after them shows they
+/// are missing, so only the sensor's word counts them. `None` stored at all:
+/// nothing says the sensor measures that metric, so nothing is counted.
+pub fn tail_missing(sent: &Sent, highest_stored: Option<u64>) -> u64 {
+    match highest_stored {
+        None => 0,
+        Some(h) if h >= sent.sent_through => 0,
+        Some(h) if h >= sent.run_start => sent.sent_through - h,
+        // Nothing of this run is stored: all of it is missing.
+        Some(_) => sent.sent_through - sent.run_start + 1,
+    }
+}
+
 /// Sums the metrics' figures and the late and duplicate readings counted as
-/// they arrived into a device's, by hour.
+/// they arrived into a device's, by hour; `tails` are readings missing from
+/// the end of a run ([`tail_missing`]), charged to the hour the sensor said
+/// what it sent.
 pub fn device_delivery(
     per_metric: impl IntoIterator<Item = Vec<(UnixMs, Figures)>>,
     arrived: &[Arrivals],
+    tails: &[(UnixMs, u64)],
 ) -> Delivery {
     let mut by_hour = BTreeMap::<UnixMs, Figures>::new();
     for metric in per_metric {
@@ -180,6 +235,9 @@ pub fn device_delivery(
             // Every metric sees the same restart.
             sum.restarts = sum.restarts.max(figures.restarts);
         }
+    }
+    for (at, missing) in tails {
+        by_hour.entry(hour_of(*at)).or_default().expected += missing;
     }
     for a in arrived {
         let sum = by_hour.entry(a.hour).or_default();
@@ -413,11 +471,11 @@ mod tests {
             &[hour(0, 9, 1, 10), hour(1, 10, 11, 20)],
             &Surroundings::default(),
         );
-        let d = device_delivery([temperature, humidity], &[]);
+        let d = device_delivery([temperature, humidity], &[], &[]);
         assert_eq!(d.total, figures(40, 37, 0));
         let restart = |restarts| vec![(0, figures(1, 1, restarts))];
         assert_eq!(
-            device_delivery([restart(1), restart(1)], &[])
+            device_delivery([restart(1), restart(1)], &[], &[])
                 .total
                 .restarts,
             1,
@@ -425,7 +483,57 @@ mod tests {
         );
         assert_eq!(d.hours[0].1.missing(), 1);
         assert_eq!(d.last_loss(), Some(HOUR_MS));
-        assert_eq!(device_delivery([], &[]).last_loss(), None);
+        assert_eq!(device_delivery([], &[], &[]).last_loss(), None);
+    }
+
+    fn sent_through(run_start: u64, sent_through: u64) -> Sent {
+        Sent {
+            device: DeviceId::parse("sensor-1", "device_id").unwrap(),
+            run_start,
+            sent_through,
+            said_at: 5 * HOUR_MS + 1,
+        }
+    }
+
+    #[test]
+    fn what_a_sensor_said_it_sent_above_the_last_stored_is_missing() {
+        let said = sent_through(100, 120);
+        assert_eq!(tail_missing(&said, Some(110)), 10, "111..=120");
+        assert_eq!(tail_missing(&said, Some(120)), 0, "all of it stored");
+        assert_eq!(
+            tail_missing(&said, Some(40)),
+            21,
+            "nothing of the run stored: 100..=120"
+        );
+        assert_eq!(
+            tail_missing(&said, None),
+            0,
+            "a metric never stored is not one it measures"
+        );
+    }
+
+    #[test]
+    fn a_tail_is_charged_to_the_hour_the_sensor_said_it_and_adds_to_the_gaps() {
+        let stored = metric_figures(&[hour(5, 9, 1, 10)], &Surroundings::default());
+        let said = sent_through(1, 15);
+        let tail = tail_missing(&said, Some(10));
+        let d = device_delivery([stored], &[], &[(said.said_at, tail)]);
+        assert_eq!(d.total.expected, 15);
+        assert_eq!(d.total.missing(), 6, "seq 5 (a gap) and 11..=15 (the tail)");
+        assert_eq!(d.hours.len(), 1);
+        assert_eq!(d.last_loss(), Some(5 * HOUR_MS));
+    }
+
+    #[test]
+    fn a_status_says_nothing_sent_or_a_number_hearth_keeps() {
+        assert_eq!(sent(7, 0), Ok(None));
+        assert_eq!(sent(7, 9), Ok(Some((7, 9))));
+        assert_eq!(sent(0, 9), Ok(Some((0, 9))), "a sender that names no run");
+        assert_eq!(sent(7, u64::MAX), Err(SentError::TooHigh(u64::MAX)));
+        assert_eq!(
+            sent(7, 6).unwrap_err().to_string(),
+            "last_seq 6 is below run_start 7"
+        );
     }
 
     fn reading(device: &str, metric: Metric, seq: u64) -> Reading {
@@ -538,7 +646,7 @@ mod tests {
             .map(|(_, a)| *a)
             .collect();
         let stored = vec![(0, figures(10, 10, 0)), (HOUR_MS, figures(5, 5, 0))];
-        let d = device_delivery([stored], &a);
+        let d = device_delivery([stored], &a, &[]);
         assert_eq!((d.total.late, d.total.duplicates), (2, 1));
         assert_eq!((d.hours[1].1.late, d.hours[1].1.duplicates), (1, 1));
         assert_eq!(d.total.missing(), 0, "late readings are not missing");

@@ -23,7 +23,7 @@ use super::{
     StorageError,
 };
 use crate::domain::{
-    delivery::{arrivals, hour_of, Arrivals, Arrived, StoredHour},
+    delivery::{arrivals, hour_of, Arrivals, Arrived, Sent, StoredHour},
     reading::MAX_SEQ,
     Action, ActuatorState, Command, CommandState, Desired, Device, DeviceId, Home, HomeId,
     LoggedDecision, Mode, Pending, Reading, Reported, Resolution, RuleDecision, RuleId, RuleState,
@@ -1041,6 +1041,64 @@ where
         let rows = q.query().fetch_all(&self.pool).await?;
         rows.iter()
             .map(|row| Ok(row.try_get::<i64, _>("run_start")? as u64))
+            .collect()
+    }
+
+    async fn record_sent(
+        &self,
+        device: &DeviceId,
+        run_start: u64,
+        last_seq: u64,
+        said_at: UnixMs,
+    ) -> Result<()> {
+        // Why two statements rather than an upsert: the dialects spell an
+        // upsert differently, and a status comes once per connection.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(&format!(
+            "{} INTO delivery_runs (device_id, run_start, seen_at) VALUES (?, ?, ?)",
+            DB::INSERT_IGNORE
+        ))
+        .bind(device.as_str())
+        .bind(run_start as i64)
+        .bind(said_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE delivery_runs SET sent_through = ?, said_at = ? \
+             WHERE device_id = ? AND run_start = ? \
+               AND (sent_through IS NULL OR sent_through < ?)",
+        )
+        .bind(last_seq as i64)
+        .bind(said_at)
+        .bind(device.as_str())
+        .bind(run_start as i64)
+        .bind(last_seq as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn sent(&self, device: Option<&DeviceId>, from: UnixMs, to: UnixMs) -> Result<Vec<Sent>> {
+        let mut q = Statement::new(
+            "SELECT device_id, run_start, sent_through, said_at FROM delivery_runs \
+             WHERE said_at >= ",
+        );
+        q.push_bind(from).push(" AND said_at < ").push_bind(to);
+        if let Some(device) = device {
+            q.push(" AND device_id = ").push_bind(device.as_str());
+        }
+        q.push(" ORDER BY said_at");
+        let rows = q.query().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Sent {
+                    device: device_id(&row.try_get::<String, _>("device_id")?, "device id")?,
+                    run_start: row.try_get::<i64, _>("run_start")? as u64,
+                    sent_through: row.try_get::<i64, _>("sent_through")? as u64,
+                    said_at: row.try_get("said_at")?,
+                })
+            })
             .collect()
     }
 

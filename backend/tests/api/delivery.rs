@@ -11,7 +11,7 @@ use tonic::{transport::Channel, Code};
 
 use crate::{
     export::{app_with_a_sensor, batch, ingest, T0},
-    helpers::{HOME, SENSOR},
+    helpers::{eventually, SimDevice, HOME, SENSOR},
 };
 
 const HOUR_MS: i64 = 3_600_000;
@@ -180,6 +180,48 @@ async fn late_and_resent_readings_are_counted_per_device_and_kept_across_a_resta
         arrived(figures(20, 20, 0), 4, 2)
     );
     assert_eq!(delivery_of(&mut telemetry, OTHER).await, figures(20, 20, 0));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_sensor_that_stops_says_what_it_sent_and_its_lost_last_batches_are_missing() {
+    let (app, mut telemetry) = app_with_a_sensor().await;
+    // Batches 1..=10 sent; 8, 9 and 10 lost on the way, and no later batch
+    // shows the gap.
+    ingest(&mut telemetry, (1..=7).map(|s| numbered(1, s)).collect()).await;
+    assert_eq!(delivery(&mut telemetry).await, figures(14, 14, 0));
+
+    // Its status on the way out says it sent up to 10.
+    let sensor = SimDevice::connect(&app, SENSOR).await;
+    sensor.says_sent(SENSOR, 1, 10).await;
+    // Up to an hour on: the status is said at the app clock's now, T0.
+    let until_later = |telemetry: &TelemetryServiceClient<Channel>| {
+        let mut telemetry = telemetry.clone();
+        async move {
+            telemetry
+                .get_delivery(GetDeliveryRequest {
+                    device_id: SENSOR.into(),
+                    end_unix_ms: T0 + HOUR_MS,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .total
+                .expect("a total")
+        }
+    };
+    let said = eventually("the status counted", || async {
+        let figures = until_later(&telemetry).await;
+        (figures.expected > 14).then_some(figures)
+    })
+    .await;
+    assert_eq!(said, figures(20, 14, 0), "two metrics of 8, 9 and 10");
+
+    // The lost batches turn up after all (a gateway's backlog): nothing is
+    // missing any more.
+    ingest(&mut telemetry, (8..=10).map(|s| numbered(1, s)).collect()).await;
+    assert_eq!(until_later(&telemetry).await, figures(20, 20, 0));
     app.stop().await;
 }
 

@@ -360,6 +360,19 @@ impl SimDevice {
             .await;
     }
 
+    /// Says, as a sensor's status does, that `device` sent up to
+    /// `last_seq` in its run from `run_start`.
+    pub async fn says_sent(&self, device: &str, run_start: u64, last_seq: u64) {
+        let status = DeviceStatus {
+            online: false,
+            run_start,
+            last_seq,
+            ..DeviceStatus::default()
+        };
+        self.publish(device, Channel::Status, status.encode_to_vec())
+            .await;
+    }
+
     /// Reports `desired` applied.
     pub async fn apply(&self, device: &str, desired: &DesiredState) {
         let reported = ReportedState {

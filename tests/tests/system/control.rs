@@ -120,6 +120,7 @@ async fn an_unanswered_command_is_recorded_as_published(backend: Backend) {
         online: true,
         time_unix_ms: hearth_agent::unix_ms_now(),
         agent: "test".into(),
+        ..DeviceStatus::default()
     };
     silent.publish(&status, online.encode_to_vec()).await;
     app.wait_for_device(&fan, WAIT, |d| d.online).await;

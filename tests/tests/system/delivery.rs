@@ -1,15 +1,21 @@
 //! Loss you can see: a stock Mosquitto (its default queue of 1,000 messages
 //! per client) drops what a stalled Hearth cannot take, every publish having
 //! been acknowledged to the device; Hearth's delivery figures still account
-//! for every reading sent, in `GetDelivery`, `/metrics` and its log.
+//! for every reading sent, in `GetDelivery`, `/metrics` and its log, whether
+//! the sensor's next batch shows the gap or the sensor stops and only its
+//! word (the `last_seq` of its status) says what it sent.
 
 use std::time::Duration;
 
-use hearth_proto::v1::{
-    telemetry_service_client::TelemetryServiceClient, DeliveryFigures, DeviceKind,
-    GetDeliveryRequest, Metric, Reading, ReadingBatch,
+use hearth_proto::{
+    topics::Channel,
+    v1::{
+        telemetry_service_client::TelemetryServiceClient, DeliveryFigures, DeviceKind,
+        DeviceStatus, GetDeliveryRequest, Metric, Reading, ReadingBatch,
+    },
 };
 use hearth_tests::{metric_value, Backend, PrivateBroker, TestApp};
+use prost::Message as _;
 
 const SENSOR: &str = "sensor";
 /// Batches sent while Hearth is stalled: well past the broker's queue.
@@ -63,8 +69,27 @@ async fn settled(
     }
 }
 
+/// How the sensor shows, after the stall, what it had sent.
+enum Afterwards {
+    /// It goes on: its next batch shows where the dropped ones were.
+    SendsAgain,
+    /// It stops: its offline status says the last number it sent.
+    SaysWhatItSentAndStops,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_a_stock_broker_drops_are_counted_and_stored_plus_missing_is_sent() {
+    a_stall_is_accounted_for(Afterwards::SendsAgain).await;
+}
+
+/// The drop is at the end of what the sensor sent (the broker drops the
+/// newest): without the sensor's word, no later number would show it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sensor_that_stops_after_a_drop_says_what_it_sent_and_the_lost_end_is_counted() {
+    a_stall_is_accounted_for(Afterwards::SaysWhatItSentAndStops).await;
+}
+
+async fn a_stall_is_accounted_for(afterwards: Afterwards) {
     let broker = PrivateBroker::start().await;
     let app = TestApp::spawn_with(
         Backend::External,
@@ -84,20 +109,39 @@ async fn readings_a_stock_broker_drops_are_counted_and_stored_plus_missing_is_se
     }
     app.resume();
     let mut telemetry = app.telemetry().await;
-    settled(&mut telemetry).await;
-    // The sensor goes on: its next batch shows where the dropped ones were
-    // (a loss at the very end of what a device sends shows with its next).
-    device
-        .publish_readings(&app.topics, &home, SENSOR, &batch(SENT))
-        .await;
+    let before = settled(&mut telemetry).await;
+    let sent = match afterwards {
+        Afterwards::SendsAgain => {
+            device
+                .publish_readings(&app.topics, &home, SENSOR, &batch(SENT))
+                .await;
+            SENT
+        }
+        Afterwards::SaysWhatItSentAndStops => {
+            assert!(
+                before.expected < STALLED * METRICS,
+                "the broker dropped the newest, so the stored numbers alone \
+                 do not show the loss: {before:?}"
+            );
+            let offline = DeviceStatus {
+                online: false,
+                run_start: 1,
+                last_seq: STALLED,
+                ..Default::default()
+            };
+            let topic = app.topics.device(&home, SENSOR, Channel::Status).unwrap();
+            device.publish(&topic, offline.encode_to_vec()).await;
+            STALLED
+        }
+    };
     let figures = settled(&mut telemetry).await;
     eprintln!("delivery after the stall: {figures:?}");
     assert_eq!(
         figures.stored + figures.missing,
-        SENT * METRICS,
+        sent * METRICS,
         "stored + missing = sent: {figures:?}"
     );
-    assert_eq!(figures.expected, SENT * METRICS, "{figures:?}");
+    assert_eq!(figures.expected, sent * METRICS, "{figures:?}");
     assert!(
         figures.missing > 0,
         "the stock queue holds 1,000 messages; {STALLED} were sent to a stalled Hearth: {figures:?}"
@@ -128,7 +172,7 @@ async fn readings_a_stock_broker_drops_are_counted_and_stored_plus_missing_is_se
     let expected_series = format!("hearth_readings_expected_total{{home=\"{home}\"}}");
     assert_eq!(
         metric_value(&app.metrics().await, &expected_series),
-        Some((SENT * METRICS) as f64)
+        Some((sent * METRICS) as f64)
     );
     assert!(
         app.logs().contains("readings missing"),
