@@ -17,7 +17,7 @@
 //! [`CACHE_MS`] on the others.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
 };
 
@@ -248,6 +248,25 @@ impl BrokerLogins {
             devices = devices.len(),
             created, "dynamic security of the broker in step with the devices' credentials"
         );
+        self.check_token_logins(dynsec).await
+    }
+
+    /// Logs each ingest token whose login the broker lost (a restored
+    /// backup, say). Why only logged: Hearth keeps the token's hash, not the
+    /// token, so it cannot make the login again; a new token can.
+    async fn check_token_logins(&self, dynsec: &Dynsec) -> anyhow::Result<()> {
+        let mut checked = HashSet::new();
+        for home in self.storage.list_homes().await? {
+            for token in self.storage.list_api_tokens(&home.id).await? {
+                let ingest = token.grants.iter().any(|g| g.role == Role::Ingest);
+                if !ingest || !checked.insert(token.name.clone()) {
+                    continue;
+                }
+                if !dynsec.token_login_exists(&token.name).await? {
+                    warn!(token = %token.name, "the broker has no login for this ingest token, so its gateway cannot connect: revoke it (RevokeApiToken) and make a new one (CreateApiToken)");
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -303,7 +303,7 @@ impl Dynsec {
         }
         commands.push(json!({"command": "addRoleACL", "rolename": role,
             "acltype": "subscribeLiteral", "topic": topic(Channel::Desired)?, "allow": true}));
-        let existed = self.client_exists(device).await?;
+        let existed = self.client_exists(device.as_str()).await?;
         // Why an existing client is changed only with a new password: any
         // change to a client makes Mosquitto disconnect it, and a replica's
         // start (which passes none) must not cut every device off.
@@ -354,16 +354,20 @@ impl Dynsec {
             json!({"command": "addRoleACL", "rolename": role, "acltype": "publishClientReceive",
                 "topic": all_desired, "allow": false, "priority": -1}),
         ];
-        let ids: Vec<&str> = match devices {
-            DeviceScope::All => vec!["+"],
-            DeviceScope::Only(devices) => devices.iter().map(|d| d.as_str()).collect(),
+        // `None`: every device of the home (a `+` level).
+        let ids: Vec<Option<&str>> = match devices {
+            DeviceScope::All => vec![None],
+            DeviceScope::Only(devices) => devices.iter().map(|d| Some(d.as_str())).collect(),
         };
         for grant in grants.iter().filter(|g| g.role == Role::Ingest) {
             for id in &ids {
+                let home = grant.home.as_str();
                 let topic = |channel| {
-                    self.topics
-                        .device(grant.home.as_str(), id, channel)
-                        .context("token topic")
+                    match id {
+                        Some(id) => self.topics.device(home, id, channel),
+                        None => self.topics.home_devices(home, channel),
+                    }
+                    .context("token topic")
                 };
                 for channel in [Channel::Readings, Channel::Reported, Channel::Status] {
                     commands.push(json!({"command": "addRoleACL", "rolename": role,
@@ -390,11 +394,14 @@ impl Dynsec {
             .await
     }
 
-    async fn client_exists(&self, device: &DeviceId) -> anyhow::Result<bool> {
+    /// Whether ingest token `name`'s client is on the broker.
+    pub async fn token_login_exists(&self, name: &TokenName) -> anyhow::Result<bool> {
+        self.client_exists(&token_username(name.as_str())).await
+    }
+
+    async fn client_exists(&self, username: &str) -> anyhow::Result<bool> {
         let errors = self
-            .run(vec![
-                json!({"command": "getClient", "username": device.as_str()}),
-            ])
+            .run(vec![json!({"command": "getClient", "username": username})])
             .await?;
         Ok(errors.is_empty())
     }

@@ -40,9 +40,19 @@ async fn delivery_of(
     telemetry: &mut TelemetryServiceClient<Channel>,
     device: &str,
 ) -> DeliveryFigures {
+    delivery_until(telemetry, device, 0).await
+}
+
+/// `device`'s delivery over the day before `end` (0: now).
+async fn delivery_until(
+    telemetry: &mut TelemetryServiceClient<Channel>,
+    device: &str,
+    end_unix_ms: i64,
+) -> DeliveryFigures {
     telemetry
         .get_delivery(GetDeliveryRequest {
             device_id: device.into(),
+            end_unix_ms,
             ..Default::default()
         })
         .await
@@ -195,24 +205,9 @@ async fn a_sensor_that_stops_says_what_it_sent_and_its_lost_last_batches_are_mis
     let sensor = SimDevice::connect(&app, SENSOR).await;
     sensor.says_sent(SENSOR, 1, 10).await;
     // Up to an hour on: the status is said at the app clock's now, T0.
-    let until_later = |telemetry: &TelemetryServiceClient<Channel>| {
-        let mut telemetry = telemetry.clone();
-        async move {
-            telemetry
-                .get_delivery(GetDeliveryRequest {
-                    device_id: SENSOR.into(),
-                    end_unix_ms: T0 + HOUR_MS,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .total
-                .expect("a total")
-        }
-    };
+    let later = T0 + HOUR_MS;
     let said = eventually("the status counted", || async {
-        let figures = until_later(&telemetry).await;
+        let figures = delivery_until(&mut telemetry.clone(), SENSOR, later).await;
         (figures.expected > 14).then_some(figures)
     })
     .await;
@@ -221,7 +216,10 @@ async fn a_sensor_that_stops_says_what_it_sent_and_its_lost_last_batches_are_mis
     // The lost batches turn up after all (a gateway's backlog): nothing is
     // missing any more.
     ingest(&mut telemetry, (8..=10).map(|s| numbered(1, s)).collect()).await;
-    assert_eq!(until_later(&telemetry).await, figures(20, 20, 0));
+    assert_eq!(
+        delivery_until(&mut telemetry, SENSOR, later).await,
+        figures(20, 20, 0)
+    );
     app.stop().await;
 }
 

@@ -31,19 +31,23 @@ struct Setup {
 }
 
 async fn hearth_on_dynsec_mosquitto() -> Setup {
+    hearth_on_dynsec_mosquitto_with(&[]).await
+}
+
+/// [`hearth_on_dynsec_mosquitto`] with more settings.
+async fn hearth_on_dynsec_mosquitto_with(extra: &[(&str, &str)]) -> Setup {
     let dir = TempDir::new();
     let password = format!("pw-{:016x}", rand::random::<u64>());
     let broker = PrivateBroker::start_with_dynsec(&dir, ADMIN, &password).await;
-    let app = TestApp::spawn_with(
-        Backend::External,
-        &[
-            ("HEARTH_DEMO", "false"),
-            ("HEARTH_MQTT_URL", &broker.url()),
-            ("HEARTH_MQTT_DYNSEC_ADMIN", ADMIN),
-            ("HEARTH_MQTT_DYNSEC_PASSWORD", &password),
-        ],
-    )
-    .await;
+    let url = broker.url();
+    let mut settings = vec![
+        ("HEARTH_DEMO", "false"),
+        ("HEARTH_MQTT_URL", url.as_str()),
+        ("HEARTH_MQTT_DYNSEC_ADMIN", ADMIN),
+        ("HEARTH_MQTT_DYNSEC_PASSWORD", &password),
+    ];
+    settings.extend_from_slice(extra);
+    let app = TestApp::spawn_with(Backend::External, &settings).await;
     let home = unique("home");
     app.devices()
         .await
@@ -351,10 +355,15 @@ async fn a_restart_puts_back_what_the_broker_lost_of_devices_logins() {
     let login_a = s.register(&a, DeviceKind::Sensor).await;
     let _ = s.register(&b, DeviceKind::Sensor).await;
     let (client_a, mut events_a) = connect_as(&s.app, &login_a).await;
-    // The broker loses B's client and role (a restored backup, say).
+    let (kept_gateway, lost_gateway) = (unique("kept-gw"), unique("lost-gw"));
+    s.ingest_token(&kept_gateway, &[]).await;
+    s.ingest_token(&lost_gateway, &[]).await;
+    // The broker loses B's client and role, and a gateway token's client
+    // (a restored backup, say).
     for command in [
         vec!["deleteClient", b.as_str()],
         vec!["deleteRole", &format!("hearth-device-{b}")],
+        vec!["deleteClient", &token_username(&lost_gateway)],
     ] {
         let status = std::process::Command::new("mosquitto_ctrl")
             .args(["-h", "127.0.0.1", "-p", &s.broker.port.to_string()])
@@ -373,6 +382,16 @@ async fn a_restart_puts_back_what_the_broker_lost_of_devices_logins() {
             && !logs
                 .lines()
                 .any(|l| l.contains("the broker had no client") && l.contains(&a)),
+        "{logs}"
+    );
+    // A token's login cannot be made again from its hash: the start says so.
+    let lost_token = |name: &str| {
+        logs.lines().any(|l| {
+            l.contains("the broker has no login for this ingest token") && l.contains(name)
+        })
+    };
+    assert!(
+        lost_token(&lost_gateway) && !lost_token(&kept_gateway),
         "{logs}"
     );
     // A's connection went on through the restart (a replica's start changes
@@ -410,6 +429,165 @@ async fn a_restart_puts_back_what_the_broker_lost_of_devices_logins() {
         [SubscribeReasonCode::Failure],
         "B's rights came back as B's only"
     );
+}
+
+/// Runs `mosquitto_ctrl dynsec` as the admin on the setup's broker.
+fn dynsec(s: &Setup, command: &[&str]) {
+    let status = std::process::Command::new("mosquitto_ctrl")
+        .args(["-h", "127.0.0.1", "-p", &s.broker.port.to_string()])
+        .args(["-u", ADMIN, "-P", &s.password, "dynsec"])
+        .args(command)
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("running mosquitto_ctrl");
+    assert!(status.success(), "{command:?}");
+}
+
+/// Home Assistant on Mosquitto has no login Hearth makes (README, "Home
+/// Assistant"): with the client the README's commands make, it finds the
+/// home's fan by discovery and switches it through Hearth's command path,
+/// and a desired state it forges never reaches the fan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_assistant_switches_a_fan_on_mosquitto_with_the_readmes_login() {
+    let s = hearth_on_dynsec_mosquitto_with(&[("HEARTH_HOME_ASSISTANT", "true")]).await;
+    let fan = unique("fan");
+    let login = s.register(&fan, DeviceKind::Fan).await;
+    let (fan_client, mut fan_events) = connect_as(&s.app, &login).await;
+    fan_client
+        .subscribe(s.topic(&fan, Channel::Desired), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_packet(&mut fan_events).await,
+        Packet::SubAck(_)
+    ));
+    let online = v1::DeviceStatus {
+        online: true,
+        ..Default::default()
+    };
+    publish_acked(
+        &fan_client,
+        &mut fan_events,
+        s.topic(&fan, Channel::Status),
+        online.encode_to_vec(),
+    )
+    .await;
+
+    // The README's commands, with this test's topic prefix for `hearth`.
+    let prefix = s.app.topics.prefix().to_owned();
+    let (ha_all, ha_set) = (format!("{prefix}/ha/#"), format!("{prefix}/ha/+/+/+/set"));
+    let password = format!("ha-{:016x}", rand::random::<u64>());
+    for command in [
+        vec!["createRole", "home-assistant"],
+        vec![
+            "addRoleACL",
+            "home-assistant",
+            "subscribePattern",
+            "homeassistant/#",
+            "allow",
+            "5",
+        ],
+        vec![
+            "addRoleACL",
+            "home-assistant",
+            "subscribePattern",
+            &ha_all,
+            "allow",
+            "5",
+        ],
+        vec![
+            "addRoleACL",
+            "home-assistant",
+            "publishClientSend",
+            &ha_set,
+            "allow",
+            "5",
+        ],
+        vec![
+            "addRoleACL",
+            "home-assistant",
+            "publishClientSend",
+            "homeassistant/status",
+            "allow",
+            "5",
+        ],
+        vec![
+            "createClient",
+            "home-assistant",
+            "-c",
+            "home-assistant",
+            "-p",
+            &password,
+        ],
+        vec!["addClientRole", "home-assistant", "home-assistant", "5"],
+    ] {
+        dynsec(&s, &command);
+    }
+    let (ha, mut ha_events) = connect(&s.app, "home-assistant", ("home-assistant", &password))
+        .await
+        .expect("Home Assistant's login");
+    ha.subscribe("homeassistant/+/+/+/config", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    // The fan's config names where to switch it.
+    let command_topic = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Event::Incoming(Packet::Publish(p)) = ha_events.poll().await.expect("connected")
+            {
+                let config: serde_json::Value =
+                    serde_json::from_slice(&p.payload).unwrap_or_default();
+                let topic = config["command_topic"].as_str().unwrap_or_default();
+                if p.topic.starts_with("homeassistant/fan/") && topic.contains(&fan) {
+                    return topic.to_owned();
+                }
+            }
+        }
+    })
+    .await
+    .expect("the fan's discovery config");
+    // A forged desired state first, then the switch: the fan hears Hearth's.
+    let forged = DesiredState {
+        version: u64::MAX,
+        on: true,
+        ..Default::default()
+    };
+    ha.publish(
+        s.topic(&fan, Channel::Desired),
+        QoS::AtLeastOnce,
+        false,
+        forged.encode_to_vec(),
+    )
+    .await
+    .unwrap();
+    ha.publish(&command_topic, QoS::AtLeastOnce, false, "ON")
+        .await
+        .unwrap();
+    let ha_poll = tokio::spawn(async move { while ha_events.poll().await.is_ok() {} });
+    let p = next_publish(&mut fan_events).await;
+    let desired = DesiredState::decode(p.payload.as_ref()).expect("Hearth's DesiredState");
+    assert!(
+        desired.on && desired.version < u64::MAX,
+        "Hearth's command, not the forgery: {desired:?}"
+    );
+    let commands = s
+        .app
+        .devices()
+        .await
+        .list_commands(v1::ListCommandsRequest {
+            device_id: fan.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("ListCommands")
+        .into_inner()
+        .commands;
+    assert_eq!(
+        commands.first().map(|c| c.requested_by.as_str()),
+        Some("home-assistant"),
+        "{commands:?}"
+    );
+    ha_poll.abort();
 }
 
 /// The next message the broker delivers on `events`.
