@@ -189,6 +189,22 @@ async fn publish_acked(
     assert!(matches!(next_packet(events).await, Packet::PubAck(_)));
 }
 
+/// Announces `device` online (Hearth sends commands to a device it knows
+/// is online) on `client`, and expects the broker's PUBACK.
+async fn say_online(s: &Setup, client: &AsyncClient, events: &mut EventLoop, device: &str) {
+    let online = v1::DeviceStatus {
+        online: true,
+        ..Default::default()
+    };
+    publish_acked(
+        client,
+        events,
+        s.topic(device, Channel::Status),
+        online.encode_to_vec(),
+    )
+    .await;
+}
+
 fn batch(home: &str, device: &str, seq: u64) -> Vec<u8> {
     ReadingBatch {
         home_id: home.into(),
@@ -261,19 +277,8 @@ async fn a_device_reaches_only_its_own_topics_on_mosquitto_with_dynamic_security
     }
     assert!(s.app.stored_readings(&b).await.is_empty());
 
-    // What B hears first is Hearth's command, not A's forgery. (Hearth
-    // sends commands to a device it knows is online.)
-    let online = v1::DeviceStatus {
-        online: true,
-        ..Default::default()
-    };
-    publish_acked(
-        &client_b,
-        &mut events_b,
-        s.topic(&b, Channel::Status),
-        online.encode_to_vec(),
-    )
-    .await;
+    // What B hears first is Hearth's command, not A's forgery.
+    say_online(&s, &client_b, &mut events_b, &b).await;
     s.switch_on(&b).await;
     let p = next_publish(&mut events_b).await;
     let desired = DesiredState::decode(p.payload.as_ref()).expect("Hearth's DesiredState");
@@ -462,68 +467,24 @@ async fn home_assistant_switches_a_fan_on_mosquitto_with_the_readmes_login() {
         next_packet(&mut fan_events).await,
         Packet::SubAck(_)
     ));
-    let online = v1::DeviceStatus {
-        online: true,
-        ..Default::default()
-    };
-    publish_acked(
-        &fan_client,
-        &mut fan_events,
-        s.topic(&fan, Channel::Status),
-        online.encode_to_vec(),
-    )
-    .await;
+    say_online(&s, &fan_client, &mut fan_events, &fan).await;
 
     // The README's commands, with this test's topic prefix for `hearth`.
     let prefix = s.app.topics.prefix().to_owned();
     let (ha_all, ha_set) = (format!("{prefix}/ha/#"), format!("{prefix}/ha/+/+/+/set"));
     let password = format!("ha-{:016x}", rand::random::<u64>());
-    for command in [
-        vec!["createRole", "home-assistant"],
-        vec![
-            "addRoleACL",
-            "home-assistant",
-            "subscribePattern",
-            "homeassistant/#",
-            "allow",
-            "5",
-        ],
-        vec![
-            "addRoleACL",
-            "home-assistant",
-            "subscribePattern",
-            &ha_all,
-            "allow",
-            "5",
-        ],
-        vec![
-            "addRoleACL",
-            "home-assistant",
-            "publishClientSend",
-            &ha_set,
-            "allow",
-            "5",
-        ],
-        vec![
-            "addRoleACL",
-            "home-assistant",
-            "publishClientSend",
-            "homeassistant/status",
-            "allow",
-            "5",
-        ],
-        vec![
-            "createClient",
-            "home-assistant",
-            "-c",
-            "home-assistant",
-            "-p",
-            &password,
-        ],
-        vec!["addClientRole", "home-assistant", "home-assistant", "5"],
+    const ROLE: &str = "home-assistant";
+    dynsec(&s, &["createRole", ROLE]);
+    for (acl, topic) in [
+        ("subscribePattern", "homeassistant/#"),
+        ("subscribePattern", &ha_all),
+        ("publishClientSend", &ha_set),
+        ("publishClientSend", "homeassistant/status"),
     ] {
-        dynsec(&s, &command);
+        dynsec(&s, &["addRoleACL", ROLE, acl, topic, "allow", "5"]);
     }
+    dynsec(&s, &["createClient", ROLE, "-c", ROLE, "-p", &password]);
+    dynsec(&s, &["addClientRole", ROLE, ROLE, "5"]);
     let (ha, mut ha_events) = connect(&s.app, "home-assistant", ("home-assistant", &password))
         .await
         .expect("Home Assistant's login");
@@ -664,26 +625,9 @@ async fn a_gateways_token_logs_in_to_mosquitto_for_its_devices_alone() {
 
     // Both fans online, its own through it; the other fan is switched
     // first, yet the first desired state the gateway hears is its fan's.
-    let online = v1::DeviceStatus {
-        online: true,
-        ..Default::default()
-    }
-    .encode_to_vec();
-    publish_acked(
-        &client,
-        &mut events,
-        s.topic(&fan, Channel::Status),
-        online.clone(),
-    )
-    .await;
+    say_online(&s, &client, &mut events, &fan).await;
     let (other, mut other_events) = connect_as(&s.app, &other_fan_login).await;
-    publish_acked(
-        &other,
-        &mut other_events,
-        s.topic(&other_fan, Channel::Status),
-        online,
-    )
-    .await;
+    say_online(&s, &other, &mut other_events, &other_fan).await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     for device in [&fan, &other_fan] {
         loop {
