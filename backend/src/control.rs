@@ -377,8 +377,9 @@ impl Control {
     /// if it is still valid, otherwise the same state again as a new version.
     /// Why not retained messages: brokers differ in how they replay them to
     /// resumed sessions, and a retained command could be stale.
-    /// A device's status: whether it is online and, from a sensor, what it
-    /// says it sent (`(run_start, last_seq)`, see `domain::delivery::sent`).
+    ///
+    /// A sensor's status may also say what it sent, `sent` = `(run_start,
+    /// last_seq)` (see `domain::delivery::sent`); it is recorded first.
     pub async fn status(
         &self,
         id: &DeviceId,

@@ -173,15 +173,17 @@ impl Intake {
                     status,
                     ack,
                 } => {
-                    let result = match self.check_sender(&home_id, &device_id, None).await {
-                        Ok(()) => match delivery::sent(status.run_start, status.last_seq) {
-                            Ok(sent) => self
-                                .control
-                                .status(&device_id, status.online, sent)
-                                .await
-                                .map_err(|e| e.to_string()),
-                            Err(e) => Err(e.to_string()),
-                        },
+                    let checked = match self.check_sender(&home_id, &device_id, None).await {
+                        Ok(()) => delivery::sent(status.run_start, status.last_seq)
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e),
+                    };
+                    let result = match checked {
+                        Ok(sent) => self
+                            .control
+                            .status(&device_id, status.online, sent)
+                            .await
+                            .map_err(|e| e.to_string()),
                         Err(e) => Err(e),
                     };
                     match result {
