@@ -169,6 +169,7 @@ impl App {
             access.clone(),
             clock.clone(),
             dynsec,
+            settings.home_assistant.clone(),
         ));
         logins
             .sync_broker()

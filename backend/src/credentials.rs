@@ -25,13 +25,13 @@ use hearth_runtime::Clock;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use hearth_proto::topics::token_of_username;
+use hearth_proto::topics::{token_of_username, HomeAssistantTopics};
 
 use crate::{
     access::{is_api_token, new_token, token_hash, Access},
     domain::{
-        broker_acl::TOKEN_USERNAME, BrokerClient, BrokerRefusal, Caller, Device, DeviceId, HomeId,
-        Role, TokenName, UnixMs,
+        broker_acl::{token_logs_in_to_the_broker, TOKEN_USERNAME},
+        BrokerClient, BrokerRefusal, Caller, Device, DeviceId, HomeId, TokenName, UnixMs,
     },
     mqtt::dynsec::Dynsec,
     storage::{ApiTokenInfo, Storage},
@@ -57,6 +57,8 @@ pub struct BrokerLogins {
     /// rotation and revocation.
     live: Mutex<HashMap<DeviceId, Vec<CancellationToken>>>,
     dynsec: Option<Arc<Dynsec>>,
+    /// Home Assistant's topics, while Hearth's bridge to it is on.
+    home_assistant: Option<HomeAssistantTopics>,
 }
 
 impl BrokerLogins {
@@ -65,6 +67,7 @@ impl BrokerLogins {
         access: Arc<Access>,
         clock: Clock,
         dynsec: Option<Arc<Dynsec>>,
+        home_assistant: Option<HomeAssistantTopics>,
     ) -> Self {
         Self {
             storage,
@@ -73,6 +76,7 @@ impl BrokerLogins {
             cache: Mutex::default(),
             live: Mutex::default(),
             dynsec,
+            home_assistant,
         }
     }
 
@@ -106,23 +110,28 @@ impl BrokerLogins {
         Ok(had)
     }
 
-    /// Gives a new ingest token its own login on Mosquitto (`token.{name}`,
-    /// the token as password), where Hearth manages logins through dynamic
-    /// security. Nothing on the embedded broker: its guard checks tokens
-    /// itself. Why ingest only: that is the gateway's bridge; Home
-    /// Assistant on Mosquitto gets a client of its own there.
+    /// Gives a new token that acts on the broker (a gateway's, or Home
+    /// Assistant's: [`token_logs_in_to_the_broker`]) its own login on
+    /// Mosquitto (`token.{name}`, the token as password), where Hearth
+    /// manages logins through dynamic security. Nothing on the embedded
+    /// broker: its guard checks tokens itself.
     pub async fn token_created(&self, info: &ApiTokenInfo, secret: &str) -> anyhow::Result<()> {
         let Some(dynsec) = &self.dynsec else {
             return Ok(());
         };
-        if !info.grants.iter().any(|g| g.role == Role::Ingest) {
+        if !self.logs_in(info) {
             return Ok(());
         }
+        let ha = self.home_assistant.as_ref();
         dynsec
-            .set_token(&info.name, &info.grants, &info.devices, secret)
+            .set_token(&info.name, &info.grants, &info.devices, ha, secret)
             .await?;
         info!(token = %info.name, "API token's broker login made");
         Ok(())
+    }
+
+    fn logs_in(&self, token: &ApiTokenInfo) -> bool {
+        token_logs_in_to_the_broker(&token.grants, self.home_assistant.is_some())
     }
 
     /// Removes token `name`'s login from Mosquitto, if Hearth manages one.
@@ -251,19 +260,18 @@ impl BrokerLogins {
         self.check_token_logins(dynsec).await
     }
 
-    /// Logs each ingest token whose login the broker lost (a restored
+    /// Logs each token whose login the broker lost (a restored
     /// backup, say). Why only logged: Hearth keeps the token's hash, not the
     /// token, so it cannot make the login again; a new token can.
     async fn check_token_logins(&self, dynsec: &Dynsec) -> anyhow::Result<()> {
         let mut checked = HashSet::new();
         for home in self.storage.list_homes().await? {
             for token in self.storage.list_api_tokens(&home.id).await? {
-                let ingest = token.grants.iter().any(|g| g.role == Role::Ingest);
-                if !ingest || !checked.insert(token.name.clone()) {
+                if !self.logs_in(&token) || !checked.insert(token.name.clone()) {
                     continue;
                 }
                 if !dynsec.token_login_exists(&token.name).await? {
-                    warn!(token = %token.name, "the broker has no login for this ingest token, so its gateway cannot connect: revoke it (RevokeApiToken) and make a new one (CreateApiToken)");
+                    warn!(token = %token.name, "the broker has no login for this API token, so its gateway or Home Assistant cannot connect: revoke it (RevokeApiToken) and make a new one (CreateApiToken)");
                 }
             }
         }

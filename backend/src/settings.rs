@@ -867,8 +867,8 @@ mod tests {
         let on = settings(&[("HEARTH_HOME_ASSISTANT", "true")]).unwrap();
         let topics = on.home_assistant.expect("on when asked");
         assert_eq!(
-            topics.config("fan", "demo_fan"),
-            "homeassistant/fan/hearth/demo_fan/config"
+            topics.config("demo", "fan", "demo_fan"),
+            "homeassistant/fan/hearth_demo/demo_fan/config"
         );
         let custom = settings(&[
             ("HEARTH_HOME_ASSISTANT", "1"),
@@ -877,8 +877,8 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            custom.home_assistant.unwrap().config("fan", "f"),
-            "ha/fan/site-2_hearth/f/config"
+            custom.home_assistant.unwrap().config("h", "fan", "h_f"),
+            "ha/fan/site-2_hearth_h/h_f/config"
         );
         for bad in ["ha/#", "$SYS", "a//b"] {
             let e = settings(&[("HEARTH_HOME_ASSISTANT_PREFIX", bad)]).unwrap_err();

@@ -253,6 +253,14 @@ pub async fn run_sensor_with(
                 }
             } => {
                 if let (Some(Event::Incoming(Packet::ConnAck(_))), Some(m)) = (event, &mqtt) {
+                    // The run before, which may have crashed before its
+                    // offline status could say what it sent.
+                    if let Some(previous) = sequence.previous_run() {
+                        match m.client.try_publish(&m.status_topic, QoS::AtLeastOnce, false, link.status(true, Some(previous))) {
+                            Ok(()) => sequence.previous_run_said(),
+                            Err(e) => warn!(device = link.device_id, error = %e, "the previous run's account dropped: MQTT queue full"),
+                        }
+                    }
                     // Why not `?`: after an outage the queue can be full of
                     // readings; that must not stop the agent.
                     if let Err(e) = m.client.try_publish(&m.status_topic, QoS::AtLeastOnce, false, link.status(true, sequence.sent())) {

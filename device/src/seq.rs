@@ -11,10 +11,21 @@
 //! number used lies; it is raised a block at a time (written to a temporary
 //! file, fsynced and renamed), so an SD card sees one write per
 //! [`BLOCK`] batches, and a restart skips what is left of the block.
+//!
+//! Beside it, `{device}.sent` says what the current run has numbered
+//! (`run_start last`), rewritten in place with every number and never
+//! fsynced: the page cache outlives a crash of the agent (not a power cut),
+//! so a restart after a crash says what the crashed run sent
+//! ([`Sequence::previous_run`]), and the backend counts its lost end as
+//! missing, as a clean stop's offline status would have made it. Why no
+//! fsync: an SD card would take a write per batch; what a power cut loses
+//! is a later account than the one read back, so the backend counts too
+//! little missing, never a reading that arrived.
 
 use std::{
-    fs::{self, File},
+    fs::{self, File, OpenOptions},
     io::{self, Write as _},
+    os::unix::fs::FileExt as _,
     path::{Path, PathBuf},
 };
 
@@ -37,6 +48,11 @@ pub struct Sequence {
     file: Option<PathBuf>,
     /// Whether the last write of the file failed (logged once until it works).
     failing: bool,
+    /// `{device}.sent`, kept open: this run's account, rewritten in place.
+    account: Option<File>,
+    /// What the run before this one said it had numbered, when it ended
+    /// without saying so itself.
+    previous: Option<(u64, u64)>,
 }
 
 impl Sequence {
@@ -49,6 +65,8 @@ impl Sequence {
             reserved: u64::MAX,
             file: None,
             failing: false,
+            account: None,
+            previous: None,
         }
     }
 
@@ -77,12 +95,23 @@ impl Sequence {
         if recorded.is_some_and(|bound| bound > clock) {
             info!(file = %file.display(), bound = recorded, clock, "clock behind the recorded sequence; continuing from the file");
         }
+        let account_file = file.with_extension("sent");
+        let previous = fs::read_to_string(&account_file)
+            .ok()
+            .and_then(|text| parse_account(&text));
+        let account = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&account_file)?;
         let mut sequence = Self {
             last,
             run_start: last + 1,
             reserved: last,
             file: Some(file),
             failing: false,
+            account: Some(account),
+            previous,
         };
         sequence.reserve()?;
         Ok(sequence)
@@ -113,7 +142,27 @@ impl Sequence {
                 Err(_) => {}
             }
         }
+        if let Some(account) = &self.account {
+            // Fixed width, so each write covers the one before whole.
+            let text = format!("{:020} {:020}\n", self.run_start, self.last);
+            if let Err(e) = account.write_all_at(text.as_bytes(), 0) {
+                warn!(error = %e, "cannot record what this run sent; a crash would leave its end uncounted");
+            }
+        }
         self.last
+    }
+
+    /// What the previous run numbered, `(run_start, last)`, as its account
+    /// file said at start (once this run numbers something, the file is
+    /// this run's). Said again even when that run's offline status said it:
+    /// the backend keeps the highest, so a repeat changes nothing.
+    pub fn previous_run(&self) -> Option<(u64, u64)> {
+        self.previous
+    }
+
+    /// The previous run's account is on its way: nothing left to say for it.
+    pub fn previous_run_said(&mut self) {
+        self.previous = None;
     }
 
     /// The first number of this run: every number from it up to the last
@@ -138,6 +187,14 @@ impl Sequence {
         self.reserved = bound;
         Ok(())
     }
+}
+
+/// `(run_start, last)` of an account file's `run_start last`; `None` for
+/// anything else (a torn write after a power cut, say).
+fn parse_account(text: &str) -> Option<(u64, u64)> {
+    let (start, last) = text.trim().split_once(' ')?;
+    let (start, last) = (start.parse().ok()?, last.parse().ok()?);
+    (start <= last).then_some((start, last))
 }
 
 /// Writes `contents` to a temporary file, fsyncs it and renames it over
@@ -249,6 +306,41 @@ mod tests {
         assert_eq!(
             fs::read_to_string(&file).unwrap(),
             format!("{}\n", 7_000 + BLOCK)
+        );
+    }
+
+    #[test]
+    fn a_restart_after_a_crash_knows_what_the_crashed_run_sent() {
+        let dir = TempDir::new("crash");
+        let file = Sequence::file_in(&dir.0, "s1");
+        let mut first = Sequence::with_file(1_000, file.clone()).unwrap();
+        assert_eq!(first.previous_run(), None, "no run before the first");
+        for _ in 0..42 {
+            first.next_seq();
+        }
+        let said = first.sent();
+        // A crash: the process ends without a word.
+        drop(first);
+        let mut second = Sequence::with_file(2_000, file.clone()).unwrap();
+        assert_eq!(second.previous_run(), said);
+        assert_eq!(said, Some((1_001, 1_042)));
+        second.next_seq();
+        assert_eq!(second.previous_run(), said, "kept until said");
+        second.previous_run_said();
+        assert_eq!(second.previous_run(), None);
+        // The account file is the second run's now.
+        let third = Sequence::with_file(3_000, file).unwrap();
+        assert_eq!(third.previous_run(), second.sent());
+    }
+
+    #[test]
+    fn an_unreadable_account_says_nothing() {
+        for torn in ["", "00000000000000001001 0000000", "5 3", "x y"] {
+            assert_eq!(parse_account(torn), None, "{torn:?}");
+        }
+        assert_eq!(
+            parse_account("00000000000000001001 00000000000000001042\n"),
+            Some((1_001, 1_042))
         );
     }
 

@@ -306,15 +306,21 @@ pub const DEFAULT_DISCOVERY_PREFIX: &str = "homeassistant";
 /// The topics of Home Assistant's MQTT discovery for one Hearth deployment:
 ///
 /// ```text
-/// {discovery}/{component}/{node}/{object_id}/config   discovery config (retained JSON)
-/// {prefix}/ha/{home}/{device}/availability             online | offline (retained)
-/// {prefix}/ha/{home}/{device}/{entity}/state           the entity's state (retained)
-/// {prefix}/ha/{home}/{device}/{entity}/set             Home Assistant's command
+/// {discovery}/{component}/{node}_{home}/{object_id}/config   discovery config (retained JSON)
+/// {prefix}/ha/{home}/{device}/availability                   online | offline (retained)
+/// {prefix}/ha/{home}/{device}/{entity}/state                 the entity's state (retained)
+/// {prefix}/ha/{home}/{device}/{entity}/set                   Home Assistant's command
 /// ```
 ///
 /// `node` is the topic prefix with `/` as `_` (`hearth`), so each deployment
 /// sharing a broker and discovery prefix has its own configs, and can find
-/// and remove the ones it no longer wants.
+/// and remove the ones it no longer wants. The home is in the node level
+/// (`hearth_{home}`) so a broker's topic rules can give one home's configs
+/// to one login: a level is the finest thing Mosquitto's ACLs match, and
+/// the object id (`{home}_{device}`) cannot be split when ids hold `_`.
+/// Configs under the bare node are an earlier version's, which shared one
+/// node among homes ([`is_config`](HomeAssistantTopics::is_config) still
+/// finds them, so the bridge clears them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HomeAssistantTopics {
     discovery: String,
@@ -345,13 +351,33 @@ impl HomeAssistantTopics {
         &self.node
     }
 
-    /// Where the config of entity `object_id` of `component` (`sensor`,
-    /// `fan`, `light`, `select`) is published.
-    pub fn config(&self, component: &str, object_id: &str) -> String {
+    /// The node id of `home`'s configs: `{node}_{home}`.
+    pub fn home_node(&self, home_id: &str) -> String {
+        format!("{}_{home_id}", self.node)
+    }
+
+    /// Where the config of `home`'s entity `object_id` of `component`
+    /// (`sensor`, `fan`, `light`, `select`) is published.
+    pub fn config(&self, home_id: &str, component: &str, object_id: &str) -> String {
         format!(
             "{}/{component}/{}/{object_id}/config",
-            self.discovery, self.node
+            self.discovery,
+            self.home_node(home_id)
         )
+    }
+
+    /// Filter matching every config of `home`, whatever the component.
+    pub fn home_configs(&self, home_id: &str) -> String {
+        format!("{}/+/{}/+/config", self.discovery, self.home_node(home_id))
+    }
+
+    /// What Home Assistant subscribes to for discovery:
+    /// `{discovery}/+/+/config` and `{discovery}/+/+/+/config`.
+    pub fn discovery_filters(&self) -> [String; 2] {
+        [
+            format!("{}/+/+/config", self.discovery),
+            format!("{}/+/+/+/config", self.discovery),
+        ]
     }
 
     /// Where Home Assistant announces itself (its birth and last-will
@@ -379,15 +405,6 @@ impl HomeAssistantTopics {
                 .all(|l| *l == "+" || check_id(l).is_ok())
     }
 
-    /// The object id of a discovery config topic (of any node), e.g.
-    /// `home_fan` of `homeassistant/fan/hearth/home_fan/config`.
-    pub fn config_object_id<'t>(&self, topic: &'t str) -> Option<&'t str> {
-        if !self.is_config_filter(topic) || topic.contains('+') {
-            return None;
-        }
-        topic.rsplit('/').nth(1)
-    }
-
     /// The home of a topic or filter under `{prefix}/ha/{home}/`, if that
     /// level is an id (not a wildcard).
     pub fn home_of<'t>(&self, filter: &'t str) -> Option<&'t str> {
@@ -395,22 +412,44 @@ impl HomeAssistantTopics {
         check_id(home).is_ok().then_some(home)
     }
 
-    /// Filter matching every config of this deployment, whatever the component.
+    /// Filter matching every discovery config with a node, this
+    /// deployment's among them (whose levels say which: see
+    /// [`config_home`](Self::config_home)).
     pub fn all_configs(&self) -> String {
-        format!("{}/+/{}/+/config", self.discovery, self.node)
+        format!("{}/+/+/+/config", self.discovery)
     }
 
-    /// Whether `topic` is one of this deployment's configs.
+    /// The home of one of this deployment's config topics
+    /// (`{discovery}/{component}/{node}_{home}/{object}/config`). Another
+    /// deployment whose prefix extends this one's (`hearth/x` beside
+    /// `hearth`) has nodes of the same shape; what tells them apart is the
+    /// config's payload (see `config_home` in the domain's Home Assistant).
+    pub fn config_home<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let node = self.config_node(topic)?;
+        let home = node.strip_prefix(self.node.as_str())?.strip_prefix('_')?;
+        check_id(home).is_ok().then_some(home)
+    }
+
+    /// Whether `topic` is one of this deployment's configs: of a home, or
+    /// under the bare node, where an earlier version put every home's.
     pub fn is_config(&self, topic: &str) -> bool {
-        let Some(rest) = topic
-            .strip_prefix(self.discovery.as_str())
-            .and_then(|r| r.strip_prefix('/'))
-        else {
-            return false;
-        };
+        self.config_node(topic) == Some(self.node.as_str()) || self.config_home(topic).is_some()
+    }
+
+    /// The node level of a config topic `{discovery}/{component}/{node}/{object}/config`.
+    fn config_node<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let rest = topic
+            .strip_prefix(self.discovery.as_str())?
+            .strip_prefix('/')?;
         let levels: Vec<&str> = rest.split('/').collect();
-        matches!(levels.as_slice(), [component, node, object, "config"]
-            if check_id(component).is_ok() && *node == self.node && check_id(object).is_ok())
+        match levels.as_slice() {
+            [component, node, object, "config"]
+                if check_id(component).is_ok() && check_id(object).is_ok() =>
+            {
+                Some(node)
+            }
+            _ => None,
+        }
     }
 
     /// Where a device's availability is published. Ids must be valid ids.
@@ -426,6 +465,17 @@ impl HomeAssistantTopics {
     /// Where Home Assistant sends commands for a device's `entity`.
     pub fn command(&self, home_id: &str, device_id: &str, entity: &str) -> String {
         format!("{}{home_id}/{device_id}/{entity}/set", self.root)
+    }
+
+    /// Filter matching every topic of `home`'s entities: availability,
+    /// states and commands.
+    pub fn home_entities(&self, home_id: &str) -> String {
+        format!("{}{home_id}/#", self.root)
+    }
+
+    /// Filter matching every command topic of `home`'s entities.
+    pub fn home_commands(&self, home_id: &str) -> String {
+        format!("{}{home_id}/+/+/set", self.root)
     }
 
     /// Filter matching every command topic.
@@ -589,15 +639,42 @@ mod tests {
             .home_assistant("homeassistant")
             .unwrap();
         assert_eq!(ha.node(), "t-1_hearth");
-        let config = ha.config("sensor", "home_s1_temperature_celsius");
+        let config = ha.config("home", "sensor", "home_s1_temperature_celsius");
         assert_eq!(
             config,
-            "homeassistant/sensor/t-1_hearth/home_s1_temperature_celsius/config"
+            "homeassistant/sensor/t-1_hearth_home/home_s1_temperature_celsius/config"
         );
         assert!(ha.is_config(&config));
-        assert!(!ha.is_config("homeassistant/sensor/other/x/config"));
-        assert!(!ha.is_config("homeassistant/sensor/t-1_hearth/x/state"));
-        assert_eq!(ha.all_configs(), "homeassistant/+/t-1_hearth/+/config");
+        assert_eq!(ha.config_home(&config), Some("home"));
+        // Homes `a` and `a_b` have configs a topic rule can tell apart.
+        assert_eq!(
+            ha.home_configs("a_b"),
+            "homeassistant/+/t-1_hearth_a_b/+/config"
+        );
+        assert_eq!(
+            ha.config_home(&ha.config("a_b", "fan", "a_b_fan")),
+            Some("a_b")
+        );
+        // An earlier version's config under the bare node: Hearth's, of no home.
+        let shared = "homeassistant/fan/t-1_hearth/home_fan/config";
+        assert!(ha.is_config(shared));
+        assert_eq!(ha.config_home(shared), None);
+        for other in [
+            "homeassistant/sensor/other/x/config",
+            "homeassistant/sensor/other_home/x/config",
+            "homeassistant/sensor/t-1_hearth/x/state",
+            "homeassistant/sensor/t-1_hearthx/x/config",
+            "homeassistant/sensor/t-1_hearth_/x/config",
+            "homeassistant/t-1_hearth_home/x/config",
+        ] {
+            assert!(!ha.is_config(other), "{other}");
+            assert_eq!(ha.config_home(other), None, "{other}");
+        }
+        assert_eq!(ha.all_configs(), "homeassistant/+/+/+/config");
+        assert_eq!(
+            ha.discovery_filters(),
+            ["homeassistant/+/+/config", "homeassistant/+/+/+/config"]
+        );
         assert_eq!(
             ha.availability("home", "fan"),
             "t-1/hearth/ha/home/fan/availability"
@@ -610,6 +687,9 @@ mod tests {
         assert_eq!(command, "t-1/hearth/ha/home/fan/power/set");
         assert_eq!(ha.parse_command(&command), Ok(("home", "fan", "power")));
         assert_eq!(ha.all_commands(), "t-1/hearth/ha/+/+/+/set");
+        assert_eq!(ha.home_commands("h"), "t-1/hearth/ha/h/+/+/set");
+        assert_eq!(ha.home_entities("h"), "t-1/hearth/ha/h/#");
+        assert_eq!(ha.home_of(&ha.home_entities("h")), Some("h"));
     }
 
     #[test]
@@ -638,11 +718,6 @@ mod tests {
             assert!(!ha.is_config_filter(other), "{other}");
         }
         assert_eq!(
-            ha.config_object_id("homeassistant/fan/t_hearth/home_fan/config"),
-            Some("home_fan")
-        );
-        assert_eq!(ha.config_object_id("homeassistant/+/+/config"), None);
-        assert_eq!(
             ha.home_of(&ha.command("home", "fan", "power")),
             Some("home")
         );
@@ -661,8 +736,8 @@ mod tests {
         }
         let ha = topics.home_assistant("ha-test/homeassistant").unwrap();
         assert_eq!(
-            ha.config("fan", "h_f"),
-            "ha-test/homeassistant/fan/hearth/h_f/config"
+            ha.config("h", "fan", "h_f"),
+            "ha-test/homeassistant/fan/hearth_h/h_f/config"
         );
         assert_eq!(
             ha.parse_command("other/ha/h/f/power/set"),

@@ -1018,6 +1018,12 @@ impl TestAgent {
         self.logs.lock().expect("logs").join("\n")
     }
 
+    /// Kills the agent with SIGKILL: a crash, no last word.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Stops the agent with SIGTERM and returns its exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")

@@ -35,7 +35,6 @@ use hearth_proto::topics::{
 
 use crate::{
     access::{DeviceScope, Grant, Role},
-    home_assistant::config_home,
     ids::{DeviceId, HomeId},
 };
 
@@ -212,11 +211,10 @@ impl BrokerClient {
                 };
                 // Why every config, whatever its home: Home Assistant
                 // subscribes to `{discovery}/+/+/config` and
-                // `{discovery}/+/+/+/config`, and a config's topic cannot
-                // name its home unambiguously (`{home}_{device}`, where ids
-                // may hold `_`). `may_receive` reads each config's home
-                // from its payload instead. States and commands have the
-                // home in a level of its own: only the token's homes.
+                // `{discovery}/+/+/+/config`; `may_receive` passes on only
+                // its homes' (the home is in a config's node level). States
+                // and commands have the home in a level of its own: only
+                // the token's homes.
                 let home_assistant = ha.is_some_and(|ha| {
                     ((ha.is_config_filter(filter) || filter == ha.birth())
                         && has_any(grants, Role::Operator))
@@ -239,17 +237,16 @@ impl BrokerClient {
 }
 
 impl BrokerClient {
-    /// Whether the broker's message on `topic` (with `payload`) may reach
-    /// this client, which subscribed to a filter matching it. Only a token
-    /// can subscribe beyond its own homes (wildcards over the home level,
-    /// see [`may_subscribe`](Self::may_subscribe)); the rest receive what
-    /// they subscribed to.
+    /// Whether the broker's message on `topic` may reach this client, which
+    /// subscribed to a filter matching it. Only a token can subscribe beyond
+    /// its own homes (wildcards over the home level, see
+    /// [`may_subscribe`](Self::may_subscribe)); the rest receive what they
+    /// subscribed to.
     pub fn may_receive(
         &self,
         topics: &Topics,
         ha: Option<&HomeAssistantTopics>,
         topic: &str,
-        payload: &[u8],
     ) -> bool {
         let BrokerClient::Token {
             grants, devices, ..
@@ -265,30 +262,23 @@ impl BrokerClient {
         let Some(ha) = ha else {
             return false;
         };
-        if let Some(home) = ha.home_of(topic) {
-            return has(grants, home, Role::Operator);
-        }
-        if topic == ha.birth() {
-            return has_any(grants, Role::Operator);
-        }
-        let Some(object_id) = ha.config_object_id(topic) else {
-            return false;
-        };
-        match config_home(ha, payload) {
-            Some(home) => has(grants, &home, Role::Operator),
-            // A config removed (an empty payload) names no home; its object
-            // id starts with it. Why this is enough: it tells Home Assistant
-            // to drop an entity, and at worst (a home `a` and a home `a_b`)
-            // names a removed entity's id to a token of the other home.
-            None if payload.is_empty() => grants.iter().any(|g| {
-                g.role.includes(Role::Operator)
-                    && object_id
-                        .strip_prefix(g.home.as_str())
-                        .is_some_and(|rest| rest.starts_with('_'))
-            }),
-            None => false,
+        // A config of one of its homes, removed ones (empty) included; not
+        // another deployment's, nor an earlier version's under the bare node.
+        match ha.home_of(topic).or_else(|| ha.config_home(topic)) {
+            Some(home) => has(grants, home, Role::Operator),
+            None => topic == ha.birth() && has_any(grants, Role::Operator),
         }
     }
+}
+
+/// Whether an API token with `grants` acts on the broker, so gets a login
+/// of its own where Hearth manages Mosquitto's: an ingest token (a
+/// gateway's bridge) and, while Hearth's bridge to Home Assistant is on
+/// (`home_assistant`), an operator's or admin's (Home Assistant).
+pub fn token_logs_in_to_the_broker(grants: &[Grant], home_assistant: bool) -> bool {
+    grants
+        .iter()
+        .any(|g| g.role == Role::Ingest || (home_assistant && g.role.includes(Role::Operator)))
 }
 
 /// Whether `grants` give a role in `home` that includes `need`.
@@ -526,10 +516,10 @@ mod tests {
         // What `+/+/desired` brings: its homes' only.
         let own = topics.device("h", "a", Channel::Desired).unwrap();
         let other = topics.device("g", "a", Channel::Desired).unwrap();
-        assert!(gateway.may_receive(&topics, None, &own, b"x"));
-        assert!(!gateway.may_receive(&topics, None, &other, b"x"));
+        assert!(gateway.may_receive(&topics, None, &own));
+        assert!(!gateway.may_receive(&topics, None, &other));
         let readings = topics.device("h", "a", Channel::Readings).unwrap();
-        assert!(!gateway.may_receive(&topics, None, &readings, b"x"));
+        assert!(!gateway.may_receive(&topics, None, &readings));
     }
 
     #[test]
@@ -566,8 +556,8 @@ mod tests {
             gateway.may_subscribe(&topics, None, &topics.all_devices(Channel::Desired)),
             Ok(())
         );
-        assert!(gateway.may_receive(&topics, None, &own, b"x"));
-        assert!(!gateway.may_receive(&topics, None, &other, b"x"));
+        assert!(gateway.may_receive(&topics, None, &own));
+        assert!(!gateway.may_receive(&topics, None, &other));
     }
 
     #[test]
@@ -592,7 +582,7 @@ mod tests {
         for topic in [
             ha.command("g", "fan", "power"),
             ha.state("h", "fan", "power"),
-            ha.config("fan", "h_fan"),
+            ha.config("h", "fan", "h_fan"),
             topics.device("h", "fan", Channel::Desired).unwrap(),
             topics.device("h", "fan", Channel::Readings).unwrap(),
         ] {
@@ -658,8 +648,8 @@ mod tests {
 
         let topics = Topics::new("t/hearth").unwrap();
         let ha = ha(&topics);
-        // Homes whose configs' topics cannot be told apart: `a_b` + `fan`
-        // and `a` + `b_fan` are both `a_b_fan`.
+        // Homes whose configs' object ids are the same: `a_b` + `fan` and
+        // `a` + `b_fan` are both `a_b_fan`; their nodes differ.
         let fan = |home_id: &str, id: &str| Device {
             id: DeviceId::parse(id, "id").unwrap(),
             home_id: home(home_id),
@@ -673,44 +663,59 @@ mod tests {
         let assistant = token(&[("a", Role::Operator)]);
         for config in configs(&ha, &fan("a", "b_fan")) {
             assert!(
-                assistant.may_receive(&topics, Some(&ha), &config.topic, config.payload.as_bytes()),
-                "{config:?}"
-            );
-            assert!(
-                assistant.may_receive(&topics, Some(&ha), &config.topic, b""),
-                "its removal"
+                assistant.may_receive(&topics, Some(&ha), &config.topic),
+                "{config:?}, and its removal"
             );
         }
-        for config in configs(&ha, &fan("a_b", "fan")) {
-            assert!(
-                !assistant.may_receive(
-                    &topics,
-                    Some(&ha),
-                    &config.topic,
-                    config.payload.as_bytes()
-                ),
-                "{config:?}"
-            );
+        for home_id in ["a_b", "c"] {
+            for config in configs(&ha, &fan(home_id, "fan")) {
+                assert!(
+                    !assistant.may_receive(&topics, Some(&ha), &config.topic),
+                    "{config:?}"
+                );
+            }
         }
-        for config in configs(&ha, &fan("c", "fan")) {
-            assert!(
-                !assistant.may_receive(&topics, Some(&ha), &config.topic, b""),
-                "{config:?}"
-            );
-        }
-        let bogus = ha.config("fan", "a_x");
-        assert!(!assistant.may_receive(&topics, Some(&ha), &bogus, b"{not json"));
-        assert!(assistant.may_receive(&topics, Some(&ha), &ha.state("a", "fan", "power"), b"ON"));
-        assert!(!assistant.may_receive(&topics, Some(&ha), &ha.state("c", "fan", "power"), b"ON"));
-        assert!(assistant.may_receive(&topics, Some(&ha), &ha.birth(), b"online"));
-        assert!(!assistant.may_receive(&topics, None, &ha.state("a", "fan", "power"), b"ON"));
+        // An earlier version's config, of every home under the bare node.
+        let shared = format!("homeassistant/fan/{}/a_fan/config", ha.node());
+        assert!(!assistant.may_receive(&topics, Some(&ha), &shared));
+        assert!(assistant.may_receive(&topics, Some(&ha), &ha.state("a", "fan", "power")));
+        assert!(!assistant.may_receive(&topics, Some(&ha), &ha.state("c", "fan", "power")));
+        assert!(assistant.may_receive(&topics, Some(&ha), &ha.birth()));
+        assert!(!assistant.may_receive(&topics, None, &ha.state("a", "fan", "power")));
         let desired = topics.device("a", "fan", Channel::Desired).unwrap();
         assert!(
-            !assistant.may_receive(&topics, Some(&ha), &desired, b"x"),
+            !assistant.may_receive(&topics, Some(&ha), &desired),
             "no gateway"
         );
         // Other clients receive what they subscribed to.
-        assert!(device("a").may_receive(&topics, Some(&ha), &desired, b"x"));
+        assert!(device("a").may_receive(&topics, Some(&ha), &desired));
+    }
+
+    #[test]
+    fn gateways_and_home_assistant_get_broker_logins_scripts_do_not() {
+        let grants = |role| {
+            vec![Grant {
+                home: home("h"),
+                role,
+            }]
+        };
+        for (role, without_ha, with_ha) in [
+            (Role::Ingest, true, true),
+            (Role::Operator, false, true),
+            (Role::Admin, false, true),
+            (Role::Viewer, false, false),
+        ] {
+            assert_eq!(
+                token_logs_in_to_the_broker(&grants(role), false),
+                without_ha,
+                "{role}"
+            );
+            assert_eq!(
+                token_logs_in_to_the_broker(&grants(role), true),
+                with_ha,
+                "{role}"
+            );
+        }
     }
 
     #[test]

@@ -53,8 +53,10 @@ pub enum CommandError {
 
 /// The home a config (as [`configs`] makes it) belongs to, read from its
 /// availability topic; `None` for anything else, an empty payload included.
-/// Why the payload and not the topic: the object id `{home}_{device}` cannot
-/// be split when ids contain `_`.
+/// Why the payload too, when the topic's node names a home: it is what tells
+/// this deployment's configs from those of one whose prefix extends its own
+/// (`hearth/x`'s node `hearth_x` is also `hearth`'s node of home `x`), whose
+/// availability is under another `{prefix}/ha/`.
 pub fn config_home(ha: &HomeAssistantTopics, payload: &[u8]) -> Option<String> {
     let config: Value = serde_json::from_slice(payload).ok()?;
     let availability = config[AVAILABILITY_TOPIC].as_str()?;
@@ -101,7 +103,7 @@ pub fn configs(ha: &HomeAssistantTopics, device: &Device) -> Vec<Retained> {
             .map(|metric| {
                 let name = metric.short_name();
                 Retained {
-                    topic: ha.config("sensor", &format!("{object_id}_{name}")),
+                    topic: ha.config(home, "sensor", &format!("{object_id}_{name}")),
                     payload: entity(json!({
                         "name": label(metric),
                         "unique_id": unique(name),
@@ -118,7 +120,7 @@ pub fn configs(ha: &HomeAssistantTopics, device: &Device) -> Vec<Retained> {
             let component = device.kind.as_str();
             vec![
                 Retained {
-                    topic: ha.config(component, &object_id),
+                    topic: ha.config(home, component, &object_id),
                     payload: entity(json!({
                         // Why null: the entity takes the device's name.
                         "name": null,
@@ -130,7 +132,7 @@ pub fn configs(ha: &HomeAssistantTopics, device: &Device) -> Vec<Retained> {
                     })),
                 },
                 Retained {
-                    topic: ha.config("select", &format!("{object_id}_{MODE}")),
+                    topic: ha.config(home, "select", &format!("{object_id}_{MODE}")),
                     payload: entity(json!({
                         "name": "Mode",
                         "unique_id": unique(MODE),
@@ -285,9 +287,9 @@ mod tests {
         assert_eq!(
             topics,
             [
-                "homeassistant/sensor/hearth/demo_s1_temperature_celsius/config",
-                "homeassistant/sensor/hearth/demo_s1_humidity_percent/config",
-                "homeassistant/sensor/hearth/demo_s1_pressure_hpa/config",
+                "homeassistant/sensor/hearth_demo/demo_s1_temperature_celsius/config",
+                "homeassistant/sensor/hearth_demo/demo_s1_humidity_percent/config",
+                "homeassistant/sensor/hearth_demo/demo_s1_pressure_hpa/config",
             ]
         );
         let temperature = parsed(&configs[0]);
@@ -324,7 +326,7 @@ mod tests {
             let configs = configs(&ha(), &device("a1", kind));
             assert_eq!(
                 configs[0].topic,
-                format!("homeassistant/{component}/hearth/demo_a1/config")
+                format!("homeassistant/{component}/hearth_demo/demo_a1/config")
             );
             let switch = parsed(&configs[0]);
             assert_eq!(switch["command_topic"], "hearth/ha/demo/a1/power/set");
@@ -336,7 +338,7 @@ mod tests {
             assert!(switch["name"].is_null(), "named after the device");
             assert_eq!(
                 configs[1].topic,
-                "homeassistant/select/hearth/demo_a1_mode/config"
+                "homeassistant/select/hearth_demo/demo_a1_mode/config"
             );
             let mode = parsed(&configs[1]);
             assert_eq!(mode["options"], json!(["AUTO", "ON", "OFF"]));

@@ -11,11 +11,15 @@
 //!   that role, fixed to the client id `hearth-agent-{id}` so it can take
 //!   over neither a replica's session nor another device's.
 //!
-//! - per ingest API token (a LAN gateway's bridge), a role
-//!   `hearth-token-{name}` and a client `token.{name}` whose password is the
-//!   token, fixed to the client id `hearth-token-{name}`: it publishes its
-//!   devices' `readings`, `reported` and `status`, subscribes to desired
-//!   states with the bridge's wildcard, and receives only its devices'.
+//! - per API token that acts on the broker (an ingest token: a LAN
+//!   gateway's bridge; an operator's or admin's while the Home Assistant
+//!   bridge is on: Home Assistant), a role `hearth-token-{name}` and a
+//!   client `token.{name}` whose password is the token, fixed to the client
+//!   id `hearth-token-{name}`. A gateway publishes its devices' `readings`,
+//!   `reported` and `status`, subscribes to desired states with the
+//!   bridge's wildcard, and receives only its devices'. Home Assistant
+//!   subscribes to every discovery config and receives only its homes',
+//!   reads its homes' entities and publishes their commands.
 //!
 //! The plugin's defaults do the rest: anonymous clients are refused,
 //! publishing and subscribing are denied unless a role allows them.
@@ -23,7 +27,9 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context as _};
-use hearth_proto::topics::{agent_client_id, token_client_id, token_username, Channel, Topics};
+use hearth_proto::topics::{
+    agent_client_id, token_client_id, token_username, Channel, HomeAssistantTopics, Topics,
+};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, Mutex};
@@ -332,27 +338,33 @@ impl Dynsec {
         Ok(!existed)
     }
 
-    /// Makes ingest token `name`'s role and client, the token as its
+    /// Makes API token `name`'s role and client, the token as its
     /// password: its homes' devices (or those of `devices`) for the
-    /// ingest grants among `grants`. Why the receive rules: the bridge
-    /// subscribes to every device's desired state, and the plugin lets a
+    /// ingest grants among `grants` (a gateway's bridge), and, with `ha`
+    /// (Hearth's Home Assistant bridge on), its homes' entities for the
+    /// operator and admin grants (Home Assistant). Why the receive rules:
+    /// the gateway's bridge subscribes to every device's desired state and
+    /// Home Assistant to every discovery config, and the plugin lets a
     /// client receive whatever it subscribed to unless a rule denies it.
     pub async fn set_token(
         &self,
         name: &TokenName,
         grants: &[Grant],
         devices: &DeviceScope,
+        ha: Option<&HomeAssistantTopics>,
         password: &str,
     ) -> anyhow::Result<()> {
         let role = token_role(name);
+        let acl = |acltype: &str, topic: &str, allow: bool, priority: i32| {
+            json!({"command": "addRoleACL", "rolename": role, "acltype": acltype,
+                "topic": topic, "allow": allow, "priority": priority})
+        };
         let all_desired = self.topics.all_devices(Channel::Desired);
         let mut commands = vec![
             json!({"command": "createRole", "rolename": role,
-                "textdescription": format!("Hearth API token {name}: its devices' topics")}),
-            json!({"command": "addRoleACL", "rolename": role, "acltype": "subscribePattern",
-                "topic": all_desired, "allow": true}),
-            json!({"command": "addRoleACL", "rolename": role, "acltype": "publishClientReceive",
-                "topic": all_desired, "allow": false, "priority": -1}),
+                "textdescription": format!("Hearth API token {name}: its homes' topics")}),
+            acl("subscribePattern", &all_desired, true, 0),
+            acl("publishClientReceive", &all_desired, false, -1),
         ];
         // `None`: every device of the home (a `+` level).
         let ids: Vec<Option<&str>> = match devices {
@@ -370,12 +382,35 @@ impl Dynsec {
                     .context("token topic")
                 };
                 for channel in [Channel::Readings, Channel::Reported, Channel::Status] {
-                    commands.push(json!({"command": "addRoleACL", "rolename": role,
-                        "acltype": "publishClientSend", "topic": topic(channel)?, "allow": true}));
+                    commands.push(acl("publishClientSend", &topic(channel)?, true, 0));
                 }
-                commands.push(json!({"command": "addRoleACL", "rolename": role,
-                    "acltype": "publishClientReceive", "topic": topic(Channel::Desired)?,
-                    "allow": true, "priority": 1}));
+                commands.push(acl(
+                    "publishClientReceive",
+                    &topic(Channel::Desired)?,
+                    true,
+                    1,
+                ));
+            }
+        }
+        // Home Assistant: the discovery configs of its homes only (a home's
+        // node level, see `HomeAssistantTopics`), its homes' states and
+        // commands, and its own birth.
+        let assisted: Vec<&str> = grants
+            .iter()
+            .filter(|g| g.role.includes(Role::Operator))
+            .map(|g| g.home.as_str())
+            .collect();
+        if let Some(ha) = ha.filter(|_| !assisted.is_empty()) {
+            for filter in ha.discovery_filters() {
+                commands.push(acl("subscribeLiteral", &filter, true, 0));
+                commands.push(acl("publishClientReceive", &filter, false, -1));
+            }
+            commands.push(acl("subscribeLiteral", &ha.birth(), true, 0));
+            commands.push(acl("publishClientSend", &ha.birth(), true, 0));
+            for home in assisted {
+                commands.push(acl("publishClientReceive", &ha.home_configs(home), true, 1));
+                commands.push(acl("subscribePattern", &ha.home_entities(home), true, 0));
+                commands.push(acl("publishClientSend", &ha.home_commands(home), true, 0));
             }
         }
         commands.push(
@@ -394,7 +429,7 @@ impl Dynsec {
             .await
     }
 
-    /// Whether ingest token `name`'s client is on the broker.
+    /// Whether token `name`'s client is on the broker.
     pub async fn token_login_exists(&self, name: &TokenName) -> anyhow::Result<bool> {
         self.client_exists(&token_username(name.as_str())).await
     }

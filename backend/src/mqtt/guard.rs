@@ -518,7 +518,7 @@ impl Guard {
         match Packet::read(&mut BytesMut::from(frame), MAX_FROM_BROKER) {
             Ok(Packet::Publish(p)) => {
                 let ha = self.home_assistant.as_ref();
-                let pass = client.may_receive(&self.topics, ha, &p.topic, &p.payload);
+                let pass = client.may_receive(&self.topics, ha, &p.topic);
                 if !pass {
                     debug!(client = %client_name(client), topic = p.topic, "delivery withheld");
                 }

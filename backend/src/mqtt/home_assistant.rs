@@ -91,7 +91,7 @@ pub async fn run(
         }
         info!(
             holder = replica,
-            discovery = topics.config("+", "+"),
+            discovery = topics.home_configs("{home}"),
             "this replica now bridges Home Assistant"
         );
         let bridge = Bridge {
@@ -229,11 +229,15 @@ impl Bridge {
     /// or a command from Home Assistant.
     async fn take(&mut self, message: Publish) {
         let topic = message.topic.as_str();
-        if self.topics.is_config(topic) {
-            let payload = String::from_utf8_lossy(&message.payload).into_owned();
-            if payload.is_empty() {
+        if self.topics.is_config_filter(topic) {
+            // Ours when its node is and its payload names a home of ours
+            // (see `ha::config_home`); anyone else's is left alone.
+            if message.payload.is_empty() {
                 self.configs.remove(topic);
-            } else {
+            } else if self.topics.is_config(topic)
+                && ha::config_home(&self.topics, &message.payload).is_some()
+            {
+                let payload = String::from_utf8_lossy(&message.payload).into_owned();
                 self.configs.insert(topic.to_owned(), payload);
             }
             return;
@@ -291,19 +295,6 @@ impl Bridge {
             .flat_map(|d| ha::configs(&self.topics, d))
             .map(|c| (c.topic, c.payload))
             .collect();
-        for (topic, payload) in &wanted {
-            if self.configs.get(topic) != Some(payload) {
-                publish(
-                    client,
-                    Retained {
-                        topic: topic.clone(),
-                        payload: payload.clone(),
-                    },
-                )
-                .await;
-                self.configs.insert(topic.clone(), payload.clone());
-            }
-        }
         let stale: Vec<String> = self
             .configs
             .keys()
@@ -316,12 +307,28 @@ impl Bridge {
             let config = self.configs.remove(&topic).unwrap_or_default();
             info!(
                 topic,
-                "removing a Home Assistant entity whose device is gone"
+                "removing a Home Assistant config whose device is gone, or which moved"
             );
             publish(client, cleared(topic)).await;
             // Why clear its states too: retained messages outlive entities.
             for state in read_topics(&config).filter(|t| !in_use.contains(t)) {
                 publish(client, cleared(state)).await;
+            }
+        }
+        // Why after the clearing: an entity whose config moved (an earlier
+        // version's, under the node every home shared) keeps its unique id,
+        // and Home Assistant takes the new config only once the old is gone.
+        for (topic, payload) in &wanted {
+            if self.configs.get(topic) != Some(payload) {
+                publish(
+                    client,
+                    Retained {
+                        topic: topic.clone(),
+                        payload: payload.clone(),
+                    },
+                )
+                .await;
+                self.configs.insert(topic.clone(), payload.clone());
             }
         }
         Ok(devices.into_iter().map(|d| d.id).collect())

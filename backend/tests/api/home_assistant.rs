@@ -314,21 +314,30 @@ async fn home_assistant_sees_the_home_and_switches_the_fan_through_hearth() {
     ])
     .await;
     let mut ha = HomeAssistant::connect(&app, &discovery, None).await;
-    // A config left on the broker by a device that is no longer listed.
-    let gone = app
-        .topics
-        .home_assistant(&discovery)
-        .unwrap()
-        .config("light", "home_gone");
-    ha.client
-        .publish(
-            gone.clone(),
-            QoS::AtLeastOnce,
-            true,
-            r#"{"name":null,"unique_id":"gone","command_topic":"x/set"}"#,
-        )
-        .await
-        .unwrap();
+    let topics = app.topics.home_assistant(&discovery).unwrap();
+    // Configs left on the broker: of a device no longer listed, and of the
+    // fan as an earlier version announced it (under the node every home
+    // shared), whose entity would otherwise stay twice. Another
+    // deployment's config, whose node looks like one of this one's homes,
+    // is not Hearth's to clear.
+    let gone = topics.config(HOME, "light", "home_gone");
+    let moved = format!("{discovery}/fan/{}/{HOME}_{FAN}/config", topics.node());
+    let foreign = topics.config("x", "light", "x_lamp");
+    for (topic, availability) in [
+        (&gone, topics.availability(HOME, "gone")),
+        (&moved, topics.availability(HOME, FAN)),
+        (
+            &foreign,
+            "elsewhere/hearth/ha/x/lamp/availability".to_owned(),
+        ),
+    ] {
+        let config = serde_json::json!({"name": null, "unique_id": topic,
+            "command_topic": "x/set", "availability_topic": availability});
+        ha.client
+            .publish(topic.clone(), QoS::AtLeastOnce, true, config.to_string())
+            .await
+            .unwrap();
+    }
 
     app.home_with_a_fan().await;
     app.add_sensor("Living room").await;
@@ -338,12 +347,18 @@ async fn home_assistant_sees_the_home_and_switches_the_fan_through_hearth() {
     // (The planted config's removal is awaited only now: the bridge clears
     // it on its next comparison, which may come after the other configs.)
 
-    ha.until("the stale config cleared", |seen| {
-        seen.get(&gone)
-            .filter(|(payload, _)| payload.is_empty())
-            .map(|_| ())
-    })
-    .await;
+    for stale in [&gone, &moved] {
+        ha.until("the stale configs cleared", |seen| {
+            seen.get(stale)
+                .filter(|(payload, _)| payload.is_empty())
+                .map(|_| ())
+        })
+        .await;
+    }
+    assert!(
+        ha.seen.get(&foreign).is_some_and(|(p, _)| !p.is_empty()),
+        "another deployment's config stays"
+    );
 
     // Home Assistant restarting finds everything retained.
     let fan_topic = configs

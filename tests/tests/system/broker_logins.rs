@@ -68,11 +68,15 @@ async fn hearth_on_dynsec_mosquitto_with(extra: &[(&str, &str)]) -> Setup {
 
 impl Setup {
     async fn register(&self, id: &str, kind: DeviceKind) -> MqttCredential {
+        self.register_in(&self.home, id, kind).await
+    }
+
+    async fn register_in(&self, home: &str, id: &str, kind: DeviceKind) -> MqttCredential {
         self.app
             .devices()
             .await
             .register_device(RegisterDeviceRequest {
-                home_id: self.home.clone(),
+                home_id: home.into(),
                 id: id.into(),
                 kind: kind as i32,
                 name: String::new(),
@@ -86,13 +90,18 @@ impl Setup {
 
     /// A new ingest token `name` of the home, limited to `devices`: its secret.
     async fn ingest_token(&self, name: &str, devices: &[&str]) -> String {
+        self.token(name, v1::Role::Ingest, devices).await
+    }
+
+    /// A new API token `name` of the home with `role`: its secret.
+    async fn token(&self, name: &str, role: v1::Role, devices: &[&str]) -> String {
         self.app
             .auth()
             .await
             .create_api_token(CreateApiTokenRequest {
                 name: name.into(),
                 home_ids: vec![self.home.clone()],
-                role: v1::Role::Ingest as i32,
+                role: role as i32,
                 device_ids: devices.iter().map(|d| d.to_string()).collect(),
             })
             .await
@@ -391,9 +400,8 @@ async fn a_restart_puts_back_what_the_broker_lost_of_devices_logins() {
     );
     // A token's login cannot be made again from its hash: the start says so.
     let lost_token = |name: &str| {
-        logs.lines().any(|l| {
-            l.contains("the broker has no login for this ingest token") && l.contains(name)
-        })
+        logs.lines()
+            .any(|l| l.contains("the broker has no login for this API token") && l.contains(name))
     };
     assert!(
         lost_token(&lost_gateway) && !lost_token(&kept_gateway),
@@ -436,28 +444,31 @@ async fn a_restart_puts_back_what_the_broker_lost_of_devices_logins() {
     );
 }
 
-/// Runs `mosquitto_ctrl dynsec` as the admin on the setup's broker.
-fn dynsec(s: &Setup, command: &[&str]) {
-    let status = std::process::Command::new("mosquitto_ctrl")
-        .args(["-h", "127.0.0.1", "-p", &s.broker.port.to_string()])
-        .args(["-u", ADMIN, "-P", &s.password, "dynsec"])
-        .args(command)
-        .stderr(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("running mosquitto_ctrl");
-    assert!(status.success(), "{command:?}");
-}
-
-/// Home Assistant on Mosquitto has no login Hearth makes (README, "Home
-/// Assistant"): with the client the README's commands make, it finds the
-/// home's fan by discovery and switches it through Hearth's command path,
-/// and a desired state it forges never reaches the fan.
+/// Home Assistant on Mosquitto logs in with an operator's API token for its
+/// home (README, "Home Assistant"): Hearth makes the login, which receives
+/// that home's discovery configs and none of another home's on the same
+/// broker, switches the home's fan through Hearth's command path, and can
+/// neither read nor switch the other home's devices nor forge a desired
+/// state; revoking the token ends the login.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn home_assistant_switches_a_fan_on_mosquitto_with_the_readmes_login() {
+async fn home_assistant_logs_in_to_mosquitto_with_a_token_and_sees_its_home_alone() {
     let s = hearth_on_dynsec_mosquitto_with(&[("HEARTH_HOME_ASSISTANT", "true")]).await;
-    let fan = unique("fan");
+    let (fan, other_fan) = (unique("fan"), unique("their-fan"));
+    // The other home's id starts as this one's, so its configs' object ids
+    // (`{home}_{device}`) do too.
+    let other_home = format!("{}_2", s.home);
+    s.app
+        .devices()
+        .await
+        .create_home(CreateHomeRequest {
+            id: other_home.clone(),
+            name: String::new(),
+        })
+        .await
+        .expect("CreateHome");
     let login = s.register(&fan, DeviceKind::Fan).await;
+    s.register_in(&other_home, &other_fan, DeviceKind::Fan)
+        .await;
     let (fan_client, mut fan_events) = connect_as(&s.app, &login).await;
     fan_client
         .subscribe(s.topic(&fan, Channel::Desired), QoS::AtLeastOnce)
@@ -469,45 +480,96 @@ async fn home_assistant_switches_a_fan_on_mosquitto_with_the_readmes_login() {
     ));
     say_online(&s, &fan_client, &mut fan_events, &fan).await;
 
-    // The README's commands, with this test's topic prefix for `hearth`.
-    let prefix = s.app.topics.prefix().to_owned();
-    let (ha_all, ha_set) = (format!("{prefix}/ha/#"), format!("{prefix}/ha/+/+/+/set"));
-    let password = format!("ha-{:016x}", rand::random::<u64>());
-    const ROLE: &str = "home-assistant";
-    dynsec(&s, &["createRole", ROLE]);
-    for (acl, topic) in [
-        ("subscribePattern", "homeassistant/#"),
-        ("subscribePattern", &ha_all),
-        ("publishClientSend", &ha_set),
-        ("publishClientSend", "homeassistant/status"),
-    ] {
-        dynsec(&s, &["addRoleACL", ROLE, acl, topic, "allow", "5"]);
-    }
-    dynsec(&s, &["createClient", ROLE, "-c", ROLE, "-p", &password]);
-    dynsec(&s, &["addClientRole", ROLE, ROLE, "5"]);
-    let (ha, mut ha_events) = connect(&s.app, "home-assistant", ("home-assistant", &password))
+    // Both homes' fans are announced on the broker (seen by Hearth's own login).
+    let (watcher, mut watcher_events) = connect(&s.app, &unique("watcher"), (ADMIN, &s.password))
         .await
-        .expect("Home Assistant's login");
-    ha.subscribe("homeassistant/+/+/+/config", QoS::AtLeastOnce)
+        .expect("the admin's login");
+    watcher
+        .subscribe("homeassistant/+/+/+/config", QoS::AtLeastOnce)
         .await
         .unwrap();
-    // The fan's config names where to switch it.
-    let command_topic = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            if let Event::Incoming(Packet::Publish(p)) = ha_events.poll().await.expect("connected")
-            {
+    let mut command_topics = std::collections::HashMap::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while command_topics.len() < 2 {
+            if let Packet::Publish(p) = next_packet(&mut watcher_events).await {
                 let config: serde_json::Value =
                     serde_json::from_slice(&p.payload).unwrap_or_default();
-                let topic = config["command_topic"].as_str().unwrap_or_default();
-                if p.topic.starts_with("homeassistant/fan/") && topic.contains(&fan) {
-                    return topic.to_owned();
+                let command = config["command_topic"].as_str().unwrap_or_default();
+                for device in [&fan, &other_fan] {
+                    if p.topic.starts_with("homeassistant/fan/")
+                        && command.contains(device.as_str())
+                    {
+                        command_topics.insert(device.clone(), command.to_owned());
+                    }
                 }
             }
         }
     })
     .await
-    .expect("the fan's discovery config");
-    // A forged desired state first, then the switch: the fan hears Hearth's.
+    .expect("both fans' discovery configs");
+    let (own_command, other_command) = (&command_topics[&fan], &command_topics[&other_fan]);
+
+    let name = unique("home-assistant");
+    let token = s.token(&name, v1::Role::Operator, &[]).await;
+    let (ha, mut ha_events) = connect(
+        &s.app,
+        &token_client_id(&name),
+        (&token_username(&name), &token),
+    )
+    .await
+    .expect("Home Assistant's login");
+    // What Home Assistant subscribes to; another home's entities refused.
+    // Retained configs arrive between the acknowledgements: kept for below.
+    let mut received = Vec::new();
+    let prefix = s.app.topics.prefix().to_owned();
+    for (filter, allowed) in [
+        ("homeassistant/+/+/config".to_owned(), true),
+        ("homeassistant/+/+/+/config".to_owned(), true),
+        ("homeassistant/status".to_owned(), true),
+        (format!("{prefix}/ha/{}/#", s.home), true),
+        (format!("{prefix}/ha/{other_home}/#"), false),
+        ("homeassistant/#".to_owned(), false),
+    ] {
+        ha.subscribe(&filter, QoS::AtLeastOnce).await.unwrap();
+        let ack = next_suback(&mut ha_events, &mut received).await;
+        assert_eq!(
+            matches!(ack.return_codes[..], [SubscribeReasonCode::Success(_)]),
+            allowed,
+            "{filter}: {ack:?}"
+        );
+    }
+    // The configs it receives: its home's fan, nothing of the other home.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(Ok(Event::Incoming(Packet::Publish(p)))) =
+            tokio::time::timeout(Duration::from_millis(200), ha_events.poll()).await
+        {
+            received.push(p);
+        }
+    }
+    let mut configs = Vec::new();
+    for p in &received {
+        configs.push(p.topic.clone());
+        assert!(
+            !p.topic.contains(&other_home) && !p.topic.contains(&other_fan),
+            "another home's {}",
+            p.topic
+        );
+        assert!(
+            !String::from_utf8_lossy(&p.payload).contains(&other_fan),
+            "another home's device in {}",
+            p.topic
+        );
+    }
+    assert!(
+        configs
+            .iter()
+            .any(|t| t.starts_with("homeassistant/fan/") && t.contains(&fan)),
+        "its home's fan among {configs:?}"
+    );
+
+    // A forged desired state and the other home's switch first, then its
+    // own switch: the fan hears Hearth's command, the other fan none.
     let forged = DesiredState {
         version: u64::MAX,
         on: true,
@@ -521,7 +583,10 @@ async fn home_assistant_switches_a_fan_on_mosquitto_with_the_readmes_login() {
     )
     .await
     .unwrap();
-    ha.publish(&command_topic, QoS::AtLeastOnce, false, "ON")
+    ha.publish(other_command, QoS::AtLeastOnce, false, "ON")
+        .await
+        .unwrap();
+    ha.publish(own_command, QoS::AtLeastOnce, false, "ON")
         .await
         .unwrap();
     let ha_poll = tokio::spawn(async move { while ha_events.poll().await.is_ok() {} });
@@ -531,24 +596,61 @@ async fn home_assistant_switches_a_fan_on_mosquitto_with_the_readmes_login() {
         desired.on && desired.version < u64::MAX,
         "Hearth's command, not the forgery: {desired:?}"
     );
-    let commands = s
-        .app
-        .devices()
-        .await
-        .list_commands(v1::ListCommandsRequest {
-            device_id: fan.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("ListCommands")
-        .into_inner()
-        .commands;
+    let commands = |device: String| async {
+        s.app
+            .devices()
+            .await
+            .list_commands(v1::ListCommandsRequest {
+                device_id: device,
+                ..Default::default()
+            })
+            .await
+            .expect("ListCommands")
+            .into_inner()
+            .commands
+    };
+    let own = commands(fan.clone()).await;
     assert_eq!(
-        commands.first().map(|c| c.requested_by.as_str()),
+        own.first().map(|c| c.requested_by.as_str()),
         Some("home-assistant"),
-        "{commands:?}"
+        "{own:?}"
+    );
+    assert_eq!(
+        commands(other_fan.clone()).await,
+        [],
+        "the other home's fan"
     );
     ha_poll.abort();
+
+    // Revoked: the login is gone.
+    s.app
+        .auth()
+        .await
+        .revoke_api_token(v1::RevokeApiTokenRequest { name: name.clone() })
+        .await
+        .expect("RevokeApiToken");
+    assert!(is_refused(
+        connect(
+            &s.app,
+            &token_client_id(&name),
+            (&token_username(&name), &token)
+        )
+        .await
+    ));
+}
+
+/// The next SUBACK on `events`; messages before it go to `received`.
+async fn next_suback(
+    events: &mut EventLoop,
+    received: &mut Vec<rumqttc::Publish>,
+) -> rumqttc::SubAck {
+    loop {
+        match next_packet(events).await {
+            Packet::SubAck(ack) => return ack,
+            Packet::Publish(p) => received.push(p),
+            _ => {}
+        }
+    }
 }
 
 /// The next message the broker delivers on `events`.

@@ -14,7 +14,7 @@ use hearth_proto::{
         DeviceStatus, GetDeliveryRequest, Metric, Reading, ReadingBatch,
     },
 };
-use hearth_tests::{metric_value, Backend, PrivateBroker, TestApp};
+use hearth_tests::{metric_value, Backend, PrivateBroker, TempDir, TestAgent, TestApp};
 use prost::Message as _;
 
 const SENSOR: &str = "sensor";
@@ -24,6 +24,8 @@ const STALLED: u64 = 3_000;
 const SENT: u64 = STALLED + 1;
 /// Readings per batch.
 const METRICS: u64 = 2;
+/// Readings per batch of the agent's simulated sensor.
+const SIM_METRICS: u64 = 3;
 
 fn batch(seq: u64) -> ReadingBatch {
     ReadingBatch {
@@ -178,6 +180,88 @@ async fn a_stall_is_accounted_for(afterwards: Afterwards) {
         app.logs().contains("readings missing"),
         "the loss is logged:\n{}",
         app.logs()
+    );
+    broker.stop();
+}
+
+/// The real agent crashes (SIGKILL) while Hearth is stalled, so the broker
+/// drops the end of its run and no offline status says what it sent; its
+/// account file (`{device}.sent` in its state directory) outlives the crash,
+/// and the restarted agent says it. Every reading either run numbered is
+/// stored or counted missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_crashed_says_at_restart_what_it_sent_and_the_lost_end_is_counted() {
+    let broker = PrivateBroker::start().await;
+    let app = TestApp::spawn_with(
+        Backend::External,
+        &[("HEARTH_DEMO", "false"), ("HEARTH_MQTT_URL", &broker.url())],
+    )
+    .await;
+    let home = app.home_with(&[(SENSOR, DeviceKind::Sensor)]).await;
+    let state = TempDir::new();
+    let mut env = TestAgent::mqtt_env(&app, &home, SENSOR);
+    let state_dir = state.0.to_str().unwrap().to_owned();
+    env.extend([
+        ("HEARTH_AGENT_INTERVAL_MS", "1"),
+        ("HEARTH_AGENT_STATE_DIR", state_dir.as_str()),
+    ]);
+    let account = state.0.join(format!("{SENSOR}.sent"));
+    // What a run numbered, as its account file says: (run_start, last).
+    let numbered = || {
+        let text = std::fs::read_to_string(&account).expect("the agent's account file");
+        let (start, last) = text.trim().split_once(' ').expect("run_start last");
+        let (start, last): (u64, u64) = (start.parse().unwrap(), last.parse().unwrap());
+        (start, last)
+    };
+
+    let mut agent = TestAgent::spawn(&env).await;
+    app.pause();
+    // Well past the broker's queue of 1,000 messages for Hearth.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if std::fs::metadata(&account).is_ok() {
+            let (start, last) = numbered();
+            if last - start + 1 >= STALLED {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent numbers batches"
+        );
+    }
+    agent.kill9();
+    let (start, last) = numbered();
+    let first_run = last - start + 1;
+    app.resume();
+    let mut telemetry = app.telemetry().await;
+    let before = settled(&mut telemetry).await;
+    assert!(
+        before.expected < first_run * SIM_METRICS,
+        "the broker dropped the end of the run and nothing said it yet: {before:?}"
+    );
+
+    // Restarted: it says what the crashed run sent, then runs and stops cleanly.
+    let agent = TestAgent::spawn(&env).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(agent.terminate().success(), "the agent stops cleanly");
+    let (second_start, second_last) = numbered();
+    assert!(second_start > last, "a new run");
+    let sent = first_run + (second_last - second_start + 1);
+    let figures = settled(&mut telemetry).await;
+    eprintln!("delivery after the crash: {figures:?}");
+    assert_eq!(figures.expected, sent * SIM_METRICS, "{figures:?}");
+    assert_eq!(
+        figures.stored + figures.missing,
+        sent * SIM_METRICS,
+        "stored + missing = sent: {figures:?}"
+    );
+    assert!(figures.missing > 0, "{figures:?}");
+    assert_eq!(
+        app.stored_readings(SENSOR).await.len() as u64,
+        figures.stored,
+        "the figures count what is stored"
     );
     broker.stop();
 }
