@@ -5,11 +5,12 @@
 //! [`crate::domain::home_assistant`]; this module only does the MQTT.
 //!
 //! - Configs: the set every device in the database calls for is compared
-//!   with the retained configs under this deployment's node on the broker
-//!   (subscribed to, so the bridge sees what is there, its own included):
-//!   missing or changed ones are published, retained; those of devices no
-//!   longer listed are cleared with an empty retained message, which removes
-//!   the entities from Home Assistant. Whenever a device not yet announced
+//!   with the retained configs under this deployment's nodes on the broker
+//!   (one per home, and the bare node an earlier version shared among
+//!   homes; subscribed to, so the bridge sees what is there, its own
+//!   included): those of devices no longer listed, or moved, are cleared
+//!   with an empty retained message, which removes the entities from Home
+//!   Assistant; then missing or changed ones are published, retained. Whenever a device not yet announced
 //!   shows activity, and every [`RECONCILE_EVERY`] in any case.
 //! - States: availability, mode and the reported on/off of every device as
 //!   it changes (any replica's change: see `news`), and sensors' readings,

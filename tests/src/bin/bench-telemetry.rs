@@ -1646,10 +1646,35 @@ impl Floor {
         wait_connected(&mut events, true).await?;
 
         type Row = (String, i16, i64, i64, f64);
-        let (queue, mut queued) = tokio::sync::mpsc::channel::<(Vec<Row>, rumqttc::Publish)>(4_096);
+        // Why unbounded: the intake polls the consumer's connection, which
+        // also carries the writer's acknowledgements and the keep-alive. A
+        // full queue stopped the intake, so the writer's acknowledgements
+        // waited for a connection no one polled, and Mosquitto dropped the
+        // consumer ("exceeded timeout") once a step fell behind. What is
+        // queued is bounded by what the broker sends unacknowledged.
+        let (queue, mut queued) =
+            tokio::sync::mpsc::unbounded_channel::<(Vec<Row>, rumqttc::Publish)>();
         let decode_topics = topics.clone();
+        let resubscribe = (consumer.clone(), topics.all_devices(Channel::Readings));
         let intake = tokio::spawn(async move {
-            while let Ok(event) = events.poll().await {
+            loop {
+                // Why go on after an error: the floor lives across a soak's
+                // steps, minutes apart; a connection lost in between must
+                // not leave the next step without a consumer (rumqttc
+                // reconnects at the next poll, with a clean session).
+                let event = match events.poll().await {
+                    Ok(event) => event,
+                    Err(e) => {
+                        eprintln!("  pipe: the consumer's connection failed ({e}); reconnecting");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+                if let Event::Incoming(Packet::ConnAck(_)) = event {
+                    let (consumer, filter) = &resubscribe;
+                    let _ = consumer.try_subscribe(filter.as_str(), QoS::AtLeastOnce);
+                    continue;
+                }
                 let Event::Incoming(Packet::Publish(message)) = event else {
                     continue;
                 };
@@ -1674,7 +1699,7 @@ impl Floor {
                         )
                     })
                     .collect();
-                if queue.send((rows, message)).await.is_err() {
+                if queue.send((rows, message)).is_err() {
                     break;
                 }
             }

@@ -49,14 +49,7 @@ async fn hearth_on_dynsec_mosquitto_with(extra: &[(&str, &str)]) -> Setup {
     settings.extend_from_slice(extra);
     let app = TestApp::spawn_with(Backend::External, &settings).await;
     let home = unique("home");
-    app.devices()
-        .await
-        .create_home(CreateHomeRequest {
-            id: home.clone(),
-            name: String::new(),
-        })
-        .await
-        .expect("CreateHome");
+    create_home(&app, &home).await;
     Setup {
         app,
         home,
@@ -64,6 +57,17 @@ async fn hearth_on_dynsec_mosquitto_with(extra: &[(&str, &str)]) -> Setup {
         password,
         _dir: dir,
     }
+}
+
+async fn create_home(app: &TestApp, id: &str) {
+    app.devices()
+        .await
+        .create_home(CreateHomeRequest {
+            id: id.into(),
+            name: String::new(),
+        })
+        .await
+        .expect("CreateHome");
 }
 
 impl Setup {
@@ -457,15 +461,7 @@ async fn home_assistant_logs_in_to_mosquitto_with_a_token_and_sees_its_home_alon
     // The other home's id starts as this one's, so its configs' object ids
     // (`{home}_{device}`) do too.
     let other_home = format!("{}_2", s.home);
-    s.app
-        .devices()
-        .await
-        .create_home(CreateHomeRequest {
-            id: other_home.clone(),
-            name: String::new(),
-        })
-        .await
-        .expect("CreateHome");
+    create_home(&s.app, &other_home).await;
     let login = s.register(&fan, DeviceKind::Fan).await;
     s.register_in(&other_home, &other_fan, DeviceKind::Fan)
         .await;

@@ -54,21 +54,41 @@ async fn settled(
     let mut last = None;
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let figures = telemetry
-            .get_delivery(GetDeliveryRequest {
-                device_id: SENSOR.into(),
-                ..Default::default()
-            })
-            .await
-            .expect("GetDelivery")
-            .into_inner()
-            .total
-            .expect("a total");
+        let figures = delivery(telemetry).await;
         if last.as_ref() == Some(&figures) {
             return figures;
         }
         last = Some(figures);
     }
+}
+
+/// A stock Mosquitto of the test's own, `hearth` on it (with MariaDB), and
+/// a home with the sensor.
+async fn a_sensor_on_a_stock_broker() -> (PrivateBroker, TestApp, String) {
+    let broker = PrivateBroker::start().await;
+    let app = TestApp::spawn_with(
+        Backend::External,
+        &[("HEARTH_DEMO", "false"), ("HEARTH_MQTT_URL", &broker.url())],
+    )
+    .await;
+    let home = app.home_with(&[(SENSOR, DeviceKind::Sensor)]).await;
+    (broker, app, home)
+}
+
+/// The sensor's delivery now.
+async fn delivery(
+    telemetry: &mut TelemetryServiceClient<tonic::transport::Channel>,
+) -> DeliveryFigures {
+    telemetry
+        .get_delivery(GetDeliveryRequest {
+            device_id: SENSOR.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("GetDelivery")
+        .into_inner()
+        .total
+        .expect("a total")
 }
 
 /// How the sensor shows, after the stall, what it had sent.
@@ -92,13 +112,7 @@ async fn a_sensor_that_stops_after_a_drop_says_what_it_sent_and_the_lost_end_is_
 }
 
 async fn a_stall_is_accounted_for(afterwards: Afterwards) {
-    let broker = PrivateBroker::start().await;
-    let app = TestApp::spawn_with(
-        Backend::External,
-        &[("HEARTH_DEMO", "false"), ("HEARTH_MQTT_URL", &broker.url())],
-    )
-    .await;
-    let home = app.home_with(&[(SENSOR, DeviceKind::Sensor)]).await;
+    let (broker, app, home) = a_sensor_on_a_stock_broker().await;
     let mut device = app.connect_as_device(SENSOR).await;
 
     // Hearth stalls (a long GC pause, a database that hangs): the broker
@@ -191,13 +205,7 @@ async fn a_stall_is_accounted_for(afterwards: Afterwards) {
 /// stored or counted missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_that_crashed_says_at_restart_what_it_sent_and_the_lost_end_is_counted() {
-    let broker = PrivateBroker::start().await;
-    let app = TestApp::spawn_with(
-        Backend::External,
-        &[("HEARTH_DEMO", "false"), ("HEARTH_MQTT_URL", &broker.url())],
-    )
-    .await;
-    let home = app.home_with(&[(SENSOR, DeviceKind::Sensor)]).await;
+    let (broker, app, home) = a_sensor_on_a_stock_broker().await;
     let state = TempDir::new();
     let mut env = TestAgent::mqtt_env(&app, &home, SENSOR);
     let state_dir = state.0.to_str().unwrap().to_owned();
@@ -215,6 +223,16 @@ async fn an_agent_that_crashed_says_at_restart_what_it_sent_and_the_lost_end_is_
     };
 
     let mut agent = TestAgent::spawn(&env).await;
+    // Connected (some of its batches stored) before Hearth stalls.
+    let mut telemetry = app.telemetry().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while delivery(&mut telemetry).await.stored < 10 * SIM_METRICS {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     app.pause();
     // Well past the broker's queue of 1,000 messages for Hearth.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -235,16 +253,29 @@ async fn an_agent_that_crashed_says_at_restart_what_it_sent_and_the_lost_end_is_
     let (start, last) = numbered();
     let first_run = last - start + 1;
     app.resume();
-    let mut telemetry = app.telemetry().await;
     let before = settled(&mut telemetry).await;
     assert!(
         before.expected < first_run * SIM_METRICS,
         "the broker dropped the end of the run and nothing said it yet: {before:?}"
     );
 
-    // Restarted: it says what the crashed run sent, then runs and stops cleanly.
+    // Restarted: it says what the crashed run sent, then runs and stops
+    // cleanly, slowly enough that the stock queue drops nothing of it (its
+    // statuses included).
+    let mut env = env;
+    env.retain(|(name, _)| *name != "HEARTH_AGENT_INTERVAL_MS");
+    env.push(("HEARTH_AGENT_INTERVAL_MS", "50"));
     let agent = TestAgent::spawn(&env).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Connected once ten of its new run's batches are stored (on a busy
+    // machine that takes longer than any fixed wait).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while delivery(&mut telemetry).await.stored < before.stored + 10 * SIM_METRICS {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restarted agent's run seen"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(agent.terminate().success(), "the agent stops cleanly");
     let (second_start, second_last) = numbered();
     assert!(second_start > last, "a new run");
