@@ -114,6 +114,16 @@ impl Setup {
             .token
     }
 
+    /// `RevokeApiToken` for token `name`, as the home's owner.
+    async fn revoke_token(&self, name: &str) {
+        self.app
+            .auth()
+            .await
+            .revoke_api_token(v1::RevokeApiTokenRequest { name: name.into() })
+            .await
+            .expect("RevokeApiToken");
+    }
+
     /// `SetMode` ON for `device`, as the home's owner.
     async fn switch_on(&self, device: &str) {
         self.app
@@ -619,12 +629,7 @@ async fn home_assistant_logs_in_to_mosquitto_with_a_token_and_sees_its_home_alon
     ha_poll.abort();
 
     // Revoked: the login is gone.
-    s.app
-        .auth()
-        .await
-        .revoke_api_token(v1::RevokeApiTokenRequest { name: name.clone() })
-        .await
-        .expect("RevokeApiToken");
+    s.revoke_token(&name).await;
     assert!(is_refused(
         connect(
             &s.app,
@@ -751,12 +756,7 @@ async fn a_gateways_token_logs_in_to_mosquitto_for_its_devices_alone() {
     assert_eq!(heard.topic, s.topic(&fan, Channel::Desired));
 
     // Revoked: the login is gone.
-    s.app
-        .auth()
-        .await
-        .revoke_api_token(v1::RevokeApiTokenRequest { name: name.clone() })
-        .await
-        .expect("RevokeApiToken");
+    s.revoke_token(&name).await;
     assert!(is_refused(
         connect(&s.app, &token_client_id(&name), login).await
     ));
