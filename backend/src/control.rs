@@ -20,7 +20,10 @@ use tracing::{info, warn};
 
 use crate::{
     directory::Directory,
-    domain::{ActuatorState, Command, CommandState, Device, DeviceId, Mode, Transition, UnixMs},
+    domain::{
+        delivery::RunAccount, ActuatorState, Command, CommandState, Device, DeviceId, Mode,
+        Transition, UnixMs,
+    },
     metrics::Metrics,
     mqtt::Publisher,
     storage::{Applied, Storage, StorageError},
@@ -378,20 +381,18 @@ impl Control {
     /// Why not retained messages: brokers differ in how they replay them to
     /// resumed sessions, and a retained command could be stale.
     ///
-    /// A sensor's status may also say what it sent, `sent` = `(run_start,
-    /// last_seq)` (see `domain::delivery::sent`); it is recorded first.
+    /// A sensor's status may also say what it sent, `sent` (see
+    /// `domain::delivery::sent`); it is recorded first.
     pub async fn status(
         &self,
         id: &DeviceId,
         online: bool,
-        sent: Option<(u64, u64)>,
+        sent: Option<RunAccount>,
     ) -> Result<(), ControlError> {
         let now = self.clock.now();
         self.directory.seen(id, now);
-        if let Some((run_start, last_seq)) = sent {
-            self.storage
-                .record_sent(id, run_start, last_seq, now)
-                .await?;
+        if let Some(account) = sent {
+            self.storage.record_sent(id, &account, now).await?;
         }
         // Stored before the command is read: see `came_online`.
         self.storage.save_presence(id, Some(online), now).await?;

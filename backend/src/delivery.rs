@@ -54,7 +54,7 @@ pub async fn delivery(
     let mut tails = Vec::new();
     for said in storage.sent(Some(device), from, to).await? {
         for metric in METRICS {
-            let missing = tail_missing(&said, stored_up_to(storage, &said, metric).await?);
+            let missing = tail_missing(&said, metric, stored_up_to(storage, &said, metric).await?);
             if missing > 0 {
                 tails.push((said.said_at, missing));
             }
@@ -245,12 +245,20 @@ impl Audit {
             };
             for metric in METRICS {
                 // Counted up to its highest stored: what the round above
-                // saw of this stream; a stream not counted yet is left.
-                let Some(Some(counted)) = self.counted.get(&(said.device.clone(), metric)).copied()
-                else {
-                    continue;
+                // saw of this stream. A stream with nothing counted yet is
+                // left unless nothing of it is stored at all: then only the
+                // sensor's word (its metrics) can count the run.
+                let counted = match self.counted.get(&(said.device.clone(), metric)) {
+                    Some(Some(counted)) => Some(*counted),
+                    _ if said.metrics.contains(metric) => {
+                        match stored_up_to(core.storage.as_ref(), &said, metric).await? {
+                            None => None,
+                            Some(_) => continue,
+                        }
+                    }
+                    _ => continue,
                 };
-                let missing = tail_missing(&said, Some(counted));
+                let missing = tail_missing(&said, metric, counted);
                 if missing == 0 {
                     continue;
                 }

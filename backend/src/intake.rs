@@ -174,8 +174,10 @@ impl Intake {
                     ack,
                 } => {
                     let checked = match self.check_sender(&home_id, &device_id, None).await {
-                        Ok(()) => delivery::sent(status.run_start, status.last_seq)
-                            .map_err(|e| e.to_string()),
+                        Ok(()) => {
+                            delivery::sent(status.run_start, status.last_seq, &status.metrics)
+                                .map_err(|e| e.to_string())
+                        }
                         Err(e) => Err(e),
                     };
                     let result = match checked {

@@ -9,7 +9,7 @@ use std::{future::Future, panic::AssertUnwindSafe, sync::Arc};
 use futures::FutureExt as _;
 use hearth_backend::{
     domain::{
-        delivery::{Arrivals, Sent, StoredHour},
+        delivery::{Arrivals, MetricSet, RunAccount, Sent, StoredHour},
         Action, ActuatorState, Command, CommandState, Device, DeviceId, DeviceKind, DeviceScope,
         Grant, Home, HomeId, LoggedDecision, Mode, Pending, Reading, Resolution, Role,
         RuleDecision, RuleId, RuleState, SeriesPlan, SeriesPoint, StaleAction, ThresholdRule,
@@ -1238,19 +1238,38 @@ async fn what_a_sensor_said_it_sent_keeps_its_highest_and_is_found_by_when(
         .record_run_starts(&[(sensor(), 100, 1)])
         .await
         .unwrap();
-    storage.record_sent(&sensor(), 100, 150, 10).await.unwrap();
-    storage.record_sent(&sensor(), 100, 140, 20).await.unwrap();
-    storage.record_sent(&sensor(), 100, 150, 30).await.unwrap();
-    storage.record_sent(&sensor(), 900, 905, 40).await.unwrap();
-    let said = |run_start, sent_through, said_at| Sent {
+    let both = MetricSet::parse(&[1, 3]).unwrap();
+    let record = |run_start, last_seq, metrics, said_at| {
+        let storage = storage.clone();
+        async move {
+            let account = RunAccount {
+                run_start,
+                last_seq,
+                metrics,
+            };
+            storage
+                .record_sent(&sensor(), &account, said_at)
+                .await
+                .unwrap()
+        }
+    };
+    record(100, 150, both, 10).await;
+    record(100, 140, MetricSet::default(), 20).await;
+    record(100, 150, MetricSet::default(), 30).await;
+    record(900, 905, MetricSet::default(), 40).await;
+    let said = |run_start, sent_through, metrics, said_at| Sent {
         device: sensor(),
         run_start,
         sent_through,
+        metrics,
         said_at,
     };
     assert_eq!(
         storage.sent(Some(&sensor()), 0, 100).await.unwrap(),
-        [said(100, 150, 10), said(900, 905, 40)],
+        [
+            said(100, 150, both, 10),
+            said(900, 905, MetricSet::default(), 40)
+        ],
         "a lower or equal number, delivered late or again, changes nothing"
     );
     assert_eq!(

@@ -7,7 +7,17 @@ use hearth_proto::v1::Metric;
 pub trait Sensors: Send + 'static {
     /// Takes one sample of every metric, at `now` (Unix ms).
     fn sample(&mut self, now: i64) -> anyhow::Result<Vec<(Metric, f64)>>;
+    /// The metrics every sample carries. Why: a sensor's status says them,
+    /// so Hearth can count a run of which nothing arrived at all.
+    fn metrics(&self) -> &'static [Metric];
 }
+
+/// What a SenseHat measures.
+pub const SENSE_HAT_METRICS: [Metric; 3] = [
+    Metric::TemperatureCelsius,
+    Metric::HumidityPercent,
+    Metric::PressureHpa,
+];
 
 /// A switched output, e.g. a GPIO pin driving a fan through a transistor.
 pub trait Output: Send + 'static {

@@ -13,7 +13,7 @@ use std::{future::Future, path::PathBuf, time::Duration};
 use anyhow::Context as _;
 use hearth_proto::{
     topics::{Channel, Topics},
-    v1::{DesiredState, DeviceStatus, ReportedState},
+    v1::{DesiredState, DeviceStatus, Metric, ReportedState},
 };
 pub use hearth_runtime::mqtt::Credentials;
 use hearth_runtime::{
@@ -51,8 +51,14 @@ impl DeviceLink {
     }
 
     /// A status message; a sensor says what it sent with `sent`
-    /// (`(run_start, last_seq)`, see [`crate::seq::Sequence::sent`]).
-    pub(crate) fn status(&self, online: bool, sent: Option<(u64, u64)>) -> Vec<u8> {
+    /// (`(run_start, last_seq)`, see [`crate::seq::Sequence::sent`]) and
+    /// the `metrics` each batch carried.
+    pub(crate) fn status(
+        &self,
+        online: bool,
+        sent: Option<(u64, u64)>,
+        metrics: &[Metric],
+    ) -> Vec<u8> {
         let (run_start, last_seq) = sent.unwrap_or_default();
         DeviceStatus {
             online,
@@ -60,6 +66,10 @@ impl DeviceLink {
             agent: concat!("hearth-agent/", env!("CARGO_PKG_VERSION")).into(),
             last_seq,
             run_start,
+            metrics: match sent {
+                Some(_) => metrics.iter().map(|&m| m as i32).collect(),
+                None => Vec::new(),
+            },
         }
         .encode_to_vec()
     }
@@ -79,7 +89,7 @@ impl DeviceLink {
         options.set_clean_session(false);
         options.set_last_will(LastWill::new(
             self.topic(Channel::Status)?,
-            self.status(false, None),
+            self.status(false, None, &[]),
             QoS::AtLeastOnce,
             false,
         ));
@@ -321,7 +331,7 @@ pub async fn run_actuator_with(
                     &status_topic,
                     QoS::AtLeastOnce,
                     false,
-                    link.status(true, None),
+                    link.status(true, None, &[]),
                 )?;
                 client.try_publish(
                     &reported_topic,
@@ -373,7 +383,7 @@ pub async fn run_actuator_with(
         warn!(device = link.device_id, error = %e, "could not switch the output off on shutdown");
     }
     connection
-        .close(&client, &status_topic, link.status(false, None))
+        .close(&client, &status_topic, link.status(false, None, &[]))
         .await;
     Ok(())
 }
@@ -406,9 +416,16 @@ mod tests {
 
     #[test]
     fn a_sensors_status_says_what_it_sent_and_its_last_will_says_nothing() {
-        let said =
-            DeviceStatus::decode(link("mqtt://h").status(false, Some((5, 9))).as_slice()).unwrap();
+        let metrics = [Metric::TemperatureCelsius, Metric::PressureHpa];
+        let said = link("mqtt://h").status(false, Some((5, 9)), &metrics);
+        let said = DeviceStatus::decode(said.as_slice()).unwrap();
         assert_eq!((said.online, said.run_start, said.last_seq), (false, 5, 9));
+        assert_eq!(said.metrics, [1, 3], "what each batch carried");
+        let quiet = DeviceStatus::decode(link("mqtt://h").status(true, None, &metrics).as_slice());
+        assert!(
+            quiet.unwrap().metrics.is_empty(),
+            "nothing sent, nothing said"
+        );
         let options = link("mqtt://127.0.0.1:1883")
             .options(&LinkOptions::default())
             .unwrap();

@@ -13,14 +13,19 @@
 //! its HMAC with the device's key, so the gateway can tell it from a forgery
 //! and, by its sequence number, from a replay. MQTT carries the bare batch
 //! (the broker authenticates the connection instead).
+//!
+//! What a run sent is said over UDP too, as a `hearth.v1.RunAccount` datagram
+//! (the status topic says it over MQTT): when the agent stops, and for the
+//! run before at every start, so the backend counts the batches lost from a
+//! run's end, where no later batch shows the gap.
 
 use std::{future::Future, io, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use hearth_proto::{
-    signing::DeviceKeys,
+    signing::{unsigned_account, DeviceKey, DeviceKeys},
     topics::Channel,
-    v1::{Reading, ReadingBatch},
+    v1::{Metric, Reading, ReadingBatch, RunAccount},
 };
 use hearth_runtime::unix_ms_now;
 use prost::Message as _;
@@ -213,6 +218,13 @@ pub async fn run_sensor_with(
         signed = udp_key.is_some(),
         "sensor agent started"
     );
+    // The run before, which may have ended without its account reaching
+    // the gateway (a crash, or the datagram lost). Said at every start, as
+    // over MQTT; the backend keeps the highest, so a repeat changes nothing.
+    if let (Some(udp), Some(previous)) = (&mut udp, sequence.previous_run()) {
+        let datagram = account_datagram(&link, previous, sensors.metrics(), udp_key.as_ref());
+        udp.send(&link.device_id, &datagram).await;
+    }
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -256,30 +268,57 @@ pub async fn run_sensor_with(
                     // The run before, which may have crashed before its
                     // offline status could say what it sent.
                     if let Some(previous) = sequence.previous_run() {
-                        match m.client.try_publish(&m.status_topic, QoS::AtLeastOnce, false, link.status(true, Some(previous))) {
+                        match m.client.try_publish(&m.status_topic, QoS::AtLeastOnce, false, link.status(true, Some(previous), sensors.metrics())) {
                             Ok(()) => sequence.previous_run_said(),
                             Err(e) => warn!(device = link.device_id, error = %e, "the previous run's account dropped: MQTT queue full"),
                         }
                     }
                     // Why not `?`: after an outage the queue can be full of
                     // readings; that must not stop the agent.
-                    if let Err(e) = m.client.try_publish(&m.status_topic, QoS::AtLeastOnce, false, link.status(true, sequence.sent())) {
+                    if let Err(e) = m.client.try_publish(&m.status_topic, QoS::AtLeastOnce, false, link.status(true, sequence.sent(), sensors.metrics())) {
                         warn!(device = link.device_id, error = %e, "online status dropped: MQTT queue full");
                     }
                 }
             }
         }
     }
+    if let (Some(udp), Some(sent)) = (&mut udp, sequence.sent()) {
+        let datagram = account_datagram(&link, sent, sensors.metrics(), udp_key.as_ref());
+        udp.send(&link.device_id, &datagram).await;
+    }
     if let Some(m) = mqtt {
         m.connection
             .close(
                 &m.client,
                 &m.status_topic,
-                link.status(false, sequence.sent()),
+                link.status(false, sequence.sent(), sensors.metrics()),
             )
             .await;
     }
     Ok(())
+}
+
+/// The datagram of a run's account, `sent` = `(run_start, last_seq)`:
+/// signed with `key`, or in the envelope alone for a gateway without keys.
+fn account_datagram(
+    link: &DeviceLink,
+    (run_start, last_seq): (u64, u64),
+    metrics: &[Metric],
+    key: Option<&DeviceKey>,
+) -> Vec<u8> {
+    let account = RunAccount {
+        home_id: link.home_id.clone(),
+        device_id: link.device_id.clone(),
+        run_start,
+        last_seq,
+        metrics: metrics.iter().map(|&m| m as i32).collect(),
+        time_unix_ms: unix_ms_now(),
+    }
+    .encode_to_vec();
+    match key {
+        Some(key) => key.seal_account(account),
+        None => unsigned_account(account),
+    }
 }
 
 #[cfg(test)]
@@ -382,6 +421,84 @@ mod tests {
         stop.send(()).unwrap();
         running.await.unwrap().unwrap();
         assert_eq!(seqs[1], seqs[0] + 1);
+    }
+
+    #[tokio::test]
+    async fn a_udp_sensor_says_what_its_run_sent_when_it_stops_and_again_at_its_next_start() {
+        use hearth_proto::{signing::DeviceKey, v1::SignedReadingBatch};
+        let key = DeviceKey::from_bytes([7; 32]);
+        let state = std::env::temp_dir().join(format!("hearth-udp-account-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&state);
+        std::fs::create_dir_all(&state).unwrap();
+        let gateway = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let plan = SensorPlan {
+            interval: Duration::from_millis(10),
+            transport: Transport::Udp {
+                gateway: gateway.local_addr().unwrap().to_string(),
+            },
+            state_dir: Some(state.clone()),
+            udp_keys: Some(Arc::new(
+                [("s1".to_owned(), key.clone())].into_iter().collect(),
+            )),
+        };
+        // Reads datagrams until an account comes: the highest batch number
+        // seen before it, and the account.
+        async fn until_account(gateway: &UdpSocket, key: &DeviceKey) -> (u64, RunAccount) {
+            let mut buf = [0u8; 2048];
+            let mut highest = 0;
+            loop {
+                let (n, _) = gateway.recv_from(&mut buf).await.unwrap();
+                let signed = SignedReadingBatch::decode(&buf[..n]).unwrap();
+                if signed.account.is_empty() {
+                    highest = ReadingBatch::decode(signed.batch.as_slice()).unwrap().seq;
+                    continue;
+                }
+                assert!(key.verifies_account(&signed.account, &signed.hmac_sha256));
+                return (
+                    highest,
+                    RunAccount::decode(signed.account.as_slice()).unwrap(),
+                );
+            }
+        }
+        let run = |stopped: tokio::sync::oneshot::Receiver<()>| {
+            let plan = plan.clone();
+            tokio::spawn(async move {
+                let sensors = SimulatedSensors::new(0, Waveform::Steady(21.5));
+                run_sensor_with(link(), &LinkOptions::default(), sensors, &plan, async {
+                    let _ = stopped.await;
+                })
+                .await
+            })
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let first = run(stopped);
+        let mut buf = [0u8; 2048];
+        let (n, _) = gateway.recv_from(&mut buf).await.unwrap();
+        let signed = SignedReadingBatch::decode(&buf[..n]).unwrap();
+        let first_batch = ReadingBatch::decode(signed.batch.as_slice()).unwrap().seq;
+        stop.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        let (later_batch, said) = until_account(&gateway, &key).await;
+        assert_eq!(
+            said.last_seq,
+            later_batch.max(first_batch),
+            "the run's last batch"
+        );
+        assert!(said.run_start <= said.last_seq && said.device_id == "s1");
+        assert_eq!(said.metrics, [1, 2, 3], "a SenseHat's metrics");
+
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let second = run(stopped);
+        let (before, again) = until_account(&gateway, &key).await;
+        assert_eq!(before, 0, "said before the new run's first batch");
+        assert_eq!(
+            (again.run_start, again.last_seq),
+            (said.run_start, said.last_seq),
+            "the run before, said again"
+        );
+        stop.send(()).unwrap();
+        second.await.unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&state);
     }
 
     #[tokio::test]

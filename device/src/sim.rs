@@ -208,6 +208,11 @@ impl Sensors for SimulatedSensors {
             (Metric::PressureHpa, round(self.pressure.at(t))),
         ])
     }
+
+    /// A SenseHat's, as [`Self::sample`] takes them.
+    fn metrics(&self) -> &'static [Metric] {
+        &crate::hardware::SENSE_HAT_METRICS
+    }
 }
 
 /// A simulated fan or light. Clones share the state, so whoever made it can

@@ -45,7 +45,7 @@ fn rate(mut admission: Admission, datagrams: &[Vec<u8>]) -> f64 {
     let started = Instant::now();
     for datagram in datagrams {
         let admitted = admission.check(datagram).expect("every datagram is taken");
-        admission.record(&admitted.batch);
+        admission.record(&admitted.record);
     }
     datagrams.len() as f64 / started.elapsed().as_secs_f64()
 }

@@ -9,17 +9,23 @@
 //! only while it listens on loopback) any reading batch is taken, bare or
 //! signed, and nothing is checked but its form.
 //!
+//! A datagram may instead hold a sensor's account of a run (its `account`
+//! field): checked as a batch is, against its own tag context, but never
+//! refused as a replay. Why: an account said again changes nothing (Hearth
+//! keeps the highest number said of a run), and a sensor says its previous
+//! run's account again at every start, in case the first one was lost.
+//!
 //! Why the batch is decoded before its tag is checked: the batch names the
 //! device, so the key. Decoding is bounded (8 KiB) and cannot fail in a way
 //! that matters; nothing of an unverified batch goes further than a log line.
 
 use hearth_proto::{
     signing::DeviceKeys,
-    v1::{ReadingBatch, SignedReadingBatch},
+    v1::{ReadingBatch, RunAccount, SignedReadingBatch},
 };
 use prost::Message as _;
 
-use crate::{replay::ReplayGuard, Refusal, MAX_DATAGRAM};
+use crate::{record::Record, replay::ReplayGuard, Refusal, MAX_DATAGRAM};
 
 /// How datagrams are checked.
 #[derive(Debug)]
@@ -33,12 +39,13 @@ pub enum Admission {
     },
 }
 
-/// A datagram that passed: its batch, and the batch's encoding to queue.
+/// A datagram that passed: its batch or account, and the encoding to queue.
 #[derive(Debug, PartialEq)]
 pub struct Admitted {
-    pub batch: ReadingBatch,
-    /// What the queue keeps and the forwarder decodes: the batch alone, its
-    /// signature checked and dropped.
+    pub record: Record,
+    /// What the queue keeps and the forwarder decodes ([`Record::decode`]):
+    /// the batch alone, or the account in its envelope, the signature
+    /// checked and dropped.
     pub bytes: Vec<u8>,
 }
 
@@ -52,6 +59,14 @@ impl Admission {
         // SignedReadingBatch (their field numbers differ), never the reverse.
         let signed =
             SignedReadingBatch::decode(datagram).map_err(|e| Refusal::NotABatch(e.to_string()))?;
+        if !signed.account.is_empty() {
+            if !signed.batch.is_empty() {
+                return Err(Refusal::NotABatch(
+                    "holds both a batch and an account".into(),
+                ));
+            }
+            return self.check_account(signed);
+        }
         let (bytes, tag) = if signed.batch.is_empty() {
             (datagram.to_vec(), None)
         } else {
@@ -84,14 +99,43 @@ impl Admission {
                 }
             }
         }
-        Ok(Admitted { batch, bytes })
+        Ok(Admitted {
+            record: Record::Batch(batch),
+            bytes,
+        })
     }
 
-    /// Records that `batch` (which passed [`Self::check`]) was queued, so its
-    /// number is not taken again. Why apart from the check: a datagram the
-    /// full queue refused was not taken, so its number stays free.
-    pub fn record(&mut self, batch: &ReadingBatch) {
-        if let Admission::Signed { replay, .. } = self {
+    /// Checks a datagram's account: named, and with a key, signed by its
+    /// device's key.
+    fn check_account(&self, signed: SignedReadingBatch) -> Result<Admitted, Refusal> {
+        let account = RunAccount::decode(signed.account.as_slice())
+            .map_err(|e| Refusal::NotAnAccount(e.to_string()))?;
+        if account.device_id.is_empty() {
+            return Err(Refusal::Unnamed);
+        }
+        if let Admission::Signed { keys, .. } = self {
+            if signed.hmac_sha256.is_empty() {
+                return Err(Refusal::Unsigned);
+            }
+            let key = keys
+                .get(&account.device_id)
+                .ok_or_else(|| Refusal::UnknownDevice(account.device_id.clone()))?;
+            if !key.verifies_account(&signed.account, &signed.hmac_sha256) {
+                return Err(Refusal::BadSignature(account.device_id));
+            }
+        }
+        Ok(Admitted {
+            record: Record::Account(account),
+            bytes: Record::account_bytes(signed.account),
+        })
+    }
+
+    /// Records that `record` (which passed [`Self::check`]) was queued, so a
+    /// batch's number is not taken again. Why apart from the check: a
+    /// datagram the full queue refused was not taken, so its number stays
+    /// free.
+    pub fn record(&mut self, record: &Record) {
+        if let (Admission::Signed { replay, .. }, Record::Batch(batch)) = (self, record) {
             replay.record(&batch.device_id, batch.seq);
         }
     }
@@ -108,7 +152,7 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use hearth_proto::{
-        signing::DeviceKey,
+        signing::{unsigned_account, DeviceKey},
         v1::{Metric, Reading},
     };
 
@@ -144,9 +188,27 @@ mod tests {
 
     /// Checks `datagram` and, if it passes, records it, as the gateway does.
     fn take(admission: &mut Admission, datagram: &[u8]) -> Result<ReadingBatch, DropReason> {
+        match take_record(admission, datagram)? {
+            Record::Batch(batch) => Ok(batch),
+            account => panic!("a batch was sent, {account:?} taken"),
+        }
+    }
+
+    fn take_record(admission: &mut Admission, datagram: &[u8]) -> Result<Record, DropReason> {
         let admitted = admission.check(datagram).map_err(|r| r.reason())?;
-        admission.record(&admitted.batch);
-        Ok(admitted.batch)
+        admission.record(&admitted.record);
+        Ok(admitted.record)
+    }
+
+    fn account(device: &str, last_seq: u64) -> RunAccount {
+        RunAccount {
+            home_id: "h".into(),
+            device_id: device.into(),
+            run_start: 1,
+            last_seq,
+            metrics: vec![Metric::TemperatureCelsius as i32],
+            time_unix_ms: 1_700_000_000_000,
+        }
     }
 
     #[test]
@@ -154,7 +216,7 @@ mod tests {
         let admission = signed();
         let bytes = batch("s1", 5).encode_to_vec();
         let admitted = admission.check(&key(1).seal(bytes.clone())).unwrap();
-        assert_eq!(admitted.batch, batch("s1", 5));
+        assert_eq!(admitted.record, Record::Batch(batch("s1", 5)));
         assert_eq!(admitted.bytes, bytes);
     }
 
@@ -182,6 +244,7 @@ mod tests {
             let forged = SignedReadingBatch {
                 batch: changed.encode_to_vec(),
                 hmac_sha256: genuine.hmac_sha256.clone(),
+                ..Default::default()
             };
             assert_eq!(
                 take(&mut admission, &forged.encode_to_vec()),
@@ -192,6 +255,67 @@ mod tests {
             take(&mut admission, &key(1).seal(batch("s1", 5).encode_to_vec())).is_ok(),
             "the forgeries took no number"
         );
+    }
+
+    #[test]
+    fn a_signed_account_is_taken_again_and_again_and_a_forged_one_never() {
+        let mut admission = signed();
+        let bytes = account("s1", 9).encode_to_vec();
+        let genuine = key(1).seal_account(bytes.clone());
+        for _ in 0..2 {
+            assert_eq!(
+                take_record(&mut admission, &genuine),
+                Ok(Record::Account(account("s1", 9))),
+                "an account said again changes nothing, so it is no replay"
+            );
+        }
+        let queued = admission.check(&genuine).unwrap().bytes;
+        assert_eq!(
+            Record::decode(&queued),
+            Ok(Record::Account(account("s1", 9)))
+        );
+        assert_eq!(admission.take_marks(), None, "accounts take no number");
+        let refused = |datagram: &[u8]| admission.check(datagram).map_err(|r| r.reason());
+        assert_eq!(
+            refused(&key(2).seal_account(bytes.clone())),
+            Err(DropReason::BadSignature),
+            "another device's key"
+        );
+        assert_eq!(
+            refused(&key(1).seal(bytes.clone())),
+            Err(DropReason::Malformed),
+            "a batch's tag on an account's bytes is a batch, and not one"
+        );
+        let batch_tag = SignedReadingBatch {
+            account: bytes.clone(),
+            hmac_sha256: key(1).tag(&bytes).to_vec(),
+            ..Default::default()
+        };
+        assert_eq!(
+            refused(&batch_tag.encode_to_vec()),
+            Err(DropReason::BadSignature),
+            "a batch's tag is no account's"
+        );
+        assert_eq!(
+            refused(&unsigned_account(bytes.clone())),
+            Err(DropReason::Unsigned)
+        );
+        assert_eq!(
+            refused(&key(3).seal_account(account("s3", 9).encode_to_vec())),
+            Err(DropReason::UnknownDevice)
+        );
+        assert_eq!(
+            refused(&key(1).seal_account(account("", 9).encode_to_vec())),
+            Err(DropReason::Unnamed)
+        );
+        let both = SignedReadingBatch {
+            batch: batch("s1", 5).encode_to_vec(),
+            account: bytes,
+            hmac_sha256: vec![0; 32],
+        };
+        assert_eq!(refused(&both.encode_to_vec()), Err(DropReason::Malformed));
+        let not_an_account = key(1).seal_account(vec![0xff, 0xff]);
+        assert_eq!(refused(&not_an_account), Err(DropReason::Malformed));
     }
 
     #[test]
@@ -249,6 +373,7 @@ mod tests {
         let not_a_batch = SignedReadingBatch {
             batch: vec![0xff, 0xff],
             hmac_sha256: key(1).tag(&[0xff, 0xff]).to_vec(),
+            ..Default::default()
         };
         assert_eq!(
             refused(&not_a_batch.encode_to_vec()),
@@ -282,6 +407,11 @@ mod tests {
         let sealed = key(9).seal(batch("s1", 6).encode_to_vec());
         let admitted = admission.check(&sealed).unwrap();
         assert_eq!(admitted.bytes, batch("s1", 6).encode_to_vec());
+        let unsigned = unsigned_account(account("s1", 9).encode_to_vec());
+        assert_eq!(
+            take_record(&mut admission, &unsigned),
+            Ok(Record::Account(account("s1", 9)))
+        );
         assert_eq!(
             admission.check(&batch("", 5).encode_to_vec()),
             Err(Refusal::Unnamed)

@@ -7,6 +7,10 @@
 //! grows (up to its byte bound) and new datagrams keep being accepted; when it
 //! is back the backlog is replayed as fast as the backend takes it.
 //!
+//! A sensor also sends its account of a run (what it sent, when its agent
+//! stops and again at its next start): queued with the batches and forwarded
+//! in the same calls ([`record`]), so the backend counts a run's lost end.
+//!
 //! Policy when the queue is full: new datagrams are refused, counted and
 //! logged; what is already queued is kept (it is older and already accepted).
 //!
@@ -25,6 +29,7 @@ pub mod admission;
 pub mod bridge;
 pub mod metrics;
 pub mod queue;
+pub mod record;
 pub mod replay;
 pub mod settings;
 
@@ -46,8 +51,8 @@ use hearth_runtime::{
     metrics::{Counter, Family},
     Backoff,
 };
-use prost::Message as _;
 use queue::DiskQueue;
+use record::Record;
 use tokio::{
     net::{TcpListener, UdpSocket},
     sync::{watch, Notify},
@@ -85,6 +90,10 @@ pub struct Counters {
     /// Batches and readings the backend stored.
     pub forwarded_batches: Counter,
     pub forwarded_readings: Counter,
+    /// Sensors' run accounts appended to the queue, and those the backend
+    /// recorded.
+    pub accepted_accounts: Counter,
+    pub forwarded_accounts: Counter,
     /// Datagrams or batches dropped, by reason.
     pub dropped: Dropped,
 }
@@ -176,6 +185,7 @@ impl DropReason {
 pub enum Refusal {
     Oversize(usize),
     NotABatch(String),
+    NotAnAccount(String),
     Unnamed,
     Unsigned,
     UnknownDevice(String),
@@ -187,7 +197,7 @@ impl Refusal {
     pub fn reason(&self) -> DropReason {
         match self {
             Refusal::Oversize(_) => DropReason::Oversize,
-            Refusal::NotABatch(_) => DropReason::Malformed,
+            Refusal::NotABatch(_) | Refusal::NotAnAccount(_) => DropReason::Malformed,
             Refusal::Unnamed => DropReason::Unnamed,
             Refusal::Unsigned => DropReason::Unsigned,
             Refusal::UnknownDevice(_) => DropReason::UnknownDevice,
@@ -202,7 +212,8 @@ impl std::fmt::Display for Refusal {
         match self {
             Refusal::Oversize(n) => write!(f, "datagram of {n} bytes is over {MAX_DATAGRAM}"),
             Refusal::NotABatch(e) => write!(f, "not a hearth.v1.ReadingBatch: {e}"),
-            Refusal::Unnamed => write!(f, "batch names no device_id"),
+            Refusal::NotAnAccount(e) => write!(f, "not a hearth.v1.RunAccount: {e}"),
+            Refusal::Unnamed => write!(f, "the batch or account names no device_id"),
             Refusal::Unsigned => write!(
                 f,
                 "not signed (a bare ReadingBatch); this gateway takes only signed datagrams"
@@ -344,21 +355,21 @@ impl Backlog {
             }
             readings += records
                 .iter()
-                .map(|r| ReadingBatch::decode(r.as_slice()).map_or(0, |b| b.readings.len() as u64))
+                .map(|r| Record::decode(r).map_or(0, |r| r.readings()))
                 .sum::<u64>();
             at = Some(next);
         }
         Ok(Self { queue, readings })
     }
 
-    /// The time (Unix ms) of the oldest batch not yet acknowledged, if one
-    /// is accepted (fsynced).
+    /// The time (Unix ms) of the oldest batch (or account) not yet
+    /// acknowledged, if one is accepted (fsynced).
     pub fn oldest_unix_ms(&self) -> std::io::Result<Option<i64>> {
         let (records, _) = self.queue.read(None, 1)?;
         Ok(records
             .first()
-            .and_then(|r| ReadingBatch::decode(r.as_slice()).ok())
-            .map(|b| b.time_unix_ms))
+            .and_then(|r| Record::decode(r).ok())
+            .map(|r| r.time_unix_ms()))
     }
 }
 
@@ -398,7 +409,7 @@ async fn receive(
                 continue;
             }
         };
-        let readings = admitted.batch.readings.len() as u64;
+        let readings = admitted.record.readings();
         let appended = {
             let mut backlog = queue.lock().expect("queue lock");
             let appended = backlog.queue.append(&admitted.bytes)?;
@@ -409,14 +420,17 @@ async fn receive(
         };
         match appended {
             Ok(()) => {
-                admission.record(&admitted.batch);
-                counters.accepted_batches.inc();
+                admission.record(&admitted.record);
+                match admitted.record {
+                    Record::Batch(_) => counters.accepted_batches.inc(),
+                    Record::Account(_) => counters.accepted_accounts.inc(),
+                };
                 counters.accepted_readings.inc_by(readings);
             }
             Err(_) => {
                 counters.dropped.add(DropReason::QueueFull);
                 if let Some(held_back) = log.allow(Instant::now()) {
-                    warn!(%from, device = ?admitted.batch.device_id, held_back, "queue full; datagram refused");
+                    warn!(%from, device = ?admitted.record.device_id(), held_back, "queue full; datagram refused");
                 }
             }
         }
@@ -560,25 +574,29 @@ async fn forward(
             continue;
         }
         // Each record decoded when it was received and passed its checksum
-        // since; one that no longer decodes is counted and skipped.
-        let batches: Vec<ReadingBatch> = records
-            .iter()
-            .filter_map(|r| match ReadingBatch::decode(r.as_slice()) {
-                Ok(batch) => Some(batch),
+        // since; one that no longer decodes is counted and skipped. Why the
+        // accounts in the same call: the backend records them after storing
+        // the call's batches, so each comes after the batches before it.
+        let mut batches = Vec::with_capacity(records.len());
+        let mut accounts = Vec::new();
+        for record in &records {
+            match Record::decode(record) {
+                Ok(Record::Batch(batch)) => batches.push(batch),
+                Ok(Record::Account(account)) => accounts.push(account),
                 Err(e) => {
                     counters.dropped.add(DropReason::Corrupt);
                     warn!(error = %e, "a queued record no longer decodes; skipped");
-                    None
                 }
-            })
-            .collect();
+            }
+        }
         let readings = |b: &ReadingBatch| b.readings.len() as u64;
         let queued_readings: u64 = batches.iter().map(readings).sum();
         let mut attempt = 0u32;
-        let (forwarded_batches, forwarded_readings) = loop {
+        let (forwarded_batches, forwarded_readings, forwarded_accounts) = loop {
             match client
                 .ingest_batch(IngestBatchRequest {
                     batches: batches.clone(),
+                    accounts: accounts.clone(),
                 })
                 .await
             {
@@ -592,12 +610,23 @@ async fn forward(
                         let device = batch.map(|b| b.device_id.as_str()).unwrap_or_default();
                         warn!(device, reason = rejected.reason, "backend rejected a batch");
                     }
+                    for rejected in &response.rejected_accounts {
+                        counters.dropped.add(DropReason::RejectedByBackend);
+                        let account = accounts.get(rejected.index as usize);
+                        let device = account.map(|a| a.device_id.as_str()).unwrap_or_default();
+                        warn!(
+                            device,
+                            reason = rejected.reason,
+                            "backend rejected a run account"
+                        );
+                    }
                     if attempt > 0 {
                         info!(%cloud, "backend reachable again; replaying the backlog");
                     }
                     break (
                         u64::from(response.accepted),
                         queued_readings.saturating_sub(rejected_readings),
+                        u64::from(response.accounts_accepted),
                     );
                 }
                 Err(status) => {
@@ -627,6 +656,7 @@ async fn forward(
         // then never both count a batch.
         counters.forwarded_batches.inc_by(forwarded_batches);
         counters.forwarded_readings.inc_by(forwarded_readings);
+        counters.forwarded_accounts.inc_by(forwarded_accounts);
     }
 }
 
@@ -759,6 +789,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
 #[cfg(test)]
 mod tests {
+    use prost::Message as _;
+
     use super::*;
 
     #[test]
@@ -903,8 +935,8 @@ mod tests {
             admission.check(&sealed("gone", 6)).unwrap_err().reason(),
             DropReason::UnknownDevice
         );
-        let batch = admission.check(&sealed("s1", 11)).unwrap().batch;
-        admission.record(&batch);
+        let record = admission.check(&sealed("s1", 11)).unwrap().record;
+        admission.record(&record);
         assert_eq!(
             admission.take_marks().as_deref(),
             Some("s1 11\n"),

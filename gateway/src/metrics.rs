@@ -66,6 +66,16 @@ impl Exporter {
                 "Readings the backend stored",
                 &c.forwarded_readings,
             ),
+            (
+                "hearth_gateway_accepted_accounts",
+                "Sensors' run accounts (what a run sent) appended to the durable queue",
+                &c.accepted_accounts,
+            ),
+            (
+                "hearth_gateway_forwarded_accounts",
+                "Sensors' run accounts the backend recorded",
+                &c.forwarded_accounts,
+            ),
         ] {
             registry.register(name, help, counter.clone());
         }
@@ -196,6 +206,8 @@ mod tests {
         counters.accepted_readings.inc_by(27);
         counters.forwarded_batches.inc_by(4);
         counters.forwarded_readings.inc_by(12);
+        counters.accepted_accounts.inc_by(2);
+        counters.forwarded_accounts.inc_by(1);
         for _ in 0..3 {
             counters.dropped.add(DropReason::RateLimited);
         }
@@ -221,6 +233,8 @@ mod tests {
             "hearth_gateway_accepted_readings_total 27",
             "hearth_gateway_forwarded_batches_total 4",
             "hearth_gateway_forwarded_readings_total 12",
+            "hearth_gateway_accepted_accounts_total 2",
+            "hearth_gateway_forwarded_accounts_total 1",
             "# TYPE hearth_gateway_queue_readings gauge",
             "hearth_gateway_queue_batches 1",
             "hearth_gateway_queue_readings 2",
@@ -241,7 +255,7 @@ mod tests {
         }
         assert_eq!(
             text.lines().filter(|l| l.starts_with("# TYPE")).count(),
-            11,
+            13,
             "one TYPE per metric family"
         );
         let age: f64 = text

@@ -165,14 +165,65 @@ pub fn metric_figures(hours: &[StoredHour], surroundings: &Surroundings) -> Vec<
     out
 }
 
+/// The metrics each batch of a run carries, as a sensor said them (empty:
+/// it did not say). Kept as a bit per metric, so storage keeps it in one
+/// small integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MetricSet(u8);
+
+impl MetricSet {
+    /// The metrics a status message names, each a `hearth.v1.Metric` number.
+    pub fn parse(numbers: &[i32]) -> Result<Self, SentError> {
+        let mut set = MetricSet::default();
+        for &n in numbers {
+            match Metric::try_from(n) {
+                Ok(m) if m != Metric::Unspecified => set.0 |= Self::bit(m),
+                _ => return Err(SentError::UnknownMetric(n)),
+            }
+        }
+        Ok(set)
+    }
+
+    pub fn contains(self, metric: Metric) -> bool {
+        self.0 & Self::bit(metric) != 0
+    }
+
+    /// The set as stored.
+    pub fn bits(self) -> i64 {
+        i64::from(self.0)
+    }
+
+    /// A stored set; bits of no metric (a later version's) are dropped.
+    pub fn from_bits(bits: i64) -> Self {
+        let known = Self::bit(Metric::TemperatureCelsius)
+            | Self::bit(Metric::HumidityPercent)
+            | Self::bit(Metric::PressureHpa);
+        MetricSet((bits & i64::from(known)) as u8)
+    }
+
+    fn bit(metric: Metric) -> u8 {
+        1 << (metric as i32).clamp(0, 7)
+    }
+}
+
+/// What a status message says a run sent: batches `run_start..=last_seq`,
+/// each carrying `metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunAccount {
+    pub run_start: u64,
+    pub last_seq: u64,
+    pub metrics: MetricSet,
+}
+
 /// A sensor's account of one run, from its status messages: the run began
-/// at `run_start` and had numbered batches up to `sent_through` when it
-/// said so last, at `said_at`.
+/// at `run_start` and had numbered batches up to `sent_through`, each of
+/// `metrics`, when it said so last, at `said_at`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sent {
     pub device: DeviceId,
     pub run_start: u64,
     pub sent_through: u64,
+    pub metrics: MetricSet,
     pub said_at: UnixMs,
 }
 
@@ -183,11 +234,17 @@ pub enum SentError {
     TooHigh(u64),
     #[error("last_seq {last_seq} is below run_start {run_start}")]
     BeforeRun { last_seq: u64, run_start: u64 },
+    #[error("metrics names {0}, which is no metric")]
+    UnknownMetric(i32),
 }
 
 /// Checks what a status message says was sent: `Ok(None)` when it says
 /// nothing (`last_seq` 0).
-pub fn sent(run_start: u64, last_seq: u64) -> Result<Option<(u64, u64)>, SentError> {
+pub fn sent(
+    run_start: u64,
+    last_seq: u64,
+    metrics: &[i32],
+) -> Result<Option<RunAccount>, SentError> {
     if last_seq == 0 {
         Ok(None)
     } else if last_seq > MAX_SEQ {
@@ -198,22 +255,30 @@ pub fn sent(run_start: u64, last_seq: u64) -> Result<Option<(u64, u64)>, SentErr
             run_start,
         })
     } else {
-        Ok(Some((run_start, last_seq)))
+        Ok(Some(RunAccount {
+            run_start,
+            last_seq,
+            metrics: MetricSet::parse(metrics)?,
+        }))
     }
 }
 
-/// The readings of one metric missing from the end of a run: those a sensor
+/// The readings of `metric` missing from the end of a run: those a sensor
 /// said it sent (`sent`) above the highest number of that metric stored up
 /// to `sent.sent_through` (`highest_stored`). No gap after them shows they
-/// are missing, so only the sensor's word counts them. `None` stored at all:
-/// nothing says the sensor measures that metric, so nothing is counted.
-pub fn tail_missing(sent: &Sent, highest_stored: Option<u64>) -> u64 {
+/// are missing, so only the sensor's word counts them. With nothing of the
+/// metric stored at all, the whole run is missing if the sensor said its
+/// batches carry the metric; if it did not say, nothing tells a stream lost
+/// whole from one it does not measure, so nothing is counted.
+pub fn tail_missing(sent: &Sent, metric: Metric, highest_stored: Option<u64>) -> u64 {
+    let whole_run = sent.sent_through - sent.run_start + 1;
     match highest_stored {
+        None if sent.metrics.contains(metric) => whole_run,
         None => 0,
         Some(h) if h >= sent.sent_through => 0,
         Some(h) if h >= sent.run_start => sent.sent_through - h,
         // Nothing of this run is stored: all of it is missing.
-        Some(_) => sent.sent_through - sent.run_start + 1,
+        Some(_) => whole_run,
     }
 }
 
@@ -491,6 +556,7 @@ mod tests {
             device: DeviceId::parse("sensor-1", "device_id").unwrap(),
             run_start,
             sent_through,
+            metrics: MetricSet::default(),
             said_at: 5 * HOUR_MS + 1,
         }
     }
@@ -498,25 +564,59 @@ mod tests {
     #[test]
     fn what_a_sensor_said_it_sent_above_the_last_stored_is_missing() {
         let said = sent_through(100, 120);
-        assert_eq!(tail_missing(&said, Some(110)), 10, "111..=120");
-        assert_eq!(tail_missing(&said, Some(120)), 0, "all of it stored");
+        let t = Metric::TemperatureCelsius;
+        assert_eq!(tail_missing(&said, t, Some(110)), 10, "111..=120");
+        assert_eq!(tail_missing(&said, t, Some(120)), 0, "all of it stored");
         assert_eq!(
-            tail_missing(&said, Some(40)),
+            tail_missing(&said, t, Some(40)),
             21,
             "nothing of the run stored: 100..=120"
         );
         assert_eq!(
-            tail_missing(&said, None),
+            tail_missing(&said, t, None),
             0,
-            "a metric never stored is not one it measures"
+            "a metric never stored, and not said: maybe not one it measures"
         );
+    }
+
+    #[test]
+    fn a_run_said_to_carry_a_metric_never_stored_is_missing_whole() {
+        let account = sent(100, 120, &[1, 3]).unwrap().unwrap();
+        let said = Sent {
+            metrics: account.metrics,
+            ..sent_through(account.run_start, account.last_seq)
+        };
+        assert_eq!(tail_missing(&said, Metric::TemperatureCelsius, None), 21);
+        assert_eq!(tail_missing(&said, Metric::PressureHpa, None), 21);
+        assert_eq!(
+            tail_missing(&said, Metric::HumidityPercent, None),
+            0,
+            "not one of its metrics"
+        );
+        assert_eq!(tail_missing(&said, Metric::PressureHpa, Some(118)), 2);
+        assert_eq!(
+            MetricSet::from_bits(account.metrics.bits()),
+            account.metrics
+        );
+        assert_eq!(MetricSet::from_bits(1 << 40), MetricSet::default());
+    }
+
+    #[test]
+    fn an_account_naming_no_metric_is_refused_by_name() {
+        assert_eq!(sent(1, 5, &[2, 9]), Err(SentError::UnknownMetric(9)));
+        assert_eq!(sent(1, 5, &[0]), Err(SentError::UnknownMetric(0)));
+        assert_eq!(
+            SentError::UnknownMetric(9).to_string(),
+            "metrics names 9, which is no metric"
+        );
+        assert_eq!(sent(0, 0, &[9]), Ok(None), "nothing said, nothing checked");
     }
 
     #[test]
     fn a_tail_is_charged_to_the_hour_the_sensor_said_it_and_adds_to_the_gaps() {
         let stored = metric_figures(&[hour(5, 9, 1, 10)], &Surroundings::default());
         let said = sent_through(1, 15);
-        let tail = tail_missing(&said, Some(10));
+        let tail = tail_missing(&said, Metric::TemperatureCelsius, Some(10));
         let d = device_delivery([stored], &[], &[(said.said_at, tail)]);
         assert_eq!(d.total.expected, 15);
         assert_eq!(d.total.missing(), 6, "seq 5 (a gap) and 11..=15 (the tail)");
@@ -526,12 +626,23 @@ mod tests {
 
     #[test]
     fn a_status_says_nothing_sent_or_a_number_hearth_keeps() {
-        assert_eq!(sent(7, 0), Ok(None));
-        assert_eq!(sent(7, 9), Ok(Some((7, 9))));
-        assert_eq!(sent(0, 9), Ok(Some((0, 9))), "a sender that names no run");
-        assert_eq!(sent(7, u64::MAX), Err(SentError::TooHigh(u64::MAX)));
+        let account = |run_start, last_seq| {
+            Some(RunAccount {
+                run_start,
+                last_seq,
+                metrics: MetricSet::default(),
+            })
+        };
+        assert_eq!(sent(7, 0, &[]), Ok(None));
+        assert_eq!(sent(7, 9, &[]), Ok(account(7, 9)));
         assert_eq!(
-            sent(7, 6).unwrap_err().to_string(),
+            sent(0, 9, &[]),
+            Ok(account(0, 9)),
+            "a sender that names no run"
+        );
+        assert_eq!(sent(7, u64::MAX, &[]), Err(SentError::TooHigh(u64::MAX)));
+        assert_eq!(
+            sent(7, 6, &[]).unwrap_err().to_string(),
             "last_seq 6 is below run_start 7"
         );
     }

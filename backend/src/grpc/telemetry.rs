@@ -7,7 +7,7 @@ use hearth_proto::v1::{
     telemetry_service_server::TelemetryService, Delivery, DeliveryFigures, DeliveryHour,
     ExportReadingsRequest, ExportReadingsResponse, GetDeliveryRequest, GetSeriesRequest,
     GetSeriesResponse, IngestBatchRequest, IngestBatchResponse, ListReadingsRequest,
-    ListReadingsResponse, Metric, RejectedBatch, SeriesPoint, WatchReadingsRequest,
+    ListReadingsResponse, Metric, RejectedBatch, RunAccount, SeriesPoint, WatchReadingsRequest,
     WatchReadingsResponse,
 };
 use tokio::sync::oneshot;
@@ -23,7 +23,8 @@ use crate::{
     core::Core,
     delivery::delivery,
     domain::{
-        delivery::{range, Figures, RangeError},
+        access::Caller,
+        delivery::{range, sent, Figures, RangeError},
         export::{append_csv_rows, CSV_HEADER},
         series::plan,
         validate_batch, Denied, DeviceId, DeviceKind, HomeId, Role, UnixMs,
@@ -53,6 +54,87 @@ pub struct TelemetryApi {
 impl TelemetryApi {
     pub fn new(core: Arc<Core>) -> Self {
         Self { core }
+    }
+
+    /// The sensor a batch or run account names (`device_id`, and `home_id`
+    /// if not empty), if `caller` may write for it; otherwise why not, in
+    /// the words a device that does not exist gets where the caller may not
+    /// see it.
+    async fn ingest_target(
+        &self,
+        caller: &Caller,
+        device_id: &str,
+        home_id: &str,
+    ) -> Result<(HomeId, DeviceId), String> {
+        let device_id = DeviceId::parse(device_id, "device_id").map_err(|e| e.to_string())?;
+        let known = self
+            .core
+            .directory
+            .lookup(&device_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let known = known
+            .filter(|k| caller.role_in(&k.home_id).is_some() && caller.covers(&device_id))
+            .ok_or_else(|| format!("unknown device {device_id}"))?;
+        if let Err(Denied::Forbidden { role, need }) = caller.require(&known.home_id, Role::Ingest)
+        {
+            return Err(format!(
+                "device {device_id}: a {role} of its home may not write readings (it needs {need} or admin)"
+            ));
+        }
+        if !home_id.is_empty() && home_id != known.home_id.as_str() {
+            return Err(format!(
+                "device {device_id} belongs to home {}, not {home_id}",
+                known.home_id
+            ));
+        }
+        if known.kind != DeviceKind::Sensor {
+            return Err(format!(
+                "device {device_id} is a {}, not a sensor",
+                known.kind.as_str()
+            ));
+        }
+        Ok((known.home_id, device_id))
+    }
+
+    /// Records what sensors said their runs sent; the rejected by index.
+    async fn record_accounts(
+        &self,
+        caller: &Caller,
+        accounts: &[RunAccount],
+    ) -> (u32, Vec<RejectedBatch>) {
+        let now = self.core.clock.now();
+        let mut accepted = 0;
+        let mut rejected = Vec::new();
+        for (index, account) in accounts.iter().enumerate() {
+            let recorded = async {
+                let (_, device_id) = self
+                    .ingest_target(caller, &account.device_id, &account.home_id)
+                    .await?;
+                let said = sent(account.run_start, account.last_seq, &account.metrics)
+                    .map_err(|e| format!("device {device_id}: {e}"))?;
+                if let Some(said) = said {
+                    self.core
+                        .storage
+                        .record_sent(&device_id, &said, now)
+                        .await
+                        .map_err(|e| format!("device {device_id}: {e}"))?;
+                }
+                self.core.directory.seen(&device_id, now);
+                Ok::<_, String>(())
+            };
+            match recorded.await {
+                Ok(()) => accepted += 1,
+                Err(reason) => {
+                    self.core.metrics.batches_rejected.inc();
+                    rejected.push(RejectedBatch {
+                        index: index as u32,
+                        reason,
+                    });
+                }
+            }
+        }
+        (accepted, rejected)
     }
 }
 
@@ -146,55 +228,25 @@ impl TelemetryService for TelemetryApi {
         request: Request<IngestBatchRequest>,
     ) -> Result<Response<IngestBatchResponse>, Status> {
         let auth = caller(&request)?;
-        let batches = request.into_inner().batches;
-        if batches.len() > MAX_BATCHES_PER_CALL {
-            return Err(invalid(
-                "batches",
-                format!(
-                    "has {} entries, at most {MAX_BATCHES_PER_CALL} allowed",
-                    batches.len()
-                ),
-            ));
+        let IngestBatchRequest { batches, accounts } = request.into_inner();
+        for (field, entries) in [("batches", batches.len()), ("accounts", accounts.len())] {
+            if entries > MAX_BATCHES_PER_CALL {
+                return Err(invalid(
+                    field,
+                    format!("has {entries} entries, at most {MAX_BATCHES_PER_CALL} allowed"),
+                ));
+            }
         }
         let now = self.core.clock.now();
         let mut rejected = Vec::new();
         let mut pending = Vec::new();
         for (index, batch) in batches.iter().enumerate() {
             let checked = async {
-                let device_id =
-                    DeviceId::parse(&batch.device_id, "device_id").map_err(|e| e.to_string())?;
-                let known = self
-                    .core
-                    .directory
-                    .lookup(&device_id)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let known = known
-                    .filter(|k| {
-                        auth.caller.role_in(&k.home_id).is_some() && auth.caller.covers(&device_id)
-                    })
-                    .ok_or_else(|| format!("unknown device {device_id}"))?;
-                if let Err(Denied::Forbidden { role, need }) =
-                    auth.caller.require(&known.home_id, Role::Ingest)
-                {
-                    return Err(format!(
-                        "device {device_id}: a {role} of its home may not write readings (it needs {need} or admin)"
-                    ));
-                }
-                if !batch.home_id.is_empty() && batch.home_id != known.home_id.as_str() {
-                    return Err(format!(
-                        "device {device_id} belongs to home {}, not {}",
-                        known.home_id, batch.home_id
-                    ));
-                }
-                if known.kind != DeviceKind::Sensor {
-                    return Err(format!(
-                        "device {device_id} is a {}, not a sensor",
-                        known.kind.as_str()
-                    ));
-                }
+                let (home_id, device_id) = self
+                    .ingest_target(&auth.caller, &batch.device_id, &batch.home_id)
+                    .await?;
                 let readings = validate_batch(&device_id, batch, now).map_err(|e| e.to_string())?;
-                Ok((known.home_id, device_id, readings))
+                Ok::<_, String>((home_id, device_id, readings))
             };
             match checked.await {
                 Ok((home_id, device_id, readings)) => {
@@ -237,7 +289,16 @@ impl TelemetryService for TelemetryApi {
             }
         }
         rejected.sort_by_key(|r| r.index);
-        Ok(Response::new(IngestBatchResponse { accepted, rejected }))
+        // After the batches are stored: an account then counts as missing
+        // only what did not come with them.
+        let (accounts_accepted, rejected_accounts) =
+            self.record_accounts(&auth.caller, &accounts).await;
+        Ok(Response::new(IngestBatchResponse {
+            accepted,
+            rejected,
+            accounts_accepted,
+            rejected_accounts,
+        }))
     }
 
     async fn list_readings(

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use hearth_proto::v1::Metric;
 
 use crate::domain::{
-    delivery::{Arrivals, Sent, StoredHour},
+    delivery::{Arrivals, RunAccount, Sent, StoredHour},
     ActuatorState, Command, Device, DeviceId, DeviceKind, Home, HomeId, LoggedDecision, Reading,
     Resolution, RuleId, RuleState, SeriesPlan, SeriesPoint, ThresholdRule, UnixMs,
 };
@@ -239,14 +239,14 @@ pub trait Storage: AccessStore + Send + Sync + 'static {
     async fn arrivals(&self, device: &DeviceId, from: UnixMs, to: UnixMs) -> Result<Vec<Arrivals>>;
     /// The recorded run starts of `device` in `(after, up_to]`, ascending.
     async fn run_starts(&self, device: &DeviceId, after: u64, up_to: u64) -> Result<Vec<u64>>;
-    /// Records what a sensor said it sent in its run from `run_start`: up
-    /// to `last_seq`, at `said_at`. Only a higher number replaces what is
-    /// recorded (a status delivered late or twice changes nothing).
+    /// Records what a sensor said it sent in the run from
+    /// `account.run_start`: up to `account.last_seq`, each batch of
+    /// `account.metrics`, at `said_at`. Only a higher number replaces what
+    /// is recorded (a status delivered late or twice changes nothing).
     async fn record_sent(
         &self,
         device: &DeviceId,
-        run_start: u64,
-        last_seq: u64,
+        account: &RunAccount,
         said_at: UnixMs,
     ) -> Result<()>;
     /// What sensors said they sent, said in `[from, to)`: of `device`, or

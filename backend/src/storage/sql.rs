@@ -23,7 +23,7 @@ use super::{
     StorageError,
 };
 use crate::domain::{
-    delivery::{arrivals, hour_of, Arrivals, Arrived, Sent, StoredHour},
+    delivery::{arrivals, hour_of, Arrivals, Arrived, MetricSet, RunAccount, Sent, StoredHour},
     reading::MAX_SEQ,
     Action, ActuatorState, Command, CommandState, Desired, Device, DeviceId, Home, HomeId,
     LoggedDecision, Mode, Pending, Reading, Reported, Resolution, RuleDecision, RuleId, RuleState,
@@ -1047,10 +1047,10 @@ where
     async fn record_sent(
         &self,
         device: &DeviceId,
-        run_start: u64,
-        last_seq: u64,
+        account: &RunAccount,
         said_at: UnixMs,
     ) -> Result<()> {
+        let run_start = account.run_start as i64;
         // Why two statements rather than an upsert: the dialects spell an
         // upsert differently, and a status comes once per connection.
         let mut tx = self.pool.begin().await?;
@@ -1059,20 +1059,21 @@ where
             DB::INSERT_IGNORE
         ))
         .bind(device.as_str())
-        .bind(run_start as i64)
+        .bind(run_start)
         .bind(said_at)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE delivery_runs SET sent_through = ?, said_at = ? \
+            "UPDATE delivery_runs SET sent_through = ?, sent_metrics = ?, said_at = ? \
              WHERE device_id = ? AND run_start = ? \
                AND (sent_through IS NULL OR sent_through < ?)",
         )
-        .bind(last_seq as i64)
+        .bind(account.last_seq as i64)
+        .bind(account.metrics.bits())
         .bind(said_at)
         .bind(device.as_str())
-        .bind(run_start as i64)
-        .bind(last_seq as i64)
+        .bind(run_start)
+        .bind(account.last_seq as i64)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -1081,7 +1082,7 @@ where
 
     async fn sent(&self, device: Option<&DeviceId>, from: UnixMs, to: UnixMs) -> Result<Vec<Sent>> {
         let mut q = Statement::new(
-            "SELECT device_id, run_start, sent_through, said_at FROM delivery_runs \
+            "SELECT device_id, run_start, sent_through, sent_metrics, said_at FROM delivery_runs \
              WHERE said_at >= ",
         );
         q.push_bind(from).push(" AND said_at < ").push_bind(to);
@@ -1096,6 +1097,9 @@ where
                     device: device_id(&row.try_get::<String, _>("device_id")?, "device id")?,
                     run_start: row.try_get::<i64, _>("run_start")? as u64,
                     sent_through: row.try_get::<i64, _>("sent_through")? as u64,
+                    metrics: MetricSet::from_bits(
+                        row.try_get::<Option<i64>, _>("sent_metrics")?.unwrap_or(0),
+                    ),
                     said_at: row.try_get("said_at")?,
                 })
             })

@@ -344,6 +344,7 @@ fn calls() -> Vec<(&'static str, Call)> {
                         }],
                         ..Default::default()
                     }],
+                    ..Default::default()
                 });
                 let answer = c.telemetry().await.ingest_batch(r).await?.into_inner();
                 // Why mapped: a batch is refused on its own, inside an OK

@@ -803,6 +803,7 @@ async fn a_gateways_token_limited_to_its_devices_speaks_for_those_alone() {
         let request = with_token(
             v1::IngestBatchRequest {
                 batches: vec![ReadingBatch::decode(&batch(device, seq)[..]).unwrap()],
+                ..Default::default()
             },
             Some(&token),
         );

@@ -6,12 +6,13 @@
 use hearth_proto::v1::{
     telemetry_service_client::TelemetryServiceClient, DeliveryFigures, DeviceKind,
     GetDeliveryRequest, IngestBatchRequest, Metric, ReadingBatch, RegisterDeviceRequest,
+    RunAccount,
 };
 use tonic::{transport::Channel, Code};
 
 use crate::{
     export::{app_with_a_sensor, batch, ingest, T0},
-    helpers::{eventually, SimDevice, HOME, SENSOR},
+    helpers::{eventually, SimDevice, FAN, HOME, SENSOR},
 };
 
 const HOUR_MS: i64 = 3_600_000;
@@ -203,7 +204,7 @@ async fn a_sensor_that_stops_says_what_it_sent_and_its_lost_last_batches_are_mis
 
     // Its status on the way out says it sent up to 10.
     let sensor = SimDevice::connect(&app, SENSOR).await;
-    sensor.says_sent(SENSOR, 1, 10).await;
+    sensor.says_sent(SENSOR, 1, 10, &[]).await;
     // Up to an hour on: the status is said at the app clock's now, T0.
     let later = T0 + HOUR_MS;
     let said = eventually("the status counted", || async {
@@ -220,6 +221,101 @@ async fn a_sensor_that_stops_says_what_it_sent_and_its_lost_last_batches_are_mis
         delivery_until(&mut telemetry, SENSOR, later).await,
         figures(20, 20, 0)
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_run_of_which_nothing_arrived_is_missing_whole_for_the_metrics_it_carried() {
+    let (app, mut telemetry) = app_with_a_sensor().await;
+    let sensor = SimDevice::connect(&app, SENSOR).await;
+    // A new sensor's first run sent 1..=10, each batch a temperature and a
+    // humidity, and all of it was lost: Hearth has stored nothing of it.
+    sensor
+        .says_sent(
+            SENSOR,
+            1,
+            10,
+            &[Metric::TemperatureCelsius, Metric::HumidityPercent],
+        )
+        .await;
+    let later = T0 + HOUR_MS;
+    let said = eventually("the status counted", || async {
+        let figures = delivery_until(&mut telemetry.clone(), SENSOR, later).await;
+        (figures.expected > 0).then_some(figures)
+    })
+    .await;
+    assert_eq!(said, figures(20, 0, 0), "ten batches of two metrics");
+
+    // They turn up after all: nothing is missing, nothing counted twice.
+    ingest(&mut telemetry, (1..=10).map(|s| numbered(1, s)).collect()).await;
+    assert_eq!(
+        delivery_until(&mut telemetry, SENSOR, later).await,
+        figures(20, 20, 0)
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_gateway_forwards_what_a_run_sent_and_bad_accounts_are_refused_by_index() {
+    let (app, mut telemetry) = app_with_a_sensor().await;
+    let account = |device: &str, run_start, last_seq, metrics: &[i32]| RunAccount {
+        home_id: HOME.into(),
+        device_id: device.into(),
+        run_start,
+        last_seq,
+        metrics: metrics.to_vec(),
+        time_unix_ms: T0,
+    };
+    let both = [
+        Metric::TemperatureCelsius as i32,
+        Metric::HumidityPercent as i32,
+    ];
+    // A UDP sensor's batches 1..=7 arrived; 8..=10 were lost on the LAN,
+    // and its account, sent as it stopped, comes with the gateway's next
+    // call. The other accounts are refused, each with its reason.
+    let response = telemetry
+        .ingest_batch(IngestBatchRequest {
+            batches: (1..=7).map(|s| numbered(1, s)).collect(),
+            accounts: vec![
+                account("nobody", 1, 10, &both),
+                account(SENSOR, 1, 10, &both),
+                account(SENSOR, 5, 4, &both),
+                account(SENSOR, 1, 10, &[9]),
+                account(FAN, 1, 10, &both),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((response.accepted, response.accounts_accepted), (7, 1));
+    let refused: Vec<(u32, &str)> = response
+        .rejected_accounts
+        .iter()
+        .map(|r| (r.index, r.reason.as_str()))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            (0, "unknown device nobody"),
+            (2, "device sensor: last_seq 4 is below run_start 5"),
+            (3, "device sensor: metrics names 9, which is no metric"),
+            (4, "device fan is a fan, not a sensor"),
+        ]
+    );
+    assert_eq!(
+        delivery_until(&mut telemetry, SENSOR, T0 + HOUR_MS).await,
+        figures(20, 14, 0),
+        "two metrics of 8, 9 and 10, said by the account alone"
+    );
+    let too_many = telemetry
+        .ingest_batch(IngestBatchRequest {
+            accounts: vec![account(SENSOR, 1, 10, &both); 10_001],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(too_many.code(), Code::InvalidArgument);
+    assert!(too_many.message().contains("accounts"), "{too_many:?}");
     app.stop().await;
 }
 
@@ -249,6 +345,7 @@ async fn a_run_that_starts_after_its_batch_is_refused_with_the_reason() {
     let response = telemetry
         .ingest_batch(IngestBatchRequest {
             batches: vec![numbered(8, 7)],
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -44,7 +44,10 @@ pub(crate) async fn ingest(
 ) {
     let count = batches.len() as u32;
     let response = telemetry
-        .ingest_batch(hearth_proto::v1::IngestBatchRequest { batches })
+        .ingest_batch(hearth_proto::v1::IngestBatchRequest {
+            batches,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -14,7 +14,7 @@ use hearth_proto::{
     v1::{
         device_service_client::DeviceServiceClient,
         telemetry_service_client::TelemetryServiceClient, CreateHomeRequest, DesiredState,
-        DeviceKind, DeviceStatus, RegisterDeviceRequest, ReportedState,
+        DeviceKind, DeviceStatus, Metric, RegisterDeviceRequest, ReportedState,
     },
 };
 use hearth_runtime::{test_ca::TlsFiles, Clock};
@@ -361,12 +361,13 @@ impl SimDevice {
     }
 
     /// Says, as a sensor's status does, that `device` sent up to
-    /// `last_seq` in its run from `run_start`.
-    pub async fn says_sent(&self, device: &str, run_start: u64, last_seq: u64) {
+    /// `last_seq` in its run from `run_start`, each batch of `metrics`.
+    pub async fn says_sent(&self, device: &str, run_start: u64, last_seq: u64, metrics: &[Metric]) {
         let status = DeviceStatus {
             online: false,
             run_start,
             last_seq,
+            metrics: metrics.iter().map(|&m| m as i32).collect(),
             ..DeviceStatus::default()
         };
         self.publish(device, Channel::Status, status.encode_to_vec())

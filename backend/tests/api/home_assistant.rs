@@ -191,6 +191,7 @@ async fn discover_and_switch_the_fan(
                     .collect(),
                     ..Default::default()
                 }],
+                ..Default::default()
             },
             token,
         ))

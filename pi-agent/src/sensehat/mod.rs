@@ -252,6 +252,10 @@ impl<B: I2cBus> Sensors for SenseHat<B> {
             (Metric::PressureHpa, round(air.hpa)),
         ])
     }
+
+    fn metrics(&self) -> &'static [Metric] {
+        &hearth_device::hardware::SENSE_HAT_METRICS
+    }
 }
 
 impl<B: I2cBus> Drop for SenseHat<B> {

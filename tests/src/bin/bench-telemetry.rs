@@ -2179,7 +2179,10 @@ async fn history(o: &Options, hearth: &Hearth, db_url: &str) -> anyhow::Result<V
             .collect();
         seq += batches.len() as u64;
         let r = api
-            .ingest_batch(IngestBatchRequest { batches })
+            .ingest_batch(IngestBatchRequest {
+                batches,
+                ..Default::default()
+            })
             .await?
             .into_inner();
         accepted += u64::from(r.accepted);

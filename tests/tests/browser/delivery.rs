@@ -37,7 +37,10 @@ async fn a_sensor_that_lost_readings_is_marked_with_how_many_and_when() {
     let response = app
         .telemetry()
         .await
-        .ingest_batch(IngestBatchRequest { batches })
+        .ingest_batch(IngestBatchRequest {
+            batches,
+            ..Default::default()
+        })
         .await
         .expect("IngestBatch")
         .into_inner();

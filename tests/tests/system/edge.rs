@@ -1,12 +1,15 @@
 //! The edge end to end with the real `hearth-agent` binary: a simulated
 //! sensor sends UDP datagrams to `hearth-gateway`, which forwards them to
-//! `hearth`; its sequence numbers keep growing across a restart. A simulated
+//! `hearth`; its sequence numbers keep growing across a restart, and what a
+//! run sent reaches Hearth through the gateway too. A simulated
 //! actuator that was offline while its desired state changed applies the
 //! latest one when it is back.
 
 use std::time::Duration;
 
-use hearth_proto::v1::{DeviceKind, Metric, Mode, SetModeRequest, StoredReading};
+use hearth_proto::v1::{
+    DeviceKind, GetDeliveryRequest, Metric, Mode, SetModeRequest, StoredReading,
+};
 use hearth_tests::{both, unique, Backend, TempDir, TestAgent, TestApp, TestGateway};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -202,3 +205,112 @@ async fn an_actuator_that_was_offline_applies_the_latest_desired_state(backend: 
     );
 }
 both!(an_actuator_that_was_offline_applies_the_latest_desired_state);
+
+/// `{device}.sent` in an agent's state directory: `(run_start, last)`.
+fn account_file(state: &TempDir, device: &str) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(state.0.join(format!("{device}.sent"))).ok()?;
+    let (start, last) = text.trim().split_once(' ')?;
+    Some((start.parse().ok()?, last.parse().ok()?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_sensor_whose_last_datagrams_were_lost_says_so_through_the_gateway() {
+    let app = TestApp::spawn(Backend::Embedded).await;
+    let sensor = unique("sensor");
+    let home = app.home_with(&[(&sensor, DeviceKind::Sensor)]).await;
+    let data = TempDir::new();
+    let metrics = [("HEARTH_GATEWAY_METRICS_LISTEN", "127.0.0.1:0")];
+    let gateway = TestGateway::spawn_with(&app.grpc_url(), &data, "127.0.0.1:0", &metrics).await;
+    let state = TempDir::new();
+    let env = |udp: &str| {
+        [
+            ("HEARTH_AGENT_HOME", home.clone()),
+            ("HEARTH_AGENT_DEVICE", sensor.clone()),
+            ("HEARTH_AGENT_TRANSPORT", "udp".into()),
+            ("HEARTH_AGENT_GATEWAY_UDP", udp.to_owned()),
+            ("HEARTH_AGENT_INTERVAL_MS", "50".into()),
+            ("HEARTH_AGENT_STATE_DIR", state.0.to_str().unwrap().into()),
+        ]
+    };
+    let spawn = |env: [(&'static str, String); 6]| async move {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        TestAgent::spawn(&env).await
+    };
+    let agent = spawn(env(&gateway.udp.to_string())).await;
+    wait_for_more_than(&app, &sensor, 3 * 5, &gateway).await;
+
+    // The gateway goes away; the sensor's next datagrams, and the account
+    // it sends as it stops, are lost on the way.
+    assert!(gateway.terminate().success());
+    let (run_start, went_on_to) = account_file(&state, &sensor).expect("the run's account");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while account_file(&state, &sensor).is_none_or(|(_, last)| last < went_on_to + 5) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent stopped sending"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(agent.terminate().success());
+    let (_, said) = account_file(&state, &sensor).unwrap();
+
+    // Back: the gateway forwards what it had kept, and the agent, started
+    // again, says what its last run sent before anything else.
+    let gateway = TestGateway::spawn_with(&app.grpc_url(), &data, "127.0.0.1:0", &metrics).await;
+    let agent = spawn(env(&gateway.udp.to_string())).await;
+    let accounts_forwarded = |n: f64| {
+        let gateway = &gateway;
+        let app = &app;
+        async move {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while gateway
+                .metric("hearth_gateway_forwarded_accounts_total")
+                .await
+                < n
+            {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "not {n} accounts forwarded; gateway:\n{}\nhearth:\n{}",
+                    gateway.logs(),
+                    app.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    accounts_forwarded(1.0).await;
+    // This run's own account, sent as it stops after its last batch, comes
+    // last: once it is forwarded, every batch of the run is.
+    assert!(agent.terminate().success());
+    accounts_forwarded(2.0).await;
+    wait_for_drained(&gateway).await;
+
+    let stored = batches(&app.stored_readings(&sensor).await);
+    let first_run_stored = stored
+        .iter()
+        .copied()
+        .filter(|s| (run_start..=said).contains(s))
+        .max()
+        .expect("some of the first run stored");
+    assert!(first_run_stored < said, "the end of the first run was lost");
+    let lost = 3 * (said - first_run_stored);
+    let figures = app
+        .telemetry()
+        .await
+        .get_delivery(GetDeliveryRequest {
+            device_id: sensor.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("GetDelivery")
+        .into_inner()
+        .total
+        .expect("a total");
+    assert_eq!(
+        figures.missing,
+        lost,
+        "the three metrics of batches {}..={said}, which only the account tells of: {figures:?}",
+        first_run_stored + 1
+    );
+    assert_eq!(figures.expected, figures.stored + figures.missing);
+}

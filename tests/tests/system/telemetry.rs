@@ -313,6 +313,7 @@ async fn the_gateway_path_ingests_batches_and_rejects_bad_ones_by_index(backend:
                     ..at(4)
                 },
             ],
+            ..Default::default()
         })
         .await
         .expect("IngestBatch")
@@ -365,9 +366,12 @@ async fn chart_series_come_from_raw_rows_and_from_rollups(backend: Backend) {
             ..sensehat_batch(i + 1, now - (90 - i as i64) * 60_000, i as f64)
         })
         .collect();
-    api.ingest_batch(IngestBatchRequest { batches })
-        .await
-        .expect("IngestBatch");
+    api.ingest_batch(IngestBatchRequest {
+        batches,
+        ..Default::default()
+    })
+    .await
+    .expect("IngestBatch");
 
     let series = |start: i64, max_points: u32| hearth_proto::v1::GetSeriesRequest {
         device_id: sensor.clone(),
