@@ -26,8 +26,8 @@ use hearth_proto::{
     v1::{
         automation_service_client::AutomationServiceClient,
         device_service_client::DeviceServiceClient,
-        telemetry_service_client::TelemetryServiceClient, CreateHomeRequest, DeviceKind,
-        GetDeviceRequest, RegisterDeviceRequest,
+        telemetry_service_client::TelemetryServiceClient, CreateHomeRequest, DeliveryFigures,
+        DeviceKind, GetDeliveryRequest, GetDeviceRequest, RegisterDeviceRequest,
     },
 };
 use hearth_runtime::test_ca::TlsFiles;
@@ -671,6 +671,23 @@ impl Drop for TestGateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `device`'s delivery over the last day: `GetDelivery`'s total.
+pub async fn delivery_of(
+    telemetry: &mut TelemetryServiceClient<GrpcChannel>,
+    device: &str,
+) -> DeliveryFigures {
+    telemetry
+        .get_delivery(GetDeliveryRequest {
+            device_id: device.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("GetDelivery")
+        .into_inner()
+        .total
+        .expect("a total")
 }
 
 /// The value of sample `name` in Prometheus text `body`.

@@ -11,10 +11,12 @@ use hearth_proto::{
     topics::Channel,
     v1::{
         telemetry_service_client::TelemetryServiceClient, DeliveryFigures, DeviceKind,
-        DeviceStatus, GetDeliveryRequest, Metric, Reading, ReadingBatch,
+        DeviceStatus, Metric, Reading, ReadingBatch,
     },
 };
-use hearth_tests::{metric_value, Backend, PrivateBroker, TempDir, TestAgent, TestApp};
+use hearth_tests::{
+    delivery_of, metric_value, Backend, PrivateBroker, TempDir, TestAgent, TestApp,
+};
 use prost::Message as _;
 
 const SENSOR: &str = "sensor";
@@ -54,7 +56,7 @@ async fn settled(
     let mut last = None;
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let figures = delivery(telemetry).await;
+        let figures = delivery_of(telemetry, SENSOR).await;
         if last.as_ref() == Some(&figures) {
             return figures;
         }
@@ -73,22 +75,6 @@ async fn a_sensor_on_a_stock_broker() -> (PrivateBroker, TestApp, String) {
     .await;
     let home = app.home_with(&[(SENSOR, DeviceKind::Sensor)]).await;
     (broker, app, home)
-}
-
-/// The sensor's delivery now.
-async fn delivery(
-    telemetry: &mut TelemetryServiceClient<tonic::transport::Channel>,
-) -> DeliveryFigures {
-    telemetry
-        .get_delivery(GetDeliveryRequest {
-            device_id: SENSOR.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("GetDelivery")
-        .into_inner()
-        .total
-        .expect("a total")
 }
 
 /// How the sensor shows, after the stall, what it had sent.
@@ -226,7 +212,7 @@ async fn an_agent_that_crashed_says_at_restart_what_it_sent_and_the_lost_end_is_
     // Connected (some of its batches stored) before Hearth stalls.
     let mut telemetry = app.telemetry().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while delivery(&mut telemetry).await.stored < 10 * SIM_METRICS {
+    while delivery_of(&mut telemetry, SENSOR).await.stored < 10 * SIM_METRICS {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the agent connected"
@@ -272,7 +258,7 @@ async fn an_agent_that_crashed_says_at_restart_what_it_sent_and_the_lost_end_is_
     // Connected once ten of its new run's batches are stored (on a busy
     // machine that takes longer than any fixed wait).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while delivery(&mut telemetry).await.stored < before.stored + 10 * SIM_METRICS {
+    while delivery_of(&mut telemetry, SENSOR).await.stored < before.stored + 10 * SIM_METRICS {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the restarted agent's run seen"
@@ -298,4 +284,43 @@ async fn an_agent_that_crashed_says_at_restart_what_it_sent_and_the_lost_end_is_
         "the figures count what is stored"
     );
     broker.stop();
+}
+
+/// A sensor Hearth never stored a reading of says its run sent ten batches
+/// of two metrics, all lost: only the metrics its status names tell the
+/// audit that those streams exist, so without them nothing would be counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_lost_whole_is_counted_for_the_metrics_its_status_names() {
+    let app = TestApp::spawn(Backend::Embedded).await;
+    let home = app.home_with(&[(SENSOR, DeviceKind::Sensor)]).await;
+    let mut device = app.connect_as_device(SENSOR).await;
+    let offline = DeviceStatus {
+        online: false,
+        run_start: 1,
+        last_seq: 10,
+        metrics: vec![
+            Metric::TemperatureCelsius as i32,
+            Metric::HumidityPercent as i32,
+        ],
+        ..Default::default()
+    };
+    let topic = app.topics.device(&home, SENSOR, Channel::Status).unwrap();
+    device.publish(&topic, offline.encode_to_vec()).await;
+
+    let lost = 10 * METRICS;
+    let series = format!("hearth_readings_missing_total{{home=\"{home}\"}}");
+    // The audit counts a status once it is 10 s old, in rounds 15 s apart.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while metric_value(&app.metrics().await, &series) != Some(lost as f64) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{series} never reached {lost}:\n{}", app.logs()));
+    let figures = delivery_of(&mut app.telemetry().await, SENSOR).await;
+    assert_eq!(
+        (figures.expected, figures.missing),
+        (lost, lost),
+        "{figures:?}"
+    );
 }

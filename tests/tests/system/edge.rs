@@ -7,10 +7,8 @@
 
 use std::time::Duration;
 
-use hearth_proto::v1::{
-    DeviceKind, GetDeliveryRequest, Metric, Mode, SetModeRequest, StoredReading,
-};
-use hearth_tests::{both, unique, Backend, TempDir, TestAgent, TestApp, TestGateway};
+use hearth_proto::v1::{DeviceKind, Metric, Mode, SetModeRequest, StoredReading};
+use hearth_tests::{both, delivery_of, unique, Backend, TempDir, TestAgent, TestApp, TestGateway};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -294,18 +292,7 @@ async fn a_udp_sensor_whose_last_datagrams_were_lost_says_so_through_the_gateway
         .expect("some of the first run stored");
     assert!(first_run_stored < said, "the end of the first run was lost");
     let lost = 3 * (said - first_run_stored);
-    let figures = app
-        .telemetry()
-        .await
-        .get_delivery(GetDeliveryRequest {
-            device_id: sensor.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("GetDelivery")
-        .into_inner()
-        .total
-        .expect("a total");
+    let figures = delivery_of(&mut app.telemetry().await, &sensor).await;
     assert_eq!(
         figures.missing,
         lost,
