@@ -110,12 +110,8 @@ const SETTLE_MS: i64 = 10_000;
 /// The audit's lease: one replica counts, so counts add up across replicas.
 const LEASE_NAME: &str = "delivery";
 const LEASE_MS: i64 = 30_000;
-/// What a SenseHat sensor sends.
-const METRICS: [Metric; 3] = [
-    Metric::TemperatureCelsius,
-    Metric::HumidityPercent,
-    Metric::PressureHpa,
-];
+/// Every stream a sensor may have.
+const METRICS: [Metric; 3] = Metric::MEASURED;
 
 /// Counts, while this replica holds the `delivery` lease, the readings each
 /// sensor sent and those missing, per home, into `/metrics`

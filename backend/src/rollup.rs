@@ -228,11 +228,7 @@ pub async fn enforce(
     now: UnixMs,
     shutdown: &CancellationToken,
 ) -> Result<(), StorageError> {
-    let metrics = [
-        Metric::TemperatureCelsius,
-        Metric::HumidityPercent,
-        Metric::PressureHpa,
-    ];
+    let metrics = Metric::MEASURED;
     let expired_before = |metric| now - i64::from(retention.raw_days(metric)) * DAY_MS;
     let mut arrivals = 0;
     for metric in metrics {

@@ -12,13 +12,6 @@ pub trait Sensors: Send + 'static {
     fn metrics(&self) -> &'static [Metric];
 }
 
-/// What a SenseHat measures.
-pub const SENSE_HAT_METRICS: [Metric; 3] = [
-    Metric::TemperatureCelsius,
-    Metric::HumidityPercent,
-    Metric::PressureHpa,
-];
-
 /// A switched output, e.g. a GPIO pin driving a fan through a transistor.
 pub trait Output: Send + 'static {
     fn set(&mut self, on: bool) -> anyhow::Result<()>;

@@ -209,9 +209,9 @@ impl Sensors for SimulatedSensors {
         ])
     }
 
-    /// A SenseHat's, as [`Self::sample`] takes them.
+    /// A SenseHat's, every metric there is, as [`Self::sample`] takes them.
     fn metrics(&self) -> &'static [Metric] {
-        &crate::hardware::SENSE_HAT_METRICS
+        &Metric::MEASURED
     }
 }
 

@@ -3,7 +3,7 @@
 //! from one process, each with its own connection (and socket), to load a
 //! broker, a gateway and a backend as N devices would.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::{sync::watch, task::JoinSet};
 use tracing::{info, warn};
@@ -15,7 +15,7 @@ use hearth_device::{
 };
 use hearth_runtime::unix_ms_now;
 
-use crate::settings::{ActuatorHardware, Role, SensorHardware, Settings};
+use crate::settings::{ActuatorHardware, FleetLogins, Role, SensorHardware, Settings};
 
 /// The runtime for `settings`: one thread for one device, one per core for a
 /// fleet. Why: a worker thread per core costs a Pi agent megabytes of memory
@@ -56,6 +56,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
                 SensorHardware::Simulated {
                     temperature,
                     fleet: None,
+                    ..
                 },
             plan,
         } => {
@@ -67,6 +68,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
                 SensorHardware::Simulated {
                     temperature,
                     fleet: Some(count),
+                    logins,
                 },
             plan,
         } => {
@@ -74,6 +76,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
                 Fleet {
                     base: link,
                     link_options,
+                    logins,
                     temperature,
                     count,
                     plan,
@@ -109,7 +112,9 @@ struct Fleet {
     /// The link of every device, but for the device id, which is the base's
     /// followed by `-0`, `-1`, …
     base: DeviceLink,
+    /// Every device's broker login, unless `logins` gives each its own.
     link_options: LinkOptions,
+    logins: Option<Arc<FleetLogins>>,
     temperature: Waveform,
     count: u32,
     /// Every device's interval, transport and state directory.
@@ -117,22 +122,28 @@ struct Fleet {
 }
 
 impl Fleet {
-    /// Each device's link, and how long after the others it starts.
+    /// Each device's link and login, and how long after the others it
+    /// starts.
     ///
     /// Why staggered: starts spread evenly over one interval spread the
     /// connections, and then the publishes, instead of all at once.
-    fn devices(&self) -> impl Iterator<Item = (DeviceLink, Duration)> + '_ {
+    fn devices(&self) -> impl Iterator<Item = (DeviceLink, LinkOptions, Duration)> + '_ {
         (0..self.count).map(|i| {
             let link = DeviceLink {
                 device_id: format!("{}-{i}", self.base.device_id),
                 ..self.base.clone()
             };
-            (
-                link,
-                self.plan
-                    .interval
-                    .mul_f64(f64::from(i) / f64::from(self.count)),
-            )
+            // The settings checked that every device has its login.
+            let login = self.logins.as_ref().and_then(|l| l.get(&link.device_id));
+            let options = match login {
+                Some(login) => LinkOptions::default().with_credentials(login.clone()),
+                None => self.link_options.clone(),
+            };
+            let delay = self
+                .plan
+                .interval
+                .mul_f64(f64::from(i) / f64::from(self.count));
+            (link, options, delay)
         })
     }
 }
@@ -143,10 +154,9 @@ async fn run_fleet(fleet: Fleet, shutdown: impl Future<Output = ()>) -> anyhow::
     let (stop, stopped) = watch::channel(false);
     let started = unix_ms_now();
     let mut devices = JoinSet::new();
-    for (i, (link, delay)) in fleet.devices().enumerate() {
+    for (i, (link, link_options, delay)) in fleet.devices().enumerate() {
         // Why: each device a second further into the script, so their readings differ.
         let sensors = SimulatedSensors::new(started - i as i64 * 1_000, fleet.temperature.clone());
-        let link_options = fleet.link_options.clone();
         let plan = fleet.plan.clone();
         let mut stopped = stopped.clone();
         devices.spawn(async move {
@@ -197,6 +207,7 @@ mod tests {
                 device_id: "load".into(),
             },
             link_options: LinkOptions::default(),
+            logins: None,
             temperature: Waveform::Steady(21.0),
             count,
             plan: SensorPlan::mqtt(Duration::from_millis(1_000)),
@@ -208,7 +219,7 @@ mod tests {
         let fleet = fleet("mqtt://127.0.0.1:1883".into(), 4);
         let devices: Vec<(String, u128)> = fleet
             .devices()
-            .map(|(link, delay)| (link.device_id, delay.as_millis()))
+            .map(|(link, _, delay)| (link.device_id, delay.as_millis()))
             .collect();
         assert_eq!(
             devices,
@@ -219,6 +230,24 @@ mod tests {
                 ("load-3".into(), 750)
             ]
         );
+    }
+
+    #[test]
+    fn with_logins_each_device_logs_in_as_itself() {
+        use hearth_runtime::mqtt::Credentials;
+        let mut fleet = fleet("mqtt://127.0.0.1:1883".into(), 2);
+        fleet.link_options = LinkOptions::default().with_credentials(Credentials::new("all", "p"));
+        let logins = ["load-0", "load-1"].map(|d| (d.to_owned(), Credentials::new(d, d.repeat(2))));
+        let shared: Vec<_> = fleet.devices().map(|(_, o, _)| o).collect();
+        assert!(shared
+            .iter()
+            .all(|o| o.credentials().unwrap().username() == "all"));
+        fleet.logins = Some(Arc::new(logins.clone().into_iter().collect()));
+        let own: Vec<_> = fleet
+            .devices()
+            .map(|(_, o, _)| o.credentials().cloned().unwrap())
+            .collect();
+        assert_eq!(own, logins.map(|(_, c)| c));
     }
 
     #[tokio::test]

@@ -103,6 +103,13 @@ pub struct Cli {
     /// connection, for load tests (sim sensor).
     #[arg(long, env = "HEARTH_AGENT_SIM_SENSORS", value_name = "N")]
     sim_sensors: Option<String>,
+    /// A file of the simulated sensors' own broker logins, a line
+    /// `DEVICE_ID PASSWORD` for each of {device}-0 … {device}-{N-1} (the
+    /// passwords RegisterDevice gave): each logs in as itself, as a broker
+    /// with per-device logins requires (sim_sensors) [default: the one login
+    /// of HEARTH_AGENT_MQTT_USERNAME for all].
+    #[arg(long, env = "HEARTH_AGENT_SIM_LOGINS_FILE", value_name = "PATH")]
+    sim_logins_file: Option<String>,
     /// How a sensor's readings leave: mqtt | udp (datagrams to a gateway; no
     /// broker, so no MQTT setting applies) | mqtt+udp (both; the backend
     /// stores each batch once) [default: mqtt].
@@ -149,6 +156,7 @@ impl Cli {
             ("interval_ms", &self.interval_ms),
             ("temperature", &self.temperature),
             ("sim_sensors", &self.sim_sensors),
+            ("sim_logins_file", &self.sim_logins_file),
             ("transport", &self.transport),
             ("gateway_udp", &self.gateway_udp),
             ("state_dir", &self.state_dir),
@@ -194,10 +202,12 @@ pub enum Role {
 pub enum SensorHardware {
     /// A simulated Sense HAT whose temperature follows `temperature`; with a
     /// `fleet` of N, N of them named `{device}-0` to `{device}-{N-1}`, each
-    /// with its own connection (for load tests).
+    /// with its own connection (for load tests), and with `logins` each
+    /// with its own broker login.
     Simulated {
         temperature: Waveform,
         fleet: Option<u32>,
+        logins: Option<Arc<FleetLogins>>,
     },
     /// The Sense HAT on I2C bus 1.
     #[cfg(feature = "rpi")]
@@ -212,6 +222,9 @@ pub enum ActuatorHardware {
     #[cfg(feature = "rpi")]
     Gpio { pin: u8 },
 }
+
+/// The broker logins of a fleet's devices, by device id.
+pub type FleetLogins = BTreeMap<String, Credentials>;
 
 /// Why the settings were refused; every message names the setting.
 #[derive(Debug, thiserror::Error)]
@@ -405,7 +418,30 @@ impl Layers {
         } else {
             self.sensor(&device_id)?
         };
-        if let (Role::Sensor { plan, .. }, Some(origin)) = (&role, mqtt_setting) {
+        let fleet_logins = matches!(
+            &role,
+            Role::Sensor {
+                hardware: SensorHardware::Simulated {
+                    logins: Some(_),
+                    ..
+                },
+                ..
+            }
+        )
+        .then(|| variable("sim_logins_file"));
+        if let Some(origin) = &fleet_logins {
+            if let Some(credentials) = link_options.credentials() {
+                return Err(invalid(
+                    origin,
+                    format!(
+                        "gives each simulated sensor its own login: set it or \
+                         HEARTH_AGENT_MQTT_USERNAME ({}), not both",
+                        credentials.username()
+                    ),
+                ));
+            }
+        }
+        if let (Role::Sensor { plan, .. }, Some(origin)) = (&role, mqtt_setting.or(fleet_logins)) {
             if !plan.transport.uses_mqtt() {
                 return Err(invalid(
                     &origin,
@@ -589,7 +625,21 @@ impl Layers {
             })?),
             None => None,
         };
-        Ok(SensorHardware::Simulated { temperature, fleet })
+        let logins = match (self.take("sim_logins_file"), fleet) {
+            (Some(raw), Some(count)) => Some(Arc::new(read_fleet_logins(&raw, device_id, count)?)),
+            (Some(raw), None) => {
+                return Err(invalid(
+                    &raw.origin,
+                    "applies to a fleet of simulated sensors only (HEARTH_AGENT_SIM_SENSORS)",
+                ))
+            }
+            (None, _) => None,
+        };
+        Ok(SensorHardware::Simulated {
+            temperature,
+            fleet,
+            logins,
+        })
     }
 
     fn actuator(&mut self) -> Result<Role, SettingsError> {
@@ -678,6 +728,48 @@ fn read_udp_keys(file: &Raw, devices: &[String]) -> Result<DeviceKeys, SettingsE
         ));
     }
     Ok(keys)
+}
+
+/// Reads a fleet's logins file: a line `DEVICE_ID PASSWORD` for each of
+/// `{device}-0` … `{device}-{count-1}` (blank lines and `#` comments
+/// skipped). An error names the line, never its text: it holds a password.
+fn read_fleet_logins(file: &Raw, device: &str, count: u32) -> Result<FleetLogins, SettingsError> {
+    let text = std::fs::read_to_string(&file.value).map_err(|cause| SettingsError::Unreadable {
+        setting: file.origin.clone(),
+        path: file.value.clone(),
+        cause,
+    })?;
+    let error = |reason: String| invalid(&file.origin, format!("{}: {reason}", file.value));
+    let mut logins = FleetLogins::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let (Some(id), Some(password), None) = (fields.next(), fields.next(), fields.next()) else {
+            return Err(error(format!(
+                "line {}: expected a device id and its password, separated by a space",
+                i + 1
+            )));
+        };
+        if logins
+            .insert(id.to_owned(), Credentials::new(id, password))
+            .is_some()
+        {
+            return Err(error(format!(
+                "line {}: a second line for one device",
+                i + 1
+            )));
+        }
+    }
+    if let Some(missing) = (0..count)
+        .map(|i| format!("{device}-{i}"))
+        .find(|d| !logins.contains_key(d))
+    {
+        return Err(error(format!("holds no login for device {missing:?}")));
+    }
+    Ok(logins)
 }
 
 #[cfg(feature = "rpi")]
@@ -794,7 +886,8 @@ mod tests {
             Role::Sensor {
                 hardware: SensorHardware::Simulated {
                     temperature: "sine:24:3:120".parse().unwrap(),
-                    fleet: None
+                    fleet: None,
+                    logins: None,
                 },
                 plan: SensorPlan::mqtt(Duration::from_secs(2)),
             }
@@ -967,6 +1060,79 @@ mod tests {
     }
 
     #[test]
+    fn a_fleet_with_a_logins_file_logs_each_device_in_as_itself() {
+        let file = TempFile::new(
+            "fleet-logins",
+            "# RegisterDevice's passwords\nd-0 first-secret\n\nd-1\tsecond-secret\n",
+        );
+        let fleet = [
+            ("HEARTH_AGENT_SIM_SENSORS", "2"),
+            ("HEARTH_AGENT_SIM_LOGINS_FILE", file.path()),
+        ];
+        let settings = load_device(&fleet).unwrap();
+        let Role::Sensor {
+            hardware:
+                SensorHardware::Simulated {
+                    logins: Some(logins),
+                    ..
+                },
+            ..
+        } = &settings.role
+        else {
+            panic!("{:?}", settings.role)
+        };
+        assert_eq!(
+            logins.values().cloned().collect::<Vec<_>>(),
+            [
+                Credentials::new("d-0", "first-secret"),
+                Credentials::new("d-1", "second-secret")
+            ]
+        );
+        assert!(
+            !format!("{settings:?}").contains("secret"),
+            "passwords stay out of logs"
+        );
+
+        let three = [("HEARTH_AGENT_SIM_SENSORS", "3"), fleet[1]];
+        let named = format!("HEARTH_AGENT_SIM_LOGINS_FILE: {}: ", file.path());
+        assert_eq!(
+            error(&three),
+            format!("{named}holds no login for device \"d-2\"")
+        );
+        assert_eq!(
+            error(&[fleet[1]]),
+            "HEARTH_AGENT_SIM_LOGINS_FILE: applies to a fleet of simulated sensors only (HEARTH_AGENT_SIM_SENSORS)"
+        );
+        let shared = [
+            ("HEARTH_AGENT_MQTT_USERNAME", "all"),
+            ("HEARTH_AGENT_MQTT_PASSWORD", "p"),
+        ];
+        assert_eq!(
+            error(&[&fleet[..], &shared[..]].concat()),
+            "HEARTH_AGENT_SIM_LOGINS_FILE: gives each simulated sensor its own login: set it or \
+             HEARTH_AGENT_MQTT_USERNAME (all), not both"
+        );
+        let udp = [
+            ("HEARTH_AGENT_TRANSPORT", "udp"),
+            ("HEARTH_AGENT_GATEWAY_UDP", "127.0.0.1:7878"),
+        ];
+        assert_eq!(
+            error(&[&fleet[..], &udp[..]].concat()),
+            "HEARTH_AGENT_SIM_LOGINS_FILE: does not apply to a sensor sending over UDP only (HEARTH_AGENT_TRANSPORT is udp)"
+        );
+        let bad = TempFile::new("fleet-logins-bad", "d-0 a-secret extra\n");
+        let error = error(&[fleet[0], ("HEARTH_AGENT_SIM_LOGINS_FILE", bad.path())]);
+        assert_eq!(
+            error,
+            format!(
+                "HEARTH_AGENT_SIM_LOGINS_FILE: {}: line 1: expected a device id and its password, separated by a space",
+                bad.path()
+            )
+        );
+        assert!(!error.contains("a-secret"));
+    }
+
+    #[test]
     fn a_sensor_sends_over_udp_to_a_gateway_or_both_ways() {
         let plan = |vars: &[(&str, &str)]| match load_device(vars).unwrap().role {
             Role::Sensor { plan, .. } => plan,
@@ -993,7 +1159,8 @@ mod tests {
             Role::Sensor {
                 hardware: SensorHardware::Simulated {
                     temperature: DEFAULT_TEMPERATURE.parse().unwrap(),
-                    fleet: None
+                    fleet: None,
+                    logins: None,
                 },
                 plan: SensorPlan {
                     interval: Duration::from_secs(2),
@@ -1192,7 +1359,8 @@ mod tests {
             Role::Sensor {
                 hardware: SensorHardware::Simulated {
                     temperature: Waveform::Steady(21.0),
-                    fleet: Some(250)
+                    fleet: Some(250),
+                    logins: None,
                 },
                 plan: SensorPlan::mqtt(Duration::from_secs(2)),
             }

@@ -253,8 +253,9 @@ impl<B: I2cBus> Sensors for SenseHat<B> {
         ])
     }
 
+    /// Every metric there is: the HTS221's two and the LPS25H's pressure.
     fn metrics(&self) -> &'static [Metric] {
-        &hearth_device::hardware::SENSE_HAT_METRICS
+        &Metric::MEASURED
     }
 }
 

@@ -11,7 +11,7 @@ use hearth_proto::{
         MqttCredential, ReadingBatch, RegisterDeviceRequest,
     },
 };
-use hearth_tests::{unique, Backend, PrivateBroker, TempDir, TestApp, TestGateway};
+use hearth_tests::{unique, Backend, PrivateBroker, TempDir, TestAgent, TestApp, TestGateway};
 use prost::Message as _;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Packet, QoS,
@@ -809,5 +809,46 @@ async fn the_gateways_bridge_logs_in_to_mosquitto_with_its_token() {
     assert!(
         output.is_on(),
         "the fan on the LAN applied the cloud's command"
+    );
+}
+
+/// A load test's fleet of simulated sensors, on a broker where each device
+/// has its own login: with `HEARTH_AGENT_SIM_LOGINS_FILE` each logs in as
+/// itself (one shared login would be refused), and both are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_fleet_logs_in_device_by_device_with_its_logins_file() {
+    let s = hearth_on_dynsec_mosquitto().await;
+    let fleet = unique("load");
+    let devices = [0, 1].map(|i| format!("{fleet}-{i}"));
+    let mut logins = String::from("# each device's RegisterDevice password\n");
+    for device in &devices {
+        let login = s.register(device, DeviceKind::Sensor).await;
+        logins.push_str(&format!("{} {}\n", login.username, login.password));
+    }
+    let dir = TempDir::new();
+    let file = dir.0.join("fleet-logins");
+    std::fs::write(&file, logins).unwrap();
+    let mut env = TestAgent::mqtt_env(&s.app, &s.home, &fleet);
+    env.extend([
+        ("HEARTH_AGENT_SIM_SENSORS", "2"),
+        ("HEARTH_AGENT_SIM_LOGINS_FILE", file.to_str().unwrap()),
+        ("HEARTH_AGENT_INTERVAL_MS", "100"),
+    ]);
+    let agent = TestAgent::spawn(&env).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for device in &devices {
+        while s.app.stored_readings(device).await.is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nothing of {device} stored; agent:\n{}",
+                agent.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(
+        !agent.logs().contains("reconnecting"),
+        "no connection refused or lost:\n{}",
+        agent.logs()
     );
 }
