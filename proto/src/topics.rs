@@ -391,13 +391,9 @@ impl HomeAssistantTopics {
     /// each level between an id or `+`. What Home Assistant subscribes to
     /// (`{discovery}/+/+/config`, `{discovery}/+/+/+/config`), or narrower.
     pub fn is_config_filter(&self, filter: &str) -> bool {
-        let Some(rest) = filter
-            .strip_prefix(self.discovery.as_str())
-            .and_then(|r| r.strip_prefix('/'))
-        else {
+        let Some(levels) = self.discovery_levels(filter) else {
             return false;
         };
-        let levels: Vec<&str> = rest.split('/').collect();
         matches!(levels.len(), 3 | 4)
             && levels.last() == Some(&"config")
             && levels[..levels.len() - 1]
@@ -438,11 +434,7 @@ impl HomeAssistantTopics {
 
     /// The node level of a config topic `{discovery}/{component}/{node}/{object}/config`.
     fn config_node<'t>(&self, topic: &'t str) -> Option<&'t str> {
-        let rest = topic
-            .strip_prefix(self.discovery.as_str())?
-            .strip_prefix('/')?;
-        let levels: Vec<&str> = rest.split('/').collect();
-        match levels.as_slice() {
+        match self.discovery_levels(topic)?.as_slice() {
             [component, node, object, "config"]
                 if check_id(component).is_ok() && check_id(object).is_ok() =>
             {
@@ -450,6 +442,14 @@ impl HomeAssistantTopics {
             }
             _ => None,
         }
+    }
+
+    /// The levels of a topic or filter under `{discovery}/`.
+    fn discovery_levels<'t>(&self, topic: &'t str) -> Option<Vec<&'t str>> {
+        let rest = topic
+            .strip_prefix(self.discovery.as_str())?
+            .strip_prefix('/')?;
+        Some(rest.split('/').collect())
     }
 
     /// Where a device's availability is published. Ids must be valid ids.
