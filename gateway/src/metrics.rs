@@ -96,7 +96,7 @@ impl Exporter {
         let queue_batches = gauge(
             &mut registry,
             "hearth_gateway_queue_batches",
-            "Reading batches in the queue, not yet stored by the backend",
+            "Records in the queue (reading batches, and sensors' run accounts), not yet forwarded",
         );
         let queue_readings = gauge(
             &mut registry,
