@@ -36,7 +36,7 @@ use tracing::{info, warn};
 use crate::{
     hardware::Sensors,
     mqtt::{Connection, DeviceLink, LinkOptions},
-    seq::Sequence,
+    seq::{Sequence, ACCOUNT_SYNC_EVERY},
 };
 
 /// How a sensor's batches leave it.
@@ -210,6 +210,8 @@ pub async fn run_sensor_with(
     };
     let mut tick = tokio::time::interval(plan.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut flush_account = tokio::time::interval(ACCOUNT_SYNC_EVERY);
+    flush_account.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tokio::pin!(shutdown);
     info!(
         device = link.device_id,
@@ -228,6 +230,9 @@ pub async fn run_sensor_with(
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = flush_account.tick() => {
+                sequence.sync_account();
+            }
             _ = tick.tick() => {
                 let now = unix_ms_now();
                 let sample = match sensors.sample(now) {

@@ -13,14 +13,15 @@
 //! [`BLOCK`] batches, and a restart skips what is left of the block.
 //!
 //! Beside it, `{device}.sent` says what the current run has numbered
-//! (`run_start last`), rewritten in place with every number and never
-//! fsynced: the page cache outlives a crash of the agent (not a power cut),
-//! so a restart after a crash says what the crashed run sent
-//! ([`Sequence::previous_run`]), and the backend counts its lost end as
-//! missing, as a clean stop's offline status would have made it. Why no
-//! fsync: an SD card would take a write per batch; what a power cut loses
-//! is a later account than the one read back, so the backend counts too
-//! little missing, never a reading that arrived.
+//! (`run_start last`), rewritten in place with every number: the page cache
+//! outlives a crash of the agent (not a power cut), so a restart after a
+//! crash says what the crashed run sent ([`Sequence::previous_run`]), and
+//! the backend counts its lost end as missing, as a clean stop's offline
+//! status would have made it. It is fsynced only every
+//! [`ACCOUNT_SYNC_EVERY`] ([`Sequence::sync_account`], which the sensor's
+//! loop calls): an SD card would not take a flush per batch. What a power
+//! cut loses is at most that long of the account, so the backend counts at
+//! most that many batches too few missing, never a reading that arrived.
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -34,6 +35,9 @@ use tracing::{info, warn};
 /// Numbers reserved per write of the state file: with a reading every 2 s,
 /// one write every 5.5 hours.
 pub const BLOCK: u64 = 10_000;
+/// How often the account file is flushed to disk while numbers are given:
+/// the most of a run's account a power cut can lose.
+pub const ACCOUNT_SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The numbers one sensor gives its batches.
 #[derive(Debug)]
@@ -53,6 +57,8 @@ pub struct Sequence {
     /// What the run before this one said it had numbered, when it ended
     /// without saying so itself.
     previous: Option<(u64, u64)>,
+    /// Whether the account was written since it was last flushed.
+    unsynced: bool,
 }
 
 impl Sequence {
@@ -67,6 +73,7 @@ impl Sequence {
             failing: false,
             account: None,
             previous: None,
+            unsynced: false,
         }
     }
 
@@ -112,6 +119,7 @@ impl Sequence {
             failing: false,
             account: Some(account),
             previous,
+            unsynced: false,
         };
         sequence.reserve()?;
         Ok(sequence)
@@ -145,11 +153,28 @@ impl Sequence {
         if let Some(account) = &self.account {
             // Fixed width, so each write covers the one before whole.
             let text = format!("{:020} {:020}\n", self.run_start, self.last);
-            if let Err(e) = account.write_all_at(text.as_bytes(), 0) {
-                warn!(error = %e, "cannot record what this run sent; a crash would leave its end uncounted");
+            match account.write_all_at(text.as_bytes(), 0) {
+                Ok(()) => self.unsynced = true,
+                Err(e) => {
+                    warn!(error = %e, "cannot record what this run sent; a crash would leave its end uncounted")
+                }
             }
         }
         self.last
+    }
+
+    /// Flushes the account file to disk if it was written since the last
+    /// flush (every [`ACCOUNT_SYNC_EVERY`]); whether it did.
+    pub fn sync_account(&mut self) -> bool {
+        let Some(account) = self.account.as_ref().filter(|_| self.unsynced) else {
+            return false;
+        };
+        if let Err(e) = account.sync_data() {
+            warn!(error = %e, "cannot flush what this run sent; a power cut would leave its end uncounted");
+            return false;
+        }
+        self.unsynced = false;
+        true
     }
 
     /// What the previous run numbered, `(run_start, last)`, as its account
@@ -331,6 +356,12 @@ mod tests {
         // The account file is the second run's now.
         let third = Sequence::with_file(3_000, file).unwrap();
         assert_eq!(third.previous_run(), second.sent());
+        // Flushed only when written since the last flush.
+        assert!(second.sync_account(), "numbered since it started");
+        assert!(!second.sync_account(), "nothing new");
+        second.next_seq();
+        assert!(second.sync_account());
+        assert!(!Sequence::from_clock(1).sync_account(), "no file, no flush");
     }
 
     #[test]
