@@ -20,7 +20,7 @@
 //! that matters; nothing of an unverified batch goes further than a log line.
 
 use hearth_proto::{
-    signing::DeviceKeys,
+    signing::{unsigned_account, DeviceKeys},
     v1::{ReadingBatch, RunAccount, SignedReadingBatch},
 };
 use prost::Message as _;
@@ -126,7 +126,7 @@ impl Admission {
         }
         Ok(Admitted {
             record: Record::Account(account),
-            bytes: Record::account_bytes(signed.account),
+            bytes: unsigned_account(signed.account),
         })
     }
 
@@ -152,7 +152,7 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use hearth_proto::{
-        signing::{unsigned_account, DeviceKey},
+        signing::DeviceKey,
         v1::{Metric, Reading},
     };
 

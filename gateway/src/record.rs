@@ -1,13 +1,11 @@
 //! What one queued record holds: a reading batch, as every queue has held
 //! (its bare encoding), or a sensor's account of a run (an envelope holding
-//! it, which never decodes as a batch; see `hearth.v1.SignedReadingBatch`).
+//! it, which never decodes as a batch: `hearth_proto::signing::unsigned_account`;
+//! see `hearth.v1.SignedReadingBatch`).
 //! Both travel in one queue so an account reaches the backend after the
 //! batches sent before it: counted against them, not ahead of them.
 
-use hearth_proto::{
-    signing::unsigned_account,
-    v1::{ReadingBatch, RunAccount, SignedReadingBatch},
-};
+use hearth_proto::v1::{ReadingBatch, RunAccount, SignedReadingBatch};
 use prost::{DecodeError, Message as _};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -28,11 +26,6 @@ impl Record {
                 envelope.account.as_slice(),
             )?))
         }
-    }
-
-    /// The record of an encoded account.
-    pub fn account_bytes(account: Vec<u8>) -> Vec<u8> {
-        unsigned_account(account)
     }
 
     /// Readings it holds (an account holds none).
@@ -89,7 +82,7 @@ mod tests {
             metrics: vec![Metric::PressureHpa as i32],
             time_unix_ms: 12,
         };
-        let bytes = Record::account_bytes(account.encode_to_vec());
+        let bytes = hearth_proto::signing::unsigned_account(account.encode_to_vec());
         let record = Record::decode(&bytes).unwrap();
         assert_eq!((record.readings(), record.device_id()), (0, "s1"));
         assert_eq!(record, Record::Account(account));

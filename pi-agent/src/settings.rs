@@ -698,13 +698,18 @@ fn id(id: &str) -> Result<String, String> {
         .map_err(|e| format!("{id:?} {e}"))
 }
 
-/// Reads a password file, without the line end an editor or `echo` leaves.
-fn read_password(file: &Raw) -> Result<String, SettingsError> {
-    let text = std::fs::read_to_string(&file.value).map_err(|cause| SettingsError::Unreadable {
+/// The text of the file a setting names, or an error naming both.
+fn read_file(file: &Raw) -> Result<String, SettingsError> {
+    std::fs::read_to_string(&file.value).map_err(|cause| SettingsError::Unreadable {
         setting: file.origin.clone(),
         path: file.value.clone(),
         cause,
-    })?;
+    })
+}
+
+/// Reads a password file, without the line end an editor or `echo` leaves.
+fn read_password(file: &Raw) -> Result<String, SettingsError> {
+    let text = read_file(file)?;
     let password = text.trim_end_matches(['\r', '\n']);
     if password.is_empty() {
         return Err(invalid(&file.origin, format!("{} is empty", file.value)));
@@ -714,11 +719,7 @@ fn read_password(file: &Raw) -> Result<String, SettingsError> {
 
 /// Reads a keys file that must hold the key of each of `devices`.
 fn read_udp_keys(file: &Raw, devices: &[String]) -> Result<DeviceKeys, SettingsError> {
-    let text = std::fs::read_to_string(&file.value).map_err(|cause| SettingsError::Unreadable {
-        setting: file.origin.clone(),
-        path: file.value.clone(),
-        cause,
-    })?;
+    let text = read_file(file)?;
     let keys = DeviceKeys::parse(&text)
         .map_err(|e| invalid(&file.origin, format!("{}: {e}", file.value)))?;
     if let Some(missing) = devices.iter().find(|d| keys.get(d).is_none()) {
@@ -734,11 +735,7 @@ fn read_udp_keys(file: &Raw, devices: &[String]) -> Result<DeviceKeys, SettingsE
 /// `{device}-0` … `{device}-{count-1}` (blank lines and `#` comments
 /// skipped). An error names the line, never its text: it holds a password.
 fn read_fleet_logins(file: &Raw, device: &str, count: u32) -> Result<FleetLogins, SettingsError> {
-    let text = std::fs::read_to_string(&file.value).map_err(|cause| SettingsError::Unreadable {
-        setting: file.origin.clone(),
-        path: file.value.clone(),
-        cause,
-    })?;
+    let text = read_file(file)?;
     let error = |reason: String| invalid(&file.origin, format!("{}: {reason}", file.value));
     let mut logins = FleetLogins::new();
     for (i, line) in text.lines().enumerate() {
