@@ -102,8 +102,9 @@ cmd_test() {
     build_web
     say "building the container images with podman (k8s/images.sh)"
     bash k8s/images.sh
-    say "building every binary"
+    say "building every binary, and Hearth's Mosquitto plugin"
     cargo build --workspace --bins
+    cargo build -p hearth-mosquitto-plugin
     say "cross-compiling hearth-agent for the Pi (aarch64-unknown-linux-gnu)"
     bash pi-agent/cross-build.sh >/dev/null
     export HEARTH_BINARIES_BUILT=1

@@ -2,8 +2,10 @@
 # Builds the images the manifests run, here, with nothing pulled: static
 # (musl) `hearth` and `hearth-gateway` binaries, then k8s/Containerfile.scratch
 # (with the built web app, frontend/dist) and k8s/Containerfile.gateway.scratch
-# with podman, tagged hearth:dev and hearth-gateway:dev. Installs podman,
-# runc, musl-tools and the musl target where missing; safe to rerun.
+# with podman, tagged hearth:dev and hearth-gateway:dev; and
+# k8s/Containerfile.mosquitto.scratch, Debian's Mosquitto with Hearth's
+# plugin, tagged hearth-mosquitto:dev. Installs podman, runc, musl-tools,
+# busybox-static and the musl target where missing; safe to rerun.
 # `./hearth.sh test` runs it after the web build; the system test
 # `image::the_hearth_image_serves_health_the_app_and_set_mode` runs the image.
 set -euo pipefail
@@ -15,6 +17,7 @@ missing=()
 command -v podman >/dev/null || missing+=(podman)
 [ -x /usr/sbin/runc ] || missing+=(runc)
 command -v musl-gcc >/dev/null || missing+=(musl-tools)
+[ -x /bin/busybox ] || missing+=(busybox-static)
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     log="$(mktemp)"
@@ -51,4 +54,23 @@ podman_ build --quiet -f k8s/Containerfile.scratch --build-arg HEARTH_BIN=bin/he
     -t hearth:dev "$context" >/dev/null
 podman_ build --quiet -f k8s/Containerfile.gateway.scratch \
     --build-arg GATEWAY_BIN=bin/hearth-gateway -t hearth-gateway:dev "$context" >/dev/null
-podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '/hearth(-gateway)?:dev ' >&2
+# Hearth's Mosquitto: the broker, mosquitto_ctrl and the two plugins at the
+# paths k8s/base/mosquitto-dynsec.conf names, with every library they load
+# (ldd) and the loader at the paths the binaries ask for.
+say "building hearth-mosquitto:dev (podman, FROM scratch, Debian's Mosquitto)"
+cargo build --release --quiet -p hearth-mosquitto-plugin
+root="$context/mosquitto"
+dynsec=/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so
+plugin="$target_dir/release/libhearth_mosquitto.so"
+for file in /usr/sbin/mosquitto /usr/bin/mosquitto_ctrl "$dynsec" "$plugin"; do
+    ldd "$file" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'
+done | sort -u | while read -r lib; do install -D -m 0755 "$lib" "$root$lib"; done
+install -D -m 0755 /usr/sbin/mosquitto "$root/usr/sbin/mosquitto"
+install -D -m 0755 /usr/bin/mosquitto_ctrl "$root/usr/bin/mosquitto_ctrl"
+install -D -m 0755 "$dynsec" "$root/usr/lib/mosquitto_dynamic_security.so"
+install -D -m 0755 "$plugin" "$root/usr/lib/hearth/libhearth_mosquitto.so"
+install -D -m 0755 /bin/busybox "$root/bin/sh"
+mkdir -p "$root/mosquitto/config" "$root/mosquitto/data"
+podman_ build --quiet -f k8s/Containerfile.mosquitto.scratch -t hearth-mosquitto:dev "$root" >/dev/null
+
+podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '/hearth(-gateway|-mosquitto)?:dev ' >&2

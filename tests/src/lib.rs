@@ -105,12 +105,18 @@ pub fn binary(package: &str, bin: &str) -> PathBuf {
             return;
         }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "--workspace", "--bins"])
-            .current_dir(&workspace)
-            .status()
-            .expect("running cargo build");
-        assert!(status.success(), "building the binaries failed");
+        for args in [
+            &["--workspace", "--bins"][..],
+            &["-p", "hearth-mosquitto-plugin"],
+        ] {
+            let status = Command::new(&cargo)
+                .args(["build", "--quiet"])
+                .args(args)
+                .current_dir(&workspace)
+                .status()
+                .expect("running cargo build");
+            assert!(status.success(), "building {args:?} failed");
+        }
     });
     let _ = package;
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -700,6 +706,11 @@ pub fn metric_value(body: &str, name: &str) -> Option<f64> {
 /// Debian's build of Mosquitto's dynamic security plugin.
 pub const DYNSEC_PLUGIN: &str = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
 
+/// Hearth's Mosquitto plugin (`mosquitto-plugin/`), built with the binaries.
+pub fn hearth_mosquitto_plugin() -> PathBuf {
+    binary("hearth-mosquitto-plugin", "libhearth_mosquitto.so")
+}
+
 /// A Mosquitto of a test's own on a free port, so the test can stop it (or
 /// use it as a second broker) without disturbing the others. Killed on drop.
 pub struct PrivateBroker {
@@ -768,12 +779,16 @@ impl PrivateBroker {
         let config = dir.0.join("mosquitto-dynsec.conf");
         // Why `user root`: started as root, Mosquitto would switch to its own
         // user, who may not write the plugin's file in a root-owned temp dir
-        // (ignored when not started as root).
+        // (ignored when not started as root). Hearth's plugin first, as
+        // deploy/mosquitto-dynsec.conf loads it: only the admin (Hearth)
+        // may retain.
         std::fs::write(
             &config,
             format!(
                 "user root\nlistener {port} 127.0.0.1\nallow_anonymous false\n\
+                 plugin {}\nplugin_opt_retainers {admin}\n\
                  plugin {DYNSEC_PLUGIN}\nplugin_opt_config_file {}\n",
+                hearth_mosquitto_plugin().display(),
                 state.display()
             ),
         )

@@ -308,6 +308,85 @@ async fn a_device_reaches_only_its_own_topics_on_mosquitto_with_dynamic_security
     assert!(desired.on && desired.version >= 1, "{desired:?}");
 }
 
+/// Dynamic security lets a device publish on its own topics but cannot
+/// forbid it to retain there. Hearth's plugin, loaded before it as in
+/// deploy/mosquitto-dynsec.conf, refuses the retained publishes (the device
+/// gets its PUBACK, as for any refusal in MQTT 3.1.1), and Hearth's own login
+/// still retains: Home Assistant's discovery configs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_retain_on_its_own_topics_on_mosquitto_and_hearth_still_can() {
+    let s = hearth_on_dynsec_mosquitto_with(&[("HEARTH_HOME_ASSISTANT", "true")]).await;
+    let sensor = unique("sensor");
+    let login = s.register(&sensor, DeviceKind::Sensor).await;
+    let (client, mut events) = connect_as(&s.app, &login).await;
+    let online = v1::DeviceStatus {
+        online: true,
+        ..Default::default()
+    };
+    let own = [Channel::Readings, Channel::Reported, Channel::Status];
+    for (channel, payload) in own.into_iter().zip([
+        batch(&s.home, &sensor, 1),
+        vec![0x08, 0x01],
+        online.encode_to_vec(),
+    ]) {
+        client
+            .publish(s.topic(&sensor, channel), QoS::AtLeastOnce, true, payload)
+            .await
+            .unwrap();
+        assert!(
+            matches!(next_packet(&mut events).await, Packet::PubAck(_)),
+            "{channel:?}"
+        );
+    }
+    // The retained messages a new subscriber gets, until Hearth's config of
+    // the sensor is among them. Mosquitto sends them as it takes the
+    // SUBSCRIBE, so they are all in before the marker published after it.
+    let own_topics: Vec<String> = own.iter().map(|c| s.topic(&sensor, *c)).collect();
+    let prefix = s.app.topics.prefix().to_owned();
+    let marker = format!("{prefix}/marker");
+    let (watcher, mut watcher_events) = connect(&s.app, &unique("watcher"), (ADMIN, &s.password))
+        .await
+        .expect("Hearth's login");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut received = Vec::new();
+        for filter in [format!("{prefix}/#"), "homeassistant/+/+/+/config".into()] {
+            watcher.subscribe(&filter, QoS::AtLeastOnce).await.unwrap();
+            next_suback(&mut watcher_events, &mut received).await;
+        }
+        watcher
+            .publish(&marker, QoS::AtMostOnce, false, "marker")
+            .await
+            .unwrap();
+        loop {
+            let p = next_publish(&mut watcher_events).await;
+            if p.topic == marker {
+                break;
+            }
+            received.push(p);
+        }
+        for p in &received {
+            assert!(
+                !own_topics.contains(&p.topic),
+                "the device's retained {} reached a later subscriber",
+                p.topic
+            );
+        }
+        // Retained: sent as the subscription was taken, not live.
+        if received
+            .iter()
+            .any(|p| p.retain && p.topic.ends_with("/config") && p.topic.contains(sensor.as_str()))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Hearth's discovery config of the sensor, retained"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_rotated_revoked_or_borrowed_logins_are_refused_by_mosquitto() {
     let s = hearth_on_dynsec_mosquitto().await;
