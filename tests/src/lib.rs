@@ -762,6 +762,18 @@ impl PrivateBroker {
     /// whose admin is `admin` with `password` (`mosquitto_ctrl dynsec init`);
     /// anonymous clients are refused. Its files live in `dir`.
     pub async fn start_with_dynsec(dir: &TempDir, admin: &str, password: &str) -> Self {
+        Self::start_with_dynsec_and(dir, admin, password, Some(&hearth_mosquitto_plugin())).await
+    }
+
+    /// [`start_with_dynsec`](Self::start_with_dynsec) with Hearth's plugin
+    /// from `hearth_plugin` (a benchmark's release build) or, with none (its
+    /// floor), without it.
+    pub async fn start_with_dynsec_and(
+        dir: &TempDir,
+        admin: &str,
+        password: &str,
+        hearth_plugin: Option<&std::path::Path>,
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("a free port")
             .local_addr()
@@ -782,13 +794,18 @@ impl PrivateBroker {
         // (ignored when not started as root). Hearth's plugin first, as
         // deploy/mosquitto-dynsec.conf loads it: only the admin (Hearth)
         // may retain.
+        let hearths = hearth_plugin.map_or_else(String::new, |plugin| {
+            format!(
+                "plugin {}\nplugin_opt_retainers {admin}\n",
+                plugin.display()
+            )
+        });
         std::fs::write(
             &config,
             format!(
                 "user root\nlistener {port} 127.0.0.1\nallow_anonymous false\n\
-                 plugin {}\nplugin_opt_retainers {admin}\n\
+                 max_inflight_messages 1000\nmax_queued_messages 100000\n{hearths}\
                  plugin {DYNSEC_PLUGIN}\nplugin_opt_config_file {}\n",
-                hearth_mosquitto_plugin().display(),
                 state.display()
             ),
         )
