@@ -17,7 +17,8 @@ missing=()
 command -v podman >/dev/null || missing+=(podman)
 [ -x /usr/sbin/runc ] || missing+=(runc)
 command -v musl-gcc >/dev/null || missing+=(musl-tools)
-[ -x /bin/busybox ] || missing+=(busybox-static)
+# Why static: the image has no libraries for busybox (ldd fails on a static binary).
+{ [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || missing+=(busybox-static)
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     log="$(mktemp)"
