@@ -328,7 +328,7 @@ mod tests {
                 2,
                 "same device as line 1",
             ),
-            (format!("s1\n"), 1, "expected a device id and its key"),
+            ("s1\n".to_owned(), 1, "expected a device id and its key"),
             (format!("s1 {HEX_A} extra\n"), 1, "expected a device id"),
             (format!("s1 {}\n", &HEX_A[..62]), 1, "not 64 hex digits"),
             (format!("s1 {}zz\n", &HEX_A[..62]), 1, "not 64 hex digits"),

@@ -62,7 +62,7 @@ impl Driver {
             .port();
         // Its own process group, so that dropping the driver also ends the
         // browsers it started: a test that panics never closes its session.
-        let child = Command::new(CHROMEDRIVER)
+        let mut child = Command::new(CHROMEDRIVER)
             .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -82,6 +82,8 @@ impl Driver {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("chromedriver did not listen on port {port}");
     }
 

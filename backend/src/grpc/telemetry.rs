@@ -191,9 +191,7 @@ fn replay(
             let metrics = metrics.clone();
             async move {
                 loop {
-                    let Some(mut query) = next.take().or_else(|| pages.next()) else {
-                        return None;
-                    };
+                    let mut query = next.take().or_else(|| pages.next())?;
                     let page = match core.storage.list_readings(&query).await {
                         Ok(page) => page,
                         Err(e) => return Some((Err(Status::from(e)), (core, pages, None))),

@@ -916,7 +916,7 @@ where
         if runs.is_empty() {
             return Ok(());
         }
-        let mut q = Statement::new(&format!(
+        let mut q = Statement::new(format!(
             "{} INTO delivery_runs (device_id, run_start, seen_at) VALUES ",
             DB::INSERT_IGNORE
         ));

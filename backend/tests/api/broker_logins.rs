@@ -430,6 +430,39 @@ async fn a_last_will_on_another_devices_topic_is_refused() {
     assert_eq!(refused(&app, "publish").await, 1.0);
 }
 
+/// The guard reads MQTT 3.1.1 (as rumqttd behind it speaks): an MQTT 5
+/// CONNECT, even with a device's right login, is answered "unacceptable
+/// protocol version" and the connection closed, never passed on unread.
+#[tokio::test]
+async fn an_mqtt_5_client_is_refused_by_protocol_version_whatever_its_login() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (app, _root, a, _b) = app_with_two_sensors().await;
+    let string = |s: &str| [&(s.len() as u16).to_be_bytes()[..], s.as_bytes()].concat();
+    // Protocol "MQTT" level 5, username + password + clean start, keep-alive
+    // 60 s, no properties; then the client id and the login.
+    let mut body = [&string("MQTT")[..], &[5, 0xC2, 0, 60, 0]].concat();
+    for field in [&a.client_id, &a.username, &a.password] {
+        body.extend(string(field));
+    }
+    let mut connect = vec![0x10, body.len() as u8];
+    connect.extend(body);
+    let address = app.mqtt_url.trim_start_matches("mqtt://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(&connect).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer, then the connection closed")
+        .unwrap();
+    assert_eq!(
+        answer,
+        [0x20, 2, 0, 1],
+        "CONNACK: unacceptable protocol version"
+    );
+    // The same login over MQTT 3.1.1 is taken.
+    connect_as(&app, &a).await;
+}
+
 /// `device`'s delivery figures (GetDelivery) over the last ten minutes and
 /// the next minute of real time (the agent's readings carry real time).
 async fn delivery(app: &TestApp, token: &str, device: &str) -> v1::DeliveryFigures {

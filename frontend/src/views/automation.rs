@@ -516,7 +516,7 @@ fn dry_run_view(
     };
     let chart = match series {
         Ok(series) => {
-            let buckets = Bucket::of_series(&series);
+            let buckets = Bucket::of_series(series);
             let levels = [rule.on_above, rule.off_below];
             let plot = Plot {
                 buckets: &buckets,

@@ -1107,9 +1107,9 @@ fn expected_switches(thermo: &[(u64, i64, f64)]) -> Vec<(i64, bool)> {
         } else {
             None
         };
-        if want.is_some() && want != state {
+        if let Some(on) = want.filter(|_| want != state) {
             state = want;
-            out.push((time, want.expect("some")));
+            out.push((time, on));
         }
     }
     out
@@ -1181,13 +1181,14 @@ async fn check_watcher(db: &mut MySqlConnection, watcher: &Watcher) -> anyhow::R
     let readings = watcher.readings.lock().expect("watch").log.down.clone();
     let (mut missed, mut missed_reconnecting) = (0u64, 0u64);
     {
-        let seen = watcher.readings.lock().expect("watch");
+        // Why a copy: the lock is not held across the query's awaits.
+        let seen = watcher.readings.lock().expect("watch").keys.clone();
         let mut rows = sqlx::query_as::<_, (String, i16, i64, i64)>(
             "SELECT device_id, metric, seq, ts FROM readings",
         )
         .fetch(&mut *db);
         while let Some((device, metric, seq, ts)) = rows.try_next().await? {
-            if !seen.keys.contains(&(device, i32::from(metric), seq as u64)) {
+            if !seen.contains(&(device, i32::from(metric), seq as u64)) {
                 missed += 1;
                 missed_reconnecting += u64::from(in_window(ts, &readings));
             }

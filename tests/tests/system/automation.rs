@@ -614,8 +614,8 @@ async fn two_replicas_one_killed_every_crossing_switches_exactly_once() {
             a.metric("hearth_automation_leader").await,
             b.metric("hearth_automation_leader").await,
         ) {
-            (l, _) if l == 1.0 => break true,
-            (_, l) if l == 1.0 => break false,
+            (1.0, _) => break true,
+            (_, 1.0) => break false,
             _ => {
                 assert!(tokio::time::Instant::now() < deadline, "no leader");
                 tokio::time::sleep(Duration::from_millis(50)).await;

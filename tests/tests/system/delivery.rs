@@ -251,7 +251,6 @@ async fn an_agent_that_crashed_says_at_restart_what_it_sent_and_the_lost_end_is_
     // Restarted: it says what the crashed run sent, then runs and stops
     // cleanly, slowly enough that the stock queue drops nothing of it (its
     // statuses included).
-    let mut env = env;
     env.retain(|(name, _)| *name != "HEARTH_AGENT_INTERVAL_MS");
     env.push(("HEARTH_AGENT_INTERVAL_MS", "50"));
     let agent = TestAgent::spawn(&env).await;
