@@ -164,11 +164,8 @@ async fn the_mosquitto_image_makes_its_admin_once_and_only_hearth_retains() {
     }
     std::os::unix::fs::chown(&data, Some(10001), Some(10001)).expect("chown data");
     let password = format!("pw-{:016x}", rand::random::<u64>());
-    std::fs::write(
-        secrets.join("mqtt-dynsec-password"),
-        format!("{password}\n"),
-    )
-    .unwrap();
+    // As a Secret's file is: no final newline.
+    std::fs::write(secrets.join("mqtt-dynsec-password"), &password).unwrap();
     let state = data.join("dynamic-security.json");
     let init = dynsec_init_command();
     let mut first = None;
