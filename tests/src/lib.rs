@@ -703,6 +703,44 @@ pub fn metric_value(body: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// Connects to broker `url` as `client_id` with `login` (none: anonymous);
+/// the connection, or the CONNACK code it was refused with.
+pub async fn mqtt_connect(
+    url: &str,
+    client_id: &str,
+    login: Option<(&str, &str)>,
+) -> Result<(AsyncClient, EventLoop), rumqttc::ConnectReturnCode> {
+    let mut options = hearth_runtime::mqtt::options(url, client_id, None).expect("MQTT options");
+    if let Some((user, password)) = login {
+        options.set_credentials(user, password);
+    }
+    let (client, mut events) = hearth_runtime::mqtt::client(options, 16);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.poll())
+            .await
+            .expect("an answer to CONNECT")
+        {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok((client, events)),
+            Ok(_) => {}
+            Err(rumqttc::ConnectionError::ConnectionRefused(code)) => return Err(code),
+            Err(e) => panic!("connecting: {e}"),
+        }
+    }
+}
+
+/// The next packet the broker sends on `events`, within 10 s.
+pub async fn next_packet(events: &mut EventLoop) -> Packet {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Event::Incoming(p) = events.poll().await.expect("the connection holds") {
+                return p;
+            }
+        }
+    })
+    .await
+    .expect("a packet from the broker")
+}
+
 /// Debian's build of Mosquitto's dynamic security plugin.
 pub const DYNSEC_PLUGIN: &str = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
 

@@ -11,12 +11,12 @@ use hearth_proto::{
         MqttCredential, ReadingBatch, RegisterDeviceRequest,
     },
 };
-use hearth_tests::{unique, Backend, PrivateBroker, TempDir, TestAgent, TestApp, TestGateway};
-use prost::Message as _;
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Packet, QoS,
-    SubscribeReasonCode,
+use hearth_tests::{
+    mqtt_connect, next_packet, unique, Backend, PrivateBroker, TempDir, TestAgent, TestApp,
+    TestGateway,
 };
+use prost::Message as _;
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, Packet, QoS, SubscribeReasonCode};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 const ADMIN: &str = "hearth-admin";
@@ -146,29 +146,14 @@ impl Setup {
     }
 }
 
-/// Connects as `client_id` with `login`; the connection, or the CONNACK
-/// code it was refused with.
+/// Connects to `app`'s broker as `client_id` with `login`; the connection,
+/// or the CONNACK code it was refused with.
 async fn connect(
     app: &TestApp,
     client_id: &str,
     login: (&str, &str),
 ) -> Result<(AsyncClient, EventLoop), ConnectReturnCode> {
-    let mut options = hearth_runtime::mqtt::options(&app.mqtt_url, client_id, None).unwrap();
-    options.set_credentials(login.0, login.1);
-    let (client, mut events) = hearth_runtime::mqtt::client(options, 16);
-    let answer = tokio::time::timeout(PATIENCE, async {
-        loop {
-            match events.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
-                Ok(_) => {}
-                Err(ConnectionError::ConnectionRefused(code)) => return Err(code),
-                Err(e) => panic!("connecting: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("an answer to CONNECT");
-    answer.map(|()| (client, events))
+    mqtt_connect(&app.mqtt_url, client_id, Some(login)).await
 }
 
 async fn connect_as(app: &TestApp, login: &MqttCredential) -> (AsyncClient, EventLoop) {
@@ -184,18 +169,6 @@ fn is_refused(answer: Result<(AsyncClient, EventLoop), ConnectReturnCode>) -> bo
         answer.err(),
         Some(ConnectReturnCode::NotAuthorized | ConnectReturnCode::BadUserNamePassword)
     )
-}
-
-async fn next_packet(events: &mut EventLoop) -> Packet {
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            if let Event::Incoming(p) = events.poll().await.expect("the connection holds") {
-                return p;
-            }
-        }
-    })
-    .await
-    .expect("a packet from the broker")
 }
 
 /// Publishes `payload` on `topic` at QoS 1 and expects the broker's PUBACK.

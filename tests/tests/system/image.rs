@@ -17,10 +17,10 @@ use hearth_proto::v1::{
     RegisterDeviceRequest, SetModeRequest,
 };
 use hearth_tests::{
-    external_mqtt_url, fresh_mysql_database, http_get, log_field, spawn_until_ready, unique,
-    workspace_dir, TempDir,
+    external_mqtt_url, fresh_mysql_database, http_get, log_field, mqtt_connect as connect,
+    next_packet, spawn_until_ready, unique, workspace_dir, TempDir,
 };
-use rumqttc::{AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Packet, QoS};
+use rumqttc::{ConnectReturnCode, Packet, QoS};
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
@@ -322,41 +322,4 @@ async fn the_mosquitto_image_makes_its_admin_once_and_only_hearth_retains() {
         "{}",
         broker_log()
     );
-}
-
-/// Connects to `url` as `client_id` with `login` (none: anonymous); the
-/// connection, or the CONNACK code it was refused with.
-async fn connect(
-    url: &str,
-    client_id: &str,
-    login: Option<(&str, &str)>,
-) -> Result<(AsyncClient, EventLoop), ConnectReturnCode> {
-    let mut options = hearth_runtime::mqtt::options(url, client_id, None).unwrap();
-    if let Some((user, password)) = login {
-        options.set_credentials(user, password);
-    }
-    let (client, mut events) = hearth_runtime::mqtt::client(options, 16);
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), events.poll())
-            .await
-            .expect("an answer to CONNECT")
-        {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok((client, events)),
-            Ok(_) => {}
-            Err(ConnectionError::ConnectionRefused(code)) => return Err(code),
-            Err(e) => panic!("connecting: {e}"),
-        }
-    }
-}
-
-async fn next_packet(events: &mut EventLoop) -> Packet {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Event::Incoming(p) = events.poll().await.expect("the connection holds") {
-                return p;
-            }
-        }
-    })
-    .await
-    .expect("a packet from the broker")
 }
