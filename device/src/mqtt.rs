@@ -8,7 +8,15 @@
 //! `*_with` loops take both; [`run_sensor`] and [`run_actuator`] connect
 //! without options, as the demo home and the system tests do.
 
-use std::{future::Future, path::PathBuf, time::Duration};
+use std::{
+    future::Future,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use hearth_proto::{
@@ -25,7 +33,7 @@ use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
     Outgoing, Packet, QoS,
 };
-use tokio::time::Instant;
+use tokio::{sync::mpsc, time::Instant};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -129,48 +137,133 @@ impl LinkOptions {
 /// doubling to 15 s, ±25 % jitter so that many devices do not reconnect in step.
 const RECONNECT: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(15));
 
-/// The event loop of one device's connection, pausing with backoff between
-/// connection attempts.
+/// One device's connection: its event loop runs in a task of its own (the
+/// [`Driver`]), which reconnects with backoff; the device's loop takes what
+/// it needs (CONNACKs, messages) from a channel.
+///
+/// Why a task: the loops `select!` the connection against their timers, and
+/// whatever loses a `select!` is dropped. A connection attempt dropped that
+/// way is abandoned, so a sensor whose interval was shorter than a CONNECT's
+/// round trip (1 ms on a loaded machine; 100 ms to a broker across the
+/// internet over TLS) never connected. Receiving from a channel can be
+/// dropped and started again without losing anything.
 pub(crate) struct Connection {
-    events: EventLoop,
-    /// The username, and the file to read its password from again after a
-    /// refused login.
-    relogin: Option<(String, PathBuf)>,
+    events: mpsc::Receiver<Event>,
+    state: Arc<LinkState>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+/// What the device's loop and the driver share.
+#[derive(Default)]
+struct LinkState {
     /// Whether the broker accepted the session (CONNACK) and it still holds.
-    connected: bool,
-    /// Connection attempts since the last accepted one.
-    attempts: u32,
-    /// No connection attempt before this.
-    next_attempt: Option<Instant>,
+    connected: AtomicBool,
+    /// Set by [`Connection::close`]: the driver ends at the next error.
+    closing: AtomicBool,
 }
 
 impl Connection {
-    pub(crate) fn new(events: EventLoop, options: &LinkOptions) -> Self {
+    /// Starts driving `events` (the connection of `device`).
+    pub(crate) fn new(events: EventLoop, options: &LinkOptions, device: &str) -> Self {
         let relogin = options
             .credentials
             .as_ref()
             .zip(options.password_file.clone())
             .map(|(c, file)| (c.username().to_owned(), file));
-        Self {
+        let state = Arc::new(LinkState::default());
+        let (to_device, from_driver) = mpsc::channel(64);
+        let driver = Driver {
             events,
             relogin,
-            connected: false,
+            state: state.clone(),
             attempts: 0,
             next_attempt: None,
+            device: device.to_owned(),
+        };
+        Self {
+            events: from_driver,
+            state,
+            driver: tokio::spawn(driver.run(to_device)),
+        }
+    }
+
+    /// The next CONNACK or incoming message. Cancel-safe.
+    pub(crate) async fn next(&mut self) -> Event {
+        match self.events.recv().await {
+            Some(event) => event,
+            // The driver ended (it does only when closing).
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Publishes `offline` on `status_topic` and disconnects, waiting until
+    /// the DISCONNECT is out, for 2 s at most.
+    ///
+    /// Skipped while the link is down or the queue full: the broker then
+    /// publishes the last will (offline) when it sees the connection go.
+    pub(crate) async fn close(
+        mut self,
+        client: &AsyncClient,
+        status_topic: &str,
+        offline: Vec<u8>,
+    ) {
+        self.state.closing.store(true, Ordering::Relaxed);
+        if self.state.connected.load(Ordering::Relaxed)
+            && client
+                .try_publish(status_topic, QoS::AtLeastOnce, false, offline)
+                .is_ok()
+            && client.try_disconnect().is_ok()
+        {
+            // The driver ends once the DISCONNECT is out (or the link
+            // fails), and its channel closes with it; drained meanwhile so
+            // that it never waits on a full channel.
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while self.events.recv().await.is_some() {}
+            })
+            .await;
+        }
+        self.driver.abort();
+    }
+}
+
+/// The task polling one connection's event loop, pausing with backoff
+/// between connection attempts.
+struct Driver {
+    events: EventLoop,
+    /// The username, and the file to read its password from again after a
+    /// refused login.
+    relogin: Option<(String, PathBuf)>,
+    state: Arc<LinkState>,
+    /// Connection attempts since the last accepted one.
+    attempts: u32,
+    /// No connection attempt before this.
+    next_attempt: Option<Instant>,
+    device: String,
+}
+
+impl Driver {
+    /// Polls until the DISCONNECT is out, or the link fails while closing,
+    /// or the device's loop is gone; passes CONNACKs and messages on.
+    async fn run(mut self, to_device: mpsc::Sender<Event>) {
+        loop {
+            match self.next().await {
+                Some(event @ Event::Incoming(Packet::ConnAck(_) | Packet::Publish(_))) => {
+                    if to_device.send(event).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Event::Outgoing(Outgoing::Disconnect)) => return,
+                Some(_) => {}
+                None if self.state.closing.load(Ordering::Relaxed) => return,
+                None => {}
+            }
         }
     }
 
     /// The next event, or `None` after a connection error.
-    ///
-    /// Cancel-safe. Why it matters: the loops `select!` this against their
-    /// timers, which drop it whenever a reading is due, in a pause or in the
-    /// middle of a connection attempt. The time of the next attempt is kept
-    /// in `self` and set when an attempt *starts*, so neither a dropped wait
-    /// nor a dropped attempt reconnects at once (a reconnect storm at the
-    /// sensor's interval, seen when a connection attempt on a loaded machine
-    /// took longer than the interval).
-    pub(crate) async fn next(&mut self, device: &str) -> Option<Event> {
-        if !self.connected {
+    async fn next(&mut self) -> Option<Event> {
+        let device = self.device.as_str();
+        if !self.state.connected.load(Ordering::Relaxed) {
             if let Some(until) = self.next_attempt {
                 tokio::time::sleep_until(until).await;
             }
@@ -181,7 +274,7 @@ impl Connection {
         match self.events.poll().await {
             Ok(event) => {
                 if matches!(event, Event::Incoming(Packet::ConnAck(_))) {
-                    self.connected = true;
+                    self.state.connected.store(true, Ordering::Relaxed);
                     self.attempts = 0;
                     self.next_attempt = None;
                 }
@@ -218,47 +311,15 @@ impl Connection {
                         }
                     }
                 }
-                if self.connected {
+                if self.state.connected.swap(false, Ordering::Relaxed) {
                     // An accepted session ended: the first pause before
                     // trying again.
-                    self.connected = false;
                     self.next_attempt = Some(Instant::now() + RECONNECT.delay(0));
                     self.attempts = 1;
                 }
                 None
             }
         }
-    }
-
-    /// Publishes `offline` on `status_topic` and disconnects, polling until
-    /// the DISCONNECT is out, for 2 s at most. Why poll: only the event loop
-    /// writes to the socket, so a request queued and left is never sent.
-    ///
-    /// Skipped while the link is down or the queue full: the broker then
-    /// publishes the last will (offline) when it sees the connection go.
-    pub(crate) async fn close(
-        mut self,
-        client: &AsyncClient,
-        status_topic: &str,
-        offline: Vec<u8>,
-    ) {
-        if !self.connected
-            || client
-                .try_publish(status_topic, QoS::AtLeastOnce, false, offline)
-                .is_err()
-            || client.try_disconnect().is_err()
-        {
-            return;
-        }
-        let flush = async {
-            loop {
-                match self.events.poll().await {
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
-                    Ok(_) => {}
-                }
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
     }
 }
 
@@ -303,7 +364,7 @@ pub async fn run_actuator_with(
     let reported_topic = link.topic(Channel::Reported)?;
     let status_topic = link.topic(Channel::Status)?;
     let (client, events) = client(link.options(link_options)?, 64);
-    let mut connection = Connection::new(events, link_options);
+    let mut connection = Connection::new(events, link_options, &link.device_id);
     let mut applied_version = 0u64;
     let report = |applied_version: u64, on: bool| {
         ReportedState {
@@ -322,10 +383,10 @@ pub async fn run_actuator_with(
     loop {
         let event = tokio::select! {
             _ = &mut shutdown => break,
-            event = connection.next(&link.device_id) => event,
+            event = connection.next() => event,
         };
         match event {
-            Some(Event::Incoming(Packet::ConnAck(_))) => {
+            Event::Incoming(Packet::ConnAck(_)) => {
                 client.try_subscribe(&desired_topic, QoS::AtLeastOnce)?;
                 client.try_publish(
                     &status_topic,
@@ -340,7 +401,7 @@ pub async fn run_actuator_with(
                     report(applied_version, output.is_on()),
                 )?;
             }
-            Some(Event::Incoming(Packet::Publish(p))) if p.topic == desired_topic => {
+            Event::Incoming(Packet::Publish(p)) if p.topic == desired_topic => {
                 let desired = match DesiredState::decode(p.payload.as_ref()) {
                     Ok(d) => d,
                     Err(e) => {

@@ -191,7 +191,7 @@ pub async fn run_sensor_with(
         let (client, events) = hearth_runtime::mqtt::client(link.options(link_options)?, 64);
         Some(MqttLink {
             client,
-            connection: Connection::new(events, link_options),
+            connection: Connection::new(events, link_options, &link.device_id),
             readings_topic: link.topic(Channel::Readings)?,
             status_topic: link.topic(Channel::Status)?,
         })
@@ -265,11 +265,11 @@ pub async fn run_sensor_with(
             // before a handler runs, so the handlers may use `mqtt` again.
             event = async {
                 match mqtt.as_mut() {
-                    Some(m) => m.connection.next(&link.device_id).await,
+                    Some(m) => m.connection.next().await,
                     None => std::future::pending().await,
                 }
             } => {
-                if let (Some(Event::Incoming(Packet::ConnAck(_))), Some(m)) = (event, &mqtt) {
+                if let (Event::Incoming(Packet::ConnAck(_)), Some(m)) = (event, &mqtt) {
                     // The run before, which may have crashed before its
                     // offline status could say what it sent.
                     if let Some(previous) = sequence.previous_run() {
@@ -341,6 +341,50 @@ mod tests {
             home_id: "h".into(),
             device_id: "s1".into(),
         }
+    }
+
+    /// A broker that answers a CONNECT only after `delay`, far longer
+    /// than the sensor's interval, then reports the first PUBLISH it gets.
+    #[tokio::test]
+    async fn a_sensor_connects_to_a_broker_slower_than_its_interval() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let broker = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let link = DeviceLink {
+            broker_url: format!("mqtt://{}", broker.local_addr().unwrap()),
+            ..link()
+        };
+        let plan = SensorPlan::mqtt(Duration::from_millis(2));
+        let sensors = SimulatedSensors::new(0, Waveform::Steady(21.5));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(async move {
+            run_sensor_with(link, &LinkOptions::default(), sensors, &plan, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        let published = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let (mut socket, _) = broker.accept().await.unwrap();
+                let mut buf = [0u8; 4096];
+                // The CONNECT (one read is enough for its few bytes).
+                if socket.read(&mut buf).await.unwrap_or(0) == 0 {
+                    continue;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if socket.write_all(&[0x20, 2, 0, 0]).await.is_err() {
+                    continue; // the client gave this attempt up
+                }
+                while let Ok(n @ 1..) = socket.read(&mut buf).await {
+                    if buf[..n].iter().any(|&b| b >> 4 == 3) {
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
+        stop.send(()).unwrap();
+        running.await.unwrap().unwrap();
+        assert!(published.is_ok(), "no PUBLISH after a CONNACK 100 ms late");
     }
 
     #[tokio::test]
