@@ -248,9 +248,10 @@ impl Driver {
         loop {
             match self.next().await {
                 Some(event @ Event::Incoming(Packet::ConnAck(_) | Packet::Publish(_))) => {
-                    if to_device.send(event).await.is_err() {
+                    // Err: the device's loop is gone.
+                    let Ok(()) = to_device.send(event).await else {
                         return;
-                    }
+                    };
                 }
                 Some(Event::Outgoing(Outgoing::Disconnect)) => return,
                 Some(_) => {}
