@@ -222,6 +222,13 @@ impl Connection {
             })
             .await;
         }
+    }
+}
+
+/// Why: a loop that ends on an error drops its connection unclosed; its
+/// driver must not go on reconnecting for nobody.
+impl Drop for Connection {
+    fn drop(&mut self) {
         self.driver.abort();
     }
 }
